@@ -1,0 +1,62 @@
+# tufota — the habits, by name. Every target is safe to rerun.
+#
+#   make build      compile every package; CLI binaries into bin/
+#   make test       provision MinIO, PostgreSQL and SoftHSM2 (cached), run every test
+#                   with -race, tear the services down (scripts/testenv.sh)
+#   make test-short unit tests only (-short: integration tests skip, loudly)
+#   make lint       gofmt, go vet, staticcheck, gosec (tools pinned, cached)
+#   make fuzz       every FuzzXxx for FUZZTIME each (default 10s)
+#   make bench      every benchmark once
+#   make fixtures   regenerate the TUF test repositories in repo-fixtures/
+#
+# Cache: $(TUFOTA_CACHE) (tools, the MinIO binary). Variables you may set:
+#   PKGS (default ./...), TESTFLAGS (extra go test flags), FUZZTIME, BENCHFLAGS.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+GO        ?= go
+PKGS      ?= ./...
+TESTFLAGS ?=
+FUZZTIME  ?= 10s
+BENCHFLAGS ?= -benchmem -count=1
+
+export TUFOTA_CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/tufota
+
+.PHONY: build test test-short testenv-install lint fuzz bench fixtures clean
+
+build:
+	$(GO) build ./...
+	@if [ -d cmd ]; then mkdir -p bin && $(GO) build -o bin/ ./cmd/...; fi
+
+test:
+	scripts/testenv.sh $(GO) test -race -count=1 -timeout 45m $(TESTFLAGS) $(PKGS)
+
+test-short:
+	$(GO) test -short -race -count=1 $(TESTFLAGS) $(PKGS)
+
+# Install/build what make test needs (apt packages, MinIO) without starting anything.
+testenv-install:
+	scripts/testenv.sh --install-only
+
+lint:
+	scripts/lint.sh
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . $(BENCHFLAGS) $(PKGS)
+
+fixtures:
+	@if [ -d repo-fixtures/gen ]; then \
+		$(GO) run ./repo-fixtures/gen; \
+	elif [ -d repo-fixtures ]; then \
+		$(GO) test ./repo-fixtures -run . -update; \
+	else \
+		echo "make fixtures: no repo-fixtures/ yet, nothing to generate"; \
+	fi
+
+clean:
+	rm -rf bin/ coverage.out
