@@ -1,0 +1,316 @@
+// Package signer holds tufota's signing keys and its TUF repository writer.
+//
+// Keys are named by URIs and resolve to a sigstore signature.SignerVerifier,
+// the type go-tuf's Metadata.Sign takes. Today the only scheme is "file:",
+// an encrypted PEM key file (ECDSA P-256 or Ed25519, scrypt + secretbox,
+// sigstore's format); keys never sit on disk in plain text. NewCryptoSigner
+// adapts any crypto.Signer (an HSM or KMS key) to the same interface.
+//
+// Repository writes a TUF repository (spec v1.0, consistent snapshots) into
+// a storage.Blobs: metadata under "metadata/", target files under
+// "targets/". Publishing is atomic: every versioned file is written first and
+// timestamp.json last, so a reader, or a crash at any point, sees the old
+// repository or the new one and never a mix.
+package signer
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/tufota/tufota"
+)
+
+// Key algorithms accepted by GenerateFileKey.
+const (
+	AlgECDSAP256 = "ecdsa-p256"
+	AlgEd25519   = "ed25519"
+)
+
+// SupportedSchemes lists the key URI schemes Open understands.
+var supportedSchemes = []string{"file"}
+
+// maxKeyFileSize bounds how much of a key file Open reads; a real encrypted
+// key file is well under 1 KiB.
+const maxKeyFileSize = 64 << 10
+
+// Option configures Open.
+type Option func(*openOptions)
+
+type openOptions struct {
+	passphrase func() ([]byte, error)
+}
+
+// WithPassphrase sets the function Open calls to obtain the passphrase of an
+// encrypted key file (from an environment variable or a terminal prompt,
+// decided by the caller). It is called at most once per Open.
+func WithPassphrase(f func() ([]byte, error)) Option {
+	return func(o *openOptions) { o.passphrase = f }
+}
+
+// Open resolves a key URI to a signer. Supported schemes:
+//
+//	file:PATH        an encrypted PEM key file (ECDSA P-256 or Ed25519);
+//	file:///ABS/PATH the same with an absolute path in URL form.
+//
+// A malformed URI or an unknown scheme is a tufota.EInvalid error naming the
+// supported schemes. A missing file is tufota.ENotFound. A key file that is
+// not encrypted, or holds a key of an unsupported type, is EInvalid; a
+// missing passphrase is EInvalid; a wrong passphrase is EUnauthorized.
+// The returned value is safe for concurrent use.
+func Open(ctx context.Context, uri string, opts ...Option) (signature.SignerVerifier, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var o openOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ref, err := parseKeyURI(uri)
+	if err != nil {
+		return nil, err
+	}
+	switch ref.scheme {
+	case "file":
+		return openFileKey(ref.path, o.passphrase)
+	}
+	// parseKeyURI only returns supported schemes.
+	return nil, tufota.Errorf(tufota.EInternal, "open key %q: scheme %q not implemented", uri, ref.scheme)
+}
+
+// keyRef is a parsed key URI.
+type keyRef struct {
+	scheme string
+	path   string // for "file"
+}
+
+// parseKeyURI splits a key URI into its scheme and scheme-specific part and
+// validates the latter. Its errors are tufota.EInvalid.
+func parseKeyURI(uri string) (keyRef, error) {
+	if uri == "" {
+		return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI is empty; supported schemes: %s", schemeList())
+	}
+	if strings.ContainsRune(uri, 0) {
+		return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI contains a NUL byte")
+	}
+	scheme, rest, ok := strings.Cut(uri, ":")
+	if !ok || scheme == "" {
+		return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q has no scheme (want e.g. file:/path/to/key.pem); supported schemes: %s", uri, schemeList())
+	}
+	switch strings.ToLower(scheme) {
+	case "file":
+		path := rest
+		if strings.HasPrefix(rest, "//") {
+			// URL form: file:///abs/path or file://localhost/abs/path.
+			host, p, _ := strings.Cut(rest[2:], "/")
+			if host != "" && host != "localhost" {
+				return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q names host %q; file keys must be local (file:///abs/path or file:PATH)", uri, host)
+			}
+			path = "/" + p
+		}
+		if path == "" || path == "/" {
+			return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q has no file path", uri)
+		}
+		if strings.HasSuffix(path, "/") {
+			return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q names a directory, not a key file", uri)
+		}
+		return keyRef{scheme: "file", path: path}, nil
+	default:
+		return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI scheme %q is not supported; supported schemes: %s", scheme, schemeList())
+	}
+}
+
+func schemeList() string {
+	s := make([]string, len(supportedSchemes))
+	for i, v := range supportedSchemes {
+		s[i] = v + ":"
+	}
+	return strings.Join(s, ", ")
+}
+
+// openFileKey reads and decrypts an encrypted PEM key file.
+func openFileKey(path string, passphrase func() ([]byte, error)) (signature.SignerVerifier, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, tufota.Errorf(tufota.ENotFound, "open key file %s: file does not exist", path)
+		}
+		return nil, fmt.Errorf("open key file %s: %w", path, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read key file %s: %w", path, err)
+	}
+	if len(data) > maxKeyFileSize {
+		return nil, tufota.Errorf(tufota.EInvalid, "key file %s is larger than %d bytes; not a key file", path, maxKeyFileSize)
+	}
+	return decodeFileKey(path, data, passphrase)
+}
+
+// decodeFileKey decrypts pemBytes, the contents of the key file at path.
+func decodeFileKey(path string, pemBytes []byte, passphrase func() ([]byte, error)) (signature.SignerVerifier, error) {
+	block, _ := pem.Decode(pemBytes)
+	if block == nil {
+		return nil, tufota.Errorf(tufota.EInvalid, "key file %s is not PEM", path)
+	}
+	if block.Type != string(cryptoutils.EncryptedSigstorePrivateKeyPEMType) {
+		if strings.Contains(block.Type, "PRIVATE KEY") && !strings.Contains(block.Type, "ENCRYPTED") {
+			return nil, tufota.Errorf(tufota.EInvalid, "key file %s holds an unencrypted %s; tufota keeps keys encrypted at rest (create one with GenerateFileKey / tufota key create)", path, block.Type)
+		}
+		return nil, tufota.Errorf(tufota.EInvalid, "key file %s holds a %q PEM block; want %q", path, block.Type, cryptoutils.EncryptedSigstorePrivateKeyPEMType)
+	}
+	if passphrase == nil {
+		return nil, tufota.Errorf(tufota.EInvalid, "key file %s is encrypted and no passphrase was given", path)
+	}
+	pass, err := passphrase()
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: read passphrase: %w", path, err)
+	}
+	if len(pass) == 0 {
+		return nil, tufota.Errorf(tufota.EInvalid, "key file %s: passphrase is empty", path)
+	}
+	priv, err := cryptoutils.UnmarshalPEMToPrivateKey(pemBytes, cryptoutils.StaticPasswordFunc(pass))
+	if err != nil {
+		// secretbox authentication fails for a wrong passphrase and for a
+		// corrupted file alike; the passphrase is by far the likelier cause.
+		return nil, tufota.Errorf(tufota.EUnauthorized, "key file %s: wrong passphrase or corrupted key file", path)
+	}
+	sv, err := signerVerifierFor(priv)
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %w", path, err)
+	}
+	return sv, nil
+}
+
+// signerVerifierFor wraps an in-memory private key; only ECDSA P-256 and
+// Ed25519 are accepted.
+func signerVerifierFor(priv crypto.PrivateKey) (signature.SignerVerifier, error) {
+	switch k := priv.(type) {
+	case *ecdsa.PrivateKey:
+		if k.Curve != elliptic.P256() {
+			return nil, tufota.Errorf(tufota.EInvalid, "ECDSA key on curve %s is not supported; use P-256", k.Curve.Params().Name)
+		}
+		return signature.LoadECDSASignerVerifier(k, crypto.SHA256)
+	case ed25519.PrivateKey:
+		return signature.LoadED25519SignerVerifier(k)
+	default:
+		return nil, tufota.Errorf(tufota.EInvalid, "private key type %T is not supported; use ECDSA P-256 or Ed25519", priv)
+	}
+}
+
+// GenerateFileKey creates a new private key of algorithm alg ("ecdsa-p256"
+// or "ed25519"), encrypts it with passphrase (scrypt + secretbox, sigstore's
+// "ENCRYPTED SIGSTORE PRIVATE KEY" PEM format) and writes it to path with
+// mode 0600. It refuses to overwrite an existing file (tufota.EConflict) and
+// refuses an empty passphrase or an unknown algorithm (tufota.EInvalid).
+// On error no file is left behind.
+func GenerateFileKey(path, alg string, passphrase []byte) (signature.SignerVerifier, error) {
+	if len(passphrase) == 0 {
+		return nil, tufota.Errorf(tufota.EInvalid, "generate key %s: passphrase is empty; keys are never stored in plain text", path)
+	}
+	if path == "" {
+		return nil, tufota.Errorf(tufota.EInvalid, "generate key: path is empty")
+	}
+	var priv crypto.Signer
+	var err error
+	switch alg {
+	case AlgECDSAP256:
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case AlgEd25519:
+		_, priv, err = ed25519.GenerateKey(rand.Reader)
+	default:
+		return nil, tufota.Errorf(tufota.EInvalid, "generate key %s: algorithm %q is not supported; use %q or %q", path, alg, AlgECDSAP256, AlgEd25519)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("generate %s key: %w", alg, err)
+	}
+	sv, err := signerVerifierFor(priv)
+	if err != nil {
+		return nil, fmt.Errorf("generate %s key: %w", alg, err)
+	}
+	der, err := cryptoutils.MarshalPrivateKeyToEncryptedDER(priv, cryptoutils.StaticPasswordFunc(passphrase))
+	if err != nil {
+		return nil, fmt.Errorf("generate key %s: encrypt: %w", path, err)
+	}
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: string(cryptoutils.EncryptedSigstorePrivateKeyPEMType), Bytes: der})
+	if err := writeNewFile(path, pemBytes, 0o600); err != nil {
+		return nil, fmt.Errorf("generate key %s: %w", path, err)
+	}
+	return sv, nil
+}
+
+// writeNewFile creates path exclusively with mode perm, writes data and
+// syncs it. An existing file is tufota.EConflict. On error the new file is
+// removed.
+func writeNewFile(path string, data []byte, perm os.FileMode) (err error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return tufota.Errorf(tufota.EConflict, "%s exists already; refusing to overwrite a key file", path)
+		}
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+		if err != nil {
+			_ = os.Remove(path)
+		}
+	}()
+	// The umask may have cleared bits but never adds any; make the mode
+	// explicit in case the file system ignored perm.
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// KeyID returns the TUF key ID of v's public key: the hex SHA-256 of the
+// canonical JSON of the key as go-tuf's metadata.KeyFromPublicKey encodes it
+// (ECDSA keys as keytype "ecdsa", scheme "ecdsa-sha2-nistp256"; Ed25519 as
+// "ed25519"). This is the ID that appears in root.json and in signatures.
+func KeyID(v signature.PublicKeyProvider) (string, error) {
+	k, err := tufKey(v)
+	if err != nil {
+		return "", err
+	}
+	return k.ID()
+}
+
+// tufKey converts v's public key to a TUF key.
+func tufKey(v signature.PublicKeyProvider) (*metadata.Key, error) {
+	if v == nil {
+		return nil, tufota.Errorf(tufota.EInvalid, "key is nil")
+	}
+	pub, err := v.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("public key: %w", err)
+	}
+	if ec, ok := pub.(*ecdsa.PublicKey); ok && ec.Curve != elliptic.P256() {
+		return nil, tufota.Errorf(tufota.EInvalid, "ECDSA key on curve %s is not supported; use P-256", ec.Curve.Params().Name)
+	}
+	k, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		return nil, tufota.Errorf(tufota.EInvalid, "public key of type %T: %w", pub, err)
+	}
+	return k, nil
+}

@@ -1,0 +1,632 @@
+package signer
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/storage"
+)
+
+// Blob key prefixes of the repository layout.
+const (
+	MetadataPrefix = "metadata/"
+	TargetsPrefix  = "targets/"
+	StagingPrefix  = "staging/"
+)
+
+// maxMetadataSize bounds how much of one metadata file the repository reads.
+const maxMetadataSize = 64 << 20
+
+// TUF role names.
+const (
+	RoleRoot      = metadata.ROOT
+	RoleTargets   = metadata.TARGETS
+	RoleSnapshot  = metadata.SNAPSHOT
+	RoleTimestamp = metadata.TIMESTAMP
+)
+
+// Expiry is how long each role's metadata stays valid after it is signed.
+type Expiry struct {
+	Root, Targets, Snapshot, Timestamp time.Duration
+}
+
+// DefaultExpiry is the expiry policy used unless WithExpiry says otherwise:
+// root one year, targets 90 days, snapshot 7 days, timestamp 1 day. It is
+// read-only.
+var DefaultExpiry = Expiry{
+	Root:      365 * 24 * time.Hour,
+	Targets:   90 * 24 * time.Hour,
+	Snapshot:  7 * 24 * time.Hour,
+	Timestamp: 24 * time.Hour,
+}
+
+// RoleKeys are the keys of the four top-level roles, given to Init. Root and
+// Targets may have several keys and a threshold (0 means 1).
+type RoleKeys struct {
+	Root             []signature.SignerVerifier
+	RootThreshold    int
+	Targets          []signature.SignerVerifier
+	TargetsThreshold int
+	Snapshot         signature.SignerVerifier
+	Timestamp        signature.SignerVerifier
+}
+
+// Signers are the keys used to sign new metadata after Init. Targets must
+// hold at least the targets threshold of the role's keys; Snapshot and
+// Timestamp must be the roles' keys.
+type Signers struct {
+	Targets   []signature.Signer
+	Snapshot  signature.Signer
+	Timestamp signature.Signer
+}
+
+// Locker serialises writers of one repository across processes (a
+// PostgreSQL advisory lock when several server replicas share a bucket).
+// Lock blocks until the lock is held or ctx ends and returns the function
+// that releases it.
+type Locker interface {
+	Lock(ctx context.Context) (unlock func(), err error)
+}
+
+// RepoOption configures NewRepository.
+type RepoOption func(*Repository)
+
+// WithNow sets the clock used for expiry dates (tests inject a fixed time).
+func WithNow(now func() time.Time) RepoOption {
+	return func(r *Repository) { r.now = now }
+}
+
+// WithExpiry sets the expiry policy; zero fields keep DefaultExpiry's value.
+func WithExpiry(e Expiry) RepoOption {
+	return func(r *Repository) {
+		if e.Root > 0 {
+			r.expiry.Root = e.Root
+		}
+		if e.Targets > 0 {
+			r.expiry.Targets = e.Targets
+		}
+		if e.Snapshot > 0 {
+			r.expiry.Snapshot = e.Snapshot
+		}
+		if e.Timestamp > 0 {
+			r.expiry.Timestamp = e.Timestamp
+		}
+	}
+}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) RepoOption {
+	return func(r *Repository) { r.log = l }
+}
+
+// WithLocker adds a cross-process lock taken around every write, in
+// addition to the in-process one.
+func WithLocker(l Locker) RepoOption {
+	return func(r *Repository) { r.locker = l }
+}
+
+// Repository writes and reads a TUF repository kept in a storage.Blobs.
+// Writes (Init, Publish, Refresh) are serialised by an in-process lock and,
+// if configured, by a Locker; reads take no lock and rely on the layout
+// (timestamp.json written last). A Repository is safe for concurrent use.
+type Repository struct {
+	blobs  storage.Blobs
+	now    func() time.Time
+	expiry Expiry
+	log    *slog.Logger
+	locker Locker
+	sem    chan struct{} // in-process writer lock, usable with a context
+}
+
+// NewRepository returns a repository over blobs. It does no I/O.
+func NewRepository(blobs storage.Blobs, opts ...RepoOption) *Repository {
+	r := &Repository{
+		blobs:  blobs,
+		now:    time.Now,
+		expiry: DefaultExpiry,
+		log:    slog.New(slog.DiscardHandler),
+		sem:    make(chan struct{}, 1),
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// lock takes the writer lock(s).
+func (r *Repository) lock(ctx context.Context) (func(), error) {
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for repository lock: %w", ctx.Err())
+	}
+	release := func() { <-r.sem }
+	if r.locker != nil {
+		unlock, err := r.locker.Lock(ctx)
+		if err != nil {
+			release()
+			return nil, fmt.Errorf("repository lock: %w", err)
+		}
+		return func() { unlock(); release() }, nil
+	}
+	return release, nil
+}
+
+// expires returns now + d, in UTC, truncated to whole seconds as TUF
+// metadata conventionally shows it.
+func (r *Repository) expires(d time.Duration) time.Time {
+	return r.now().UTC().Add(d).Truncate(time.Second)
+}
+
+func metaKey(file string) string { return MetadataPrefix + file }
+
+// Init creates a new repository with consistent snapshots: 1.root.json
+// naming the keys and thresholds, an empty 1.targets.json, 1.snapshot.json
+// and finally timestamp.json, each signed by its role's keys (root and
+// targets by all of the given keys). It returns the root metadata, the
+// trust anchor to bake into devices.
+//
+// A repository whose timestamp.json or any N.root.json other than
+// 1.root.json exists is tufota.EConflict; leftovers of an Init that failed
+// before timestamp.json are overwritten. Bad keys or thresholds are
+// tufota.EInvalid.
+func (r *Repository) Init(ctx context.Context, keys RoleKeys) (rootJSON []byte, err error) {
+	unlock, err := r.lock(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	defer unlock()
+
+	if err := r.checkEmpty(ctx); err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	root, err := r.newRoot(keys)
+	if err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	rootSigners := make([]signature.Signer, len(keys.Root))
+	for i, k := range keys.Root {
+		rootSigners[i] = k
+	}
+	if err := signRole(root, RoleRoot, root, rootSigners); err != nil {
+		return nil, fmt.Errorf("init repository: sign root: %w", err)
+	}
+	rootJSON, err = root.ToBytes(true)
+	if err != nil {
+		return nil, fmt.Errorf("init repository: encode root: %w", err)
+	}
+
+	targets := metadata.Targets(r.expires(r.expiry.Targets))
+	targetSigners := make([]signature.Signer, len(keys.Targets))
+	for i, k := range keys.Targets {
+		targetSigners[i] = k
+	}
+	s := Signers{Targets: targetSigners, Snapshot: keys.Snapshot, Timestamp: keys.Timestamp}
+	files, err := r.signChain(root, targets, nil, nil, s)
+	if err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	if err := r.put(ctx, "1.root.json", rootJSON); err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	if err := r.writeChain(ctx, files); err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	r.log.InfoContext(ctx, "tuf repository initialised",
+		"root_keys", len(keys.Root), "root_threshold", root.Signed.Roles[RoleRoot].Threshold,
+		"targets_keys", len(keys.Targets), "targets_threshold", root.Signed.Roles[RoleTargets].Threshold)
+	return rootJSON, nil
+}
+
+// checkEmpty refuses to initialise over an existing repository.
+func (r *Repository) checkEmpty(ctx context.Context) error {
+	if _, err := r.blobs.Stat(ctx, metaKey("timestamp.json")); err == nil {
+		return tufota.Errorf(tufota.EConflict, "a TUF repository exists already (metadata/timestamp.json); refusing to overwrite it")
+	} else if !errors.Is(err, tufota.ErrNotFound) {
+		return fmt.Errorf("stat timestamp.json: %w", err)
+	}
+	infos, err := r.blobs.List(ctx, MetadataPrefix)
+	if err != nil {
+		return fmt.Errorf("list metadata: %w", err)
+	}
+	for _, in := range infos {
+		if v, ok := rootVersionOf(in.Key); ok && v > 1 {
+			return tufota.Errorf(tufota.EConflict, "a TUF repository exists already (%s); refusing to overwrite it", in.Key)
+		}
+	}
+	return nil
+}
+
+// newRoot builds version 1 root metadata from keys.
+func (r *Repository) newRoot(keys RoleKeys) (*metadata.Metadata[metadata.RootType], error) {
+	root := metadata.Root(r.expires(r.expiry.Root))
+	root.Signed.ConsistentSnapshot = true
+	add := func(role string, svs []signature.SignerVerifier, threshold int) error {
+		if len(svs) == 0 {
+			return tufota.Errorf(tufota.EInvalid, "role %s has no keys", role)
+		}
+		if threshold == 0 {
+			threshold = 1
+		}
+		if threshold < 0 || threshold > len(svs) {
+			return tufota.Errorf(tufota.EInvalid, "role %s: threshold %d must be between 1 and its %d keys", role, threshold, len(svs))
+		}
+		seen := map[string]bool{}
+		for i, sv := range svs {
+			if sv == nil {
+				return tufota.Errorf(tufota.EInvalid, "role %s: key %d is nil", role, i+1)
+			}
+			k, err := tufKey(sv)
+			if err != nil {
+				return fmt.Errorf("role %s key %d: %w", role, i+1, err)
+			}
+			id, err := k.ID()
+			if err != nil {
+				return fmt.Errorf("role %s key %d: %w", role, i+1, err)
+			}
+			if seen[id] {
+				return tufota.Errorf(tufota.EInvalid, "role %s: key %s is listed twice", role, id)
+			}
+			seen[id] = true
+			if err := root.Signed.AddKey(k, role); err != nil {
+				return fmt.Errorf("role %s: add key %s: %w", role, id, err)
+			}
+		}
+		root.Signed.Roles[role].Threshold = threshold
+		return nil
+	}
+	if err := add(RoleRoot, keys.Root, keys.RootThreshold); err != nil {
+		return nil, err
+	}
+	if err := add(RoleTargets, keys.Targets, keys.TargetsThreshold); err != nil {
+		return nil, err
+	}
+	if keys.Snapshot == nil {
+		return nil, tufota.Errorf(tufota.EInvalid, "role snapshot has no key")
+	}
+	if err := add(RoleSnapshot, []signature.SignerVerifier{keys.Snapshot}, 1); err != nil {
+		return nil, err
+	}
+	if keys.Timestamp == nil {
+		return nil, tufota.Errorf(tufota.EInvalid, "role timestamp has no key")
+	}
+	if err := add(RoleTimestamp, []signature.SignerVerifier{keys.Timestamp}, 1); err != nil {
+		return nil, err
+	}
+	return root, nil
+}
+
+// metaFile is one metadata file ready to be written.
+type metaFile struct {
+	name string // e.g. "3.targets.json"
+	data []byte
+}
+
+// signChain signs the metadata chain below root: targets (if not nil) gets
+// its version and signatures from the caller; snapshot is built on prev
+// (nil at Init) and timestamp on prevTS. It returns the files to write in
+// order, timestamp.json last.
+func (r *Repository) signChain(
+	root *metadata.Metadata[metadata.RootType],
+	targets *metadata.Metadata[metadata.TargetsType],
+	prevSnapshot *metadata.Metadata[metadata.SnapshotType],
+	prevTimestamp *metadata.Metadata[metadata.TimestampType],
+	s Signers,
+) ([]metaFile, error) {
+	var files []metaFile
+
+	var snapshot *metadata.Metadata[metadata.SnapshotType]
+	if prevSnapshot == nil {
+		snapshot = metadata.Snapshot(r.expires(r.expiry.Snapshot))
+	} else {
+		snapshot = prevSnapshot
+		snapshot.Signed.Version++
+		snapshot.Signed.Expires = r.expires(r.expiry.Snapshot)
+	}
+	if targets != nil {
+		if err := signRole(root, RoleTargets, targets, s.Targets); err != nil {
+			return nil, fmt.Errorf("sign targets v%d: %w", targets.Signed.Version, err)
+		}
+		data, err := targets.ToBytes(true)
+		if err != nil {
+			return nil, fmt.Errorf("encode targets v%d: %w", targets.Signed.Version, err)
+		}
+		files = append(files, metaFile{name: fmt.Sprintf("%d.targets.json", targets.Signed.Version), data: data})
+		snapshot.Signed.Meta["targets.json"] = metaFileFor(targets.Signed.Version, data)
+	}
+	if err := signRole(root, RoleSnapshot, snapshot, []signature.Signer{s.Snapshot}); err != nil {
+		return nil, fmt.Errorf("sign snapshot v%d: %w", snapshot.Signed.Version, err)
+	}
+	snapData, err := snapshot.ToBytes(true)
+	if err != nil {
+		return nil, fmt.Errorf("encode snapshot v%d: %w", snapshot.Signed.Version, err)
+	}
+	files = append(files, metaFile{name: fmt.Sprintf("%d.snapshot.json", snapshot.Signed.Version), data: snapData})
+
+	var timestamp *metadata.Metadata[metadata.TimestampType]
+	if prevTimestamp == nil {
+		timestamp = metadata.Timestamp(r.expires(r.expiry.Timestamp))
+	} else {
+		timestamp = prevTimestamp
+		timestamp.Signed.Version++
+		timestamp.Signed.Expires = r.expires(r.expiry.Timestamp)
+	}
+	timestamp.Signed.Meta["snapshot.json"] = metaFileFor(snapshot.Signed.Version, snapData)
+	if err := signRole(root, RoleTimestamp, timestamp, []signature.Signer{s.Timestamp}); err != nil {
+		return nil, fmt.Errorf("sign timestamp v%d: %w", timestamp.Signed.Version, err)
+	}
+	tsData, err := timestamp.ToBytes(true)
+	if err != nil {
+		return nil, fmt.Errorf("encode timestamp v%d: %w", timestamp.Signed.Version, err)
+	}
+	files = append(files, metaFile{name: "timestamp.json", data: tsData})
+	return files, nil
+}
+
+// metaFileFor describes a metadata file in snapshot or timestamp metadata,
+// with its length and SHA-256 so that clients check the exact bytes.
+func metaFileFor(version int64, data []byte) *metadata.MetaFiles {
+	sum := sha256.Sum256(data)
+	return &metadata.MetaFiles{
+		Version: version,
+		Length:  int64(len(data)),
+		Hashes:  metadata.Hashes{"sha256": sum[:]},
+	}
+}
+
+// writeChain writes files in order; the caller put timestamp.json last.
+func (r *Repository) writeChain(ctx context.Context, files []metaFile) error {
+	for _, f := range files {
+		if err := r.put(ctx, f.name, f.data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Repository) put(ctx context.Context, file string, data []byte) error {
+	if _, err := r.blobs.Put(ctx, metaKey(file), strings.NewReader(string(data))); err != nil {
+		return fmt.Errorf("write %s: %w", file, err)
+	}
+	return nil
+}
+
+// signRole clears md's signatures and signs it with signers, which must be
+// distinct keys of role in root, at least the role's threshold of them.
+// It then verifies the result as a client would.
+func signRole[T metadata.Roles](root *metadata.Metadata[metadata.RootType], role string, md *metadata.Metadata[T], signers []signature.Signer) error {
+	rr, ok := root.Signed.Roles[role]
+	if !ok {
+		return tufota.Errorf(tufota.EInternal, "root has no role %s", role)
+	}
+	md.ClearSignatures()
+	seen := map[string]bool{}
+	for _, s := range signers {
+		if s == nil {
+			continue
+		}
+		id, err := KeyID(s)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(rr.KeyIDs, id) {
+			return tufota.Errorf(tufota.EForbidden, "key %s is not a %s key of this repository", id, role)
+		}
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		if _, err := md.Sign(s); err != nil {
+			return fmt.Errorf("sign with key %s: %w", id, err)
+		}
+	}
+	if len(seen) < rr.Threshold {
+		return tufota.Errorf(tufota.EInvalid, "%s metadata needs signatures from %d of its keys, got %d", role, rr.Threshold, len(seen))
+	}
+	if err := root.VerifyDelegate(role, md); err != nil {
+		return tufota.Errorf(tufota.EInternal, "%s metadata does not verify after signing: %w", role, err)
+	}
+	return nil
+}
+
+// state is the current, verified top-level metadata of the repository.
+type state struct {
+	root      *metadata.Metadata[metadata.RootType]
+	timestamp *metadata.Metadata[metadata.TimestampType]
+	snapshot  *metadata.Metadata[metadata.SnapshotType]
+	targets   *metadata.Metadata[metadata.TargetsType]
+}
+
+// load reads the current repository: the newest root, timestamp.json, the
+// snapshot it names and the targets the snapshot names, checking versions,
+// hashes and signatures as a client would (not expiry). A repository
+// without timestamp.json is tufota.ENotFound; inconsistent metadata is
+// tufota.EInternal.
+func (r *Repository) load(ctx context.Context) (*state, error) {
+	_, rootData, err := r.newestRoot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &state{}
+	if st.root, err = new(metadata.Metadata[metadata.RootType]).FromBytes(rootData); err != nil {
+		return nil, corrupt("root", err)
+	}
+	if err := st.root.VerifyDelegate(RoleRoot, st.root); err != nil {
+		return nil, corrupt("root", err)
+	}
+
+	tsData, err := r.read(ctx, "timestamp.json")
+	if err != nil {
+		return nil, err
+	}
+	if st.timestamp, err = new(metadata.Metadata[metadata.TimestampType]).FromBytes(tsData); err != nil {
+		return nil, corrupt("timestamp.json", err)
+	}
+	if err := st.root.VerifyDelegate(RoleTimestamp, st.timestamp); err != nil {
+		return nil, corrupt("timestamp.json", err)
+	}
+	snapMeta, ok := st.timestamp.Signed.Meta["snapshot.json"]
+	if !ok {
+		return nil, corrupt("timestamp.json", errors.New("no snapshot.json entry"))
+	}
+
+	snapName := fmt.Sprintf("%d.snapshot.json", snapMeta.Version)
+	snapData, err := r.read(ctx, snapName)
+	if err != nil {
+		return nil, notFoundIsCorrupt(snapName, err)
+	}
+	if err := snapMeta.VerifyLengthHashes(snapData); err != nil {
+		return nil, corrupt(snapName, err)
+	}
+	if st.snapshot, err = new(metadata.Metadata[metadata.SnapshotType]).FromBytes(snapData); err != nil {
+		return nil, corrupt(snapName, err)
+	}
+	if err := st.root.VerifyDelegate(RoleSnapshot, st.snapshot); err != nil {
+		return nil, corrupt(snapName, err)
+	}
+	if st.snapshot.Signed.Version != snapMeta.Version {
+		return nil, corrupt(snapName, fmt.Errorf("version %d, timestamp names %d", st.snapshot.Signed.Version, snapMeta.Version))
+	}
+	targetsMeta, ok := st.snapshot.Signed.Meta["targets.json"]
+	if !ok {
+		return nil, corrupt(snapName, errors.New("no targets.json entry"))
+	}
+
+	targetsName := fmt.Sprintf("%d.targets.json", targetsMeta.Version)
+	targetsData, err := r.read(ctx, targetsName)
+	if err != nil {
+		return nil, notFoundIsCorrupt(targetsName, err)
+	}
+	if err := targetsMeta.VerifyLengthHashes(targetsData); err != nil {
+		return nil, corrupt(targetsName, err)
+	}
+	if st.targets, err = new(metadata.Metadata[metadata.TargetsType]).FromBytes(targetsData); err != nil {
+		return nil, corrupt(targetsName, err)
+	}
+	if err := st.root.VerifyDelegate(RoleTargets, st.targets); err != nil {
+		return nil, corrupt(targetsName, err)
+	}
+	if st.targets.Signed.Version != targetsMeta.Version {
+		return nil, corrupt(targetsName, fmt.Errorf("version %d, snapshot names %d", st.targets.Signed.Version, targetsMeta.Version))
+	}
+	return st, nil
+}
+
+func corrupt(file string, err error) error {
+	return tufota.Errorf(tufota.EInternal, "TUF repository is inconsistent: %s: %w", file, err)
+}
+
+func notFoundIsCorrupt(file string, err error) error {
+	if errors.Is(err, tufota.ErrNotFound) {
+		return corrupt(file, err)
+	}
+	return err
+}
+
+// read returns the bytes of metadata file name; a missing file is
+// tufota.ENotFound.
+func (r *Repository) read(ctx context.Context, name string) ([]byte, error) {
+	obj, err := r.blobs.Open(ctx, metaKey(name))
+	if err != nil {
+		if errors.Is(err, tufota.ErrNotFound) {
+			return nil, tufota.Errorf(tufota.ENotFound, "TUF metadata %s not found: %w", name, err)
+		}
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	defer obj.Close()
+	data, err := io.ReadAll(io.LimitReader(obj, maxMetadataSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if len(data) > maxMetadataSize {
+		return nil, tufota.Errorf(tufota.EInternal, "TUF metadata %s is larger than %d bytes", name, maxMetadataSize)
+	}
+	return data, nil
+}
+
+// rootVersionOf parses "metadata/N.root.json".
+func rootVersionOf(key string) (int64, bool) {
+	name, ok := strings.CutPrefix(key, MetadataPrefix)
+	if !ok {
+		return 0, false
+	}
+	num, ok := strings.CutSuffix(name, ".root.json")
+	if !ok || num == "" || num[0] == '0' {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || v < 1 {
+		return 0, false
+	}
+	return v, true
+}
+
+// newestRoot returns the version and bytes of the highest N.root.json.
+func (r *Repository) newestRoot(ctx context.Context) (int64, []byte, error) {
+	infos, err := r.blobs.List(ctx, MetadataPrefix)
+	if err != nil {
+		return 0, nil, fmt.Errorf("list metadata: %w", err)
+	}
+	var newest int64
+	for _, in := range infos {
+		if v, ok := rootVersionOf(in.Key); ok && v > newest {
+			newest = v
+		}
+	}
+	if newest == 0 {
+		return 0, nil, tufota.Errorf(tufota.ENotFound, "no TUF repository: metadata/1.root.json not found (run init)")
+	}
+	data, err := r.read(ctx, fmt.Sprintf("%d.root.json", newest))
+	if err != nil {
+		return 0, nil, err
+	}
+	return newest, data, nil
+}
+
+// Root returns the newest root metadata (N.root.json with the highest N),
+// or tufota.ENotFound if there is none.
+func (r *Repository) Root(ctx context.Context) ([]byte, error) {
+	_, data, err := r.newestRoot(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read root: %w", err)
+	}
+	return data, nil
+}
+
+// Targets returns the current, verified top-level targets metadata (the
+// version the current snapshot names). tufota.ENotFound if there is no
+// repository.
+func (r *Repository) Targets(ctx context.Context) (*metadata.Metadata[metadata.TargetsType], error) {
+	st, err := r.load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read targets: %w", err)
+	}
+	return st.targets, nil
+}
+
+// Expiries returns when the current metadata of each top-level role
+// ("root", "targets", "snapshot", "timestamp") expires.
+func (r *Repository) Expiries(ctx context.Context) (map[string]time.Time, error) {
+	st, err := r.load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read expiries: %w", err)
+	}
+	return map[string]time.Time{
+		RoleRoot:      st.root.Signed.Expires,
+		RoleTargets:   st.targets.Signed.Expires,
+		RoleSnapshot:  st.snapshot.Signed.Expires,
+		RoleTimestamp: st.timestamp.Signed.Expires,
+	}, nil
+}
