@@ -1,0 +1,232 @@
+// Package client is tufota's embeddable device library: it asks a tufota
+// server what the device should run, verifies the answer against signed TUF
+// metadata (go-tuf v2's updater with tufota's own fetcher), streams the
+// firmware image to disk while checking its length and hashes, and reports
+// the device's status back.
+//
+// The server is not trusted: a compromised server can hold an update back,
+// but it cannot make a device accept an image that the TUF metadata did not
+// sign, one built for other hardware, or an older version (unless the
+// signed target explicitly allows the downgrade from the exact version the
+// device runs). Every refusal is an error of one of the exported classes
+// (ErrNotSigned, ErrWrongHardware, ErrNotNewer, ErrLengthMismatch,
+// ErrHashMismatch, ErrMetadata, ErrServer, ErrUnreachable), matched with
+// errors.Is.
+//
+// The package imports only the standard library, go-tuf v2 and tufota's
+// root package; it uses no cgo and reads no environment variables.
+package client
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tufota/tufota"
+)
+
+// Error classes. Every error the client returns for a refused update or a
+// failed exchange wraps exactly one of them; test with errors.Is.
+var (
+	// ErrNotSigned: the server offered a target that the verified TUF
+	// metadata does not contain, or whose signed tufota metadata does not
+	// match the offer.
+	ErrNotSigned = errors.New("target not signed")
+	// ErrWrongHardware: the signed target does not list the device's
+	// hardware ID.
+	ErrWrongHardware = errors.New("target built for other hardware")
+	// ErrNotNewer: the signed target is not newer than the installed
+	// version, and does not allow a downgrade from it.
+	ErrNotNewer = errors.New("target not newer than installed version")
+	// ErrLengthMismatch: the downloaded image is shorter or longer than the
+	// signed length.
+	ErrLengthMismatch = errors.New("target length mismatch")
+	// ErrHashMismatch: the downloaded image's hashes differ from the signed
+	// ones.
+	ErrHashMismatch = errors.New("target hash mismatch")
+	// ErrMetadata: TUF metadata failed verification or could not be loaded
+	// (expired, rolled back, bad signature or threshold, missing or
+	// oversized file...). The go-tuf error stays in the chain for errors.As.
+	ErrMetadata = errors.New("TUF metadata refused")
+	// ErrServer: the server answered something the protocol does not
+	// allow: an unexpected status, a malformed body. Use errors.As with
+	// *ServerError for the status, the error code and Retry-After.
+	ErrServer = errors.New("unexpected server answer")
+	// ErrUnreachable: the request did not get an answer (connection
+	// refused or reset, timeout). Retrying later may help.
+	ErrUnreachable = errors.New("server unreachable")
+)
+
+// ServerError describes an unexpected HTTP answer. It matches ErrServer.
+type ServerError struct {
+	Op         string        // what the client was doing
+	Status     int           // HTTP status code
+	Code       string        // tufota error code from the body, if any
+	Message    string        // message from the body, if any
+	RetryAfter time.Duration // from a Retry-After header, or 0
+}
+
+func (e *ServerError) Error() string {
+	s := fmt.Sprintf("%s: server answered %d %s", e.Op, e.Status, http.StatusText(e.Status))
+	if e.Code != "" || e.Message != "" {
+		s += fmt.Sprintf(" (%s: %s)", e.Code, e.Message)
+	}
+	return s
+}
+
+// Is makes a *ServerError match ErrServer.
+func (e *ServerError) Is(target error) bool { return target == ErrServer }
+
+// Config configures a Client. ServerURL, TrustedRoot, StateDir, DeviceID
+// and HardwareID are required.
+type Config struct {
+	// ServerURL is the tufota server's base URL, e.g. https://ota.example.
+	ServerURL string
+	// TrustedRoot is the root.json the device shipped with: the trust
+	// anchor. Once a newer root has been verified, the one persisted in
+	// StateDir/metadata takes its place.
+	TrustedRoot []byte
+	// StateDir holds the client's state: the TUF metadata cache and the
+	// record of the installed version. It is created if missing.
+	StateDir string
+	// DeviceID and Token identify and authenticate the device.
+	DeviceID, Token string
+	// HardwareID is the device's hardware model; a target must list it.
+	HardwareID string
+	// CurrentVersion is the semantic version the device runs now. When
+	// empty, the version recorded in StateDir by MarkInstalled is used; when
+	// that is missing too, the device is treated as having no firmware and
+	// any signed version is newer.
+	CurrentVersion string
+	// HTTPClient makes every request. When nil, the client builds its own
+	// with connect, TLS and response-header timeouts (never
+	// http.DefaultClient).
+	HTTPClient *http.Client
+	// Logger receives the client's logs; nil discards them.
+	Logger *slog.Logger
+
+	// RequestTimeout bounds each metadata and API request, and each silent
+	// stretch of a target download (no byte for this long fails the
+	// attempt). Default 30s.
+	RequestTimeout time.Duration
+	// Retry bounds retries of requests that got no answer or a temporary
+	// failure; the zero value means the defaults (see RetryPolicy).
+	Retry RetryPolicy
+}
+
+// Client checks for, downloads and reports firmware updates for one device.
+// It is safe for concurrent use; Check calls are serialised because they
+// share the metadata cache.
+type Client struct {
+	cfg     Config
+	base    *url.URL
+	http    *http.Client
+	log     *slog.Logger
+	timeout time.Duration
+
+	retryPolicy RetryPolicy
+
+	checkMu sync.Mutex // serialises Check (shared metadata cache)
+
+	mu      sync.Mutex
+	current string // installed version, "" when none
+}
+
+// New validates cfg and returns a Client. It creates StateDir and its
+// metadata directory. It fails with an error wrapping tufota.ErrInvalid when
+// a required field is missing or malformed.
+func New(cfg Config) (*Client, error) {
+	bad := func(format string, args ...any) (*Client, error) {
+		return nil, tufota.Errorf(tufota.EInvalid, "client config: "+format, args...)
+	}
+	u, err := url.Parse(cfg.ServerURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return bad("server URL %q must be an absolute http(s) URL", cfg.ServerURL)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	if len(cfg.TrustedRoot) == 0 {
+		return bad("trusted root is empty")
+	}
+	if cfg.StateDir == "" {
+		return bad("state dir is empty")
+	}
+	if err := tufota.ValidateName("device ID", cfg.DeviceID); err != nil {
+		return bad("%v", err)
+	}
+	if err := tufota.ValidateName("hardware ID", cfg.HardwareID); err != nil {
+		return bad("%v", err)
+	}
+	if cfg.CurrentVersion != "" {
+		if _, err := tufota.ParseVersion(cfg.CurrentVersion); err != nil {
+			return bad("current version: %v", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, metadataDir), 0o700); err != nil {
+		return nil, fmt.Errorf("client: create state dir: %w", err)
+	}
+	c := &Client{
+		cfg:     cfg,
+		base:    u,
+		http:    cfg.HTTPClient,
+		log:     cfg.Logger,
+		timeout: cfg.RequestTimeout,
+		current: cfg.CurrentVersion,
+
+		retryPolicy: cfg.Retry.withDefaults(),
+	}
+	if c.http == nil {
+		c.http = defaultHTTPClient()
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.timeout <= 0 {
+		c.timeout = 30 * time.Second
+	}
+	if c.current == "" {
+		st, err := readInstalled(cfg.StateDir)
+		if err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		c.current = st.Version
+	}
+	return c, nil
+}
+
+// CurrentVersion returns the version the client considers installed: the
+// configured one, or the one last recorded by MarkInstalled. It is "" on a
+// device with no firmware recorded.
+func (c *Client) CurrentVersion() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.current
+}
+
+func defaultHTTPClient() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   15 * time.Second,
+			ResponseHeaderTimeout: 30 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConns:          4,
+			ForceAttemptHTTP2:     true,
+		},
+	}
+}
+
+// url returns the server URL joined with an escaped path.
+func (c *Client) url(p string) string {
+	u := *c.base
+	u.Path = c.base.Path + p
+	u.RawPath = ""
+	return u.String()
+}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"time"
+
+	"github.com/tufota/tufota/client"
+)
+
+// options are the agent's flags.
+type options struct {
+	server, deviceID, token, rootPath, stateDir, hardware, currentVersion string
+	caCert, installPath                                                   string
+	once, verbose                                                         bool
+	poll                                                                  time.Duration
+}
+
+// run is the whole agent: it parses args (with env as the fallback for the
+// server URL and the token), then runs one update cycle (--once) or polls
+// until ctx ends. It prints one line per cycle to stdout.
+func run(ctx context.Context, args []string, env func(string) string, stdout io.Writer) error {
+	o, err := parseFlags(args, env)
+	if err != nil {
+		return err
+	}
+	level := slog.LevelWarn
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	root, err := os.ReadFile(o.rootPath)
+	if err != nil {
+		return fmt.Errorf("read trusted root: %w", err)
+	}
+	hc, err := httpClient(o.caCert)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(client.Config{
+		ServerURL:      o.server,
+		TrustedRoot:    root,
+		StateDir:       o.stateDir,
+		DeviceID:       o.deviceID,
+		Token:          o.token,
+		HardwareID:     o.hardware,
+		CurrentVersion: o.currentVersion,
+		HTTPClient:     hc,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	a := &agent{
+		c:         c,
+		inst:      &client.FileInstaller{Path: o.installPath},
+		stateDir:  o.stateDir,
+		deviceID:  o.deviceID,
+		stdout:    stdout,
+		log:       log,
+		reportCtx: context.WithoutCancel(ctx),
+	}
+	if o.once {
+		return a.cycle(ctx)
+	}
+	for {
+		if err := a.cycle(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			fmt.Fprintf(stdout, "%s: %v\n", o.deviceID, err)
+		}
+		// Jitter the poll so a fleet does not ask in lockstep.
+		wait := o.poll/2 + rand.N(o.poll/2+1)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+func parseFlags(args []string, env func(string) string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("tufota-agent", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.server, "server", env("TUFOTA_SERVER"), "tufota server URL (or TUFOTA_SERVER)")
+	fs.StringVar(&o.deviceID, "device-id", "", "this device's ID")
+	fs.StringVar(&o.token, "token", env("TUFOTA_DEVICE_TOKEN"), "device token (or TUFOTA_DEVICE_TOKEN)")
+	fs.StringVar(&o.rootPath, "root", "", "trusted root.json (the trust anchor)")
+	fs.StringVar(&o.stateDir, "state-dir", "", "state directory (metadata cache, installed version, image)")
+	fs.StringVar(&o.hardware, "hardware", "", "this device's hardware ID")
+	fs.StringVar(&o.currentVersion, "current-version", "", "running firmware version (default: the one recorded in the state dir)")
+	fs.StringVar(&o.caCert, "ca-cert", "", "PEM CA certificate to trust for the server (default: system roots)")
+	fs.StringVar(&o.installPath, "install-path", "", "where the file installer puts the image (default STATE-DIR/firmware/image.bin)")
+	fs.BoolVar(&o.once, "once", false, "run one update cycle and exit (non-zero on failure)")
+	fs.DurationVar(&o.poll, "poll", 5*time.Minute, "poll interval")
+	fs.BoolVar(&o.verbose, "v", false, "verbose logs on stderr")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, req := range []struct{ name, val string }{
+		{"--server", o.server}, {"--device-id", o.deviceID}, {"--token", o.token},
+		{"--root", o.rootPath}, {"--state-dir", o.stateDir}, {"--hardware", o.hardware},
+	} {
+		if req.val == "" {
+			return o, fmt.Errorf("%s is required", req.name)
+		}
+	}
+	if o.poll <= 0 {
+		return o, errors.New("--poll must be positive")
+	}
+	if o.installPath == "" {
+		o.installPath = filepath.Join(o.stateDir, "firmware", "image.bin")
+	}
+	return o, nil
+}
+
+func httpClient(caCert string) (*http.Client, error) {
+	tr := &http.Transport{
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   15 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+	if caCert != "" {
+		pem, err := os.ReadFile(caCert)
+		if err != nil {
+			return nil, fmt.Errorf("read CA certificate: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", caCert)
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	return &http.Client{Transport: tr}, nil
+}
+
+// agent runs update cycles.
+type agent struct {
+	c         *client.Client
+	inst      client.Installer
+	stateDir  string
+	deviceID  string
+	stdout    io.Writer
+	log       *slog.Logger
+	reportCtx context.Context // reports outlive a cancelled cycle briefly
+}
+
+// cycle runs check → download → install → report once.
+func (a *agent) cycle(ctx context.Context) error {
+	upd, err := a.c.Check(ctx)
+	if err != nil {
+		return err
+	}
+	if upd == nil {
+		fmt.Fprintf(a.stdout, "%s: up to date (%s)\n", a.deviceID, orNone(a.c.CurrentVersion()))
+		return nil
+	}
+	fail := func(err error) error {
+		a.report(upd, client.StateFailed, err)
+		return err
+	}
+	a.report(upd, client.StateDownloading, nil)
+	dl := filepath.Join(a.stateDir, "download")
+	if err := os.MkdirAll(dl, 0o700); err != nil {
+		return fail(fmt.Errorf("download dir: %w", err))
+	}
+	img := filepath.Join(dl, path.Base(upd.Target))
+	if err := a.c.Download(ctx, upd, img); err != nil {
+		return fail(err)
+	}
+	a.report(upd, client.StateDownloaded, nil)
+	a.report(upd, client.StateInstalling, nil)
+	if err := a.inst.Install(ctx, img, upd); err != nil {
+		return fail(err)
+	}
+	if err := a.c.MarkInstalled(ctx, upd); err != nil {
+		if rerr := a.inst.Rollback(ctx); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return fail(err)
+	}
+	if err := a.inst.Confirm(ctx); err != nil {
+		a.log.Warn("confirm failed", "err", err)
+	}
+	a.report(upd, client.StateInstalled, nil)
+	fmt.Fprintf(a.stdout, "%s: installed %s %s\n", a.deviceID, upd.Name, upd.Version)
+	return nil
+}
+
+// report sends a status report; a report that cannot be delivered is
+// logged and does not stop the update.
+func (a *agent) report(upd *client.Update, st client.State, err error) {
+	ctx, cancel := context.WithTimeout(a.reportCtx, time.Minute)
+	defer cancel()
+	if rerr := a.c.Report(ctx, client.NewReport(upd, st, err)); rerr != nil {
+		a.log.Warn("status report not delivered", "state", st, "err", rerr)
+	}
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return "no firmware"
+	}
+	return v
+}
