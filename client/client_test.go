@@ -37,6 +37,7 @@ type server struct {
 	offer    any // JSON body of the update answer; nil → 204
 	requests map[string]int
 	fail     map[string]int // path → status to answer instead
+	override map[string]http.Handler
 	reports  []map[string]string
 }
 
@@ -46,7 +47,7 @@ func newServer(t *testing.T) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, repo: repo, requests: map[string]int{}, fail: map[string]int{}}
+	s := &server{t: t, repo: repo, requests: map[string]int{}, fail: map[string]int{}, override: map[string]http.Handler{}}
 	mux := http.NewServeMux()
 	mux.Handle("/tuf/", repo.Handler("/tuf/"))
 	mux.HandleFunc("GET /api/v1/device/update", func(w http.ResponseWriter, r *http.Request) {
@@ -86,7 +87,12 @@ func newServer(t *testing.T) *server {
 		s.mu.Lock()
 		s.requests[r.URL.Path]++
 		status := s.fail[r.URL.Path]
+		h := s.override[r.URL.Path]
 		s.mu.Unlock()
+		if h != nil {
+			h.ServeHTTP(w, r)
+			return
+		}
 		if status != 0 {
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, `{"error":{"code":"unavailable","message":"storage unavailable"}}`, status)
@@ -469,6 +475,13 @@ func TestTemporaryFailuresRetriedUpToCap(t *testing.T) {
 			t.Errorf("delay %d = %v, want within [%v, %v]", i, d, ceiling/2, ceiling)
 		}
 	}
+}
+
+// handle serves path with h instead of the repository.
+func (s *server) handle(path string, h http.Handler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.override[path] = h
 }
 
 // failPath makes the server answer status to every request for path.

@@ -82,17 +82,21 @@ func (d *download) run(ctx context.Context) error {
 			d.f.Close()
 		}
 	}()
-	if d.off < d.upd.Length || d.upd.Length == 0 && d.off == 0 {
-		err := d.c.retry(ctx, "download "+d.upd.Target, d.fetch)
-		if err != nil {
-			if errors.Is(err, ErrLengthMismatch) || errors.Is(err, ErrHashMismatch) {
-				d.discard()
-			}
-			return err
+	resumed := d.off > 0
+	err := d.transfer(ctx)
+	if errors.Is(err, ErrHashMismatch) && resumed {
+		// The bytes kept from an earlier attempt may be what is wrong (a
+		// power cut can leave garbage at the end of an unsynced file):
+		// start over once before blaming the server.
+		d.c.log.Warn("resumed download failed verification; starting over", "target", d.upd.Target)
+		if err = d.restart(); err == nil {
+			err = d.transfer(ctx)
 		}
 	}
-	if err := d.verify(); err != nil {
-		d.discard()
+	if err != nil {
+		if errors.Is(err, ErrLengthMismatch) || errors.Is(err, ErrHashMismatch) {
+			d.discard()
+		}
 		return err
 	}
 	if err := d.f.Sync(); err != nil {
@@ -108,6 +112,17 @@ func (d *download) run(ctx context.Context) error {
 	}
 	_ = os.Remove(d.marker)
 	return syncDir(filepath.Dir(d.dst))
+}
+
+// transfer fetches the missing bytes (retrying under the client's policy)
+// and verifies the result.
+func (d *download) transfer(ctx context.Context) error {
+	if d.off < d.upd.Length || d.upd.Length == 0 && d.off == 0 {
+		if err := d.c.retry(ctx, "download "+d.upd.Target, d.fetch); err != nil {
+			return err
+		}
+	}
+	return d.verify()
 }
 
 // open opens the .part file and hashes what it already holds, so a
