@@ -23,9 +23,9 @@ import (
 // given absolute offsets (a dying network or a killed device).
 type imageHandler struct {
 	data        []byte
-	ignoreRange bool      // answer 200 with the whole image to Range requests
-	badRange    bool      // answer 206 with a Content-Range that starts elsewhere
-	stallAt     int64     // if > 0, stop sending at this offset and hang until the client leaves
+	ignoreRange bool  // answer 200 with the whole image to Range requests
+	badRange    bool  // answer 206 with a Content-Range that starts elsewhere
+	stallAt     int64 // if > 0, stop sending at this offset and hang until the client leaves
 	mu          sync.Mutex
 	cuts        []int64 // cut offsets, used in order
 	served      int64   // body bytes written
