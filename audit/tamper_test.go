@@ -63,19 +63,25 @@ func TestTamperDB(t *testing.T) {
 		reason       string
 	}{
 		{
-			name:   "edit one field",
-			tamper: func(t *testing.T, db *storage.DB) { exec(t, db, "UPDATE audit_entries SET actor = 'mallory' WHERE seq = 7") },
-			seq:    7, lastSeq: 7, reason: "altered",
+			name: "edit one field",
+			tamper: func(t *testing.T, db *storage.DB) {
+				exec(t, db, "UPDATE audit_entries SET actor = 'mallory' WHERE seq = 7")
+			},
+			seq: 7, lastSeq: 7, reason: "altered",
 		},
 		{
-			name:   "edit a field after the last checkpoint",
-			tamper: func(t *testing.T, db *storage.DB) { exec(t, db, "UPDATE audit_entries SET outcome = 'ok' WHERE seq = 24") },
-			seq:    24, lastSeq: 24, reason: "altered",
+			name: "edit a field after the last checkpoint",
+			tamper: func(t *testing.T, db *storage.DB) {
+				exec(t, db, "UPDATE audit_entries SET outcome = 'ok' WHERE seq = 24")
+			},
+			seq: 24, lastSeq: 24, reason: "altered",
 		},
 		{
-			name:   "edit the time",
-			tamper: func(t *testing.T, db *storage.DB) { exec(t, db, "UPDATE audit_entries SET time = time + 1 WHERE seq = 3") },
-			seq:    3, lastSeq: 3, reason: "altered",
+			name: "edit the time",
+			tamper: func(t *testing.T, db *storage.DB) {
+				exec(t, db, "UPDATE audit_entries SET time = time + 1 WHERE seq = 3")
+			},
+			seq: 3, lastSeq: 3, reason: "altered",
 		},
 		{
 			name: "edit a field and its leaf hash",
