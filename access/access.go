@@ -1,0 +1,300 @@
+// Package access authenticates callers and names what they may do: API
+// tokens for people (random, stored only as hashes, expiring, revocable) and
+// devices, and the roles that routes are checked against.
+//
+// A token reads "tft_<id>_<secret>". The id finds the row; the secret's
+// SHA-256 is compared with the stored hash in constant time. The secret
+// itself is never stored and is shown once, when the token is created.
+package access
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/storage"
+)
+
+// Role is what a principal may do.
+type Role string
+
+// Roles. Every route in the server names the roles it admits.
+const (
+	RoleAdmin           Role = "admin"            // users, tokens, keys, configuration
+	RoleReleaseEngineer Role = "release-engineer" // push and sign releases
+	RoleOperator        Role = "operator"         // devices, cohorts, rollouts, approvals
+	RoleAuditor         Role = "auditor"          // read everything, change nothing
+	RoleDevice          Role = "device"           // its own assignment and status only
+)
+
+// Roles lists every role, in the order they are documented.
+var Roles = []Role{RoleAdmin, RoleReleaseEngineer, RoleOperator, RoleAuditor, RoleDevice}
+
+// ParseRole returns the role named s, or an EInvalid error listing the roles.
+func ParseRole(s string) (Role, error) {
+	for _, r := range Roles {
+		if string(r) == s {
+			return r, nil
+		}
+	}
+	return "", tufota.Errorf(tufota.EInvalid, "unknown role %q (want admin, release-engineer, operator, auditor or device)", s)
+}
+
+// Principal is an authenticated caller.
+type Principal struct {
+	Name     string // the token's name: a person, a pipeline or a device ID
+	Role     Role
+	TokenID  string
+	DeviceID string // set for device principals
+}
+
+// Token describes a stored token; it never holds the secret.
+type Token struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Role       Role       `json:"role"`
+	DeviceID   string     `json:"device_id,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	CreatedBy  string     `json:"created_by"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+}
+
+// Tokens stores and checks API tokens in the state database. It is safe for
+// concurrent use.
+type Tokens struct {
+	db  *storage.DB
+	now func() time.Time
+}
+
+// NewTokens returns a token store on db. now may be nil (time.Now).
+func NewTokens(db *storage.DB, now func() time.Time) *Tokens {
+	if now == nil {
+		now = time.Now
+	}
+	return &Tokens{db: db, now: now}
+}
+
+const (
+	tokenPrefix = "tft_"
+	idBytes     = 8  // 64-bit public id, hex
+	secretBytes = 32 // 256-bit secret
+)
+
+// NewToken is the input to Create.
+type NewToken struct {
+	Name     string
+	Role     Role
+	DeviceID string        // required for RoleDevice, refused otherwise
+	TTL      time.Duration // 0: never expires
+}
+
+// Create makes a token and returns its secret, which is not stored and cannot
+// be recovered. actor is recorded as the creator.
+func (t *Tokens) Create(ctx context.Context, q storage.Querier, n NewToken, actor string) (secret string, tok Token, err error) {
+	if q == nil {
+		q = t.db
+	}
+	if err := tufota.ValidateName("token name", n.Name); err != nil {
+		return "", Token{}, err
+	}
+	if _, err := ParseRole(string(n.Role)); err != nil {
+		return "", Token{}, err
+	}
+	switch {
+	case n.Role == RoleDevice && n.DeviceID == "":
+		return "", Token{}, tufota.Errorf(tufota.EInvalid, "a device token needs a device ID")
+	case n.Role != RoleDevice && n.DeviceID != "":
+		return "", Token{}, tufota.Errorf(tufota.EInvalid, "only device tokens carry a device ID")
+	case n.TTL < 0:
+		return "", Token{}, tufota.Errorf(tufota.EInvalid, "token lifetime %s is negative", n.TTL)
+	}
+	id, err := randomHex(idBytes)
+	if err != nil {
+		return "", Token{}, err
+	}
+	raw := make([]byte, secretBytes)
+	if _, err := rand.Read(raw); err != nil {
+		return "", Token{}, fmt.Errorf("create token: %w", err)
+	}
+	sec := base64.RawURLEncoding.EncodeToString(raw)
+	now := t.now().UTC()
+	tok = Token{ID: id, Name: n.Name, Role: n.Role, DeviceID: n.DeviceID, CreatedAt: now, CreatedBy: actor}
+	var expires sql.NullInt64
+	if n.TTL > 0 {
+		e := now.Add(n.TTL)
+		tok.ExpiresAt = &e
+		expires = sql.NullInt64{Int64: e.UnixNano(), Valid: true}
+	}
+	var device sql.NullString
+	if n.DeviceID != "" {
+		device = sql.NullString{String: n.DeviceID, Valid: true}
+	}
+	_, err = q.Exec(ctx, `INSERT INTO tokens (id, name, role, hash, created_at, created_by, expires_at, device_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, n.Name, string(n.Role), hashSecret(sec), now.UnixNano(), actor, expires, device)
+	if err != nil {
+		return "", Token{}, fmt.Errorf("create token %q: %w", n.Name, err)
+	}
+	return tokenPrefix + id + "_" + sec, tok, nil
+}
+
+// Authenticate returns the principal a token secret belongs to. Unknown,
+// malformed, expired and revoked tokens fail with EUnauthorized and a message
+// that says which (the id part is public, so naming the reason leaks nothing).
+func (t *Tokens) Authenticate(ctx context.Context, token string) (Principal, error) {
+	id, sec, ok := splitToken(token)
+	if !ok {
+		return Principal{}, tufota.Errorf(tufota.EUnauthorized, "malformed token: want tft_<id>_<secret>")
+	}
+	var (
+		name, role, hash string
+		expires, revoked sql.NullInt64
+		device           sql.NullString
+	)
+	err := t.db.QueryRow(ctx, `SELECT name, role, hash, expires_at, revoked_at, device_id FROM tokens WHERE id = ?`, id).
+		Scan(&name, &role, &hash, &expires, &revoked, &device)
+	if errors.Is(err, tufota.ErrNotFound) {
+		// Compare anyway so that unknown ids cost the same as known ones.
+		subtle.ConstantTimeCompare([]byte(hashSecret(sec)), []byte(hashSecret("")))
+		return Principal{}, tufota.Errorf(tufota.EUnauthorized, "unknown token")
+	}
+	if err != nil {
+		return Principal{}, fmt.Errorf("authenticate: %w", err)
+	}
+	if subtle.ConstantTimeCompare([]byte(hashSecret(sec)), []byte(hash)) != 1 {
+		return Principal{}, tufota.Errorf(tufota.EUnauthorized, "unknown token")
+	}
+	now := t.now()
+	if revoked.Valid {
+		return Principal{}, tufota.Errorf(tufota.EUnauthorized, "token %s was revoked", id)
+	}
+	if expires.Valid && !now.Before(time.Unix(0, expires.Int64)) {
+		return Principal{}, tufota.Errorf(tufota.EUnauthorized, "token %s expired at %s", id, time.Unix(0, expires.Int64).UTC().Format(time.RFC3339))
+	}
+	// Best effort: a failed last-used update must not fail the request.
+	_, _ = t.db.Exec(ctx, `UPDATE tokens SET last_used_at = ? WHERE id = ?`, now.UnixNano(), id)
+	return Principal{Name: name, Role: Role(role), TokenID: id, DeviceID: device.String}, nil
+}
+
+// List returns every token, newest first.
+func (t *Tokens) List(ctx context.Context) ([]Token, error) {
+	rows, err := t.db.Query(ctx, `SELECT id, name, role, device_id, created_at, created_by, expires_at, revoked_at, last_used_at
+		FROM tokens ORDER BY created_at DESC, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []Token
+	for rows.Next() {
+		var (
+			tok                        Token
+			role                       string
+			device                     sql.NullString
+			created                    int64
+			expires, revoked, lastUsed sql.NullInt64
+		)
+		if err := rows.Scan(&tok.ID, &tok.Name, &role, &device, &created, &tok.CreatedBy, &expires, &revoked, &lastUsed); err != nil {
+			return nil, fmt.Errorf("list tokens: %w", err)
+		}
+		tok.Role, tok.DeviceID = Role(role), device.String
+		tok.CreatedAt = time.Unix(0, created).UTC()
+		tok.ExpiresAt, tok.RevokedAt, tok.LastUsedAt = nanoTime(expires), nanoTime(revoked), nanoTime(lastUsed)
+		out = append(out, tok)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return out, nil
+}
+
+// Revoke revokes the token with the given id (or name, if exactly one live
+// token has it). Revoking an already revoked token is a conflict.
+func (t *Tokens) Revoke(ctx context.Context, idOrName string) (Token, error) {
+	toks, err := t.List(ctx)
+	if err != nil {
+		return Token{}, err
+	}
+	var match []Token
+	for _, tok := range toks {
+		if tok.ID == idOrName {
+			match = []Token{tok}
+			break
+		}
+		if tok.Name == idOrName && tok.RevokedAt == nil {
+			match = append(match, tok)
+		}
+	}
+	switch {
+	case len(match) == 0:
+		return Token{}, tufota.Errorf(tufota.ENotFound, "no token with id or name %q", idOrName)
+	case len(match) > 1:
+		return Token{}, tufota.Errorf(tufota.EConflict, "%d live tokens are named %q; revoke by id", len(match), idOrName)
+	case match[0].RevokedAt != nil:
+		return Token{}, tufota.Errorf(tufota.EConflict, "token %s is already revoked", match[0].ID)
+	}
+	now := t.now().UTC()
+	if _, err := t.db.Exec(ctx, `UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`, now.UnixNano(), match[0].ID); err != nil {
+		return Token{}, fmt.Errorf("revoke token %s: %w", match[0].ID, err)
+	}
+	match[0].RevokedAt = &now
+	return match[0], nil
+}
+
+// ParseBearer extracts the token from an Authorization header value.
+func ParseBearer(header string) (string, error) {
+	if header == "" {
+		return "", tufota.Errorf(tufota.EUnauthorized, "missing Authorization header: want \"Bearer <token>\"")
+	}
+	scheme, tok, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" || strings.ContainsAny(tok, " \t") {
+		return "", tufota.Errorf(tufota.EUnauthorized, "malformed Authorization header: want \"Bearer <token>\"")
+	}
+	return tok, nil
+}
+
+func splitToken(tok string) (id, secret string, ok bool) {
+	rest, ok := strings.CutPrefix(tok, tokenPrefix)
+	if !ok {
+		return "", "", false
+	}
+	id, secret, ok = strings.Cut(rest, "_")
+	if !ok || len(id) != 2*idBytes || len(secret) != base64.RawURLEncoding.EncodedLen(secretBytes) {
+		return "", "", false
+	}
+	if _, err := hex.DecodeString(id); err != nil {
+		return "", "", false
+	}
+	return id, secret, true
+}
+
+func hashSecret(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random id: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func nanoTime(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := time.Unix(0, n.Int64).UTC()
+	return &t
+}

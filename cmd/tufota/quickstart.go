@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	mrand "math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/server"
+	"github.com/tufota/tufota/signer"
+)
+
+type quickstartOptions struct {
+	dir     string
+	devices int
+	size    int
+}
+
+func (a *app) quickstartCommand() *cobra.Command {
+	var o quickstartOptions
+	cmd := &cobra.Command{
+		Use:   "quickstart [--dir DIR] [--devices N]",
+		Short: "Run the whole product once, in one process: init, server, signed release, devices",
+		Long: `quickstart initialises a repository (in a temporary directory unless --dir is
+given), starts the server on a free loopback port with a self-signed TLS
+certificate, pushes a generated firmware image as a signed release, and runs N
+simulated devices with the real client package: each checks, downloads,
+verifies and reports. It prints what every device runs and exits non-zero if
+any device failed.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.quickstart(cmd.Context(), o)
+		},
+	}
+	cmd.Flags().StringVar(&o.dir, "dir", "", "data directory to create (default: a temporary directory, removed afterwards)")
+	cmd.Flags().IntVar(&o.devices, "devices", 20, "number of simulated devices")
+	cmd.Flags().IntVar(&o.size, "image-size", 2<<20, "size in bytes of the generated firmware image")
+	return cmd
+}
+
+func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
+	if o.devices < 1 || o.devices > 10000 {
+		return tufota.Errorf(tufota.EInvalid, "quickstart: --devices %d: want 1 to 10000", o.devices)
+	}
+	if o.size < 1 || o.size > 1<<30 {
+		return tufota.Errorf(tufota.EInvalid, "quickstart: --image-size %d: want 1 byte to 1 GiB", o.size)
+	}
+	work, err := os.MkdirTemp("", "tufota-quickstart-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	dir := o.dir
+	if dir == "" {
+		dir = filepath.Join(work, "repo")
+	}
+	// The quickstart's keys get a random passphrase unless one is set: there
+	// is no default passphrase anywhere.
+	a.env = maps.Clone(a.env)
+	if a.env["TUFOTA_KEY_PASSPHRASE"] == "" {
+		b := make([]byte, 24)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		a.env["TUFOTA_KEY_PASSPHRASE"] = hex.EncodeToString(b)
+		if o.dir != "" {
+			fmt.Fprintf(a.stdout, "Key passphrase for %s (shown once; needed to run 'tufota server' on it):\n  %s\n", dir, a.env["TUFOTA_KEY_PASSPHRASE"])
+		}
+	}
+	step := func(format string, args ...any) { fmt.Fprintf(a.stdout, "==> "+format+"\n", args...) }
+
+	step("init: creating repository in %s", dir)
+	res, err := a.initRepo(ctx, initOptions{dir: dir, keyAlg: "ecdsa-p256", adminExpires: 24 * time.Hour})
+	if err != nil {
+		return err
+	}
+	step("root metadata (the devices' trust anchor): %s", res.Root)
+
+	srvCtx, stopServer := context.WithCancel(ctx)
+	ready := make(chan listening, 1)
+	srvErr := make(chan error, 1)
+	quiet := *a
+	quiet.logLevel = "warn"
+	go func() {
+		srvErr <- quiet.runServer(srvCtx, serverOptions{dir: dir, addr: "127.0.0.1:0", selfSigned: true, maxUpload: server.DefaultMaxUploadBytes}, ready)
+	}()
+	defer func() {
+		stopServer()
+		if serr := <-srvErr; serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	var l listening
+	select {
+	case l = <-ready:
+	case err := <-srvErr:
+		srvErr <- nil
+		return fmt.Errorf("quickstart: server: %w", err)
+	}
+	a.serverURL, a.token, a.caFile = l.URL, res.AdminToken, l.CAFile
+	hc, err := a.httpClient()
+	if err != nil {
+		return err
+	}
+	if err := waitReady(ctx, hc, l.URL); err != nil {
+		return err
+	}
+	step("server: listening at %s (TLS, self-signed certificate %s)", l.URL, l.CAFile)
+
+	fw := filepath.Join(work, "pump-fw-1.1.0.bin")
+	if err := writeSampleImage(fw, o.size); err != nil {
+		return err
+	}
+	rel, err := a.pushRelease(ctx, fw, signer.PushRequest{
+		Name: "pump-fw", Version: "1.1.0", Hardware: []string{"pump-a"},
+		Notes: "quickstart sample image",
+	})
+	if err != nil {
+		return fmt.Errorf("quickstart: push: %w", err)
+	}
+	step("release: pushed %s@%s (%s, sha256 %s…), signed into targets v%d", rel.Name, rel.Version, humanBytes(rel.Length), rel.SHA256[:16], rel.TargetsVersion)
+
+	devs, err := newSimDevices(filepath.Join(work, "devices"), "pump", "pump-a", "1.0.0", o.devices)
+	if err != nil {
+		return err
+	}
+	api, err := a.api()
+	if err != nil {
+		return err
+	}
+	for _, d := range devs {
+		var tok server.CreateTokenResponse
+		if err := api.sendJSON(ctx, http.MethodPost, "/api/v1/tokens", server.CreateTokenRequest{Name: d.ID, Role: "device", DeviceID: d.ID, Expires: "1h"}, &tok); err != nil {
+			return fmt.Errorf("quickstart: device token: %w", err)
+		}
+		d.Token = tok.Token
+	}
+	step("devices: %d simulated pump-a devices on 1.0.0 check, download, verify and report", len(devs))
+	rootJSON, err := os.ReadFile(res.Root)
+	if err != nil {
+		return err
+	}
+	fleet := &simFleet{serverURL: l.URL, root: rootJSON, http: deviceHTTPClient(hc), log: slog.New(slog.DiscardHandler)}
+	results := fleet.runOnce(ctx, devs)
+
+	failed := 0
+	for _, r := range results {
+		if r.Version != rel.Version {
+			failed++
+		}
+	}
+	if err := a.print(results, func(w io.Writer) {
+		row(w, "DEVICE", "HARDWARE", "VERSION", "STATUS", "ERROR")
+		for _, r := range results {
+			row(w, r.ID, r.Hardware, r.Version, r.Status, dash(r.Error))
+		}
+	}); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("quickstart: %d of %d devices are not on %s", failed, len(results), rel.Version)
+	}
+	step("done: all %d devices run %s@%s", len(results), rel.Name, rel.Version)
+	return nil
+}
+
+// deviceHTTPClient is the http.Client devices use: the CLI's trust, with
+// timeouts a device would set.
+func deviceHTTPClient(hc *http.Client) *http.Client {
+	tr := hc.Transport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = 30 * time.Second
+	tr.MaxIdleConnsPerHost = 16
+	return &http.Client{Transport: tr}
+}
+
+func writeSampleImage(path string, size int) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	r := mrand.NewChaCha8([32]byte{'t', 'u', 'f', 'o', 't', 'a'})
+	if _, err := io.CopyN(f, r, int64(size)); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

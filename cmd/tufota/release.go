@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/signer"
+)
+
+func (a *app) releaseCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "release", Short: "Push, list and show firmware releases"}
+	cmd.AddCommand(a.releasePushCommand(), a.releaseListCommand(), a.releaseShowCommand())
+	return cmd
+}
+
+func (a *app) releasePushCommand() *cobra.Command {
+	var req signer.PushRequest
+	var hardware []string
+	cmd := &cobra.Command{
+		Use:   "push FILE --name NAME --version SEMVER --hardware HW [--notes TEXT]",
+		Short: "Upload a firmware image, sign it into the targets metadata and publish it",
+		Args:  exactArgs(1, "one FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Hardware = hardware
+			rel, err := a.pushRelease(cmd.Context(), args[0], req)
+			if err != nil {
+				return err
+			}
+			return a.print(rel, func(w io.Writer) { printRelease(w, rel) })
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Name, "name", "", "release name, e.g. pump-fw (required)")
+	f.StringVar(&req.Version, "version", "", "semantic version, e.g. 1.4.2 (required)")
+	f.StringSliceVar(&hardware, "hardware", nil, "compatible hardware IDs (repeat or comma-separate; required)")
+	f.StringVar(&req.Notes, "notes", "", "release notes")
+	f.StringSliceVar(&req.AllowDowngradeFrom, "allow-downgrade-from", nil, "exact versions a device may leave for this older release (a signed rollback)")
+	for _, n := range []string{"name", "version", "hardware"} {
+		_ = cmd.MarkFlagRequired(n)
+	}
+	return cmd
+}
+
+// pushRelease validates locally, then streams FILE as multipart without
+// holding it in memory, with a progress line on a terminal.
+func (a *app) pushRelease(ctx context.Context, path string, req signer.PushRequest) (signer.Release, error) {
+	var rel signer.Release
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return rel, tufota.Errorf(tufota.ENotFound, "release push: no such file %s", path)
+		}
+		return rel, fmt.Errorf("release push: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return rel, fmt.Errorf("release push: %w", err)
+	}
+	if st.IsDir() {
+		return rel, tufota.Errorf(tufota.EInvalid, "release push: %s is a directory", path)
+	}
+	if st.Size() == 0 {
+		return rel, tufota.Errorf(tufota.EInvalid, "release push: %s is empty", path)
+	}
+	req.File = filepath.Base(path)
+	if err := req.Validate(); err != nil {
+		return rel, fmt.Errorf("release push: %w", err)
+	}
+	c, err := a.api()
+	if err != nil {
+		return rel, err
+	}
+	var body io.Reader = f
+	if w, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(w.Fd())) {
+		body = &progress{r: f, total: st.Size(), w: w, label: req.File}
+	}
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		err := func() error {
+			part, err := mw.CreateFormField("release")
+			if err != nil {
+				return err
+			}
+			if err := writeJSON(part, req); err != nil {
+				return err
+			}
+			fp, err := mw.CreateFormFile("file", req.File)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(fp, body); err != nil {
+				return err
+			}
+			return mw.Close()
+		}()
+		pw.CloseWithError(err)
+	}()
+	err = c.do(ctx, http.MethodPost, "/api/v1/releases", pr, mw.FormDataContentType(), &rel)
+	pr.CloseWithError(io.ErrClosedPipe)
+	if p, ok := body.(*progress); ok {
+		p.done()
+	}
+	return rel, err
+}
+
+func (a *app) releaseListCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List releases, newest first",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var rels []signer.Release
+			if err := c.getJSON(cmd.Context(), "/api/v1/releases", &rels); err != nil {
+				return err
+			}
+			return a.print(rels, func(w io.Writer) {
+				row(w, "NAME", "VERSION", "HARDWARE", "SIZE", "STATE", "PUBLISHED", "BY")
+				for _, r := range rels {
+					row(w, r.Name, r.Version, strings.Join(r.Hardware, ","), humanBytes(r.Length), r.State, fmtTime(r.PublishedAt), r.CreatedBy)
+				}
+			})
+		},
+	}
+}
+
+func (a *app) releaseShowCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show NAME@VERSION",
+		Short: "Show one release",
+		Args:  exactArgs(1, "NAME@VERSION"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, version, ok := strings.Cut(args[0], "@")
+			if !ok || name == "" || version == "" {
+				return tufota.Errorf(tufota.EInvalid, "release show: %q: want NAME@VERSION", args[0])
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var rel signer.Release
+			if err := c.getJSON(cmd.Context(), "/api/v1/releases/"+url.PathEscape(name)+"/"+url.PathEscape(version), &rel); err != nil {
+				return err
+			}
+			return a.print(rel, func(w io.Writer) { printRelease(w, rel) })
+		},
+	}
+}
+
+func printRelease(w io.Writer, r signer.Release) {
+	row(w, "Release:", r.Name+"@"+r.Version)
+	row(w, "State:", r.State)
+	row(w, "Target:", r.TargetPath)
+	row(w, "Length:", fmt.Sprintf("%d (%s)", r.Length, humanBytes(r.Length)))
+	row(w, "SHA-256:", r.SHA256)
+	row(w, "SHA-512:", r.SHA512)
+	row(w, "Hardware:", strings.Join(r.Hardware, ", "))
+	if len(r.AllowDowngradeFrom) > 0 {
+		row(w, "Downgrade from:", strings.Join(r.AllowDowngradeFrom, ", "))
+	}
+	if r.Notes != "" {
+		row(w, "Notes:", r.Notes)
+	}
+	row(w, "Targets version:", r.TargetsVersion)
+	row(w, "Pushed:", fmtTime(&r.CreatedAt)+" by "+r.CreatedBy)
+	row(w, "Published:", fmtTime(r.PublishedAt))
+}
+
+// progress prints "label: 42% (1.2 MiB of 3.0 MiB)" as bytes are read.
+type progress struct {
+	r       io.Reader
+	w       io.Writer
+	label   string
+	total   int64
+	read    int64
+	lastPct int
+}
+
+func (p *progress) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.read += int64(n)
+	if pct := int(p.read * 100 / p.total); pct != p.lastPct {
+		p.lastPct = pct
+		fmt.Fprintf(p.w, "\r%s: %3d%% (%s of %s)", p.label, pct, humanBytes(p.read), humanBytes(p.total))
+	}
+	return n, err
+}
+
+func (p *progress) done() { fmt.Fprintln(p.w) }

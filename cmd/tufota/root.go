@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tufota/tufota"
+)
+
+// app carries what every command shares: I/O, environment and global flags.
+type app struct {
+	ctx    context.Context
+	env    map[string]string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+
+	serverURL string
+	token     string
+	output    string
+	caFile    string
+	logLevel  string
+}
+
+// run executes the CLI with args. It never calls os.Exit, so tests drive it
+// directly.
+func run(ctx context.Context, args []string, env map[string]string, stdin io.Reader, stdout, stderr io.Writer) error {
+	a := &app{ctx: ctx, env: env, stdin: stdin, stdout: stdout, stderr: stderr}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	_, err := root.ExecuteContextC(ctx)
+	return err
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "tufota",
+		Short:         "OTA firmware signing and rollout server built on TUF",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if a.output != "table" && a.output != "json" {
+				return tufota.Errorf(tufota.EInvalid, "--output %q: want table or json", a.output)
+			}
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return tufota.Errorf(tufota.EInvalid, "%s: %v (see '%s --help')", c.CommandPath(), err, c.CommandPath())
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.serverURL, "server", a.env["TUFOTA_SERVER"], "tufota server URL (env TUFOTA_SERVER)")
+	pf.StringVar(&a.token, "token", a.env["TUFOTA_TOKEN"], "API token (env TUFOTA_TOKEN)")
+	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	pf.StringVar(&a.caFile, "ca", a.env["TUFOTA_CA"], "PEM file of the CA (or self-signed certificate) to trust for the server (env TUFOTA_CA)")
+	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.AddCommand(
+		a.initCommand(),
+		a.serverCommand(),
+		a.releaseCommand(),
+		a.tokenCommand(),
+		a.quickstartCommand(),
+	)
+	return root
+}
+
+// logger writes structured logs to stderr.
+func (a *app) logger() *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(a.logLevel)); err != nil {
+		lvl = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// requireArgs returns a cobra.PositionalArgs with a one-line error.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return tufota.Errorf(tufota.EInvalid, "%s: want %s, got %d argument(s)", cmd.CommandPath(), what, len(args))
+		}
+		return nil
+	}
+}
+
+var errNoServer = errors.New("no server: pass --server URL or set TUFOTA_SERVER")

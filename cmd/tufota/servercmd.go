@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/server"
+	"github.com/tufota/tufota/signer"
+	"github.com/tufota/tufota/storage"
+)
+
+// deps are the opened parts of one repository.
+type deps struct {
+	db       *storage.DB
+	blobs    storage.Blobs
+	repo     *signer.Repository
+	releases *signer.Releases
+	tokens   *access.Tokens
+	signers  signer.Signers
+}
+
+func (d *deps) Close() error { return d.db.Close() }
+
+// openRepo opens the repository in dir with its online keys.
+func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger) (*deps, error) {
+	cfg, err := loadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	pass, err := a.passphrase(false)
+	if err != nil {
+		return nil, err
+	}
+	opt := signer.WithPassphrase(func() ([]byte, error) { return pass, nil })
+	var s signer.Signers
+	for _, uri := range cfg.Keys.Targets {
+		k, err := signer.Open(ctx, resolve(dir, uri), opt)
+		if err != nil {
+			return nil, fmt.Errorf("open targets key: %w", err)
+		}
+		s.Targets = append(s.Targets, k)
+	}
+	if s.Snapshot, err = signer.Open(ctx, resolve(dir, cfg.Keys.Snapshot), opt); err != nil {
+		return nil, fmt.Errorf("open snapshot key: %w", err)
+	}
+	if s.Timestamp, err = signer.Open(ctx, resolve(dir, cfg.Keys.Timestamp), opt); err != nil {
+		return nil, fmt.Errorf("open timestamp key: %w", err)
+	}
+	blobDir, _ := cutScheme(resolve(dir, cfg.Storage), "file:")
+	blobs, err := storage.NewFile(blobDir)
+	if err != nil {
+		return nil, err
+	}
+	db, err := storage.OpenDB(ctx, resolve(dir, cfg.DB))
+	if err != nil {
+		return nil, err
+	}
+	repo := signer.NewRepository(blobs, signer.WithLogger(log))
+	return &deps{
+		db:       db,
+		blobs:    blobs,
+		repo:     repo,
+		releases: signer.NewReleases(db, repo, s),
+		tokens:   access.NewTokens(db, nil),
+		signers:  s,
+	}, nil
+}
+
+type serverOptions struct {
+	dir           string
+	addr          string
+	tlsCert       string
+	tlsKey        string
+	selfSigned    bool
+	insecureHTTP  bool
+	maxUpload     int64
+	refreshMargin time.Duration
+	urlFile       string
+}
+
+func (a *app) serverCommand() *cobra.Command {
+	var o serverOptions
+	cmd := &cobra.Command{
+		Use:   "server --dir DIR --addr HOST:PORT (--tls-cert F --tls-key F | --tls-self-signed | --insecure-http)",
+		Short: "Serve the repository, the management API and the device API",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.urlFile == "" {
+				return a.runServer(cmd.Context(), o, nil)
+			}
+			ready := make(chan listening, 1)
+			errc := make(chan error, 1)
+			go func() { errc <- a.runServer(cmd.Context(), o, ready) }()
+			select {
+			case l := <-ready:
+				if err := writeFileAtomic(o.urlFile, []byte(l.URL+"\n"), 0o644); err != nil {
+					return fmt.Errorf("write --url-file: %w", err)
+				}
+				return <-errc
+			case err := <-errc:
+				return err
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.dir, "dir", "", "repository data directory (required)")
+	f.StringVar(&o.addr, "addr", "127.0.0.1:8443", "listen address HOST:PORT")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate chain")
+	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.BoolVar(&o.selfSigned, "tls-self-signed", false, "serve TLS with a new self-signed certificate (written to DIR/tls-self-signed.pem for clients' --ca)")
+	f.BoolVar(&o.insecureHTTP, "insecure-http", false, "serve plain HTTP; allowed only on a loopback address")
+	f.Int64Var(&o.maxUpload, "max-upload-bytes", server.DefaultMaxUploadBytes, "largest firmware image accepted")
+	f.DurationVar(&o.refreshMargin, "refresh-margin", 12*time.Hour, "re-sign timestamp and snapshot when they expire within this margin")
+	f.StringVar(&o.urlFile, "url-file", "", "write the server's URL to this file once it listens (for scripts and tests; use with --addr 127.0.0.1:0)")
+	_ = cmd.MarkFlagRequired("dir")
+	return cmd
+}
+
+// listening reports the address and CA file of a started server.
+type listening struct {
+	URL    string
+	CAFile string
+}
+
+// runServer serves until ctx ends. ready, if not nil, receives the address
+// once the listener is open.
+func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- listening) error {
+	modes := 0
+	for _, on := range []bool{o.tlsCert != "" || o.tlsKey != "", o.selfSigned, o.insecureHTTP} {
+		if on {
+			modes++
+		}
+	}
+	if modes != 1 {
+		return tufota.Errorf(tufota.EInvalid, "server: choose exactly one of --tls-cert/--tls-key, --tls-self-signed or --insecure-http")
+	}
+	if o.insecureHTTP && !server.IsLoopback(o.addr) {
+		return tufota.Errorf(tufota.EInvalid, "server: --insecure-http is allowed only on a loopback address, not %q", o.addr)
+	}
+	log := a.logger()
+	dir, err := filepath.Abs(o.dir)
+	if err != nil {
+		return err
+	}
+	d, err := a.openRepo(ctx, dir, log)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+
+	var tlsConfig *tls.Config
+	caFile := ""
+	switch {
+	case o.insecureHTTP:
+		log.Warn("serving plain HTTP without TLS: for local testing only", "addr", o.addr)
+	case o.selfSigned:
+		host, _, _ := net.SplitHostPort(o.addr)
+		hosts := []string{"localhost", "127.0.0.1", "::1"}
+		if host != "" && host != "0.0.0.0" && host != "::" {
+			hosts = append(hosts, host)
+		}
+		cert, leaf, err := server.SelfSignedCertificate(hosts, time.Now())
+		if err != nil {
+			return err
+		}
+		caFile = filepath.Join(dir, "tls-self-signed.pem")
+		if err := writeFileAtomic(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), 0o644); err != nil {
+			return fmt.Errorf("write self-signed certificate: %w", err)
+		}
+		tlsConfig = server.TLSConfig(cert)
+	default:
+		cert, err := server.LoadCertificate(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return err
+		}
+		tlsConfig = server.TLSConfig(cert)
+	}
+	srv, err := server.New(server.Config{
+		Blobs:          d.blobs,
+		DB:             d.db,
+		Repo:           d.repo,
+		Releases:       d.releases,
+		Tokens:         d.tokens,
+		Signers:        d.signers,
+		RefreshMargin:  o.refreshMargin,
+		MaxUploadBytes: o.maxUpload,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	scheme := "https"
+	if tlsConfig == nil {
+		scheme = "http"
+	}
+	url := fmt.Sprintf("%s://%s", scheme, ln.Addr().String())
+	log.Info("tufota server listening", "url", url, "dir", dir)
+	if ready != nil {
+		ready <- listening{URL: url, CAFile: caFile}
+	}
+	return srv.Serve(ctx, ln, tlsConfig)
+}

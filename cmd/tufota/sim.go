@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/tufota/tufota/client"
+)
+
+// simDevice is one simulated device: the real client package against a real
+// server, with an image file standing in for the flash.
+type simDevice struct {
+	ID       string
+	Hardware string
+	Version  string
+	Token    string
+	StateDir string
+	// Fail makes installs fail (reported as failed with error code
+	// "install_failed"); Silent makes the device go quiet after it started
+	// downloading.
+	Fail, Silent bool
+}
+
+// simResult is what one device ended with.
+type simResult struct {
+	ID       string `json:"id"`
+	Hardware string `json:"hardware"`
+	Version  string `json:"version"`
+	Status   string `json:"status"`
+	Error    string `json:"error,omitempty"`
+}
+
+// simFleet carries what all simulated devices share.
+type simFleet struct {
+	serverURL string
+	root      []byte
+	http      *http.Client
+	log       *slog.Logger
+}
+
+// poll runs one check-download-install-report cycle. It returns the state
+// the device ended in: "current" (nothing to do), "installed", "failed",
+// "silent".
+func (f *simFleet) poll(ctx context.Context, d *simDevice) (string, error) {
+	c, err := client.New(client.Config{
+		ServerURL: f.serverURL, TrustedRoot: f.root, StateDir: d.StateDir,
+		DeviceID: d.ID, Token: d.Token, HardwareID: d.Hardware, CurrentVersion: d.Version,
+		HTTPClient: f.http, Logger: f.log,
+	})
+	if err != nil {
+		return "", err
+	}
+	upd, err := c.Check(ctx)
+	if err != nil {
+		return "failed", fmt.Errorf("check: %w", err)
+	}
+	if upd == nil {
+		return "current", nil
+	}
+	report := func(state client.State, cause error) error {
+		return c.Report(ctx, client.NewReport(upd, state, cause))
+	}
+	if err := report(client.StateDownloading, nil); err != nil {
+		return "failed", fmt.Errorf("report: %w", err)
+	}
+	if d.Silent {
+		return "silent", nil
+	}
+	image := filepath.Join(d.StateDir, "image.bin")
+	if err := c.Download(ctx, upd, image); err != nil {
+		_ = report(client.StateFailed, err)
+		return "failed", fmt.Errorf("download: %w", err)
+	}
+	if err := report(client.StateDownloaded, nil); err != nil {
+		return "failed", fmt.Errorf("report: %w", err)
+	}
+	if err := report(client.StateInstalling, nil); err != nil {
+		return "failed", fmt.Errorf("report: %w", err)
+	}
+	if d.Fail {
+		r := client.NewReport(upd, client.StateFailed, nil)
+		r.ErrorCode, r.Message = "install_failed", "simulated: health check failed after boot"
+		if err := c.Report(ctx, r); err != nil {
+			return "failed", fmt.Errorf("report: %w", err)
+		}
+		return "failed", errors.New("simulated install failure")
+	}
+	// The simulated boot and health check pass: the device now runs it.
+	d.Version = upd.Version
+	if err := report(client.StateInstalled, nil); err != nil {
+		return "installed", fmt.Errorf("report: %w", err)
+	}
+	return "installed", nil
+}
+
+// runOnce polls every device once, at most 8 at a time, and returns their
+// results in device order.
+func (f *simFleet) runOnce(ctx context.Context, devs []*simDevice) []simResult {
+	out := make([]simResult, len(devs))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, d := range devs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			st, err := f.poll(ctx, d)
+			out[i] = simResult{ID: d.ID, Hardware: d.Hardware, Version: d.Version, Status: st}
+			if err != nil {
+				out[i].Error = err.Error()
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// newSimDevices prepares n devices with state dirs under dir.
+func newSimDevices(dir, prefix, hw, version string, n int) ([]*simDevice, error) {
+	devs := make([]*simDevice, n)
+	for i := range devs {
+		d := &simDevice{ID: fmt.Sprintf("%s-%03d", prefix, i+1), Hardware: hw, Version: version}
+		d.StateDir = filepath.Join(dir, d.ID)
+		if err := os.MkdirAll(d.StateDir, 0o700); err != nil {
+			return nil, err
+		}
+		devs[i] = d
+	}
+	return devs, nil
+}

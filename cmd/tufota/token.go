@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/server"
+)
+
+func writeJSON(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
+
+func (a *app) tokenCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke API tokens"}
+	var req server.CreateTokenRequest
+	var expires string
+	create := &cobra.Command{
+		Use:   "create --name NAME --role ROLE [--expires 90d]",
+		Short: "Create a token; its secret is printed once",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if expires != "" {
+				d, err := parseDays(expires)
+				if err != nil {
+					return err
+				}
+				req.Expires = d.String()
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var res server.CreateTokenResponse
+			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/tokens", req, &res); err != nil {
+				return err
+			}
+			return a.print(res, func(w io.Writer) {
+				fmt.Fprintf(w, "Token %s for %s (%s), expires %s. Secret (shown once):\n%s\n",
+					res.Detail.ID, res.Detail.Name, res.Detail.Role, fmtTime(res.Detail.ExpiresAt), res.Token)
+			})
+		},
+	}
+	create.Flags().StringVar(&req.Name, "name", "", "who or what the token is for (required)")
+	create.Flags().StringVar(&req.Role, "role", "", "admin, release-engineer, operator, auditor or device (required)")
+	create.Flags().StringVar(&req.DeviceID, "device-id", "", "device ID (device tokens only)")
+	create.Flags().StringVar(&expires, "expires", "", "lifetime, e.g. 90d or 12h (default 90d)")
+	_ = create.MarkFlagRequired("name")
+	_ = create.MarkFlagRequired("role")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List tokens (never their secrets)",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var toks []access.Token
+			if err := c.getJSON(cmd.Context(), "/api/v1/tokens", &toks); err != nil {
+				return err
+			}
+			return a.print(toks, func(w io.Writer) {
+				row(w, "ID", "NAME", "ROLE", "CREATED", "EXPIRES", "REVOKED", "LAST USED")
+				for _, t := range toks {
+					row(w, t.ID, t.Name, t.Role, fmtTime(&t.CreatedAt), fmtTime(t.ExpiresAt), fmtTime(t.RevokedAt), fmtTime(t.LastUsedAt))
+				}
+			})
+		},
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke ID|NAME",
+		Short: "Revoke a token",
+		Args:  exactArgs(1, "a token ID or name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var tok access.Token
+			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/tokens/"+url.PathEscape(args[0]), nil, "", &tok); err != nil {
+				return err
+			}
+			return a.print(tok, func(w io.Writer) { fmt.Fprintf(w, "Revoked token %s (%s)\n", tok.ID, tok.Name) })
+		},
+	}
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}
+
+// parseDays parses a Go duration or a number of days such as "90d".
+func parseDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err == nil && days > 0 {
+			return time.Duration(days) * 24 * time.Hour, nil
+		}
+	} else if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return d, nil
+	}
+	return 0, tufota.Errorf(tufota.EInvalid, "duration %q: want e.g. 90d, 36h or 30m", s)
+}

@@ -1,0 +1,91 @@
+package server
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tufota/tufota"
+)
+
+// statusOf is the one table from error code to HTTP status.
+var statusOf = map[tufota.Code]int{
+	tufota.EInvalid:      http.StatusBadRequest,
+	tufota.EUnauthorized: http.StatusUnauthorized,
+	tufota.EForbidden:    http.StatusForbidden,
+	tufota.ENotFound:     http.StatusNotFound,
+	tufota.EConflict:     http.StatusConflict,
+	tufota.ETooLarge:     http.StatusRequestEntityTooLarge,
+	tufota.EUnavailable:  http.StatusServiceUnavailable,
+	tufota.EInternal:     http.StatusInternalServerError,
+}
+
+// codeOf is the reverse, for errors echo raises itself (unknown routes,
+// oversized bodies).
+func codeOf(status int) tufota.Code {
+	for c, s := range statusOf {
+		if s == status {
+			return c
+		}
+	}
+	if status >= 500 {
+		return tufota.EInternal
+	}
+	return tufota.EInvalid
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error struct {
+		Code    tufota.Code `json:"code"`
+		Message string      `json:"message"`
+	} `json:"error"`
+}
+
+// retryAfterSeconds is what 503 answers tell clients to wait.
+const retryAfterSeconds = 5
+
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var (
+		code   tufota.Code
+		msg    string
+		status int
+	)
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &he) && tufota.ErrorCode(err) == tufota.EInternal:
+		status = he.Code
+		code = codeOf(status)
+		msg = http.StatusText(status)
+		if m, ok := he.Message.(string); ok {
+			msg = m
+		}
+		if status == http.StatusRequestEntityTooLarge {
+			msg = "request body too large"
+		}
+	default:
+		code = tufota.ErrorCode(err)
+		status = statusOf[code]
+		msg = err.Error()
+	}
+	if code == tufota.EInternal {
+		s.log.Error("internal error", slog.String("method", c.Request().Method), slog.String("path", c.Request().URL.Path), slog.Any("err", err))
+		msg = "internal error; see the server log"
+	}
+	if code == tufota.EUnavailable {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+	}
+	var body ErrorBody
+	body.Error.Code, body.Error.Message = code, msg
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(status)
+		return
+	}
+	_ = c.JSON(status, body)
+}

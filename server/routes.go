@@ -1,0 +1,67 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tufota/tufota/access"
+)
+
+// Route is one endpoint and the roles it admits. Public routes admit anyone;
+// every other route authenticates the caller and checks its role before the
+// handler runs.
+type Route struct {
+	Method  string
+	Path    string
+	Roles   []access.Role
+	Public  bool
+	handler echo.HandlerFunc
+}
+
+var (
+	everyone = access.Roles
+	people   = []access.Role{access.RoleAdmin, access.RoleReleaseEngineer, access.RoleOperator, access.RoleAuditor}
+	admin    = []access.Role{access.RoleAdmin}
+	adminRO  = []access.Role{access.RoleAdmin, access.RoleAuditor}
+	pushers  = []access.Role{access.RoleAdmin, access.RoleReleaseEngineer}
+	device   = []access.Role{access.RoleDevice}
+)
+
+// Routes lists every route the server serves. It is the one place where
+// access rules live; tests walk it route by route and role by role.
+func (s *Server) Routes() []Route {
+	return []Route{
+		{Method: http.MethodGet, Path: "/healthz", Public: true, handler: s.healthz},
+		{Method: http.MethodGet, Path: "/readyz", Public: true, handler: s.readyz},
+
+		// The TUF repository: signed metadata and firmware, for devices and people.
+		{Method: http.MethodGet, Path: "/tuf/:file", Roles: everyone, handler: s.tufMetadata},
+		{Method: http.MethodHead, Path: "/tuf/:file", Roles: everyone, handler: s.tufMetadata},
+		{Method: http.MethodGet, Path: "/tuf/targets/*", Roles: everyone, handler: s.tufTarget},
+		{Method: http.MethodHead, Path: "/tuf/targets/*", Roles: everyone, handler: s.tufTarget},
+
+		{Method: http.MethodGet, Path: "/api/v1/whoami", Roles: everyone, handler: s.whoami},
+
+		{Method: http.MethodPost, Path: "/api/v1/releases", Roles: pushers, handler: s.pushRelease},
+		{Method: http.MethodGet, Path: "/api/v1/releases", Roles: people, handler: s.listReleases},
+		{Method: http.MethodGet, Path: "/api/v1/releases/:name/:version", Roles: people, handler: s.getRelease},
+
+		{Method: http.MethodPost, Path: "/api/v1/tokens", Roles: admin, handler: s.createToken},
+		{Method: http.MethodGet, Path: "/api/v1/tokens", Roles: adminRO, handler: s.listTokens},
+		{Method: http.MethodDelete, Path: "/api/v1/tokens/:id", Roles: admin, handler: s.revokeToken},
+
+		{Method: http.MethodGet, Path: "/api/v1/device/update", Roles: device, handler: s.deviceUpdate},
+		{Method: http.MethodPost, Path: "/api/v1/device/status", Roles: device, handler: s.deviceStatus},
+	}
+}
+
+func (s *Server) register(e *echo.Echo) {
+	for _, r := range s.Routes() {
+		h := r.handler
+		if !r.Public {
+			h = s.authorize(r.Roles, h)
+		}
+		e.Add(r.Method, r.Path, h)
+	}
+}

@@ -1,0 +1,180 @@
+// Package server is tufota's HTTP layer (echo v4): it serves the TUF
+// repository read-only under /tuf/, the JSON management and device API under
+// /api/v1/, and health under /healthz and /readyz. Every route and the roles
+// it admits are listed in routes.go; errors map to statuses in errors.go.
+// Handlers decode and validate, make one call into the packages below and
+// encode the answer.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/signer"
+	"github.com/tufota/tufota/storage"
+)
+
+// Config is everything a Server needs; cmd/tufota fills it from flags.
+type Config struct {
+	Blobs    storage.Blobs
+	DB       *storage.DB
+	Repo     *signer.Repository
+	Releases *signer.Releases
+	Tokens   *access.Tokens
+	// Signers are the online keys the server re-signs snapshot and
+	// timestamp with before they expire.
+	Signers signer.Signers
+	// RefreshEvery is how often the refresher looks at expiry (default 1m);
+	// RefreshMargin is how close to expiry a role is re-signed (default 12h).
+	RefreshEvery  time.Duration
+	RefreshMargin time.Duration
+	// MaxUploadBytes bounds one firmware image (default 2 GiB).
+	MaxUploadBytes int64
+	Logger         *slog.Logger
+	Now            func() time.Time
+}
+
+// Server serves one tufota repository. Create it with New.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	now  func() time.Time
+	echo *echo.Echo
+}
+
+// Default limits.
+const (
+	DefaultMaxUploadBytes = 2 << 30
+	maxJSONBody           = 64 << 10
+)
+
+// New builds a Server from cfg.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Blobs == nil, cfg.DB == nil, cfg.Repo == nil, cfg.Releases == nil, cfg.Tokens == nil:
+		return nil, errors.New("server: Blobs, DB, Repo, Releases and Tokens are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.RefreshEvery <= 0 {
+		cfg.RefreshEvery = time.Minute
+	}
+	if cfg.RefreshMargin <= 0 {
+		cfg.RefreshMargin = 12 * time.Hour
+	}
+	if cfg.MaxUploadBytes <= 0 {
+		cfg.MaxUploadBytes = DefaultMaxUploadBytes
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(s.recoverer, s.securityHeaders)
+	s.register(e)
+	s.echo = e
+	return s, nil
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Serve serves HTTP (tlsConfig nil) or HTTPS on ln until ctx is done, then
+// shuts down gracefully. It also runs the background refresher.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Config) error {
+	hs := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		TLSConfig:         tlsConfig,
+	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+	bg, stopBG := context.WithCancel(ctx)
+	defer stopBG()
+	go s.refreshLoop(bg)
+
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutdown); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// refreshLoop re-signs timestamp and snapshot before they expire.
+func (s *Server) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.RefreshEvery)
+	defer t.Stop()
+	for {
+		s.RefreshOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// RefreshOnce re-signs the online roles that expire within the margin and
+// logs what it did.
+func (s *Server) RefreshOnce(ctx context.Context) {
+	roles, err := s.cfg.Repo.Refresh(ctx, s.cfg.Signers, s.cfg.RefreshMargin)
+	if err != nil {
+		s.log.Error("refresh online roles", slog.Any("err", err))
+		return
+	}
+	if len(roles) > 0 {
+		s.log.Info("re-signed online roles before expiry", slog.Any("roles", roles))
+	}
+}
+
+func (s *Server) recoverer(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				err = fmt.Errorf("panic in %s %s: %v", c.Request().Method, c.Path(), r)
+			}
+		}()
+		return next(c)
+	}
+}
+
+func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Cache-Control", "no-store")
+		if c.Request().TLS != nil {
+			h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+		}
+		return next(c)
+	}
+}

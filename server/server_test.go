@@ -1,0 +1,221 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/signer"
+	"github.com/tufota/tufota/storage"
+)
+
+// testServer is a Server on a real file blob store, SQLite state and file
+// keys, with one token per role.
+type testServer struct {
+	*Server
+	http     *httptest.Server
+	tokens   map[access.Role]string
+	deviceID string
+	seq      atomic.Int64
+}
+
+func newTestServer(t *testing.T) *testServer {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	pass := []byte("test passphrase")
+	key := func(name string) signature.SignerVerifier {
+		sv, err := signer.GenerateFileKey(filepath.Join(dir, name+".key"), "ed25519", pass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sv
+	}
+	root, targets, snapshot, timestamp := key("root"), key("targets"), key("snapshot"), key("timestamp")
+	blobs, err := storage.NewFile(filepath.Join(dir, "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := storage.OpenDB(ctx, "sqlite:"+filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	repo := signer.NewRepository(blobs)
+	if _, err := repo.Init(ctx, signer.RoleKeys{
+		Root: []signature.SignerVerifier{root}, RootThreshold: 1,
+		Targets: []signature.SignerVerifier{targets}, TargetsThreshold: 1,
+		Snapshot: snapshot, Timestamp: timestamp,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	signers := signer.Signers{Targets: []signature.Signer{targets}, Snapshot: snapshot, Timestamp: timestamp}
+	tokens := access.NewTokens(db, nil)
+	s, err := New(Config{Blobs: blobs, DB: db, Repo: repo, Releases: signer.NewReleases(db, repo, signers), Tokens: tokens, Signers: signers, MaxUploadBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{Server: s, tokens: map[access.Role]string{}, deviceID: "dev-1"}
+	for _, role := range access.Roles {
+		n := access.NewToken{Name: "test-" + string(role), Role: role}
+		if role == access.RoleDevice {
+			n.DeviceID = ts.deviceID
+		}
+		secret, _, err := tokens.Create(ctx, nil, n, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.tokens[role] = secret
+	}
+	ts.http = httptest.NewServer(s.Handler())
+	t.Cleanup(ts.http.Close)
+	return ts
+}
+
+func (ts *testServer) do(t *testing.T, req *http.Request, token string) (*http.Response, []byte) {
+	t.Helper()
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := ts.http.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body
+}
+
+// pushBody builds a multipart release upload.
+func pushBody(t *testing.T, release any, file []byte) (io.Reader, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	part, _ := mw.CreateFormField("release")
+	_ = json.NewEncoder(part).Encode(release)
+	fp, _ := mw.CreateFormFile("file", "fw.bin")
+	_, _ = fp.Write(file)
+	_ = mw.Close()
+	return &buf, mw.FormDataContentType()
+}
+
+// validRequest builds a request that the route's handler accepts, so that
+// an admitted role gets a 2xx answer.
+func (ts *testServer) validRequest(t *testing.T, r Route) *http.Request {
+	t.Helper()
+	u := ts.http.URL
+	n := ts.seq.Add(1)
+	var req *http.Request
+	switch r.Path {
+	case "/tuf/:file":
+		req = httptest.NewRequest(r.Method, u+"/tuf/1.root.json", nil)
+	case "/tuf/targets/*":
+		ts.push(t, "fixture", "1.0.0")
+		tgt := ts.targetURL(t, "fixture/1.0.0/fw.bin")
+		req = httptest.NewRequest(r.Method, u+tgt, nil)
+	case "/api/v1/releases":
+		if r.Method == http.MethodPost {
+			body, ct := pushBody(t, signer.PushRequest{Name: "matrix", Version: fmt.Sprintf("1.0.%d", n), Hardware: []string{"pump-a"}, File: "fw.bin"}, []byte("firmware"))
+			req = httptest.NewRequest(r.Method, u+r.Path, body)
+			req.Header.Set("Content-Type", ct)
+		} else {
+			req = httptest.NewRequest(r.Method, u+r.Path, nil)
+		}
+	case "/api/v1/releases/:name/:version":
+		ts.push(t, "fixture", "1.0.0")
+		req = httptest.NewRequest(r.Method, u+"/api/v1/releases/fixture/1.0.0", nil)
+	case "/api/v1/tokens":
+		if r.Method == http.MethodPost {
+			req = httptest.NewRequest(r.Method, u+r.Path, strings.NewReader(fmt.Sprintf(`{"name":"t%d","role":"auditor"}`, n)))
+			req.Header.Set("Content-Type", "application/json")
+		} else {
+			req = httptest.NewRequest(r.Method, u+r.Path, nil)
+		}
+	case "/api/v1/tokens/:id":
+		_, tok, err := ts.cfg.Tokens.Create(context.Background(), nil, access.NewToken{Name: fmt.Sprintf("victim%d", n), Role: access.RoleAuditor}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		req = httptest.NewRequest(r.Method, u+"/api/v1/tokens/"+tok.ID, nil)
+	case "/api/v1/device/update":
+		req = httptest.NewRequest(r.Method, u+r.Path+"?device_id="+ts.deviceID+"&hardware=pump-a&version=0.0.1", nil)
+	case "/api/v1/device/status":
+		req = httptest.NewRequest(r.Method, u+r.Path, strings.NewReader(`{"device_id":"dev-1","target":"x/1.0.0/fw.bin","version":"1.0.0","state":"installed"}`))
+		req.Header.Set("Content-Type", "application/json")
+	default:
+		req = httptest.NewRequest(r.Method, u+r.Path, nil)
+	}
+	req.RequestURI = ""
+	return req
+}
+
+// push publishes a release once.
+func (ts *testServer) push(t *testing.T, name, version string) {
+	t.Helper()
+	if _, err := ts.cfg.Releases.Get(context.Background(), name, version); err == nil {
+		return
+	}
+	_, err := ts.cfg.Releases.Push(context.Background(), signer.PushRequest{Name: name, Version: version, Hardware: []string{"pump-a"}, File: "fw.bin"}, strings.NewReader("firmware "+name+version), 1<<20, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (ts *testServer) targetURL(t *testing.T, path string) string {
+	t.Helper()
+	rel, err := ts.cfg.Releases.Get(context.Background(), strings.Split(path, "/")[0], strings.Split(path, "/")[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, base := filepath.Split(rel.TargetPath)
+	return "/tuf/targets/" + dir + rel.SHA256 + "." + base
+}
+
+// TestRouteRoleMatrix walks every route with no token, a bad token and a
+// token of every role: 401 without valid credentials, 403 for roles the
+// route does not admit, 2xx for those it does.
+func TestRouteRoleMatrix(t *testing.T) {
+	ts := newTestServer(t)
+	for _, r := range ts.Routes() {
+		t.Run(r.Method+" "+r.Path, func(t *testing.T) {
+			if r.Public {
+				resp, _ := ts.do(t, ts.validRequest(t, r), "")
+				if resp.StatusCode/100 != 2 {
+					t.Fatalf("public route: status = %d, want 2xx", resp.StatusCode)
+				}
+				return
+			}
+			for _, tok := range []string{"", "tft_0000000000000000_" + strings.Repeat("A", 43)} {
+				resp, body := ts.do(t, ts.validRequest(t, r), tok)
+				if resp.StatusCode != http.StatusUnauthorized {
+					t.Errorf("token %q: status = %d, want 401 (%s)", tok, resp.StatusCode, body)
+				}
+			}
+			for _, role := range access.Roles {
+				resp, body := ts.do(t, ts.validRequest(t, r), ts.tokens[role])
+				admitted := false
+				for _, a := range r.Roles {
+					admitted = admitted || a == role
+				}
+				switch {
+				case admitted && resp.StatusCode/100 != 2:
+					t.Errorf("role %s: status = %d, want 2xx (%s)", role, resp.StatusCode, body)
+				case !admitted && resp.StatusCode != http.StatusForbidden:
+					t.Errorf("role %s: status = %d, want 403 (%s)", role, resp.StatusCode, body)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,76 @@
+package server
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/access"
+)
+
+// CreateTokenRequest is the body of POST /api/v1/tokens.
+type CreateTokenRequest struct {
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+	DeviceID string `json:"device_id,omitempty"`
+	// Expires is a Go duration ("2160h"); empty means the server default.
+	Expires string `json:"expires,omitempty"`
+}
+
+// CreateTokenResponse carries the secret, shown once.
+type CreateTokenResponse struct {
+	Token  string       `json:"token"`
+	Detail access.Token `json:"detail"`
+}
+
+// defaultTokenTTL applies when a request names no lifetime.
+const defaultTokenTTL = 90 * 24 * time.Hour
+
+func (s *Server) createToken(c echo.Context) error {
+	var req CreateTokenRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	role, err := access.ParseRole(req.Role)
+	if err != nil {
+		return err
+	}
+	ttl := defaultTokenTTL
+	if req.Expires != "" {
+		if ttl, err = time.ParseDuration(req.Expires); err != nil || ttl <= 0 {
+			return tufota.Errorf(tufota.EInvalid, "expires %q: want a positive duration such as 2160h", req.Expires)
+		}
+	}
+	secret, tok, err := s.cfg.Tokens.Create(c.Request().Context(), nil, access.NewToken{Name: req.Name, Role: role, DeviceID: req.DeviceID, TTL: ttl}, principal(c).Name)
+	if err != nil {
+		return err
+	}
+	s.log.Info("token created", "actor", principal(c).Name, "token", tok.ID, "name", tok.Name, "role", tok.Role)
+	return c.JSON(http.StatusCreated, CreateTokenResponse{Token: secret, Detail: tok})
+}
+
+func (s *Server) listTokens(c echo.Context) error {
+	toks, err := s.cfg.Tokens.List(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	if toks == nil {
+		toks = []access.Token{}
+	}
+	return c.JSON(http.StatusOK, toks)
+}
+
+func (s *Server) revokeToken(c echo.Context) error {
+	tok, err := s.cfg.Tokens.Revoke(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	s.log.Info("token revoked", "actor", principal(c).Name, "token", tok.ID, "name", tok.Name)
+	return c.JSON(http.StatusOK, tok)
+}
+
+func (s *Server) whoami(c echo.Context) error {
+	return c.JSON(http.StatusOK, principal(c))
+}

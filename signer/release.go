@@ -1,0 +1,277 @@
+package signer
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/storage"
+)
+
+// PushRequest describes a firmware release to push. It is also the JSON
+// "release" part of the server's upload API.
+type PushRequest struct {
+	Name               string   `json:"name"`
+	Version            string   `json:"version"`
+	Hardware           []string `json:"hardware"`
+	Notes              string   `json:"notes,omitempty"`
+	File               string   `json:"file"`
+	AllowDowngradeFrom []string `json:"allow_downgrade_from,omitempty"`
+}
+
+// MaxNotes bounds release notes.
+const MaxNotes = 4096
+
+// Validate checks every field and names the first problem.
+func (p PushRequest) Validate() error {
+	if err := tufota.ValidateName("release name", p.Name); err != nil {
+		return err
+	}
+	if _, err := tufota.ParseVersion(p.Version); err != nil {
+		return err
+	}
+	if err := tufota.ValidateName("file name", p.File); err != nil {
+		return err
+	}
+	if len(p.Hardware) == 0 {
+		return tufota.Errorf(tufota.EInvalid, "release %s@%s names no compatible hardware", p.Name, p.Version)
+	}
+	seen := map[string]bool{}
+	for _, hw := range p.Hardware {
+		if err := tufota.ValidateName("hardware ID", hw); err != nil {
+			return err
+		}
+		if seen[hw] {
+			return tufota.Errorf(tufota.EInvalid, "hardware ID %q listed twice", hw)
+		}
+		seen[hw] = true
+	}
+	for _, v := range p.AllowDowngradeFrom {
+		c, err := tufota.CompareVersions(v, p.Version)
+		if err != nil {
+			return err
+		}
+		if c <= 0 {
+			return tufota.Errorf(tufota.EInvalid, "allow-downgrade-from %s is not above the release version %s", v, p.Version)
+		}
+	}
+	if len(p.Notes) > MaxNotes {
+		return tufota.Errorf(tufota.EInvalid, "release notes are longer than %d bytes", MaxNotes)
+	}
+	return nil
+}
+
+// Release is a firmware image signed into the TUF targets metadata.
+type Release struct {
+	Name               string     `json:"name"`
+	Version            string     `json:"version"`
+	TargetPath         string     `json:"target_path"`
+	Length             int64      `json:"length"`
+	SHA256             string     `json:"sha256"`
+	SHA512             string     `json:"sha512"`
+	Hardware           []string   `json:"hardware"`
+	Notes              string     `json:"notes,omitempty"`
+	AllowDowngradeFrom []string   `json:"allow_downgrade_from,omitempty"`
+	State              string     `json:"state"` // pending or published
+	TargetsVersion     int64      `json:"targets_version"`
+	CreatedAt          time.Time  `json:"created_at"`
+	CreatedBy          string     `json:"created_by"`
+	PublishedAt        *time.Time `json:"published_at,omitempty"`
+}
+
+// Release states.
+const (
+	StatePending   = "pending"
+	StatePublished = "published"
+)
+
+// Releases records releases in the state database and publishes them into
+// the TUF repository. It is safe for concurrent use.
+type Releases struct {
+	db      *storage.DB
+	repo    *Repository
+	signers Signers
+	now     func() time.Time
+}
+
+// NewReleases returns the release service over db and repo, signing with s.
+func NewReleases(db *storage.DB, repo *Repository, s Signers) *Releases {
+	return &Releases{db: db, repo: repo, signers: s, now: time.Now}
+}
+
+// Push validates req, streams body into the blob store while hashing it (at
+// most maxBytes), records the release and publishes new targets, snapshot
+// and timestamp metadata. On any failure nothing of the release remains:
+// not the row, not the blob, not a metadata version.
+func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, maxBytes int64, actor string) (Release, error) {
+	if err := req.Validate(); err != nil {
+		return Release{}, err
+	}
+	ref := req.Name + "@" + req.Version
+	if _, err := r.Get(ctx, req.Name, req.Version); err == nil {
+		return Release{}, tufota.Errorf(tufota.EConflict, "release %s already exists", ref)
+	} else if !errors.Is(err, tufota.ErrNotFound) {
+		return Release{}, err
+	}
+	staged, err := r.repo.Stage(ctx, body, maxBytes)
+	if err != nil {
+		return Release{}, fmt.Errorf("push %s: %w", ref, err)
+	}
+	published := false
+	defer func() {
+		if !published {
+			_ = r.repo.Discard(context.WithoutCancel(ctx), staged)
+		}
+	}()
+	custom, err := tufota.MarshalCustom(tufota.TargetCustom{
+		Name: req.Name, Version: req.Version, Hardware: req.Hardware, Notes: req.Notes, AllowDowngradeFrom: req.AllowDowngradeFrom,
+	})
+	if err != nil {
+		return Release{}, err
+	}
+	hw, _ := json.Marshal(req.Hardware)
+	now := r.now().UTC()
+	rel := Release{
+		Name: req.Name, Version: req.Version, TargetPath: tufota.TargetPath(req.Name, req.Version, req.File),
+		Length: staged.Length, SHA256: staged.SHA256, SHA512: staged.SHA512, Hardware: req.Hardware,
+		Notes: req.Notes, AllowDowngradeFrom: req.AllowDowngradeFrom, State: StatePending,
+		CreatedAt: now, CreatedBy: actor,
+	}
+	_, err = r.db.Exec(ctx, `INSERT INTO releases (name, version, target_path, length, sha256, sha512, hardware, notes, custom, state, created_at, created_by)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		rel.Name, rel.Version, rel.TargetPath, rel.Length, rel.SHA256, rel.SHA512, string(hw), rel.Notes, string(custom), StatePending, now.UnixNano(), actor)
+	if err != nil {
+		if errors.Is(err, tufota.ErrConflict) {
+			return Release{}, tufota.Errorf(tufota.EConflict, "release %s already exists", ref)
+		}
+		return Release{}, fmt.Errorf("push %s: record: %w", ref, err)
+	}
+	v, err := r.repo.Publish(ctx, r.signers, Target{Path: rel.TargetPath, Staged: staged, Custom: custom})
+	if err != nil {
+		if _, derr := r.db.Exec(context.WithoutCancel(ctx), `DELETE FROM releases WHERE name = ? AND version = ? AND state = ?`, rel.Name, rel.Version, StatePending); derr != nil {
+			err = errors.Join(err, fmt.Errorf("remove unpublished release row: %w", derr))
+		}
+		return Release{}, fmt.Errorf("push %s: %w", ref, err)
+	}
+	published = true
+	pub := r.now().UTC()
+	if _, err := r.db.Exec(context.WithoutCancel(ctx), `UPDATE releases SET state = ?, targets_version = ?, published_at = ? WHERE name = ? AND version = ?`,
+		StatePublished, v, pub.UnixNano(), rel.Name, rel.Version); err != nil {
+		return Release{}, fmt.Errorf("push %s: published as targets v%d but not recorded (Reconcile fixes this): %w", ref, v, err)
+	}
+	rel.State, rel.TargetsVersion, rel.PublishedAt = StatePublished, v, &pub
+	return rel, nil
+}
+
+// Reconcile marks pending releases whose target is already in the signed
+// targets metadata as published: the repair after a crash between publish and
+// record.
+func (r *Releases) Reconcile(ctx context.Context) (int, error) {
+	rels, err := r.list(ctx, `WHERE state = ?`, StatePending)
+	if err != nil || len(rels) == 0 {
+		return 0, err
+	}
+	targets, err := r.repo.Targets(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reconcile releases: %w", err)
+	}
+	n := 0
+	for _, rel := range rels {
+		if _, ok := targets.Signed.Targets[rel.TargetPath]; !ok {
+			continue
+		}
+		now := r.now().UTC().UnixNano()
+		if _, err := r.db.Exec(ctx, `UPDATE releases SET state = ?, targets_version = ?, published_at = ? WHERE name = ? AND version = ? AND state = ?`,
+			StatePublished, targets.Signed.Version, now, rel.Name, rel.Version, StatePending); err != nil {
+			return n, fmt.Errorf("reconcile %s@%s: %w", rel.Name, rel.Version, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// Get returns one release; tufota.ErrNotFound if there is none.
+func (r *Releases) Get(ctx context.Context, name, version string) (Release, error) {
+	rels, err := r.list(ctx, `WHERE name = ? AND version = ?`, name, version)
+	if err != nil {
+		return Release{}, err
+	}
+	if len(rels) == 0 {
+		return Release{}, tufota.Errorf(tufota.ENotFound, "no release %s@%s", name, version)
+	}
+	return rels[0], nil
+}
+
+// List returns every release, newest first.
+func (r *Releases) List(ctx context.Context) ([]Release, error) {
+	return r.list(ctx, "")
+}
+
+// Latest returns the highest published release for hardware whose version
+// is above the given one, or nil if there is none.
+func (r *Releases) Latest(ctx context.Context, hardware, above string) (*Release, error) {
+	cur, err := tufota.ParseVersion(above)
+	if err != nil {
+		return nil, err
+	}
+	rels, err := r.list(ctx, `WHERE state = ?`, StatePublished)
+	if err != nil {
+		return nil, err
+	}
+	var best *Release
+	var bestV tufota.Version
+	for i := range rels {
+		rel := &rels[i]
+		if !(tufota.TargetCustom{Hardware: rel.Hardware}).SupportsHardware(hardware) {
+			continue
+		}
+		v, err := tufota.ParseVersion(rel.Version)
+		if err != nil || v.Compare(cur) <= 0 {
+			continue
+		}
+		if best == nil || v.Compare(bestV) > 0 {
+			best, bestV = rel, v
+		}
+	}
+	return best, nil
+}
+
+func (r *Releases) list(ctx context.Context, where string, args ...any) ([]Release, error) {
+	rows, err := r.db.Query(ctx, `SELECT name, version, target_path, length, sha256, sha512, hardware, notes, custom, state,
+		targets_version, created_at, created_by, published_at FROM releases `+where+` ORDER BY created_at DESC, name, version`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list releases: %w", err)
+	}
+	defer rows.Close()
+	var out []Release
+	for rows.Next() {
+		var (
+			rel        Release
+			hw, custom string
+			created    int64
+			published  sql.NullInt64
+		)
+		if err := rows.Scan(&rel.Name, &rel.Version, &rel.TargetPath, &rel.Length, &rel.SHA256, &rel.SHA512, &hw, &rel.Notes,
+			&custom, &rel.State, &rel.TargetsVersion, &created, &rel.CreatedBy, &published); err != nil {
+			return nil, fmt.Errorf("list releases: %w", err)
+		}
+		if err := json.Unmarshal([]byte(hw), &rel.Hardware); err != nil {
+			return nil, fmt.Errorf("release %s@%s: hardware column: %w", rel.Name, rel.Version, err)
+		}
+		if tc, err := tufota.UnmarshalCustom([]byte(custom)); err == nil {
+			rel.AllowDowngradeFrom = tc.AllowDowngradeFrom
+		}
+		rel.CreatedAt = time.Unix(0, created).UTC()
+		if published.Valid {
+			t := time.Unix(0, published.Int64).UTC()
+			rel.PublishedAt = &t
+		}
+		out = append(out, rel)
+	}
+	return out, rows.Err()
+}
