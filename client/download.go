@@ -344,6 +344,15 @@ func syncDir(dir string) error {
 // same directory and a rename, then syncs the directory: after a crash the
 // file holds either the old or the new content.
 func writeFileAtomic(name string, data []byte) error {
+	return writeFileAtomicSteps(name, data, nil)
+}
+
+// writeFileAtomicSteps is writeFileAtomic with a hook called between its
+// steps (for crash tests).
+func writeFileAtomicSteps(name string, data []byte, step func(string)) error {
+	if step == nil {
+		step = func(string) {}
+	}
 	dir := filepath.Dir(name)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp*")
 	if err != nil {
@@ -354,6 +363,7 @@ func writeFileAtomic(name string, data []byte) error {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", name, err)
 	}
+	step("temp written")
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", name, err)
@@ -361,8 +371,10 @@ func writeFileAtomic(name string, data []byte) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
+	step("temp synced")
 	if err := os.Rename(tmp.Name(), name); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
+	step("renamed")
 	return syncDir(dir)
 }

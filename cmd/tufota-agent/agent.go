@@ -12,19 +12,23 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/client"
 )
 
 // options are the agent's flags.
 type options struct {
 	server, deviceID, token, rootPath, stateDir, hardware, currentVersion string
-	caCert, installPath                                                   string
+	caCert, installPath, installer, healthCmd                             string
 	once, verbose                                                         bool
 	poll                                                                  time.Duration
+	bootAttempts                                                          int
 }
 
 // run is the whole agent: it parses args (with env as the fallback for the
@@ -68,9 +72,20 @@ func run(ctx context.Context, args []string, env func(string) string, stdout io.
 		inst:      &client.FileInstaller{Path: o.installPath},
 		stateDir:  o.stateDir,
 		deviceID:  o.deviceID,
+		healthCmd: o.healthCmd,
 		stdout:    stdout,
 		log:       log,
 		reportCtx: context.WithoutCancel(ctx),
+	}
+	if o.installer == "ab" {
+		a.ab = &client.ABInstaller{Dir: filepath.Join(o.stateDir, "slots"), MaxBoots: o.bootAttempts}
+		a.inst = a.ab
+		if _, err := a.startup(ctx); err != nil {
+			if o.once {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: %v\n", o.deviceID, err)
+		}
 	}
 	if o.once {
 		return a.cycle(ctx)
@@ -105,6 +120,9 @@ func parseFlags(args []string, env func(string) string) (options, error) {
 	fs.StringVar(&o.currentVersion, "current-version", "", "running firmware version (default: the one recorded in the state dir)")
 	fs.StringVar(&o.caCert, "ca-cert", "", "PEM CA certificate to trust for the server (default: system roots)")
 	fs.StringVar(&o.installPath, "install-path", "", "where the file installer puts the image (default STATE-DIR/firmware/image.bin)")
+	fs.StringVar(&o.installer, "installer", "file", "installer: file (replace one file) or ab (two slots in STATE-DIR/slots, boot counter)")
+	fs.IntVar(&o.bootAttempts, "boot-attempts", 3, "ab: boots a new slot gets before it is reverted")
+	fs.StringVar(&o.healthCmd, "health-cmd", "", "ab: shell command that checks a trial image (TUFOTA_IMAGE, TUFOTA_VERSION set); exit 0 = healthy")
 	fs.BoolVar(&o.once, "once", false, "run one update cycle and exit (non-zero on failure)")
 	fs.DurationVar(&o.poll, "poll", 5*time.Minute, "poll interval")
 	fs.BoolVar(&o.verbose, "v", false, "verbose logs on stderr")
@@ -121,6 +139,9 @@ func parseFlags(args []string, env func(string) string) (options, error) {
 		if req.val == "" {
 			return o, fmt.Errorf("%s is required", req.name)
 		}
+	}
+	if o.installer != "file" && o.installer != "ab" {
+		return o, fmt.Errorf("--installer must be file or ab, not %q", o.installer)
 	}
 	if o.poll <= 0 {
 		return o, errors.New("--poll must be positive")
@@ -157,6 +178,8 @@ func httpClient(caCert string) (*http.Client, error) {
 type agent struct {
 	c         *client.Client
 	inst      client.Installer
+	ab        *client.ABInstaller // nil with the file installer
+	healthCmd string
 	stateDir  string
 	deviceID  string
 	stdout    io.Writer
@@ -192,6 +215,22 @@ func (a *agent) cycle(ctx context.Context) error {
 	if err := a.inst.Install(ctx, img, upd); err != nil {
 		return fail(err)
 	}
+	if a.ab != nil {
+		// A real device reboots here; the reference agent boots the new
+		// slot in-process and runs the same start-up path.
+		_ = os.Remove(img)
+		res, err := a.startup(ctx)
+		if err != nil {
+			return err
+		}
+		if !res.Trial && res.Reverted == nil && res.Record.Target == upd.Target {
+			// The first image of a fresh device goes straight to the
+			// primary slot: there is nothing to fall back to.
+			a.report(upd, client.StateInstalled, nil)
+			fmt.Fprintf(a.stdout, "%s: installed %s %s\n", a.deviceID, upd.Name, upd.Version)
+		}
+		return nil
+	}
 	if err := a.c.MarkInstalled(ctx, upd); err != nil {
 		if rerr := a.inst.Rollback(ctx); rerr != nil {
 			err = errors.Join(err, rerr)
@@ -221,4 +260,68 @@ func orNone(v string) string {
 		return "no firmware"
 	}
 	return v
+}
+
+// startup is what the A/B agent does at every start: boot (counting a
+// trial's boots, reverting an exhausted or corrupt trial), then run the
+// health check on a trial and confirm or roll it back, reporting the
+// outcome.
+func (a *agent) startup(ctx context.Context) (client.BootResult, error) {
+	res, err := a.ab.Boot(ctx)
+	if errors.Is(err, tufota.ErrNotFound) {
+		return res, nil // nothing installed yet
+	}
+	if err != nil {
+		return res, err
+	}
+	if res.Reverted != nil {
+		rv := recordUpdate(*res.Reverted)
+		a.report(rv, client.StateRolledBack, fmt.Errorf("trial of %s abandoned by the boot counter", rv.Version))
+		fmt.Fprintf(a.stdout, "%s: rolled back %s, running %s\n", a.deviceID, rv.Version, res.Record.Version)
+	}
+	upd := recordUpdate(res.Record)
+	if !res.Trial {
+		if res.Record.Version != a.c.CurrentVersion() {
+			return res, a.c.MarkInstalled(ctx, upd)
+		}
+		return res, nil
+	}
+	// A trial boot that ends with trial=false below is a confirmed or
+	// rolled-back slot; the caller only needs to know it was a trial.
+	if herr := a.health(ctx, res); herr != nil {
+		if err := a.ab.Rollback(ctx); err != nil {
+			return res, err
+		}
+		a.report(upd, client.StateRolledBack, herr)
+		fmt.Fprintf(a.stdout, "%s: rolled back %s: %v\n", a.deviceID, upd.Version, herr)
+		return res, herr
+	}
+	if err := a.ab.Confirm(ctx); err != nil {
+		return res, err
+	}
+	if err := a.c.MarkInstalled(ctx, upd); err != nil {
+		return res, err
+	}
+	a.report(upd, client.StateInstalled, nil)
+	fmt.Fprintf(a.stdout, "%s: installed %s %s\n", a.deviceID, upd.Name, upd.Version)
+	return res, nil
+}
+
+// health runs the health check on a booted trial image.
+func (a *agent) health(ctx context.Context, res client.BootResult) error {
+	if a.healthCmd == "" {
+		return nil // Boot verified the image; no device-specific check
+	}
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", a.healthCmd)
+	cmd.Env = append(os.Environ(), "TUFOTA_IMAGE="+res.Image, "TUFOTA_VERSION="+res.Record.Version)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("health check: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// recordUpdate rebuilds the report fields of an update from a slot record.
+func recordUpdate(r client.SlotRecord) *client.Update {
+	name, _, _ := strings.Cut(r.Target, "/")
+	return &client.Update{Target: r.Target, Name: name, Version: r.Version, RolloutID: r.RolloutID}
 }
