@@ -60,11 +60,17 @@ type offer struct {
 //
 // Errors: ErrServer or ErrUnreachable when the question fails; ErrMetadata
 // when the TUF metadata does not verify; ErrNotSigned, ErrWrongHardware or
-// ErrNotNewer when the offered target breaks the policy. The context bounds
-// every request. Concurrent calls are serialised.
+// ErrNotNewer when the offered target breaks the policy. It first tries to
+// deliver queued status reports. The context bounds every request.
+// Concurrent calls are serialised.
 func (c *Client) Check(ctx context.Context) (*Update, error) {
 	c.checkMu.Lock()
 	defer c.checkMu.Unlock()
+	c.queueMu.Lock()
+	if err := c.flush(ctx, false); err != nil {
+		c.log.Warn("status reports still pending", "err", err)
+	}
+	c.queueMu.Unlock()
 	o, err := c.askServer(ctx)
 	if err != nil || o == nil {
 		return nil, err

@@ -135,6 +135,7 @@ type Client struct {
 	retryPolicy RetryPolicy
 
 	checkMu sync.Mutex // serialises Check (shared metadata cache)
+	queueMu sync.Mutex // serialises the report queue
 
 	mu      sync.Mutex
 	current string // installed version, "" when none

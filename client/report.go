@@ -6,8 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -90,10 +95,22 @@ type wireReport struct {
 	Report
 }
 
-// Report sends r to POST /api/v1/device/status, retrying temporary
-// failures under the client's RetryPolicy. Errors: ErrServer when the
-// server refuses it, ErrUnreachable when it cannot be delivered. Safe for
-// concurrent use.
+// ErrReportPending: the report is saved in the state dir but not delivered
+// yet; Flush (and every Check) retries it, also after a restart. The
+// delivery error stays in the chain.
+var ErrReportPending = errors.New("status report pending")
+
+// maxQueued bounds the on-disk report queue; the oldest reports are dropped
+// beyond it.
+const maxQueued = 1000
+
+// Report saves r in the on-disk queue (StateDir/reports), then tries to
+// deliver every queued report, oldest first, to POST /api/v1/device/status.
+// It returns nil when all were delivered. When delivery fails the error
+// wraps ErrReportPending together with the cause (ErrServer,
+// ErrUnreachable...): the report is safe on disk and a later Flush or
+// Check sends it, across restarts. Delivery is at least once: a crash just
+// after a delivery may send a report again. Safe for concurrent use.
 func (c *Client) Report(ctx context.Context, r Report) error {
 	if !r.State.Valid() {
 		return fmt.Errorf("report: invalid state %q", r.State)
@@ -102,13 +119,131 @@ func (c *Client) Report(ctx context.Context, r Report) error {
 	if err != nil {
 		return fmt.Errorf("report: %w", err)
 	}
-	err = c.retry(ctx, "report", func(ctx context.Context) error {
-		return c.postReport(ctx, body)
-	})
-	if err != nil {
+	c.queueMu.Lock()
+	defer c.queueMu.Unlock()
+	if err := c.enqueue(body); err != nil {
 		return fmt.Errorf("report %s %s: %w", r.Target, r.State, err)
 	}
+	if err := c.flush(ctx, false); err != nil {
+		return fmt.Errorf("report %s %s: %w: %w", r.Target, r.State, ErrReportPending, err)
+	}
 	return nil
+}
+
+// Flush delivers the queued reports, oldest first, retrying temporary
+// failures under the client's RetryPolicy. It stops at the first report
+// that cannot be delivered and returns that error; a report the server
+// refuses as malformed (400, 404, 409, 413, 422) is dropped and logged.
+// Safe for concurrent use.
+func (c *Client) Flush(ctx context.Context) error {
+	c.queueMu.Lock()
+	defer c.queueMu.Unlock()
+	if err := c.flush(ctx, true); err != nil {
+		return fmt.Errorf("flush reports: %w", err)
+	}
+	return nil
+}
+
+// Pending returns the number of queued, undelivered reports.
+func (c *Client) Pending() (int, error) {
+	c.queueMu.Lock()
+	defer c.queueMu.Unlock()
+	names, err := c.queued()
+	return len(names), err
+}
+
+func (c *Client) queueDir() string { return filepath.Join(c.cfg.StateDir, "reports") }
+
+// queued lists the queue's files, oldest first.
+func (c *Client) queued() ([]string, error) {
+	entries, err := os.ReadDir(c.queueDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read report queue: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".json") && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// enqueue writes one report atomically under a name that sorts by time.
+func (c *Client) enqueue(body []byte) error {
+	if err := os.MkdirAll(c.queueDir(), 0o700); err != nil {
+		return fmt.Errorf("report queue: %w", err)
+	}
+	names, err := c.queued()
+	if err != nil {
+		return err
+	}
+	for len(names) >= maxQueued {
+		c.log.Warn("report queue full; dropping the oldest report", "file", names[0])
+		_ = os.Remove(filepath.Join(c.queueDir(), names[0]))
+		names = names[1:]
+	}
+	seq := time.Now().UnixNano()
+	if len(names) > 0 {
+		// Keep the order even if the clock went backwards.
+		var last int64
+		if _, err := fmt.Sscanf(names[len(names)-1], "%d.json", &last); err == nil && last >= seq {
+			seq = last + 1
+		}
+	}
+	name := filepath.Join(c.queueDir(), fmt.Sprintf("%020d.json", seq))
+	if err := writeFileAtomic(name, body); err != nil {
+		return fmt.Errorf("report queue: %w", err)
+	}
+	return nil
+}
+
+// flush sends queued reports in order; with retry it applies the retry
+// policy to each.
+func (c *Client) flush(ctx context.Context, retry bool) error {
+	names, err := c.queued()
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		p := filepath.Join(c.queueDir(), name)
+		body, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("read queued report: %w", err)
+		}
+		send := func(ctx context.Context) error { return c.postReport(ctx, body) }
+		if retry {
+			err = c.retry(ctx, "report", send)
+		} else {
+			err = send(ctx)
+		}
+		var se *ServerError
+		switch {
+		case err == nil:
+		case errors.As(err, &se) && refusedForGood(se.Status):
+			c.log.Warn("server refused a status report; dropping it", "status", se.Status, "code", se.Code, "message", se.Message)
+		default:
+			return err
+		}
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("remove delivered report: %w", err)
+		}
+	}
+	return nil
+}
+
+// refusedForGood reports whether a status means the report itself is bad,
+// so sending it again cannot succeed.
+func refusedForGood(status int) bool {
+	switch status {
+	case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+		return true
+	}
+	return false
 }
 
 func (c *Client) postReport(ctx context.Context, body []byte) error {
