@@ -276,7 +276,7 @@ func (d *DB) rebind(query string) string {
 }
 
 // Rebind rewrites '?' placeholders to PostgreSQL's $1, $2, ... It leaves
-// alone '?' inside single-quoted string literals (with ” escapes), E'...'
+// alone '?' inside single-quoted string literals (quotes escaped by doubling), E'...'
 // strings with backslash escapes, double-quoted identifiers, dollar-quoted
 // strings ($$...$$, $tag$...$tag$), -- line comments and /* */ comments.
 func Rebind(query string) string {

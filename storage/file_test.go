@@ -11,6 +11,7 @@ import (
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/storage"
+	"github.com/tufota/tufota/storage/storagetest"
 )
 
 func newFile(t *testing.T) (*storage.File, string) {
@@ -97,5 +98,31 @@ func TestFileKeyCollisions(t *testing.T) {
 	}
 	if _, err := f.Put(ctx, "x/.tufota-tmp-1", strings.NewReader("x")); !errors.Is(err, tufota.ErrInvalid) {
 		t.Fatalf("Put of a reserved name: err = %v, want ErrInvalid", err)
+	}
+}
+
+func TestFileConformance(t *testing.T) {
+	t.Parallel()
+	storagetest.RunBlobs(t, func(t *testing.T) storage.Blobs {
+		f, _ := newFile(t)
+		return f
+	})
+}
+
+// TestFileCrashLeftovers checks that a temporary file left by a crashed Put
+// is invisible.
+func TestFileCrashLeftovers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, dir := newFile(t)
+	if err := os.MkdirAll(filepath.Join(dir, "metadata"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "metadata", ".tufota-tmp-deadbeef"), []byte("half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	infos, err := f.List(ctx, "")
+	if err != nil || len(infos) != 0 {
+		t.Fatalf("List = %+v, %v; want no blobs", infos, err)
 	}
 }
