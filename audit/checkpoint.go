@@ -47,6 +47,10 @@ func parseCheckpointText(text string) (Checkpoint, error) {
 	if err != nil || size < 0 || strconv.FormatInt(size, 10) != sizeText {
 		return Checkpoint{}, fmt.Errorf("checkpoint size %.40q is not a decimal number", sizeText)
 	}
+	if size > maxSeq {
+		// tlog's proof checks loop forever on trees larger than 2^62.
+		return Checkpoint{}, fmt.Errorf("checkpoint size %d is larger than 2^62", size)
+	}
 	raw, err := base64.StdEncoding.DecodeString(hashText)
 	if err != nil || len(raw) != tlog.HashSize {
 		return Checkpoint{}, fmt.Errorf("checkpoint hash %.80q is not a base64 SHA-256 hash", hashText)

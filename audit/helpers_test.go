@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -77,7 +78,7 @@ func newTestLog(t testing.TB, opts ...Option) (*Log, *storage.DB) {
 
 func newLogOn(t testing.TB, db *storage.DB, opts ...Option) *Log {
 	t.Helper()
-	opts = append([]Option{WithNow(newFakeClock().now)}, opts...)
+	opts = append([]Option{WithNow(newFakeClock().now), WithLogger(slog.New(slog.DiscardHandler))}, opts...)
 	l, err := New(context.Background(), db, testSigner(t, 1), opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -161,7 +161,7 @@ func TestCheckpointText(t *testing.T) {
 	if err != nil || back != c {
 		t.Fatalf("parse(Text + extension) = %+v, %v; want %+v", back, err, c)
 	}
-	for _, bad := range []string{"", "o\n1\n", "o\n01\n" + strings.Split(c.Text(), "\n")[2] + "\n", "o\n-1\nAAAA\n", "\n1\n" + strings.Split(c.Text(), "\n")[2] + "\n"} {
+	for _, bad := range []string{"", "o\n1\n", "o\n01\n" + strings.Split(c.Text(), "\n")[2] + "\n", "o\n-1\nAAAA\n", "o\n9000000000000000000\n" + strings.Split(c.Text(), "\n")[2] + "\n", "\n1\n" + strings.Split(c.Text(), "\n")[2] + "\n"} {
 		if _, err := parseCheckpointText(bad); err == nil {
 			t.Errorf("parseCheckpointText(%q): no error", bad)
 		}
