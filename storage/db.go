@@ -93,7 +93,7 @@ func OpenDB(ctx context.Context, url string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := d.migrate(ctx); err != nil {
+	if err := d.Migrate(ctx); err != nil {
 		_ = d.Close()
 		return nil, err
 	}

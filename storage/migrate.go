@@ -66,10 +66,13 @@ func loadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 	return ms, nil
 }
 
-// migrate applies the embedded migrations that the database lacks, each in
-// its own transaction, and refuses a database whose schema is newer than this
-// build.
-func (d *DB) migrate(ctx context.Context) error {
+// Migrate applies the embedded migrations that the database lacks, each in
+// its own transaction and recorded in schema_migrations. OpenDB calls it;
+// calling it again is a no-op. It refuses (tufota.ErrConflict) a database
+// whose schema is newer than this build. Concurrent callers, also in other
+// processes, are serialised (a PostgreSQL advisory lock; SQLite's write
+// lock).
+func (d *DB) Migrate(ctx context.Context) error {
 	ms, err := Migrations()
 	if err != nil {
 		return err

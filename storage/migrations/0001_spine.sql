@@ -42,3 +42,10 @@ CREATE TABLE settings (
 	value      TEXT NOT NULL,
 	updated_at BIGINT NOT NULL
 );
+
+-- Leader leases (DB.TryLease): one holder per name until expires_at.
+CREATE TABLE leases (
+	name       TEXT PRIMARY KEY,
+	holder     TEXT NOT NULL,
+	expires_at BIGINT NOT NULL
+);

@@ -1,0 +1,149 @@
+package storage
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"github.com/tufota/tufota"
+)
+
+// WithLock runs fn while holding the named lock, so that at most one fn per
+// name runs at a time: across all processes sharing the database on
+// PostgreSQL (a session advisory lock on a dedicated connection), inside this
+// process on SQLite (a mutex; SQLite is the single-server deployment). It
+// waits for the lock until ctx ends (then the error matches ctx.Err()).
+//
+// fn's error is returned unchanged. On PostgreSQL, if the lock's connection
+// breaks while fn runs the lock is lost; issue 7's publish path should also
+// compare-and-swap what it writes.
+func (d *DB) WithLock(ctx context.Context, name string, fn func(ctx context.Context) error) error {
+	if name == "" {
+		return tufota.Errorf(tufota.EInvalid, "lock: empty name")
+	}
+	if d.dialect == DialectPostgres {
+		return d.withAdvisoryLock(ctx, name, fn)
+	}
+	ch := d.processLock(name)
+	select {
+	case ch <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("lock %q: %w", name, ctx.Err())
+	}
+	defer func() { <-ch }()
+	return fn(ctx)
+}
+
+// processLock returns the mutex (a channel of capacity 1) of name.
+func (d *DB) processLock(name string) chan struct{} {
+	d.locksMu.Lock()
+	defer d.locksMu.Unlock()
+	if d.locks == nil {
+		d.locks = make(map[string]chan struct{})
+	}
+	ch, ok := d.locks[name]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		d.locks[name] = ch
+	}
+	return ch
+}
+
+// withAdvisoryLock holds pg_advisory_lock(key(name)) on one pooled
+// connection while fn runs.
+func (d *DB) withAdvisoryLock(ctx context.Context, name string, fn func(ctx context.Context) error) error {
+	key := lockKey(name)
+	conn, err := d.db.Conn(ctx)
+	if err != nil {
+		return d.translate(fmt.Sprintf("lock %q", name), err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("lock %q: %w", name, ctx.Err())
+		}
+		return d.translate(fmt.Sprintf("lock %q", name), err)
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, err := conn.ExecContext(uctx, `SELECT pg_advisory_unlock($1)`, key); err != nil {
+			// The session still holds the lock: drop the connection so
+			// the server releases it.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	return fn(ctx)
+}
+
+// lockKey maps a lock name to a PostgreSQL advisory lock key (FNV-1a).
+func lockKey(name string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("tufota-lock:" + name))
+	return int64(h.Sum64())
+}
+
+// TryLease tries to take or renew the lease name for holder for ttl: it
+// succeeds (true) when no one holds the lease, the lease has expired, or
+// holder already holds it (then it is extended to now+ttl). Otherwise it
+// returns false. Use it for leader election: each replica calls TryLease
+// every ttl/3 and does the leader's work only while it gets true.
+//
+// Time is the database server's clock on PostgreSQL (one clock for all
+// replicas) and this process's clock on SQLite. Errors are translated as on
+// DB (tufota.ErrUnavailable when the database is down).
+func (d *DB) TryLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	if name == "" || holder == "" || ttl <= 0 {
+		return false, tufota.Errorf(tufota.EInvalid, "lease: name, holder and a positive ttl are required")
+	}
+	var ok bool
+	err := d.Tx(ctx, func(tx *Tx) error {
+		now, err := d.now(ctx, tx)
+		if err != nil {
+			return err
+		}
+		var got string
+		err = tx.QueryRow(ctx, `INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+			WHERE leases.holder = excluded.holder OR leases.expires_at <= ?
+			RETURNING holder`, name, holder, now+int64(ttl), now).Scan(&got)
+		switch {
+		case errors.Is(err, tufota.ErrNotFound):
+			return nil
+		case err != nil:
+			return err
+		}
+		ok = got == holder
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("lease %q: %w", name, err)
+	}
+	return ok, nil
+}
+
+// ReleaseLease gives up the lease name if holder holds it, so another
+// replica can take it at once. Releasing a lease one does not hold is not an
+// error.
+func (d *DB) ReleaseLease(ctx context.Context, name, holder string) error {
+	if _, err := d.Exec(ctx, `DELETE FROM leases WHERE name = ? AND holder = ?`, name, holder); err != nil {
+		return fmt.Errorf("release lease %q: %w", name, err)
+	}
+	return nil
+}
+
+// now returns the current time in unix nanoseconds: the database server's
+// clock on PostgreSQL, this process's on SQLite.
+func (d *DB) now(ctx context.Context, q Querier) (int64, error) {
+	if d.dialect != DialectPostgres {
+		return time.Now().UnixNano(), nil
+	}
+	var micros int64
+	if err := q.QueryRow(ctx, `SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT`).Scan(&micros); err != nil {
+		return 0, err
+	}
+	return micros * 1000, nil
+}
