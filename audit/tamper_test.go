@@ -52,6 +52,10 @@ func rewriteConsistently(t *testing.T, db *storage.DB) {
 
 func TestTamperDB(t *testing.T) {
 	t.Parallel()
+	testTamperDB(t, func(t *testing.T) *storage.DB { return openTestDB(t, sqliteURL(t)) })
+}
+
+func testTamperDB(t *testing.T, newDB func(t *testing.T) *storage.DB) {
 	tests := []struct {
 		name string
 		// tamper edits the database of a log with 30 entries and a
@@ -147,7 +151,8 @@ func TestTamperDB(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			l, db := newTestLog(t)
+			db := newDB(t)
+			l := newLogOn(t, db)
 			appendN(t, l, 0, 20)
 			mustCheckpoint(t, l)
 			appendN(t, l, 20, 10)
