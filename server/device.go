@@ -69,6 +69,9 @@ func (s *Server) deviceStatus(c echo.Context) error {
 	if err := decodeJSON(c, &r); err != nil {
 		return err
 	}
+	auditObject(c, "device/"+principal(c).DeviceID, map[string]string{
+		"target": r.Target, "version": r.Version, "state": r.State, "error_code": r.ErrorCode, "rollout": r.RolloutID,
+	})
 	if err := ownDevice(c, r.DeviceID); err != nil {
 		return err
 	}

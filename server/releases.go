@@ -5,6 +5,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -48,6 +49,7 @@ func (s *Server) pushRelease(c echo.Context) error {
 	if push.File == "" {
 		push.File = file.FileName()
 	}
+	auditObject(c, "release/"+push.Name+"@"+push.Version, map[string]string{"file": push.File})
 	rel, err := s.cfg.Releases.Push(req.Context(), push, file, s.cfg.MaxUploadBytes, principal(c).Name)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -56,6 +58,10 @@ func (s *Server) pushRelease(c echo.Context) error {
 		}
 		return err
 	}
+	auditObject(c, "release/"+rel.Name+"@"+rel.Version, map[string]string{
+		"target": rel.TargetPath, "sha256": rel.SHA256, "length": strconv.FormatInt(rel.Length, 10),
+		"targets_version": strconv.FormatInt(rel.TargetsVersion, 10), "signed_with": "targets,snapshot,timestamp",
+	})
 	s.log.Info("release published", "actor", principal(c).Name, "release", rel.Name+"@"+rel.Version, "target", rel.TargetPath, "targets_version", rel.TargetsVersion)
 	return c.JSON(http.StatusCreated, rel)
 }

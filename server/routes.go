@@ -12,10 +12,12 @@ import (
 // every other route authenticates the caller and checks its role before the
 // handler runs.
 type Route struct {
-	Method  string
-	Path    string
-	Roles   []access.Role
-	Public  bool
+	Method string
+	Path   string
+	Roles  []access.Role
+	Public bool
+	// Action names the route in the audit log, e.g. "release.push".
+	Action  string
 	handler echo.HandlerFunc
 }
 
@@ -32,27 +34,32 @@ var (
 // access rules live; tests walk it route by route and role by role.
 func (s *Server) Routes() []Route {
 	return []Route{
-		{Method: http.MethodGet, Path: "/healthz", Public: true, handler: s.healthz},
-		{Method: http.MethodGet, Path: "/readyz", Public: true, handler: s.readyz},
+		{Method: http.MethodGet, Path: "/healthz", Public: true, Action: "health.check", handler: s.healthz},
+		{Method: http.MethodGet, Path: "/readyz", Public: true, Action: "health.ready", handler: s.readyz},
 
 		// The TUF repository: signed metadata and firmware, for devices and people.
-		{Method: http.MethodGet, Path: "/tuf/:file", Roles: everyone, handler: s.tufMetadata},
-		{Method: http.MethodHead, Path: "/tuf/:file", Roles: everyone, handler: s.tufMetadata},
-		{Method: http.MethodGet, Path: "/tuf/targets/*", Roles: everyone, handler: s.tufTarget},
-		{Method: http.MethodHead, Path: "/tuf/targets/*", Roles: everyone, handler: s.tufTarget},
+		{Method: http.MethodGet, Path: "/tuf/:file", Roles: everyone, Action: "tuf.metadata.read", handler: s.tufMetadata},
+		{Method: http.MethodHead, Path: "/tuf/:file", Roles: everyone, Action: "tuf.metadata.read", handler: s.tufMetadata},
+		{Method: http.MethodGet, Path: "/tuf/targets/*", Roles: everyone, Action: "tuf.target.read", handler: s.tufTarget},
+		{Method: http.MethodHead, Path: "/tuf/targets/*", Roles: everyone, Action: "tuf.target.read", handler: s.tufTarget},
 
-		{Method: http.MethodGet, Path: "/api/v1/whoami", Roles: everyone, handler: s.whoami},
+		{Method: http.MethodGet, Path: "/api/v1/whoami", Roles: everyone, Action: "auth.whoami", handler: s.whoami},
 
-		{Method: http.MethodPost, Path: "/api/v1/releases", Roles: pushers, handler: s.pushRelease},
-		{Method: http.MethodGet, Path: "/api/v1/releases", Roles: people, handler: s.listReleases},
-		{Method: http.MethodGet, Path: "/api/v1/releases/:name/:version", Roles: people, handler: s.getRelease},
+		{Method: http.MethodPost, Path: "/api/v1/releases", Roles: pushers, Action: "release.push", handler: s.pushRelease},
+		{Method: http.MethodGet, Path: "/api/v1/releases", Roles: people, Action: "release.list", handler: s.listReleases},
+		{Method: http.MethodGet, Path: "/api/v1/releases/:name/:version", Roles: people, Action: "release.show", handler: s.getRelease},
 
-		{Method: http.MethodPost, Path: "/api/v1/tokens", Roles: admin, handler: s.createToken},
-		{Method: http.MethodGet, Path: "/api/v1/tokens", Roles: adminRO, handler: s.listTokens},
-		{Method: http.MethodDelete, Path: "/api/v1/tokens/:id", Roles: admin, handler: s.revokeToken},
+		{Method: http.MethodPost, Path: "/api/v1/tokens", Roles: admin, Action: "token.create", handler: s.createToken},
+		{Method: http.MethodGet, Path: "/api/v1/tokens", Roles: adminRO, Action: "token.list", handler: s.listTokens},
+		{Method: http.MethodDelete, Path: "/api/v1/tokens/:id", Roles: admin, Action: "token.revoke", handler: s.revokeToken},
 
-		{Method: http.MethodGet, Path: "/api/v1/device/update", Roles: device, handler: s.deviceUpdate},
-		{Method: http.MethodPost, Path: "/api/v1/device/status", Roles: device, handler: s.deviceStatus},
+		{Method: http.MethodGet, Path: "/api/v1/audit", Roles: adminRO, Action: "audit.list", handler: s.auditList},
+		{Method: http.MethodGet, Path: "/api/v1/audit/export", Roles: adminRO, Action: "audit.export", handler: s.auditExport},
+		{Method: http.MethodGet, Path: "/api/v1/audit/verify", Roles: adminRO, Action: "audit.verify", handler: s.auditVerify},
+		{Method: http.MethodPost, Path: "/api/v1/audit/checkpoint", Roles: adminRO, Action: "audit.checkpoint", handler: s.auditCheckpoint},
+
+		{Method: http.MethodGet, Path: "/api/v1/device/update", Roles: device, Action: "device.check", handler: s.deviceUpdate},
+		{Method: http.MethodPost, Path: "/api/v1/device/status", Roles: device, Action: "device.report", handler: s.deviceStatus},
 	}
 }
 
@@ -60,7 +67,7 @@ func (s *Server) register(e *echo.Echo) {
 	for _, r := range s.Routes() {
 		h := r.handler
 		if !r.Public {
-			h = s.authorize(r.Roles, h)
+			h = s.authorize(r, s.audited(r, h))
 		}
 		e.Add(r.Method, r.Path, h)
 	}

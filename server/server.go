@@ -14,11 +14,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
 )
@@ -30,6 +32,12 @@ type Config struct {
 	Repo     *signer.Repository
 	Releases *signer.Releases
 	Tokens   *access.Tokens
+	// Audit receives every state change and security event and serves the
+	// audit API.
+	Audit *audit.Log
+	// CheckpointEvery is how often the audit log is checkpointed when it
+	// has grown (default 10m).
+	CheckpointEvery time.Duration
 	// Signers are the online keys the server re-signs snapshot and
 	// timestamp with before they expire.
 	Signers signer.Signers
@@ -60,8 +68,8 @@ const (
 // New builds a Server from cfg.
 func New(cfg Config) (*Server, error) {
 	switch {
-	case cfg.Blobs == nil, cfg.DB == nil, cfg.Repo == nil, cfg.Releases == nil, cfg.Tokens == nil:
-		return nil, errors.New("server: Blobs, DB, Repo, Releases and Tokens are required")
+	case cfg.Blobs == nil, cfg.DB == nil, cfg.Repo == nil, cfg.Releases == nil, cfg.Tokens == nil, cfg.Audit == nil:
+		return nil, errors.New("server: Blobs, DB, Repo, Releases, Tokens and Audit are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -74,6 +82,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.RefreshMargin <= 0 {
 		cfg.RefreshMargin = 12 * time.Hour
+	}
+	if cfg.CheckpointEvery <= 0 {
+		cfg.CheckpointEvery = 10 * time.Minute
 	}
 	if cfg.MaxUploadBytes <= 0 {
 		cfg.MaxUploadBytes = DefaultMaxUploadBytes
@@ -107,6 +118,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Conf
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
 	go s.refreshLoop(bg)
+	go func() {
+		if err := s.cfg.Audit.RunCheckpoints(bg, s.cfg.CheckpointEvery); err != nil && bg.Err() == nil {
+			s.log.Error("audit checkpoints stopped", slog.Any("err", err))
+		}
+	}()
 
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -146,10 +162,14 @@ func (s *Server) RefreshOnce(ctx context.Context) {
 	roles, err := s.cfg.Repo.Refresh(ctx, s.cfg.Signers, s.cfg.RefreshMargin)
 	if err != nil {
 		s.log.Error("refresh online roles", slog.Any("err", err))
+		s.record(ctx, audit.Entry{Actor: "system", Role: "system", Action: "tuf.refresh", Object: "metadata/timestamp.json",
+			Outcome: audit.OutcomeError, Details: map[string]string{"error": truncate(err.Error(), 512)}})
 		return
 	}
 	if len(roles) > 0 {
 		s.log.Info("re-signed online roles before expiry", slog.Any("roles", roles))
+		s.record(ctx, audit.Entry{Actor: "system", Role: "system", Action: "tuf.refresh", Object: "metadata/timestamp.json",
+			Outcome: audit.OutcomeOK, Details: map[string]string{"roles": strings.Join(roles, ","), "keys": "snapshot,timestamp"}})
 	}
 }
 

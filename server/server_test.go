@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
 )
@@ -63,7 +65,15 @@ func newTestServer(t *testing.T) *testServer {
 	}
 	signers := signer.Signers{Targets: []signature.Signer{targets}, Snapshot: snapshot, Timestamp: timestamp}
 	tokens := access.NewTokens(db, nil)
-	s, err := New(Config{Blobs: blobs, DB: db, Repo: repo, Releases: signer.NewReleases(db, repo, signers), Tokens: tokens, Signers: signers, MaxUploadBytes: 1 << 20})
+	ns, err := audit.NewNoteSigner("tufota.test/audit", key("audit").(crypto.Signer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alog, err := audit.New(ctx, db, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Blobs: blobs, DB: db, Repo: repo, Releases: signer.NewReleases(db, repo, signers), Tokens: tokens, Audit: alog, Signers: signers, MaxUploadBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +159,8 @@ func (ts *testServer) validRequest(t *testing.T, r Route) *http.Request {
 			t.Fatal(err)
 		}
 		req = httptest.NewRequest(r.Method, u+"/api/v1/tokens/"+tok.ID, nil)
+	case "/api/v1/audit", "/api/v1/audit/export", "/api/v1/audit/verify", "/api/v1/audit/checkpoint":
+		req = httptest.NewRequest(r.Method, u+r.Path, nil)
 	case "/api/v1/device/update":
 		req = httptest.NewRequest(r.Method, u+r.Path+"?device_id="+ts.deviceID+"&hardware=pump-a&version=0.0.1", nil)
 	case "/api/v1/device/status":

@@ -47,6 +47,11 @@ func (s *Server) createToken(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	details := map[string]string{"name": tok.Name, "role": string(tok.Role), "device": tok.DeviceID}
+	if tok.ExpiresAt != nil {
+		details["expires"] = tok.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	auditObject(c, "token/"+tok.ID, details)
 	s.log.Info("token created", "actor", principal(c).Name, "token", tok.ID, "name", tok.Name, "role", tok.Role)
 	return c.JSON(http.StatusCreated, CreateTokenResponse{Token: secret, Detail: tok})
 }
@@ -63,10 +68,12 @@ func (s *Server) listTokens(c echo.Context) error {
 }
 
 func (s *Server) revokeToken(c echo.Context) error {
+	auditObject(c, "token/"+c.Param("id"), nil)
 	tok, err := s.cfg.Tokens.Revoke(c.Request().Context(), c.Param("id"))
 	if err != nil {
 		return err
 	}
+	auditObject(c, "token/"+tok.ID, map[string]string{"name": tok.Name, "role": string(tok.Role)})
 	s.log.Info("token revoked", "actor", principal(c).Name, "token", tok.ID, "name", tok.Name)
 	return c.JSON(http.StatusOK, tok)
 }

@@ -78,6 +78,12 @@ func (c *apiClient) do(ctx context.Context, method, path string, body io.Reader,
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil
 	}
+	if raw, ok := out.(rawSink); ok {
+		if _, err := io.Copy(raw.w, resp.Body); err != nil {
+			return tufota.Errorf(tufota.EUnavailable, "%s %s: read answer: %w", method, path, err)
+		}
+		return nil
+	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
 		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
 	}

@@ -17,10 +17,12 @@ import (
 // repoConfig is DIR/tufota.json: where a repository keeps its state, and the
 // key URIs of each role. It holds no secret.
 type repoConfig struct {
-	Version int      `json:"version"`
-	Storage string   `json:"storage"`
-	DB      string   `json:"db"`
-	Keys    roleURIs `json:"keys"`
+	Version int `json:"version"`
+	// AuditOrigin names the audit log in its signed checkpoints.
+	AuditOrigin string   `json:"audit_origin"`
+	Storage     string   `json:"storage"`
+	DB          string   `json:"db"`
+	Keys        roleURIs `json:"keys"`
 }
 
 type roleURIs struct {
@@ -28,6 +30,8 @@ type roleURIs struct {
 	Targets   []string `json:"targets"`
 	Snapshot  string   `json:"snapshot"`
 	Timestamp string   `json:"timestamp"`
+	// Audit signs the audit log's checkpoints (Ed25519).
+	Audit string `json:"audit"`
 }
 
 const configName = "tufota.json"

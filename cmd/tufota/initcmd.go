@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
 )
@@ -30,6 +32,9 @@ type initResult struct {
 	Root       string            `json:"root"`
 	Dir        string            `json:"dir"`
 	KeyIDs     map[string]string `json:"key_ids"`
+	// AuditKey is the note verifier key of the audit log's checkpoints:
+	// give it to compliance reviewers (tufota audit verify --key).
+	AuditKey string `json:"audit_verifier_key"`
 }
 
 func (a *app) initCommand() *cobra.Command {
@@ -50,6 +55,7 @@ the first admin API token, which is printed once and never stored.`,
 			return a.print(res, func(w io.Writer) {
 				fmt.Fprintf(w, "Initialised repository in %s\n", res.Dir)
 				fmt.Fprintf(w, "Trust anchor for devices: %s\n", res.Root)
+				fmt.Fprintf(w, "Audit checkpoint key (for reviewers' 'tufota audit verify --key'): %s\n", res.AuditKey)
 				fmt.Fprintf(w, "Admin token (shown once, store it now):\n%s\n", res.AdminToken)
 			})
 		},
@@ -105,6 +111,7 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 			Targets:   []string{"file:keys/targets.key"},
 			Snapshot:  "file:keys/snapshot.key",
 			Timestamp: "file:keys/timestamp.key",
+			Audit:     "file:keys/audit.key",
 		},
 	}
 	gen := func(uri string) (signature.SignerVerifier, error) {
@@ -132,6 +139,15 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 			keys.Timestamp = sv
 		}
 	}
+	auditPath, _ := cutScheme(resolve(dir, cfg.Keys.Audit), "file:")
+	auditKey, err := signer.GenerateFileKey(auditPath, "ed25519", pass)
+	if err != nil {
+		return res, fmt.Errorf("init: generate audit key: %w", err)
+	}
+	if res.KeyIDs["audit"], err = signer.KeyID(auditKey); err != nil {
+		return res, err
+	}
+	cfg.AuditOrigin = "tufota/audit/" + res.KeyIDs["audit"][:16]
 	blobs, err := storage.NewFile(filepath.Join(dir, "blobs"))
 	if err != nil {
 		return res, fmt.Errorf("init: %w", err)
@@ -150,9 +166,31 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 	if err := writeFileAtomic(res.Root, root, 0o644); err != nil {
 		return res, fmt.Errorf("init: write trust anchor: %w", err)
 	}
-	secret, _, err := access.NewTokens(db, nil).Create(ctx, nil, access.NewToken{Name: "admin", Role: access.RoleAdmin, TTL: o.adminExpires}, "tufota-init")
+	secret, tok, err := access.NewTokens(db, nil).Create(ctx, nil, access.NewToken{Name: "admin", Role: access.RoleAdmin, TTL: o.adminExpires}, "tufota-init")
 	if err != nil {
 		return res, fmt.Errorf("init: %w", err)
+	}
+	auditSigner, ok := auditKey.(crypto.Signer)
+	if !ok {
+		return res, fmt.Errorf("init: audit key cannot sign checkpoints")
+	}
+	alog, err := openAudit(ctx, db, cfg.AuditOrigin, auditSigner)
+	if err != nil {
+		return res, fmt.Errorf("init: %w", err)
+	}
+	for _, e := range []audit.Entry{
+		{Actor: "tufota-init", Role: "system", Action: "repository.init", Object: "metadata/1.root.json", Outcome: audit.OutcomeOK,
+			Details: map[string]string{"root_key": res.KeyIDs["root"], "targets_key": res.KeyIDs["targets"], "snapshot_key": res.KeyIDs["snapshot"], "timestamp_key": res.KeyIDs["timestamp"]}},
+		{Actor: "tufota-init", Role: "system", Action: "token.create", Object: "token/" + tok.ID, Outcome: audit.OutcomeOK,
+			Details: map[string]string{"name": tok.Name, "role": string(tok.Role)}},
+	} {
+		if _, err := alog.Append(ctx, e); err != nil {
+			return res, fmt.Errorf("init: audit: %w", err)
+		}
+	}
+	res.AuditKey = alog.VerifierKey()
+	if _, err := alog.Checkpoint(ctx); err != nil {
+		return res, fmt.Errorf("init: audit checkpoint: %w", err)
 	}
 	if err := writeConfig(dir, cfg); err != nil {
 		return res, fmt.Errorf("init: %w", err)

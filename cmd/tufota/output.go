@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,6 +30,15 @@ func row(w io.Writer, cells ...any) {
 		s[i] = fmt.Sprint(c)
 	}
 	fmt.Fprintln(w, strings.Join(s, "\t"))
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func fmtTime(t *time.Time) string {

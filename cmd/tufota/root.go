@@ -66,6 +66,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.serverCommand(),
 		a.releaseCommand(),
 		a.tokenCommand(),
+		a.auditCommand(),
 		a.quickstartCommand(),
 	)
 	return root

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"encoding/pem"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/server"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
@@ -26,7 +28,17 @@ type deps struct {
 	repo     *signer.Repository
 	releases *signer.Releases
 	tokens   *access.Tokens
+	audit    *audit.Log
 	signers  signer.Signers
+}
+
+// openAudit returns the audit log in db, checkpointed with key.
+func openAudit(ctx context.Context, db *storage.DB, origin string, key crypto.Signer) (*audit.Log, error) {
+	ns, err := audit.NewNoteSigner(origin, key)
+	if err != nil {
+		return nil, fmt.Errorf("audit signer: %w", err)
+	}
+	return audit.New(ctx, db, ns)
 }
 
 func (d *deps) Close() error { return d.db.Close() }
@@ -65,8 +77,24 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger) (*deps
 	if err != nil {
 		return nil, err
 	}
+	auditKey, err := signer.Open(ctx, resolve(dir, cfg.Keys.Audit), opt)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open audit key: %w", err)
+	}
+	cs, ok := auditKey.(crypto.Signer)
+	if !ok {
+		db.Close()
+		return nil, fmt.Errorf("audit key %s cannot sign checkpoints", cfg.Keys.Audit)
+	}
+	alog, err := openAudit(ctx, db, cfg.AuditOrigin, cs)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	repo := signer.NewRepository(blobs, signer.WithLogger(log))
 	return &deps{
+		audit:    alog,
 		db:       db,
 		blobs:    blobs,
 		repo:     repo,
@@ -191,6 +219,7 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		Repo:           d.repo,
 		Releases:       d.releases,
 		Tokens:         d.tokens,
+		Audit:          d.audit,
 		Signers:        d.signers,
 		RefreshMargin:  o.refreshMargin,
 		MaxUploadBytes: o.maxUpload,

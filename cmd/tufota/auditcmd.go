@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/server"
+)
+
+func (a *app) auditCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "Read, export and verify the tamper-evident audit log"}
+	cmd.AddCommand(a.auditLogCommand(), a.auditExportCommand(), a.auditVerifyCommand(), a.auditCheckpointCommand())
+	return cmd
+}
+
+func (a *app) auditLogCommand() *cobra.Command {
+	var since, until, actor, action, object string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "log [--since 24h|TIME] [--until TIME] [--actor A] [--action A] [--object O]",
+		Short: "List audit entries",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			for k, v := range map[string]string{"since": since, "until": until, "actor": actor, "action": action, "object": object} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			q.Set("limit", strconv.Itoa(limit))
+			var entries []audit.Entry
+			if err := c.getJSON(cmd.Context(), "/api/v1/audit?"+q.Encode(), &entries); err != nil {
+				return err
+			}
+			return a.print(entries, func(w io.Writer) {
+				row(w, "SEQ", "TIME", "ACTOR", "ROLE", "SOURCE", "ACTION", "OBJECT", "OUTCOME", "DETAILS")
+				for _, e := range entries {
+					row(w, e.Seq, e.Time.UTC().Format("2006-01-02T15:04:05Z"), e.Actor, dash(e.Role), dash(e.Source), e.Action, e.Object, e.Outcome, details(e.Details))
+				}
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&since, "since", "", "entries at or after this RFC 3339 time, or this long ago (24h)")
+	f.StringVar(&until, "until", "", "entries before this RFC 3339 time")
+	f.StringVar(&actor, "actor", "", "only this actor")
+	f.StringVar(&action, "action", "", "only this action, e.g. release.push")
+	f.StringVar(&object, "object", "", "only this object, e.g. release/pump-fw@1.4.2")
+	f.IntVar(&limit, "limit", 1000, "at most this many entries")
+	return cmd
+}
+
+func details(d map[string]string) string {
+	if len(d) == 0 {
+		return "-"
+	}
+	var b bytes.Buffer
+	for _, k := range sortedKeys(d) {
+		if d[k] == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%s", k, d[k])
+	}
+	return b.String()
+}
+
+func (a *app) auditExportCommand() *cobra.Command {
+	var format, since, until, out string
+	cmd := &cobra.Command{
+		Use:   "export --format json|csv [--since T] [--until T] [--out FILE]",
+		Short: "Export entries with their signed checkpoints, ending with a fresh checkpoint",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "json" && format != "csv" {
+				return tufota.Errorf(tufota.EInvalid, "audit export: --format %q: want json or csv", format)
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			q := url.Values{"format": {format}}
+			if since != "" {
+				q.Set("since", since)
+			}
+			if until != "" {
+				q.Set("until", until)
+			}
+			var buf bytes.Buffer
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit/export?"+q.Encode(), nil, "", rawInto(&buf)); err != nil {
+				return err
+			}
+			if out == "" {
+				_, err := a.stdout.Write(buf.Bytes())
+				return err
+			}
+			return writeFileAtomic(out, buf.Bytes(), 0o600)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&format, "format", "json", "json or csv")
+	f.StringVar(&since, "since", "", "entries at or after this RFC 3339 time, or this long ago")
+	f.StringVar(&until, "until", "", "entries before this RFC 3339 time")
+	f.StringVar(&out, "out", "", "write to FILE instead of standard output")
+	return cmd
+}
+
+func (a *app) auditVerifyCommand() *cobra.Command {
+	var export, sinceExport, key string
+	cmd := &cobra.Command{
+		Use:   "verify [--export FILE [--since-export OLD]] [--key VERIFIER_KEY]",
+		Short: "Verify the audit log: every entry hash, the Merkle tree and every signed checkpoint",
+		Long: `verify recomputes every entry's hash and the Merkle tree and checks every signed
+checkpoint. With --export it checks an export file offline; without, it fetches a
+fresh export from the server and checks it here (not trusting the server's word),
+and asks the server to check its stored tree too. --since-export OLD proves that
+the export extends the older export OLD (a consistency proof). --key pins the
+checkpoint verifier key (printed by init); without it the export's own key is
+reported for you to compare. The first broken entry is named.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var opts []audit.VerifyOption
+			if key != "" {
+				opts = append(opts, audit.WithTrustedKey(key))
+			}
+			var data []byte
+			var serverRep *audit.Report
+			if export != "" {
+				b, err := os.ReadFile(export)
+				if err != nil {
+					return fmt.Errorf("audit verify: %w", err)
+				}
+				data = b
+			} else {
+				c, err := a.api()
+				if err != nil {
+					return err
+				}
+				var buf bytes.Buffer
+				if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit/export?format=json", nil, "", rawInto(&buf)); err != nil {
+					return err
+				}
+				data = buf.Bytes()
+				serverRep = &audit.Report{}
+				if err := c.getJSON(cmd.Context(), "/api/v1/audit/verify", serverRep); err != nil {
+					return err
+				}
+			}
+			rep, err := audit.VerifyExport(bytes.NewReader(data), opts...)
+			if err == nil && sinceExport != "" {
+				old, rerr := os.ReadFile(sinceExport)
+				if rerr != nil {
+					return fmt.Errorf("audit verify: %w", rerr)
+				}
+				err = audit.VerifyConsistency(bytes.NewReader(old), bytes.NewReader(data), opts...)
+			}
+			if err == nil && serverRep != nil && !serverRep.OK {
+				err = tufota.Errorf(tufota.EInvalid, "the server's stored log is broken at entry %d: %s", serverRep.BrokenSeq, serverRep.Problem)
+			}
+			type result struct {
+				Export      audit.Report  `json:"export"`
+				Server      *audit.Report `json:"server,omitempty"`
+				Consistency string        `json:"consistency,omitempty"`
+				Error       string        `json:"error,omitempty"`
+			}
+			res := result{Export: rep, Server: serverRep}
+			if sinceExport != "" && err == nil {
+				res.Consistency = "extends " + sinceExport
+			}
+			if err != nil {
+				res.Error = err.Error()
+			}
+			if perr := a.print(res, func(w io.Writer) {
+				row(w, "Origin:", rep.Origin)
+				row(w, "Verifier key:", rep.VerifierKey)
+				row(w, "Entries:", fmt.Sprintf("%d (seq %d to %d)", rep.Entries, rep.FirstSeq, rep.Size-1))
+				row(w, "Checkpoints:", rep.Checkpoints)
+				if res.Consistency != "" {
+					row(w, "Consistency:", res.Consistency)
+				}
+				if err == nil {
+					row(w, "Result:", "OK")
+				}
+			}); perr != nil {
+				return perr
+			}
+			if err != nil {
+				return fmt.Errorf("audit verify: %w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&export, "export", "", "verify this export file offline")
+	f.StringVar(&sinceExport, "since-export", "", "prove that --export extends this older export")
+	f.StringVar(&key, "key", "", "pin the checkpoint verifier key")
+	return cmd
+}
+
+func (a *app) auditCheckpointCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "checkpoint",
+		Short: "Have the server sign a checkpoint of the audit log now",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var res server.CheckpointResponse
+			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/audit/checkpoint", nil, "", &res); err != nil {
+				return err
+			}
+			return a.print(res, func(w io.Writer) { fmt.Fprint(w, res.Checkpoint) })
+		},
+	}
+}
+
+// rawInto makes apiClient.do copy the body into w instead of decoding JSON.
+func rawInto(w io.Writer) any { return rawSink{w} }
+
+type rawSink struct{ w io.Writer }

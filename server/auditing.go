@@ -1,0 +1,113 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/audit"
+)
+
+const (
+	auditObjectKey  = "tufota.audit.object"
+	auditDetailsKey = "tufota.audit.details"
+)
+
+// auditObject names the object a handler acted on, with optional details,
+// for the audit entry the route's middleware writes.
+func auditObject(c echo.Context, object string, details map[string]string) {
+	c.Set(auditObjectKey, object)
+	if details != nil {
+		c.Set(auditDetailsKey, details)
+	}
+}
+
+// audited records the outcome of a route: every call of a state-changing
+// route (anything but GET and HEAD), and every denial on any route.
+// Authentication failures are recorded by authorize, which knows the reason.
+func (s *Server) audited(r Route, next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		err := next(c)
+		denied := tufota.ErrorCode(err) == tufota.EForbidden
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			if !denied {
+				return err
+			}
+		}
+		if tufota.ErrorCode(err) == tufota.EUnauthorized && c.Get(principalKey) == nil {
+			return err // recorded as auth.failure by authorize
+		}
+		p := principal(c)
+		e := audit.Entry{
+			Actor:   p.Name,
+			Role:    string(p.Role),
+			Source:  c.RealIP(),
+			Action:  r.Action,
+			Object:  stringOf(c.Get(auditObjectKey)),
+			Outcome: audit.OutcomeOK,
+			Details: map[string]string{},
+		}
+		if d, ok := c.Get(auditDetailsKey).(map[string]string); ok {
+			for k, v := range d {
+				e.Details[k] = v
+			}
+		}
+		if e.Object == "" {
+			e.Object = c.Request().URL.Path
+		}
+		if e.Actor == "" {
+			e.Actor = "anonymous"
+		}
+		if err != nil {
+			e.Outcome = outcomeOf(err)
+			e.Details["error"] = truncate(err.Error(), 512)
+			e.Details["code"] = string(tufota.ErrorCode(err))
+		}
+		s.record(c.Request().Context(), e)
+		return err
+	}
+}
+
+func outcomeOf(err error) string {
+	var he *echo.HTTPError
+	switch code := tufota.ErrorCode(err); {
+	case code == tufota.EForbidden || code == tufota.EUnauthorized:
+		return audit.OutcomeDenied
+	case errors.As(err, &he) && he.Code < 500:
+		return audit.OutcomeFailed
+	case code == tufota.EInternal || code == tufota.EUnavailable:
+		return audit.OutcomeError
+	default:
+		return audit.OutcomeFailed
+	}
+}
+
+// record appends e to the audit log. A failed append is logged loudly; it
+// does not undo the change it describes, which has already happened.
+func (s *Server) record(ctx context.Context, e audit.Entry) {
+	if s.cfg.Audit == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := s.cfg.Audit.Append(ctx, e); err != nil {
+		s.log.Error("AUDIT APPEND FAILED", slog.String("action", e.Action), slog.String("actor", e.Actor), slog.String("object", e.Object), slog.Any("err", err))
+	}
+}
+
+func stringOf(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
