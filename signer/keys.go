@@ -120,7 +120,7 @@ func parseKeyURI(uri string) (keyRef, error) {
 			if host != "" && host != "localhost" {
 				return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q names host %q; file keys must be local (file:///abs/path or file:PATH)", uri, host)
 			}
-			path = "/" + p
+			path = "/" + strings.TrimLeft(p, "/")
 		}
 		if path == "" || path == "/" {
 			return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q has no file path", uri)
