@@ -10,14 +10,17 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"os"
 	"time"
 )
 
 // TLSConfig returns tufota's server TLS settings: TLS 1.2 minimum (1.3
 // preferred by Go's negotiation), and for TLS 1.2 only AEAD suites with
-// forward secrecy.
-func TLSConfig(cert tls.Certificate) *tls.Config {
-	return &tls.Config{
+// forward secrecy. With clientCAs, devices may present a client
+// certificate from one of those CAs (mTLS); a certificate from any other
+// issuer fails the handshake, and callers without one use tokens.
+func TLSConfig(cert tls.Certificate, clientCAs *x509.CertPool) *tls.Config {
+	cfg := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cert},
 		CipherSuites: []uint16{
@@ -29,6 +32,24 @@ func TLSConfig(cert tls.Certificate) *tls.Config {
 			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 		},
 	}
+	if clientCAs != nil {
+		cfg.ClientCAs = clientCAs
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return cfg
+}
+
+// LoadCertPool reads PEM CA certificates, e.g. a device manufacturer's CA.
+func LoadCertPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("load CA %s: %w", file, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("load CA %s: no PEM certificate found", file)
+	}
+	return pool, nil
 }
 
 // LoadCertificate loads a PEM certificate chain and key.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"log/slog"
@@ -114,6 +115,7 @@ type serverOptions struct {
 	maxUpload     int64
 	refreshMargin time.Duration
 	urlFile       string
+	clientCA      string
 }
 
 func (a *app) serverCommand() *cobra.Command {
@@ -149,6 +151,7 @@ func (a *app) serverCommand() *cobra.Command {
 	f.BoolVar(&o.insecureHTTP, "insecure-http", false, "serve plain HTTP; allowed only on a loopback address")
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", server.DefaultMaxUploadBytes, "largest firmware image accepted")
 	f.DurationVar(&o.refreshMargin, "refresh-margin", 12*time.Hour, "re-sign timestamp and snapshot when they expire within this margin")
+	f.StringVar(&o.clientCA, "client-ca", "", "PEM CA whose client certificates identify devices (mTLS; device ID = subject common name)")
 	f.StringVar(&o.urlFile, "url-file", "", "write the server's URL to this file once it listens (for scripts and tests; use with --addr 127.0.0.1:0)")
 	_ = cmd.MarkFlagRequired("dir")
 	return cmd
@@ -187,6 +190,15 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 	defer d.Close()
 
 	var tlsConfig *tls.Config
+	var clientCAs *x509.CertPool
+	if o.clientCA != "" {
+		if o.insecureHTTP {
+			return tufota.Errorf(tufota.EInvalid, "server: --client-ca needs TLS, not --insecure-http")
+		}
+		if clientCAs, err = server.LoadCertPool(o.clientCA); err != nil {
+			return err
+		}
+	}
 	caFile := ""
 	switch {
 	case o.insecureHTTP:
@@ -205,13 +217,13 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		if err := writeFileAtomic(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), 0o644); err != nil {
 			return fmt.Errorf("write self-signed certificate: %w", err)
 		}
-		tlsConfig = server.TLSConfig(cert)
+		tlsConfig = server.TLSConfig(cert, clientCAs)
 	default:
 		cert, err := server.LoadCertificate(o.tlsCert, o.tlsKey)
 		if err != nil {
 			return err
 		}
-		tlsConfig = server.TLSConfig(cert)
+		tlsConfig = server.TLSConfig(cert, clientCAs)
 	}
 	srv, err := server.New(server.Config{
 		Blobs:          d.blobs,
