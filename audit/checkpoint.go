@@ -17,9 +17,9 @@ import (
 // the log's origin, its size and the RFC 6962 root hash of its first Size
 // entries. Tree() converts it to golang.org/x/mod/sumdb/tlog's Tree.
 type Checkpoint struct {
-	Origin string
-	Size   int64
-	Hash   tlog.Hash
+	Origin string    `json:"origin"`
+	Size   int64     `json:"size"`
+	Hash   tlog.Hash `json:"hash"` // JSON: base64, as in the note
 }
 
 // Tree returns the checkpoint as a tlog.Tree.
