@@ -87,4 +87,3 @@ func FuzzMetadata(f *testing.F) {
 		}
 	})
 }
-
