@@ -194,3 +194,42 @@ func crashAt(t *testing.T, store storage.Blobs, n int, after bool) (done bool) {
 	}
 	return false
 }
+
+// TestInitCrashSafety fails every write of Init in turn: the store is
+// then not a repository (clients and the writer see no timestamp.json) or
+// a complete one, and Init can be run again after a failure.
+func TestInitCrashSafety(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for n := 1; ; n++ {
+		fb := &failingBlobs{Blobs: newMemBlobs()}
+		repo := NewRepository(fb, WithNow(func() time.Time { return testEpoch }))
+		keys := newTestKeys(t, 1, 1)
+		fb.arm(n, false)
+		_, err := repo.Init(ctx, keys.roleKeys(1, 1))
+		fired, log := fb.disarm()
+		if !fired {
+			if err != nil {
+				t.Fatalf("Init without failure: %v", err)
+			}
+			if n != 5 {
+				t.Fatalf("Init made %d writes, want 4", n-1)
+			}
+			return
+		}
+		if !errors.Is(err, errInjected) {
+			t.Fatalf("write %d of %v: Init err = %v, want the injected failure", n, log, err)
+		}
+		if _, err := repo.Targets(ctx); tufota.ErrorCode(err) != tufota.ENotFound {
+			t.Fatalf("write %d of %v: Targets after a failed Init: %v, want not_found", n, log, err)
+		}
+		root, err := repo.Init(ctx, keys.roleKeys(1, 1))
+		if err != nil {
+			t.Fatalf("write %d of %v: Init again: %v", n, log, err)
+		}
+		up := stockUpdater(t, serveBlobs(t, fb), root, testEpoch)
+		if err := up.Refresh(); err != nil {
+			t.Fatalf("write %d of %v: stock updater after the second Init: %v", n, log, err)
+		}
+	}
+}

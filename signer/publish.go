@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -244,7 +245,10 @@ func (r *Repository) moveStaged(ctx context.Context, t Target) error {
 }
 
 // Refresh re-signs online metadata that expires within margin of now:
-// timestamp, snapshot, and (only when s.Targets is not empty) targets. A
+// timestamp, snapshot, and targets when s.Targets holds at least the
+// targets threshold of the role's keys (otherwise a due targets role is
+// logged as a warning and left alone, so that an offline targets role
+// never stops timestamp and snapshot refreshes). A
 // re-signed targets forces a new snapshot, and a new snapshot a new
 // timestamp. It returns the names of the roles re-signed, in the order
 // "targets", "snapshot", "timestamp", or none. Root expiry needs the
@@ -265,14 +269,18 @@ func (r *Repository) Refresh(ctx context.Context, s Signers, margin time.Duratio
 	due := func(exp time.Time) bool { return !exp.After(limit) }
 
 	var targets *metadata.Metadata[metadata.TargetsType]
-	if len(s.Targets) > 0 && due(st.targets.Signed.Expires) {
-		targets = st.targets
-		targets.Signed.Version++
-		targets.Signed.Expires = r.expires(r.expiry.Targets)
-		refreshed = append(refreshed, RoleTargets)
-	} else if due(st.targets.Signed.Expires) {
-		r.log.WarnContext(ctx, "tuf targets metadata expires soon and no targets key is online",
-			"expires", st.targets.Signed.Expires)
+	if due(st.targets.Signed.Expires) {
+		if n, need := countRoleSigners(st.root, RoleTargets, s.Targets); n >= need {
+			targets = st.targets
+			targets.Signed.Version++
+			targets.Signed.Expires = r.expires(r.expiry.Targets)
+			refreshed = append(refreshed, RoleTargets)
+		} else {
+			// Offline targets keys (a k-of-n release role): the release
+			// engineers must re-sign. Keep timestamp and snapshot fresh.
+			r.log.WarnContext(ctx, "tuf targets metadata expires soon and too few targets keys are online to re-sign it",
+				"expires", st.targets.Signed.Expires, "online_keys", n, "threshold", need)
+		}
 	}
 	if due(st.root.Signed.Expires) {
 		r.log.WarnContext(ctx, "tuf root metadata expires soon; sign a new root with the offline root keys",
@@ -314,4 +322,25 @@ func (r *Repository) signTimestamp(st *state, s signature.Signer) ([]metaFile, e
 		return nil, fmt.Errorf("encode timestamp v%d: %w", ts.Signed.Version, err)
 	}
 	return []metaFile{{name: "timestamp.json", data: data}}, nil
+}
+
+// countRoleSigners returns how many distinct keys of role are among
+// signers, and the role's threshold.
+func countRoleSigners(root *metadata.Metadata[metadata.RootType], role string, signers []signature.Signer) (n, threshold int) {
+	rr, ok := root.Signed.Roles[role]
+	if !ok {
+		return 0, 1
+	}
+	seen := map[string]bool{}
+	for _, s := range signers {
+		if s == nil {
+			continue
+		}
+		id, err := KeyID(s)
+		if err != nil || seen[id] || !slices.Contains(rr.KeyIDs, id) {
+			continue
+		}
+		seen[id] = true
+	}
+	return len(seen), rr.Threshold
 }

@@ -277,6 +277,8 @@ func TestRefresh(t *testing.T) {
 		{"timestamp again after an hour", 110 * time.Minute, online, []string{RoleTimestamp}, 4, 2, 2},
 		{"snapshot within margin", 9*time.Hour + 50*time.Minute, online, []string{RoleSnapshot, RoleTimestamp}, 5, 3, 2},
 		{"targets due but no targets key", 99*time.Hour + 50*time.Minute, online, []string{RoleSnapshot, RoleTimestamp}, 6, 4, 2},
+		{"targets due, only a stranger key online", 99*time.Hour + 50*time.Minute + 30*time.Second,
+			Signers{Targets: []signature.Signer{newKey(t, true)}, Snapshot: keys.snapshot, Timestamp: keys.timestamp}, nil, 6, 4, 2},
 		{"targets due with targets key", 99*time.Hour + 51*time.Minute, keys.signers(), []string{RoleTargets, RoleSnapshot, RoleTimestamp}, 7, 5, 3},
 		{"all fresh again", 99*time.Hour + 52*time.Minute, keys.signers(), nil, 7, 5, 3},
 	}
@@ -569,4 +571,33 @@ func TestTamperedMetadataRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzValidateTargetPath checks that every accepted target path maps to a
+// valid storage key below targets/ with no way out of it, and to a URL path
+// that needs no escaping.
+func FuzzValidateTargetPath(f *testing.F) {
+	for _, s := range []string{"pump/1.0.0/fw.bin", "a", "a/b", "../x", "/a", "a//b", "a/./b", "pump/1.0.0+b.1/fw", "a\\b", "a/b/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		if err := ValidateTargetPath(p); err != nil {
+			if code := tufota.ErrorCode(err); code != tufota.EInvalid {
+				t.Fatalf("ValidateTargetPath(%q) code %s: %v", p, code, err)
+			}
+			return
+		}
+		key := TargetBlobKey(p, strings.Repeat("a", 64))
+		if err := storage.ValidKey(key); err != nil {
+			t.Fatalf("accepted %q maps to invalid key %q: %v", p, key, err)
+		}
+		if !strings.HasPrefix(key, TargetsPrefix) || strings.Contains(key, "..") {
+			t.Fatalf("accepted %q maps to key %q", p, key)
+		}
+		for _, c := range p {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._-+/", c)) {
+				t.Fatalf("accepted %q contains %q", p, c)
+			}
+		}
+	})
 }
