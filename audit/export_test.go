@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -503,16 +502,4 @@ func FuzzOpenCheckpoint(f *testing.F) {
 			}
 		}
 	})
-}
-
-func ExampleVerifyExport() {
-	// A reviewer checks an export against the log's published key.
-	exp := strings.NewReader("") // the output of Log.Export or `tufota audit export`
-	rep, err := VerifyExport(exp, WithTrustedKey("tufota.example/audit+12345678+AQ..."))
-	if err != nil {
-		fmt.Println("broken at entry", rep.BrokenSeq)
-		return
-	}
-	fmt.Println("verified", rep.Entries, "entries up to checkpoint", rep.Head.Size)
-	// Output: broken at entry -1
 }
