@@ -136,12 +136,12 @@ func Decide(s State, now time.Time, h Health) Decision {
 			return hold("scheduled to start at %s", s.StartAt.UTC().Format(time.RFC3339))
 		}
 		size := waveSize(p, 0, h.Cohort)
-		why := "started"
+		why := "starting"
 		if !s.StartAt.IsZero() {
 			why = "start time " + s.StartAt.UTC().Format(time.RFC3339) + " reached"
 		}
 		return Decision{Action: Start, Phase: Running, Wave: 0, Size: size,
-			Reason: fmt.Sprintf("%s: wave 1 of %d (%s, %d devices) starts", why, n, p.Waves[0], size)}
+			Reason: fmt.Sprintf("%s: wave 1 of %d (%s, %s) starts", why, n, p.Waves[0], plural(size, "device"))}
 	case Running, WaitingApproval:
 	case Paused:
 		return hold("paused")
@@ -183,8 +183,8 @@ func Decide(s State, now time.Time, h Health) Decision {
 	}
 	size := waveSize(p, s.Wave+1, h.Cohort)
 	return Decision{Action: Advance, Phase: Running, Wave: s.Wave + 1, Size: size,
-		Reason: fmt.Sprintf("wave %d healthy after soak %s (%s); wave %d of %d (%s, %d devices) starts",
-			wave, p.Soak, outcomes(h, p), wave+1, n, p.Waves[s.Wave+1], size)}
+		Reason: fmt.Sprintf("wave %d healthy after soak %s (%s); wave %d of %d (%s, %s) starts",
+			wave, p.Soak, outcomes(h, p), wave+1, n, p.Waves[s.Wave+1], plural(size, "device"))}
 }
 
 // gates checks the health gates on what happened since the baseline.
@@ -231,6 +231,14 @@ func outcomes(h Health, p Plan) string {
 		parts = append(parts, fmt.Sprintf("%d silent past device timeout %s", h.Silent, p.DeviceTimeout))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// plural returns "1 device", "2 devices".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func waveSize(p Plan, i, cohort int) int {

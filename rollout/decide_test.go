@@ -58,7 +58,7 @@ func TestDecide(t *testing.T) {
 		// Scheduled start.
 		{"scheduled before start-at", State{Phase: Scheduled, Wave: -1, StartAt: t0.Add(time.Hour), Plan: plan}, t0, Health{Cohort: 200}, Hold, Scheduled, -1, 0, "scheduled to start at 2026-03-02T03:00:00Z"},
 		{"scheduled start-at reached", State{Phase: Scheduled, Wave: -1, StartAt: t0, Plan: plan}, t0, Health{Cohort: 200}, Start, Running, 0, 10, "start time 2026-03-02T02:00:00Z reached: wave 1 of 3 (5%, 10 devices) starts"},
-		{"scheduled without start-at starts", State{Phase: Scheduled, Wave: -1, Plan: plan}, t0, Health{Cohort: 10}, Start, Running, 0, 1, "started: wave 1 of 3 (5%, 1 devices)"},
+		{"scheduled without start-at starts", State{Phase: Scheduled, Wave: -1, Plan: plan}, t0, Health{Cohort: 10}, Start, Running, 0, 1, "starting: wave 1 of 3 (5%, 1 device)"},
 
 		// Advancing.
 		{"soaking", running(0, t0.Add(-10*time.Minute), plan), t0, healthy1, Hold, Running, 0, 0, "wave 1 soaking: 20m0s of 30m0s left"},

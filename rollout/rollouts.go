@@ -1,0 +1,699 @@
+package rollout
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/storage"
+)
+
+// Spec is a rollout request, field for field the flags of
+// `tufota rollout create`. Text fields are parsed here, so every client
+// gets the same errors.
+type Spec struct {
+	// Release is NAME@VERSION of a published release.
+	Release string `json:"release"`
+	// Cohort is the name of a saved cohort or a selector
+	// ("hardware=pump-b,tag:icu"). A bare name must be a saved cohort.
+	Cohort string `json:"cohort"`
+	// Waves is the wave plan: "1%,10%,50%,100%" or "5,50,all".
+	Waves string `json:"waves"`
+	// Soak is how long each wave runs before the next ("30m"); empty is 0.
+	Soak string `json:"soak,omitempty"`
+	// MinReports is the reports a wave needs before it may end; 0 means 1.
+	MinReports int `json:"min_reports,omitempty"`
+	// MaxFailureRate is the highest tolerated failure rate ("5%"); empty
+	// is 0%: any failure, once MinReports are in, pauses.
+	MaxFailureRate string `json:"max_failure_rate,omitempty"`
+	// MaxFailures, when set, caps the number of failures.
+	MaxFailures *int `json:"max_failures,omitempty"`
+	// DeviceTimeout is how long a device that accepted the release may stay
+	// silent before it counts as failed ("2h"); empty is 2h.
+	DeviceTimeout string `json:"device_timeout,omitempty"`
+	// ApprovalRequiredAfterWave, when above zero, holds the rollout after
+	// that wave until someone other than its creator approves.
+	ApprovalRequiredAfterWave int `json:"approval_required_after_wave,omitempty"`
+	// Window is a maintenance window ("Mon-Fri 01:00-05:00 Europe/Berlin").
+	Window string `json:"window,omitempty"`
+	// StartAt is when a started rollout begins (RFC 3339); empty is at once.
+	StartAt string `json:"start_at,omitempty"`
+	// OnBreach is "pause" (the default) or "abort".
+	OnBreach string `json:"on_breach,omitempty"`
+}
+
+// plan turns the spec's text into a validated Plan.
+func (sp Spec) plan() (Plan, time.Time, error) {
+	var p Plan
+	var err error
+	if p.Waves, err = ParseWaves(sp.Waves); err != nil {
+		return Plan{}, time.Time{}, err
+	}
+	if p.Soak, err = parseDuration("soak", sp.Soak); err != nil {
+		return Plan{}, time.Time{}, err
+	}
+	p.MinReports = sp.MinReports
+	if p.MinReports == 0 {
+		p.MinReports = 1
+	}
+	if sp.MaxFailureRate != "" {
+		if p.MaxFailureRate, err = ParseRate(sp.MaxFailureRate); err != nil {
+			return Plan{}, time.Time{}, err
+		}
+	}
+	p.MaxFailures = sp.MaxFailures
+	p.DeviceTimeout = DefaultDeviceTimeout
+	if sp.DeviceTimeout != "" {
+		if p.DeviceTimeout, err = parseDuration("device timeout", sp.DeviceTimeout); err != nil {
+			return Plan{}, time.Time{}, err
+		}
+	}
+	p.ApprovalAfterWave = sp.ApprovalRequiredAfterWave
+	if sp.Window != "" {
+		if p.Window, err = ParseWindow(sp.Window); err != nil {
+			return Plan{}, time.Time{}, err
+		}
+	}
+	p.OnBreach = sp.OnBreach
+	if err := p.Validate(); err != nil {
+		return Plan{}, time.Time{}, err
+	}
+	var startAt time.Time
+	if sp.StartAt != "" {
+		if startAt, err = time.Parse(time.RFC3339, sp.StartAt); err != nil {
+			return Plan{}, time.Time{}, tufota.Errorf(tufota.EInvalid, "start at %q is not an RFC 3339 time such as 2026-05-01T02:00:00Z", sp.StartAt)
+		}
+	}
+	return p, startAt.UTC(), nil
+}
+
+// Rollout is one release on its way to one cohort.
+type Rollout struct {
+	ID             string   `json:"id"`
+	Release        string   `json:"release"` // NAME@VERSION
+	ReleaseName    string   `json:"release_name"`
+	ReleaseVersion string   `json:"release_version"`
+	TargetPath     string   `json:"target_path"`
+	Hardware       []string `json:"hardware"`
+	// Cohort is the saved cohort the rollout was created for, if any;
+	// Selector is the selector it uses (the cohort's at creation).
+	Cohort   string `json:"cohort,omitempty"`
+	Selector string `json:"selector"`
+	Plan     Plan   `json:"plan"`
+	State    Phase  `json:"state"`
+	// Wave is the number (1-based) of the latest started wave, 0 before
+	// the start.
+	Wave          int        `json:"wave"`
+	WaveStartedAt *time.Time `json:"wave_started_at,omitempty"`
+	StartAt       *time.Time `json:"start_at,omitempty"`
+	StartedAt     *time.Time `json:"started_at,omitempty"`
+	FinishedAt    *time.Time `json:"finished_at,omitempty"`
+	ApprovedBy    string     `json:"approved_by,omitempty"`
+	ApprovedAt    *time.Time `json:"approved_at,omitempty"`
+	// Reason is why the rollout last changed state.
+	Reason string `json:"reason,omitempty"`
+	// RollbackRelease is what a rollback assigned: NAME@VERSION, or
+	// "previous" for each device's previous release.
+	RollbackRelease    string     `json:"rollback_release,omitempty"`
+	ReleasePublishedAt *time.Time `json:"release_published_at,omitempty"`
+	CreatedBy          string     `json:"created_by"`
+	CreatedAt          time.Time  `json:"created_at"`
+	UpdatedAt          time.Time  `json:"updated_at"`
+
+	selector Selector
+	waves    []waveRecord
+	baseline Baseline
+	revision int64
+}
+
+// waveRecord is a started wave as stored.
+type waveRecord struct {
+	StartedAt int64  `json:"started_at"`
+	Size      int    `json:"size"`
+	Cutoff    Cutoff `json:"cutoff"`
+}
+
+func (r *Rollout) cutoffs() []Cutoff {
+	out := make([]Cutoff, len(r.waves))
+	for i, w := range r.waves {
+		out[i] = w.Cutoff
+	}
+	return out
+}
+
+// state returns what Decide needs.
+func (r *Rollout) state() State {
+	st := State{Phase: r.State, Wave: r.Wave - 1, Approved: r.ApprovedBy != "", Baseline: r.baseline, Plan: r.Plan}
+	if r.WaveStartedAt != nil {
+		st.WaveStartedAt = *r.WaveStartedAt
+	}
+	if r.StartAt != nil {
+		st.StartAt = *r.StartAt
+	}
+	return st
+}
+
+const rolloutColumns = `id, release_name, release_version, target_path, hardware, release_published_at, cohort, selector, plan, state,
+	wave, wave_started_at, waves, start_at, started_at, finished_at, approved_by, approved_at, baseline, reason, rollback_release,
+	created_by, created_at, updated_at, revision`
+
+func scanRollout(sc interface{ Scan(...any) error }) (Rollout, error) {
+	var (
+		r                                                      Rollout
+		hardware, plan, state, waves, baseline                 string
+		wave                                                   int64
+		published, waveStarted, startAt, started, finished, ap sql.NullInt64
+		created, updated                                       int64
+	)
+	if err := sc.Scan(&r.ID, &r.ReleaseName, &r.ReleaseVersion, &r.TargetPath, &hardware, &published, &r.Cohort, &r.Selector, &plan, &state,
+		&wave, &waveStarted, &waves, &startAt, &started, &finished, &r.ApprovedBy, &ap, &baseline, &r.Reason, &r.RollbackRelease,
+		&r.CreatedBy, &created, &updated, &r.revision); err != nil {
+		return Rollout{}, err
+	}
+	r.Release = r.ReleaseName + "@" + r.ReleaseVersion
+	r.State, r.Wave = Phase(state), int(wave)+1
+	for _, f := range []struct {
+		what string
+		raw  string
+		dst  any
+	}{{"hardware", hardware, &r.Hardware}, {"plan", plan, &r.Plan}, {"waves", waves, &r.waves}, {"baseline", baseline, &r.baseline}} {
+		if err := json.Unmarshal([]byte(f.raw), f.dst); err != nil {
+			return Rollout{}, fmt.Errorf("rollout %s: stored %s: %w", r.ID, f.what, err)
+		}
+	}
+	sel, err := ParseSelector(r.Selector)
+	if err != nil {
+		return Rollout{}, fmt.Errorf("rollout %s: stored selector: %w", r.ID, err)
+	}
+	r.selector = sel
+	r.ReleasePublishedAt = timePtr(fromNull(published))
+	r.WaveStartedAt, r.StartAt = timePtr(fromNull(waveStarted)), timePtr(fromNull(startAt))
+	r.StartedAt, r.FinishedAt, r.ApprovedAt = timePtr(fromNull(started)), timePtr(fromNull(finished)), timePtr(fromNull(ap))
+	r.CreatedAt, r.UpdatedAt = fromNanos(created), fromNanos(updated)
+	return r, nil
+}
+
+func (s *Service) rollout(ctx context.Context, q storage.Querier, id string) (Rollout, error) {
+	r, err := scanRollout(q.QueryRow(ctx, `SELECT `+rolloutColumns+` FROM rollouts WHERE id = ?`, id))
+	if errors.Is(err, tufota.ErrNotFound) {
+		return Rollout{}, tufota.Errorf(tufota.ENotFound, "no rollout %s", id)
+	}
+	if err != nil {
+		return Rollout{}, fmt.Errorf("get rollout %s: %w", id, err)
+	}
+	return r, nil
+}
+
+func (s *Service) rollouts(ctx context.Context, where string, args ...any) ([]Rollout, error) {
+	rows, err := s.db.Query(ctx, `SELECT `+rolloutColumns+` FROM rollouts `+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list rollouts: %w", err)
+	}
+	defer rows.Close()
+	var out []Rollout
+	for rows.Next() {
+		r, err := scanRollout(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list rollouts: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list rollouts: %w", err)
+	}
+	return out, nil
+}
+
+// Rollout returns one rollout; ENotFound if there is none.
+func (s *Service) Rollout(ctx context.Context, id string) (Rollout, error) {
+	return s.rollout(ctx, s.db, id)
+}
+
+// Rollouts returns every rollout, newest first.
+func (s *Service) Rollouts(ctx context.Context) ([]Rollout, error) {
+	return s.rollouts(ctx, `ORDER BY created_at DESC, id`)
+}
+
+// resolveCohort returns the cohort name (if the spec names a saved one)
+// and the selector.
+func (s *Service) resolveCohort(ctx context.Context, spec string) (string, Selector, error) {
+	spec = strings.TrimSpace(spec)
+	if spec == "" {
+		return "", Selector{}, tufota.Errorf(tufota.EInvalid, "cohort is required: a saved cohort's name or a selector such as hardware=pump-b,tag:icu")
+	}
+	if tufota.ValidateName("cohort", spec) == nil {
+		c, err := s.Cohort(ctx, spec)
+		if errors.Is(err, tufota.ErrNotFound) {
+			return "", Selector{}, tufota.Errorf(tufota.ENotFound, "no cohort %s (create it with tufota cohort create, or give a selector such as hardware=pump-b)", spec)
+		}
+		if err != nil {
+			return "", Selector{}, err
+		}
+		sel, err := ParseSelector(c.Selector)
+		return c.Name, sel, err
+	}
+	sel, err := ParseSelector(spec)
+	return "", sel, err
+}
+
+// CreateRollout creates a draft rollout of spec.Release to spec.Cohort;
+// nothing reaches a device until someone starts it.
+//
+// Errors: EInvalid for a bad spec or an empty cohort (no registered device
+// that matches the selector, has a supported hardware and runs an older
+// version); ENotFound for an unknown release or cohort; EConflict for an
+// unpublished release or a cohort that shares devices with an active
+// rollout (the error names it).
+func (s *Service) CreateRollout(ctx context.Context, spec Spec, actor string) (Rollout, error) {
+	if err := checkActor(actor); err != nil {
+		return Rollout{}, err
+	}
+	name, version, err := ParseRelease(spec.Release)
+	if err != nil {
+		return Rollout{}, err
+	}
+	plan, startAt, err := spec.plan()
+	if err != nil {
+		return Rollout{}, err
+	}
+	cohort, sel, err := s.resolveCohort(ctx, spec.Cohort)
+	if err != nil {
+		return Rollout{}, err
+	}
+	rel, err := s.lookupRelease(ctx, name, version)
+	if err != nil {
+		return Rollout{}, err
+	}
+	now := s.clock()
+	r := Rollout{
+		Release: name + "@" + version, ReleaseName: name, ReleaseVersion: version, TargetPath: rel.TargetPath,
+		Hardware: slices.Clone(rel.Hardware), Cohort: cohort, Selector: sel.String(), Plan: plan, State: Draft,
+		StartAt: timePtr(startAt), ReleasePublishedAt: timePtr(rel.PublishedAt.UTC()), CreatedBy: actor, CreatedAt: now, UpdatedAt: now,
+		selector: sel,
+	}
+	if r.Hardware == nil {
+		r.Hardware = []string{}
+	}
+	devices, err := s.allDevices(ctx)
+	if err != nil {
+		return Rollout{}, err
+	}
+	if err := s.checkCohort(ctx, &r, devices); err != nil {
+		return Rollout{}, err
+	}
+	for attempt := 0; ; attempt++ {
+		r.ID = s.newID()
+		if err := tufota.ValidateName("rollout ID", r.ID); err != nil {
+			return Rollout{}, fmt.Errorf("rollout ID generator: %w", err)
+		}
+		ev := Event{RolloutID: r.ID, Time: now, Actor: actor, Kind: EventCreated,
+			Reason:  fmt.Sprintf("%s to %s in waves %s", r.Release, cohortLabel(r), FormatWaves(plan.Waves)),
+			Details: map[string]string{"release": r.Release, "selector": r.Selector, "cohort": cohort, "plan": mustJSON(plan)}}
+		err := s.db.Tx(ctx, func(tx *storage.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO rollouts (id, release_name, release_version, target_path, hardware, release_published_at,
+				cohort, selector, plan, state, wave, start_at, created_by, created_at, updated_at, revision)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				r.ID, name, version, r.TargetPath, mustJSON(r.Hardware), nullNanos(rel.PublishedAt), cohort, r.Selector, mustJSON(plan),
+				string(Draft), -1, nullNanos(startAt), actor, nanos(now), nanos(now), 1); err != nil {
+				return err
+			}
+			return insertEvent(ctx, tx, &ev)
+		})
+		if errors.Is(err, tufota.ErrConflict) && attempt < 3 {
+			continue // ID collision
+		}
+		if err != nil {
+			return Rollout{}, fmt.Errorf("create rollout: %w", err)
+		}
+		r.revision = 1
+		r.Reason = ""
+		s.notify(ctx, ev)
+		return r, nil
+	}
+}
+
+func cohortLabel(r Rollout) string {
+	if r.Cohort != "" {
+		return "cohort " + r.Cohort + " (" + r.Selector + ")"
+	}
+	return "devices " + r.Selector
+}
+
+// population returns the IDs of the devices in r's cohort now (eligible, or
+// offered already) by ID.
+func population(r *Rollout, devices []deviceRow, statuses map[string]statusRow) []string {
+	var ids []string
+	for _, d := range devices {
+		if _, ok := statuses[d.ID]; ok || r.eligible(d.Device) {
+			ids = append(ids, d.ID)
+		}
+	}
+	return ids
+}
+
+// checkCohort refuses an empty cohort and one that shares devices with
+// another active rollout.
+func (s *Service) checkCohort(ctx context.Context, r *Rollout, devices []deviceRow) error {
+	var mine []string
+	matched, newer, otherHW := 0, 0, 0
+	for _, d := range devices {
+		if !r.selector.Match(d.Device) {
+			continue
+		}
+		matched++
+		switch {
+		case r.eligible(d.Device):
+			mine = append(mine, d.ID)
+		case !slices.Contains(r.Hardware, d.Hardware):
+			otherHW++
+		default:
+			newer++
+		}
+	}
+	if len(mine) == 0 {
+		return tufota.Errorf(tufota.EInvalid, "empty cohort: %s has no device that can take %s (%d registered devices match the selector; %d have hardware other than %s, %d run %s or newer)",
+			cohortLabel(*r), r.Release, matched, otherHW, strings.Join(r.Hardware, ", "), newer, r.ReleaseVersion)
+	}
+	active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?, ?) AND id <> ? ORDER BY created_at`, Scheduled, Running, WaitingApproval, Paused, r.ID)
+	if err != nil {
+		return err
+	}
+	for i := range active {
+		o := &active[i]
+		statuses, err := s.rolloutStatuses(ctx, o.ID)
+		if err != nil {
+			return err
+		}
+		theirs := population(o, devices, statuses)
+		var both []string
+		for _, id := range mine {
+			if _, ok := slices.BinarySearch(theirs, id); ok {
+				both = append(both, id)
+			}
+		}
+		if len(both) > 0 {
+			return tufota.Errorf(tufota.EConflict, "cohort overlaps active rollout %s (%s to %s, %s): %d devices in both, e.g. %s; a device is in at most one active rollout: wait for it to finish, abort it, or narrow the selector",
+				o.ID, o.Release, cohortLabel(*o), o.State, len(both), strings.Join(both[:min(3, len(both))], ", "))
+		}
+	}
+	return nil
+}
+
+// measurement is a rollout's health and membership at one moment.
+type measurement struct {
+	health     Health
+	population []string
+	statuses   map[string]statusRow
+	// waveOf maps each member to the index of the wave it joined in.
+	waveOf map[string]int
+	silent map[string]bool
+}
+
+// measure computes r's health from the devices and its status rows.
+func (s *Service) measure(ctx context.Context, r *Rollout, devices []deviceRow, now time.Time) (measurement, error) {
+	statuses, err := s.rolloutStatuses(ctx, r.ID)
+	if err != nil {
+		return measurement{}, err
+	}
+	m := measurement{statuses: statuses, population: population(r, devices, statuses), waveOf: map[string]int{}, silent: map[string]bool{}}
+	cutoffs := r.cutoffs()
+	h := Health{Cohort: len(m.population)}
+	for _, id := range m.population {
+		st, offered := statuses[id]
+		wave := -1
+		if offered {
+			wave = st.Wave
+		} else {
+			wave = WaveOf(cutoffs, KeyOf(r.ID, id))
+		}
+		if wave < 0 {
+			continue
+		}
+		m.waveOf[id] = wave
+		h.Members++
+		if !offered {
+			continue
+		}
+		h.Offered++
+		switch {
+		case st.State == StatusInstalled || st.State == StatusReverted:
+			h.Installed++
+		case st.State == StatusFailed || st.State == StatusRolledBack:
+			h.Failed++
+		case !now.Before(st.updatedAt.Add(r.Plan.DeviceTimeout)):
+			h.Silent++
+			m.silent[id] = true
+		}
+	}
+	m.health = h
+	return m, nil
+}
+
+// WaveStatus is one wave's progress. Size is cumulative, like the plan (a
+// plan of 10%,20%,50%,100% over 10 devices has sizes 1, 2, 5, 10); the
+// device counts are of the devices that joined in this wave, so they add
+// up across waves.
+type WaveStatus struct {
+	Number    int        `json:"wave"`
+	Spec      string     `json:"spec"`
+	Size      int        `json:"size"`
+	Started   bool       `json:"started"`
+	StartedAt *time.Time `json:"started_at,omitempty"`
+	Devices   int        `json:"devices"`
+	Offered   int        `json:"offered"`
+	Installed int        `json:"installed"`
+	Failed    int        `json:"failed"`
+	Silent    int        `json:"silent"`
+	// InProgress devices were offered the release and have no outcome yet.
+	InProgress int `json:"in_progress"`
+}
+
+func (m measurement) waves(r *Rollout) []WaveStatus {
+	out := make([]WaveStatus, len(r.Plan.Waves))
+	planned := Sizes(r.Plan.Waves, m.health.Cohort)
+	for i, w := range r.Plan.Waves {
+		out[i] = WaveStatus{Number: i + 1, Spec: w.String(), Size: planned[i]}
+		if i < len(r.waves) {
+			out[i].Started = true
+			out[i].StartedAt = timePtr(fromNanos(r.waves[i].StartedAt))
+		}
+	}
+	for id, wave := range m.waveOf {
+		if wave >= len(out) {
+			continue
+		}
+		w := &out[wave]
+		w.Devices++
+		st, offered := m.statuses[id]
+		if !offered {
+			continue
+		}
+		w.Offered++
+		switch {
+		case st.State == StatusInstalled || st.State == StatusReverted:
+			w.Installed++
+		case st.State == StatusFailed || st.State == StatusRolledBack:
+			w.Failed++
+		case m.silent[id]:
+			w.Silent++
+		default:
+			w.InProgress++
+		}
+	}
+	// Started waves: the size is what they cover now.
+	total := 0
+	for i := range out {
+		total += out[i].Devices
+		if out[i].Started {
+			out[i].Size = total
+		}
+	}
+	return out
+}
+
+// Status is a rollout with its health, per-wave progress and what the
+// controller waits for.
+type Status struct {
+	Rollout
+	Waves  []WaveStatus `json:"waves"`
+	Health Health       `json:"health"`
+	// Next is what the controller would do now, or what it waits for.
+	Next string `json:"next"`
+}
+
+// Status returns a rollout's progress; ENotFound if there is none.
+func (s *Service) Status(ctx context.Context, id string) (Status, error) {
+	r, err := s.rollout(ctx, s.db, id)
+	if err != nil {
+		return Status{}, err
+	}
+	devices, err := s.allDevices(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	now := s.clock()
+	m, err := s.measure(ctx, &r, devices, now)
+	if err != nil {
+		return Status{}, err
+	}
+	return Status{Rollout: r, Waves: m.waves(&r), Health: m.health, Next: Decide(r.state(), now, m.health).Reason}, nil
+}
+
+// Tick runs the controller once: every scheduled, running or waiting
+// rollout is measured and given to Decide, and what Decide says is
+// persisted with its reason and the actor "controller". A rollout changed
+// by someone else meanwhile is left for the next tick. Errors of single
+// rollouts are joined; the others still run.
+func (s *Service) Tick(ctx context.Context) error {
+	active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?) ORDER BY created_at, id`, Scheduled, Running, WaitingApproval)
+	if err != nil || len(active) == 0 {
+		return err
+	}
+	devices, err := s.allDevices(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i := range active {
+		if err := s.evaluate(ctx, &active[i], devices); err != nil {
+			errs = append(errs, fmt.Errorf("rollout %s: %w", active[i].ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Service) evaluate(ctx context.Context, r *Rollout, devices []deviceRow) error {
+	now := s.clock()
+	m, err := s.measure(ctx, r, devices, now)
+	if err != nil {
+		return err
+	}
+	d := Decide(r.state(), now, m.health)
+	if d.Action == Hold {
+		return nil
+	}
+	ev, err := s.apply(ctx, r, d, m, now, ControllerActor, nil)
+	if errors.Is(err, errChanged) {
+		s.log.InfoContext(ctx, "rollout changed during evaluation; next tick decides", "rollout", r.ID)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.notify(ctx, ev...)
+	return nil
+}
+
+// Run calls Tick every interval until ctx ends, logging errors; it returns
+// nil when ctx is cancelled. Run it on one replica (the leader).
+func (s *Service) Run(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := s.Tick(ctx); err != nil && ctx.Err() == nil {
+			s.log.ErrorContext(ctx, "rollout controller tick", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// errChanged means the rollout's row changed since it was read.
+var errChanged = tufota.Errorf(tufota.EConflict, "the rollout changed meanwhile; try again")
+
+var eventOf = map[Action]string{
+	Start: EventStarted, Advance: EventWaveStarted, Pause: EventPaused, Abort: EventAborted,
+	WaitApproval: EventApprovalRequested, Complete: EventCompleted,
+}
+
+// apply persists a decision (and extra, a person's changes to the row) in
+// one transaction guarded by the rollout's revision, and returns the
+// recorded events.
+func (s *Service) apply(ctx context.Context, r *Rollout, d Decision, m measurement, now time.Time, actor string, extra func(*Rollout)) ([]Event, error) {
+	next := *r
+	next.waves = slices.Clone(r.waves)
+	next.State, next.Wave, next.Reason, next.UpdatedAt = d.Phase, d.Wave+1, d.Reason, now
+	details := map[string]string{
+		"cohort": strconv.Itoa(m.health.Cohort), "members": strconv.Itoa(m.health.Members), "offered": strconv.Itoa(m.health.Offered),
+		"installed": strconv.Itoa(m.health.Installed), "failed": strconv.Itoa(m.health.Failed), "silent": strconv.Itoa(m.health.Silent),
+	}
+	switch d.Action {
+	case Start, Advance:
+		prev := Cutoff{}
+		if len(next.waves) > 0 {
+			prev = next.waves[len(next.waves)-1].Cutoff
+		}
+		c := NextCutoff(r.ID, m.population, d.Size, r.Plan.Waves[d.Wave].BasisPoints == 10000, prev)
+		next.waves = append(next.waves[:d.Wave], waveRecord{StartedAt: nanos(now), Size: d.Size, Cutoff: c})
+		next.WaveStartedAt = &now
+		if d.Action == Start {
+			next.StartedAt = &now
+		}
+		details["wave"], details["size"], details["spec"] = strconv.Itoa(d.Wave+1), strconv.Itoa(d.Size), r.Plan.Waves[d.Wave].String()
+	case Abort, Complete:
+		next.FinishedAt = &now
+	}
+	if extra != nil {
+		extra(&next)
+	}
+	kind := eventOf[d.Action]
+	ev := Event{RolloutID: r.ID, Time: now, Actor: actor, Kind: kind, Reason: d.Reason, Details: details}
+	if err := s.save(ctx, r, &next, &ev); err != nil {
+		return nil, err
+	}
+	*r = next
+	return []Event{ev}, nil
+}
+
+// save writes next over r's row if its revision is still r's, and
+// records the events, in one transaction.
+func (s *Service) save(ctx context.Context, r, next *Rollout, events ...*Event) error {
+	return s.db.Tx(ctx, func(tx *storage.Tx) error {
+		if err := s.update(ctx, tx, r.revision, next); err != nil {
+			return err
+		}
+		for _, e := range events {
+			if err := insertEvent(ctx, tx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *Service) update(ctx context.Context, tx *storage.Tx, revision int64, next *Rollout) error {
+	ptr := func(t *time.Time) sql.NullInt64 {
+		if t == nil {
+			return sql.NullInt64{}
+		}
+		return nullNanos(*t)
+	}
+	res, err := tx.Exec(ctx, `UPDATE rollouts SET state = ?, wave = ?, wave_started_at = ?, waves = ?, started_at = ?, finished_at = ?,
+		approved_by = ?, approved_at = ?, baseline = ?, reason = ?, rollback_release = ?, updated_at = ?, revision = revision + 1
+		WHERE id = ? AND revision = ?`,
+		string(next.State), next.Wave-1, ptr(next.WaveStartedAt), mustJSON(next.waves), ptr(next.StartedAt), ptr(next.FinishedAt),
+		next.ApprovedBy, ptr(next.ApprovedAt), mustJSON(next.baseline), next.Reason, next.RollbackRelease, nanos(next.UpdatedAt),
+		next.ID, revision)
+	if err != nil {
+		return fmt.Errorf("update rollout %s: %w", next.ID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("update rollout %s: %w", next.ID, err)
+	}
+	if n == 0 {
+		return errChanged
+	}
+	next.revision = revision + 1
+	return nil
+}
