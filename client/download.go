@@ -244,8 +244,11 @@ func (d *download) fetch(ctx context.Context) error {
 	case err != nil:
 		return d.transferError(ctx, err)
 	}
-	if d.off != d.upd.Length {
-		return fmt.Errorf("%w: got %d bytes or more, signed length is %d", ErrLengthMismatch, d.off, d.upd.Length)
+	switch {
+	case d.off < d.upd.Length:
+		return fmt.Errorf("%w: server sent %d of the %d signed bytes", ErrLengthMismatch, d.off, d.upd.Length)
+	case d.off > d.upd.Length:
+		return fmt.Errorf("%w: server sent more than the %d signed bytes", ErrLengthMismatch, d.upd.Length)
 	}
 	return nil
 }
@@ -284,7 +287,11 @@ func (d *download) verify() error {
 	if d.off != d.upd.Length {
 		return fmt.Errorf("%w: have %d bytes, signed length is %d", ErrLengthMismatch, d.off, d.upd.Length)
 	}
-	for alg, h := range map[string]hash.Hash{"sha256": d.h256, "sha512": d.h512} {
+	for _, c := range []struct {
+		alg string
+		h   hash.Hash
+	}{{"sha256", d.h256}, {"sha512", d.h512}} {
+		alg, h := c.alg, c.h
 		want, ok := d.upd.Hashes[alg]
 		if !ok {
 			continue
