@@ -236,7 +236,7 @@ func (s *Service) Assignment(ctx context.Context, q Query) (*Assignment, error) 
 		}
 	}
 
-	active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?, ?) ORDER BY created_at, id`, Scheduled, Running, WaitingApproval, Paused)
+	active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?, ?) ORDER BY created_at, id`, activeStates...)
 	if err != nil {
 		return nil, err
 	}
@@ -405,6 +405,7 @@ func (r *Report) validate() error {
 			return err
 		}
 	}
+	r.Message = strings.ToValidUTF8(r.Message, "\uFFFD")
 	if len(r.Message) > maxMessage {
 		cut := maxMessage
 		for cut > 0 && !utf8.RuneStart(r.Message[cut]) {
@@ -412,7 +413,6 @@ func (r *Report) validate() error {
 		}
 		r.Message = r.Message[:cut]
 	}
-	r.Message = strings.ToValidUTF8(r.Message, "\uFFFD")
 	return nil
 }
 
@@ -646,7 +646,7 @@ func (s *Service) activeOwner(ctx context.Context, deviceID string) (string, err
 	var id string
 	err := s.db.QueryRow(ctx, `SELECT r.id FROM device_status s JOIN rollouts r ON r.id = s.rollout_id
 		WHERE s.device_id = ? AND r.state IN (?, ?, ?, ?) ORDER BY r.created_at LIMIT 1`,
-		deviceID, Scheduled, Running, WaitingApproval, Paused).Scan(&id)
+		append([]any{deviceID}, activeStates...)...).Scan(&id)
 	if errors.Is(err, tufota.ErrNotFound) {
 		return "", nil
 	}

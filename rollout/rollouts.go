@@ -381,7 +381,7 @@ func (s *Service) checkCohort(ctx context.Context, r *Rollout, devices []deviceR
 		return tufota.Errorf(tufota.EInvalid, "empty cohort: %s has no device that can take %s (%d registered devices match the selector; %d have hardware other than %s, %d run %s or newer)",
 			cohortLabel(*r), r.Release, matched, otherHW, strings.Join(r.Hardware, ", "), newer, r.ReleaseVersion)
 	}
-	active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?, ?) AND id <> ? ORDER BY created_at`, Scheduled, Running, WaitingApproval, Paused, r.ID)
+	active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?, ?) AND id <> ? ORDER BY created_at`, append(slices.Clone(activeStates), r.ID)...)
 	if err != nil {
 		return err
 	}
@@ -552,7 +552,7 @@ func (s *Service) Status(ctx context.Context, id string) (Status, error) {
 // by someone else meanwhile is left for the next tick. Errors of single
 // rollouts are joined; the others still run.
 func (s *Service) Tick(ctx context.Context) error {
-	active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?) ORDER BY created_at, id`, Scheduled, Running, WaitingApproval)
+	active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?) ORDER BY created_at, id`, string(Scheduled), string(Running), string(WaitingApproval))
 	if err != nil || len(active) == 0 {
 		return err
 	}
@@ -607,6 +607,9 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 		}
 	}
 }
+
+// activeStates are the active phases as query arguments.
+var activeStates = []any{string(Scheduled), string(Running), string(WaitingApproval), string(Paused)}
 
 // errChanged means the rollout's row changed since it was read.
 var errChanged = tufota.Errorf(tufota.EConflict, "the rollout changed meanwhile; try again")
