@@ -125,7 +125,10 @@ func (r *Repository) Publish(ctx context.Context, s Signers, add ...Target) (tar
 		if seen[t.Path] {
 			return 0, tufota.Errorf(tufota.EInvalid, "publish: target %s is given twice", t.Path)
 		}
-		seen[t.Path] = true
+		if seen[t.Staged.Key] {
+			return 0, tufota.Errorf(tufota.EInvalid, "publish: staged upload %s is given for two targets", t.Staged.Key)
+		}
+		seen[t.Path], seen[t.Staged.Key] = true, true
 	}
 
 	unlock, err := r.lock(ctx)
@@ -217,7 +220,11 @@ func (r *Repository) checkStaged(ctx context.Context, t Target) error {
 func (r *Repository) moveStaged(ctx context.Context, t Target) error {
 	src, dst := t.Staged.Key, TargetBlobKey(t.Path, t.Staged.SHA256)
 	if _, err := r.blobs.Stat(ctx, src); errors.Is(err, tufota.ErrNotFound) {
-		// Moved by an earlier attempt; checkStaged saw dst.
+		// Moved by an earlier attempt: the target blob must be there.
+		info, derr := r.blobs.Stat(ctx, dst)
+		if derr != nil || info.Size != t.Staged.Length {
+			return tufota.Errorf(tufota.ENotFound, "target %s: staged upload %s is gone and %s is missing or incomplete", t.Path, src, dst)
+		}
 		return nil
 	}
 	if m, ok := r.blobs.(storage.Mover); ok {
@@ -231,7 +238,7 @@ func (r *Repository) moveStaged(ctx context.Context, t Target) error {
 		return fmt.Errorf("open %s: %w", src, err)
 	}
 	n, err := r.blobs.Put(ctx, dst, obj)
-	obj.Close()
+	_ = obj.Close() // read-only; Put's result decides
 	if err != nil {
 		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
 	}

@@ -107,6 +107,7 @@ func TestPublishBadTargets(t *testing.T) {
 	}{
 		{"nothing", nil, tufota.EInvalid},
 		{"same path twice", []Target{mod(func(*Target) {}), mod(func(*Target) {})}, tufota.EInvalid},
+		{"same upload for two paths", []Target{mod(func(*Target) {}), mod(func(t *Target) { t.Path = "pump/1.0.0/other.bin" })}, tufota.EInvalid},
 		{"staged key outside staging", []Target{mod(func(t *Target) { t.Staged.Key = "metadata/timestamp.json" })}, tufota.EInvalid},
 		{"staged key with dots", []Target{mod(func(t *Target) { t.Staged.Key = "staging/../metadata/1.root.json" })}, tufota.EInvalid},
 		{"zero length", []Target{mod(func(t *Target) { t.Staged.Length = 0 })}, tufota.EInvalid},
@@ -140,7 +141,7 @@ func TestPublishDuplicatePath(t *testing.T) {
 	}
 	before := metadataBlobs(t, blobs)
 	again := stage(t, repo, []byte("two"))
-	_, err := repo.Publish(ctx, keys.signers(), Target{Path: "pump/2.0.0/fw.bin", Staged: again}, Target{Path: p, Staged: again})
+	_, err := repo.Publish(ctx, keys.signers(), Target{Path: "pump/2.0.0/fw.bin", Staged: again}, Target{Path: p, Staged: stage(t, repo, []byte("three"))})
 	wantCode(t, err, tufota.EConflict)
 	if !errors.Is(err, tufota.ErrConflict) {
 		t.Fatalf("errors.Is(err, ErrConflict) = false for %v", err)
