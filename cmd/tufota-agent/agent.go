@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string, env func(string) string, stdout io.
 			fmt.Fprintf(stdout, "%s: %v\n", o.deviceID, err)
 		}
 		// Jitter the poll so a fleet does not ask in lockstep.
-		wait := o.poll/2 + rand.N(o.poll/2+1)
+		wait := o.poll/2 + rand.N(o.poll/2+1) // #nosec G404 -- poll jitter, not a secret
 		select {
 		case <-ctx.Done():
 			return nil
@@ -312,7 +312,7 @@ func (a *agent) health(ctx context.Context, res client.BootResult) error {
 	if a.healthCmd == "" {
 		return nil // Boot verified the image; no device-specific check
 	}
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", a.healthCmd)
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", a.healthCmd) // #nosec G204 -- the health command is the device operator's own --health-cmd
 	cmd.Env = append(os.Environ(), "TUFOTA_IMAGE="+res.Image, "TUFOTA_VERSION="+res.Record.Version)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("health check: %w: %s", err, strings.TrimSpace(string(out)))
