@@ -29,8 +29,9 @@ const maxSignedMessage = 64 << 20
 //   - RSA with hash crypto.SHA256: RSASSA-PSS with salt length equal to the
 //     hash (TUF scheme "rsassa-pss-sha256"); never PKCS#1 v1.5.
 //
-// Other key types, curves or hashes are tufota.EInvalid. The adapter is as
-// safe for concurrent use as s is.
+// Other key types, curves or hashes are tufota.EInvalid. The result is also
+// a crypto.Signer (passing through to s). The adapter is as safe for
+// concurrent use as s is.
 func NewCryptoSigner(s crypto.Signer, hash crypto.Hash) (signature.SignerVerifier, error) {
 	if s == nil {
 		return nil, tufota.Errorf(tufota.EInvalid, "crypto signer is nil")
@@ -80,7 +81,19 @@ type cryptoSigner struct {
 	verifier signature.Verifier
 }
 
-var _ signature.SignerVerifier = (*cryptoSigner)(nil)
+var (
+	_ signature.SignerVerifier = (*cryptoSigner)(nil)
+	_ crypto.Signer            = (*cryptoSigner)(nil)
+)
+
+// Public returns the signer's public key (crypto.Signer).
+func (c *cryptoSigner) Public() crypto.PublicKey { return c.pub }
+
+// Sign passes a digest (or, for Ed25519, a message) straight to the
+// wrapped key (crypto.Signer).
+func (c *cryptoSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return c.signer.Sign(r, digest, opts)
+}
 
 // PublicKey returns the signer's public key.
 func (c *cryptoSigner) PublicKey(...signature.PublicKeyOption) (crypto.PublicKey, error) {

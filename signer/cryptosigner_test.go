@@ -69,6 +69,9 @@ func TestNewCryptoSigner(t *testing.T) {
 				t.Fatal("VerifySignature accepted another message")
 			}
 			assertGoTUFVerifies(t, sv)
+			if _, ok := sv.(crypto.Signer); !ok {
+				t.Fatalf("%T is not a crypto.Signer", sv)
+			}
 		})
 	}
 }

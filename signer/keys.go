@@ -71,7 +71,8 @@ func WithPassphrase(f func() ([]byte, error)) Option {
 // supported schemes. A missing file is tufota.ENotFound. A key file that is
 // not encrypted, or holds a key of an unsupported type, is EInvalid; a
 // missing passphrase is EInvalid; a wrong passphrase is EUnauthorized.
-// The returned value is safe for concurrent use.
+// The returned value is safe for concurrent use and is also a
+// crypto.Signer (the audit log signs checkpoints through it).
 func Open(ctx context.Context, uri string, opts ...Option) (signature.SignerVerifier, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

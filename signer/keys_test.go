@@ -3,6 +3,7 @@ package signer
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -76,6 +77,9 @@ func TestFileKeyRoundTrip(t *testing.T) {
 				t.Fatalf("TUF key type = %q, want %q", k.Type, wantType)
 			}
 			assertGoTUFVerifies(t, opened)
+			if _, ok := opened.(crypto.Signer); !ok {
+				t.Fatalf("Open returned %T, not a crypto.Signer", opened)
+			}
 		})
 	}
 }
