@@ -116,6 +116,15 @@ func TestCanonicalJSON(t *testing.T) {
 	if err != nil || !bytes.HasSuffix(got, []byte(`"details":{}}`)) {
 		t.Fatalf("CanonicalJSON with nil details = %s, %v; want details {}", got, err)
 	}
+	// Control characters: the escapes documented at CanonicalJSON (pinned
+	// here so a change in encoding/json cannot silently change leaf hashes).
+	e.Details = map[string]string{"c": "\x01\b\f\t\r\n\x7f"}
+	got, err = CanonicalJSON(e)
+	if want := `"details":{"c":"\u0001\b\f\t\r\n` + "\x7f" + `"}}`; err != nil || !bytes.HasSuffix(got, []byte(want)) {
+		t.Fatalf("CanonicalJSON with control characters = %s, %v; want suffix %s", got, err, want)
+	}
+	e.Details = nil
+	got, _ = CanonicalJSON(e)
 	leaf, err := LeafHash(e)
 	if err != nil || leaf != tlog.RecordHash(got) {
 		t.Fatalf("LeafHash = %v, %v; want RecordHash of the canonical JSON", leaf, err)
