@@ -26,8 +26,9 @@ func (s *Service) Pause(ctx context.Context, id, actor, reason string) error {
 	return s.command(ctx, id, actor, reason, CmdPause)
 }
 
-// Resume lets a paused rollout run again. The failures counted so far are
-// accepted: the health gates judge only the reports that come after.
+// Resume lets a paused rollout run again (or, if it was paused before it
+// started, be scheduled again). The failures counted so far are accepted:
+// the health gates judge only the reports that come after.
 func (s *Service) Resume(ctx context.Context, id, actor, reason string) error {
 	return s.command(ctx, id, actor, reason, CmdResume)
 }
@@ -120,6 +121,9 @@ func (s *Service) commandOnce(ctx context.Context, id, actor, reason string, cmd
 			return nil, err
 		}
 		next.baseline = Baseline{Reports: m.health.Reports(), Failures: m.health.Failures()}
+		if len(r.waves) == 0 {
+			next.State = Scheduled // paused before its start: the start time still rules
+		}
 		ev.Kind = EventResumed
 		next.Reason = said(fmt.Sprintf("%s resumed it, accepting %d failures in %d reports so far", actor, next.baseline.Failures, next.baseline.Reports))
 		ev.Details["accepted_failures"], ev.Details["accepted_reports"] = strconv.Itoa(next.baseline.Failures), strconv.Itoa(next.baseline.Reports)

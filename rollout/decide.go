@@ -81,6 +81,11 @@ type Health struct {
 	// Silent members accepted the release but have not reported for longer
 	// than the plan's device timeout; they count as failures.
 	Silent int
+	// WaveMembers is how many members joined in the latest started wave,
+	// and WaveReports how many of them have an outcome: a wave may end only
+	// when its own devices reported, not on the strength of earlier waves.
+	WaveMembers int
+	WaveReports int
 }
 
 // Reports returns the number of members with an outcome.
@@ -118,10 +123,12 @@ type Decision struct {
 // a state it cannot move from yields Hold with the reason.
 //
 // For a running rollout it checks, in order: the health gates (absolute
-// failures, then the failure rate once enough devices reported), which
-// pause or abort; a pending approval; the soak time; the minimum number of
-// reports; completion of the last wave (every member has an outcome); the
-// approval gate; the maintenance window; and then starts the next wave.
+// failures, then the failure rate over all reports once MinReports of them
+// are in, or all members reported), which pause or abort; a pending
+// approval; the soak time; the minimum number of reports from the latest
+// wave's own devices; completion of the last wave (every member has an
+// outcome); the approval gate; the maintenance window; and then starts the
+// next wave.
 func Decide(s State, now time.Time, h Health) Decision {
 	hold := func(format string, args ...any) Decision {
 		return Decision{Action: Hold, Phase: s.Phase, Wave: s.Wave, Reason: fmt.Sprintf(format, args...)}
@@ -162,9 +169,9 @@ func Decide(s State, now time.Time, h Health) Decision {
 	if left := s.WaveStartedAt.Add(p.Soak).Sub(now); left > 0 {
 		return hold("wave %d soaking: %s of %s left", wave, left.Round(time.Second), p.Soak)
 	}
-	need := min(p.MinReports, h.Members)
-	if h.Reports() < need {
-		return hold("wave %d waiting for reports: %d of %d needed", wave, h.Reports(), need)
+	need := min(p.MinReports, h.WaveMembers)
+	if h.WaveReports < need {
+		return hold("wave %d waiting for reports from its devices: %d of %d needed", wave, h.WaveReports, need)
 	}
 	if wave == n {
 		if h.Reports() < h.Members {

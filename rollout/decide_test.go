@@ -62,7 +62,10 @@ func TestDecide(t *testing.T) {
 
 		// Advancing.
 		{"soaking", running(0, t0.Add(-10*time.Minute), plan), t0, healthy1, Hold, Running, 0, 0, "wave 1 soaking: 20m0s of 30m0s left"},
-		{"soaked but too few reports", running(0, soaked, plan), t0, Health{Cohort: 200, Members: 10, Offered: 10, Installed: 9}, Hold, Running, 0, 0, "wave 1 waiting for reports: 9 of 10 needed"},
+		{"soaked but too few reports", running(0, soaked, plan), t0, Health{Cohort: 200, Members: 10, Offered: 10, Installed: 9}, Hold, Running, 0, 0, "wave 1 waiting for reports from its devices: 9 of 10 needed"},
+		{"later wave needs reports from its own devices", running(1, soaked, plan), t0, Health{Cohort: 200, Members: 50, Offered: 20, Installed: 12, WaveMembers: 40, WaveReports: 2}, Hold, Running, 1, 0, "wave 2 waiting for reports from its devices: 2 of 10 needed"},
+		{"later wave with its own reports in advances", running(1, soaked, plan), t0, Health{Cohort: 200, Members: 50, Offered: 20, Installed: 20, WaveMembers: 40, WaveReports: 10}, Advance, Running, 2, 200, "wave 2 healthy"},
+		{"a wave that adds no device needs no report", running(1, soaked, plan), t0, Health{Cohort: 3, Members: 1, Offered: 1, Installed: 1}, Advance, Running, 2, 3, ""},
 		{"soaked, reports in, healthy: advance", running(0, soaked, plan), t0, healthy1, Advance, Running, 1, 50, "wave 1 healthy after soak 30m0s (10 installed, 0 failed); wave 2 of 3 (25%, 50 devices) starts"},
 		{"small wave needs all of its devices, not min reports", running(0, soaked, plan), t0, Health{Cohort: 20, Members: 1, Offered: 1, Installed: 1}, Advance, Running, 1, 5, "wave 2 of 3"},
 		{"next wave sized on the cohort of now", running(0, soaked, plan), t0, Health{Cohort: 400, Members: 10, Offered: 10, Installed: 10}, Advance, Running, 1, 100, "100 devices"},
@@ -115,7 +118,12 @@ func TestDecide(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := Decide(tt.state, tt.now, tt.health)
+			h := tt.health
+			if tt.state.Wave == 0 && h.WaveMembers == 0 {
+				// In the first wave, the wave's devices are all the members.
+				h.WaveMembers, h.WaveReports = h.Members, h.Reports()
+			}
+			got := Decide(tt.state, tt.now, h)
 			if got.Action != tt.want || got.Phase != tt.phase || got.Wave != tt.wave || got.Size != tt.size {
 				t.Fatalf("Decide = %+v, want action %s phase %s wave %d size %d", got, tt.want, tt.phase, tt.wave, tt.size)
 			}

@@ -438,6 +438,10 @@ func (s *Service) measure(ctx context.Context, r *Rollout, devices []deviceRow, 
 		}
 		m.waveOf[id] = wave
 		h.Members++
+		current := wave == r.Wave-1
+		if current {
+			h.WaveMembers++
+		}
 		if !offered {
 			continue
 		}
@@ -450,6 +454,11 @@ func (s *Service) measure(ctx context.Context, r *Rollout, devices []deviceRow, 
 		case !now.Before(st.updatedAt.Add(r.Plan.DeviceTimeout)):
 			h.Silent++
 			m.silent[id] = true
+		default:
+			continue // in progress
+		}
+		if current {
+			h.WaveReports++
 		}
 	}
 	m.health = h

@@ -241,7 +241,7 @@ func TestSilentDevicesCountAsFailures(t *testing.T) {
 	if st = e.status(r.ID); st.State != Running || st.Health.Silent != 0 {
 		t.Fatalf("at 29m: state %s, health %+v", st.State, st.Health)
 	}
-	if !strings.Contains(st.Next, "waiting for reports: 7 of 10") {
+	if !strings.Contains(st.Next, "waiting for reports from its devices: 7 of 10") {
 		t.Errorf("next = %q", st.Next)
 	}
 	e.clock.Advance(time.Minute)
@@ -650,7 +650,7 @@ func TestWindowHoldsOffers(t *testing.T) {
 		t.Fatalf("%d offers outside the window", len(s.offered))
 	}
 	e.clock.Advance(2 * time.Minute)
-	if st := e.status(r.ID); !strings.Contains(st.Next, "wave 1 waiting for reports: 0 of 10 needed") {
+	if st := e.status(r.ID); !strings.Contains(st.Next, "wave 1 waiting for reports from its devices: 0 of 10 needed") {
 		t.Errorf("next = %q", st.Next)
 	}
 	e.clock.Advance(3*time.Hour - 2*time.Minute) // 12:00
@@ -700,6 +700,16 @@ func TestScheduledStart(t *testing.T) {
 	if st := e.status(r.ID); st.State != Scheduled {
 		t.Fatalf("state %s before the start time", st.State)
 	}
+	// Paused and resumed before its start, it is scheduled again.
+	if err := e.svc.Pause(ctx, r.ID, "bob", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.Resume(ctx, r.ID, "bob", ""); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.status(r.ID); st.State != Scheduled {
+		t.Fatalf("resumed before the start: %s", st.State)
+	}
 	e.clock.Advance(time.Hour)
 	e.tick()
 	st := e.status(r.ID)
@@ -711,7 +721,7 @@ func TestScheduledStart(t *testing.T) {
 	for _, ev := range h.Events {
 		kinds = append(kinds, ev.Kind+"/"+ev.Actor)
 	}
-	if want := []string{"created/alice", "scheduled/alice", "started/controller"}; !slices.Equal(kinds, want) {
+	if want := []string{"created/alice", "scheduled/alice", "paused/bob", "resumed/bob", "started/controller"}; !slices.Equal(kinds, want) {
 		t.Fatalf("events %v, want %v", kinds, want)
 	}
 }
@@ -1050,5 +1060,40 @@ func TestConcurrentDevicesAndController(t *testing.T) {
 	}
 	if st.State != Completed || st.Health.Installed != 60 || st.Health.Offered != 60 {
 		t.Fatalf("state %s health %+v", st.State, st.Health)
+	}
+}
+
+// TestLaterWaveWaitsForItsOwnDevices: wave 1's reports do not let wave 2
+// end; wave 2 needs reports from the devices that joined in it.
+func TestLaterWaveWaitsForItsOwnDevices(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ids := e.fleet(100, nil)
+	spec := canary
+	spec.Waves, spec.MinReports = "10%,50%,100%", 5
+	r := e.create(spec, "alice")
+	if err := e.svc.Start(t.Context(), r.ID, "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	s := e.sim(ids, nil)
+	s.poll() // wave 1's ten devices install
+	e.clock.Advance(11 * time.Minute)
+	e.tick()
+	if st := e.status(r.ID); st.Wave != 2 {
+		t.Fatalf("wave %d, want 2", st.Wave)
+	}
+	// Wave 2's devices stay offline: hours pass, the wave does not end.
+	for range 5 {
+		e.clock.Advance(time.Hour)
+		e.tick()
+	}
+	st := e.status(r.ID)
+	if st.Wave != 2 || st.State != Running || st.Next != "wave 2 waiting for reports from its devices: 0 of 5 needed" {
+		t.Fatalf("wave %d %s next %q", st.Wave, st.State, st.Next)
+	}
+	s.poll()
+	e.tick()
+	if st := e.status(r.ID); st.Wave != 3 {
+		t.Fatalf("after wave 2 reported: wave %d (%s)", st.Wave, st.Next)
 	}
 }
