@@ -468,6 +468,17 @@ func (s *Service) Report(ctx context.Context, deviceID string, r Report) error {
 					}
 				}
 			}
+			if r.State == StatusFailed || r.State == StatusRolledBack {
+				// Do not make the device try again at every poll: the
+				// assignment ends, and people are told.
+				if _, err := tx.Exec(ctx, `UPDATE devices SET target_release = '', target_path = '', target_rollout = '', updated_at = ? WHERE id = ?`,
+					t, d.ID); err != nil {
+					return fmt.Errorf("device %s failed %s: %w", d.ID, d.TargetRelease, err)
+				}
+				events = append(events, Event{RolloutID: "", Time: now, Actor: d.ID, Kind: EventDeviceAssignmentFailed,
+					Reason:  fmt.Sprintf("device %s reported %s for %s (%s): the assignment ends", d.ID, r.State, d.TargetRelease, orNone(r.ErrorCode)),
+					Details: map[string]string{"device": d.ID, "release": d.TargetRelease, "rollout": d.targetRollout, "error_code": r.ErrorCode, "message": r.Message}})
+			}
 			return nil
 		}
 		if ro == nil {
@@ -544,6 +555,9 @@ func (s *Service) reportSubject(ctx context.Context, q storage.Querier, d device
 			return nil, statusRow{}, err
 		}
 		if r.Target != "" && r.Target != ro.TargetPath {
+			if ro.State == RolledBack {
+				return nil, statusRow{}, nil // about the rollback's release: history only
+			}
 			return nil, statusRow{}, tufota.Errorf(tufota.EConflict, "device %s reports target %s on rollout %s, which offered %s", d.ID, r.Target, ro.ID, ro.TargetPath)
 		}
 		return &ro, st, nil
@@ -631,6 +645,13 @@ func (s *Service) AssignDevice(ctx context.Context, deviceID, name, version, act
 		Reason:  fmt.Sprintf("%s assigned %s to device %s (was running %s)", actor, ref, d.ID, orUnknown(d.Version)),
 		Details: map[string]string{"device": d.ID, "release": ref, "target": rel.TargetPath, "previous_version": d.Version}})
 	return nil
+}
+
+func orNone(code string) string {
+	if code == "" {
+		return "no error code"
+	}
+	return code
 }
 
 func orUnknown(v string) string {

@@ -69,6 +69,9 @@ const (
 	EventCompleted         = "completed"
 	EventRolledBack        = "rolled-back"
 	EventDeviceAssigned    = "device-assigned"
+	// EventDeviceAssignmentFailed: a device reported failed or rolled-back
+	// for a release assigned to it alone; the assignment ends.
+	EventDeviceAssignmentFailed = "device-assignment-failed"
 )
 
 // ControllerActor is the actor of transitions the controller makes.

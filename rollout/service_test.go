@@ -894,6 +894,10 @@ func testRollback(t *testing.T, open dbOpener) {
 			t.Fatalf("device %s after rollback: %+v", id, d)
 		}
 	}
+	// A queued report repeated after the rollback is history only.
+	if err := e.svc.Report(ctx, ids[0], Report{Target: "pump-fw/1.0.0+rollback.1/fw.bin", Version: "1.0.0+rollback.1", State: StatusInstalled, RolloutID: r.ID}); err != nil {
+		t.Fatalf("repeated report: %v", err)
+	}
 	h, err := e.svc.History(ctx, r.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -994,6 +998,30 @@ func TestAssignDevice(t *testing.T) {
 		t.Fatal("not offered")
 	}
 	wantCode(t, e.svc.AssignDevice(ctx, "pump-001", "pump-fw", "1.1.0", "sam"), tufota.EConflict, "in active rollout "+r.ID)
+
+	// A failed assignment ends instead of making the device retry at
+	// every poll; a repeated installed report is history only.
+	if err := e.svc.Abort(ctx, r.ID, "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.AssignDevice(ctx, "pump-002", "pump-fw", "1.1.0", "sam"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.Report(ctx, "pump-002", Report{Target: "pump-fw/1.1.0/fw.bin", Version: "1.1.0", State: StatusFailed, ErrorCode: "hash_mismatch"}); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := e.svc.Assignment(ctx, Query{DeviceID: "pump-002"}); a != nil {
+		t.Fatalf("failed assignment still offered: %+v", a)
+	}
+	e.mu.Lock()
+	last = e.events[len(e.events)-1]
+	e.mu.Unlock()
+	if last.Kind != EventDeviceAssignmentFailed || !strings.Contains(last.Reason, "device pump-002 reported failed for pump-fw@1.1.0 (hash_mismatch)") {
+		t.Fatalf("event %+v", last)
+	}
+	if err := e.svc.Report(ctx, "pump-000", Report{Target: "pump-fw/1.1.0/fw.bin", Version: "1.1.0", State: StatusInstalled}); err != nil {
+		t.Fatalf("repeated installed report: %v", err)
+	}
 }
 
 // TestConcurrentDevicesAndController: many devices poll and report from
