@@ -50,6 +50,27 @@ func (m Milestone) MarshalJSON() ([]byte, error) {
 	return json.Marshal(out)
 }
 
+// UnmarshalJSON reads what MarshalJSON writes.
+func (m *Milestone) UnmarshalJSON(b []byte) error {
+	type plain Milestone
+	var in struct {
+		plain
+		Elapsed string `json:"elapsed"`
+	}
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	*m = Milestone(in.plain)
+	if in.Elapsed != "" {
+		d, err := time.ParseDuration(in.Elapsed)
+		if err != nil {
+			return fmt.Errorf("milestone elapsed %q: %w", in.Elapsed, err)
+		}
+		m.Elapsed = d
+	}
+	return nil
+}
+
 // History is a rollout's story: its transitions with who and why, each
 // wave's progress, every device's outcome, and how long it took from the
 // release's publication (or, when that is unknown, the rollout's start) to

@@ -3,6 +3,7 @@ package rollout
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -117,6 +118,28 @@ func testHealthyFleetCompletes(t *testing.T, open dbOpener) {
 	if err := json.Unmarshal(b, &shape); err != nil || shape.ID != r.ID || shape.State != "completed" || len(shape.Waves) != 3 ||
 		shape.Waves[0].Size == nil || shape.Waves[0].Silent == nil || *shape.Waves[2].Size != 200 {
 		t.Fatalf("status JSON %s does not have the documented shape", b)
+	}
+	// Status and History survive a JSON round trip (the CLI reads them
+	// from the API into these types).
+	var back Status
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.ID != st.ID || back.State != st.State || !reflect.DeepEqual(back.Waves, waveValues(st.Waves)) || back.Health != st.Health ||
+		!reflect.DeepEqual(back.Plan.Waves, st.Plan.Waves) || back.Plan.Soak != st.Plan.Soak || back.Wave != st.Wave {
+		t.Fatalf("status round trip:\n got %+v\nwant %+v", back, st)
+	}
+	hb, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hback History
+	if err := json.Unmarshal(hb, &hback); err != nil {
+		t.Fatal(err)
+	}
+	if len(hback.Events) != len(h.Events) || len(hback.Devices) != 200 || hback.Milestones[2].Elapsed != h.Milestones[2].Elapsed ||
+		!strings.Contains(string(hb), `"elapsed":"`+h.Milestones[2].Elapsed.String()+`"`) {
+		t.Fatalf("history round trip lost data: %s", hb[:min(len(hb), 400)])
 	}
 	// Completed is final.
 	for _, act := range []func() error{
@@ -1124,4 +1147,17 @@ func TestLaterWaveWaitsForItsOwnDevices(t *testing.T) {
 	if st := e.status(r.ID); st.Wave != 3 {
 		t.Fatalf("after wave 2 reported: wave %d (%s)", st.Wave, st.Next)
 	}
+}
+
+// waveValues copies wave statuses with their times normalised the way a
+// JSON round trip leaves them.
+func waveValues(ws []WaveStatus) []WaveStatus {
+	out := slices.Clone(ws)
+	for i := range out {
+		if out[i].StartedAt != nil {
+			t := out[i].StartedAt.Round(0)
+			out[i].StartedAt = &t
+		}
+	}
+	return out
 }
