@@ -142,6 +142,7 @@ func (l *Log) Append(ctx context.Context, e Entry) (Entry, error) {
 			return Entry{}, fmt.Errorf("audit append %s: %w", e.Action, err)
 		}
 		// Another process took this sequence number: try the next one.
+		l.logger.DebugContext(ctx, "audit append lost the race for a sequence number; retrying", "attempt", attempt, "err", err)
 		t := time.NewTimer(time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond))))
 		select {
 		case <-ctx.Done():

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -218,8 +220,11 @@ func TestConcurrentAppends(t *testing.T) {
 func testConcurrentAppends(t *testing.T, db1, db2 *storage.DB) {
 	t.Helper()
 	ctx := context.Background()
-	l1 := newLogOn(t, db1)
-	l2 := newLogOn(t, db2)
+	var retries retryCounter
+	logger := slog.New(&retries)
+	l1 := newLogOn(t, db1, WithLogger(logger))
+	l2 := newLogOn(t, db2, WithLogger(logger))
+	defer func() { t.Logf("appends that lost a race and retried: %d", retries.n.Load()) }()
 	const goroutines, each = 12, 15
 	var wg sync.WaitGroup
 	errs := make(chan error, goroutines*each+goroutines)
@@ -303,3 +308,16 @@ func TestRunCheckpoints(t *testing.T) {
 		t.Fatalf("RunCheckpoints(0) = %v, want EInvalid", err)
 	}
 }
+
+// retryCounter is a slog.Handler counting the append retry records.
+type retryCounter struct{ n atomic.Int64 }
+
+func (c *retryCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (c *retryCounter) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, "retrying") {
+		c.n.Add(1)
+	}
+	return nil
+}
+func (c *retryCounter) WithAttrs([]slog.Attr) slog.Handler { return c }
+func (c *retryCounter) WithGroup(string) slog.Handler      { return c }
