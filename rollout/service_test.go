@@ -236,7 +236,11 @@ func testFailingFleetPauses(t *testing.T, open dbOpener) {
 // then say nothing past the device timeout are failures.
 func TestSilentDevicesCountAsFailures(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testSilentDevicesCountAsFailures(t, nil)
+}
+
+func testSilentDevicesCountAsFailures(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	ids := e.fleet(40, nil)
 	spec := canary
 	spec.Waves, spec.MinReports, spec.MaxFailureRate, spec.DeviceTimeout, spec.Soak = "25%,100%", 10, "10%", "30m", "5m"
@@ -352,7 +356,11 @@ func testApprovalGate(t *testing.T, open dbOpener) {
 // TestBadInput: each bad request fails with a clear error.
 func TestBadInput(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testBadInput(t, nil)
+}
+
+func testBadInput(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	e.fleet(10, nil)
 	e.rels.mu.Lock()
 	e.rels.refs["pump-fw@2.0.0"] = ReleaseRef{Name: "pump-fw", Version: "2.0.0", TargetPath: "pump-fw/2.0.0/fw.bin", Hardware: []string{"pump-b"}}
@@ -407,7 +415,11 @@ func TestBadInput(t *testing.T) {
 // TestStateErrors: every command in the wrong state names the state.
 func TestStateErrors(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testStateErrors(t, nil)
+}
+
+func testStateErrors(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	e.fleet(10, nil)
 	r := e.create(canary, "alice")
 	ctx := t.Context()
@@ -439,7 +451,11 @@ func TestStateErrors(t *testing.T) {
 // cohort shares devices with an active rollout is refused, naming it.
 func TestCohortsAndOverlap(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testCohortsAndOverlap(t, nil)
+}
+
+func testCohortsAndOverlap(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	ctx := t.Context()
 	e.fleet(30, func(i int, d *Device) {
 		d.Attrs["site"] = []string{"north", "south", "east"}[i%3]
@@ -508,7 +524,11 @@ func TestCohortsAndOverlap(t *testing.T) {
 // TestDevices: registration, validation, updates and filters.
 func TestDevices(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testDevices(t, nil)
+}
+
+func testDevices(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	ctx := t.Context()
 	d := Device{ID: "pump-1", Hardware: "pump-b", Version: "1.0.0", Attrs: map[string]string{"site": "north", "region": "eu"}, Tags: []string{"icu", "loaner", "icu"}}
 	if err := e.svc.RegisterDevice(ctx, d, "alice"); err != nil {
@@ -568,7 +588,11 @@ func TestDevices(t *testing.T) {
 // is offered the release in that wave only if the wave's cutoff covers it.
 func TestJoinersFallIntoTheirBucket(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testJoinersFallIntoTheirBucket(t, nil)
+}
+
+func testJoinersFallIntoTheirBucket(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	ctx := t.Context()
 	ids := e.fleet(100, nil)
 	spec := canary
@@ -624,7 +648,11 @@ func TestJoinersFallIntoTheirBucket(t *testing.T) {
 // are not in the rollout; a device already on the version is not offered.
 func TestEligibility(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testEligibility(t, nil)
+}
+
+func testEligibility(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	ctx := t.Context()
 	e.fleet(4, func(i int, d *Device) {
 		switch i {
@@ -658,7 +686,11 @@ func TestEligibility(t *testing.T) {
 // and no wave starts; inside it the rollout proceeds.
 func TestWindowHoldsOffers(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil) // clock: Monday 09:00 UTC
+	testWindowHoldsOffers(t, nil)
+}
+
+func testWindowHoldsOffers(t *testing.T, open dbOpener) {
+	e := newEnv(t, open) // clock: Monday 09:00 UTC
 	ctx := t.Context()
 	ids := e.fleet(20, nil)
 	spec := canary
@@ -703,7 +735,11 @@ func TestWindowHoldsOffers(t *testing.T) {
 // controller starts it when the time comes.
 func TestScheduledStart(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testScheduledStart(t, nil)
+}
+
+func testScheduledStart(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	ctx := t.Context()
 	e.fleet(10, nil)
 	spec := canary
@@ -753,7 +789,11 @@ func TestScheduledStart(t *testing.T) {
 // rollout go on, judging only new reports.
 func TestResumeAcceptsPastFailures(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testResumeAcceptsPastFailures(t, nil)
+}
+
+func testResumeAcceptsPastFailures(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	ctx := t.Context()
 	ids := e.fleet(100, nil)
 	spec := canary
@@ -791,7 +831,11 @@ func TestResumeAcceptsPastFailures(t *testing.T) {
 // are final, and reports about things never offered are refused.
 func TestReportStateMachine(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testReportStateMachine(t, nil)
+}
+
+func testReportStateMachine(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	ctx := t.Context()
 	e.fleet(3, nil)
 	spec := canary
@@ -941,7 +985,11 @@ func testRollback(t *testing.T, open dbOpener) {
 // installing are taken back when they report installed.
 func TestRollbackToPrevious(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testRollbackToPrevious(t, nil)
+}
+
+func testRollbackToPrevious(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	ctx := t.Context()
 	e.rels.add("pump-fw", "1.0.0", []string{"pump-b"}, "1.1.0") // signed for it
 	ids := e.fleet(4, nil)
@@ -980,7 +1028,11 @@ func TestRollbackToPrevious(t *testing.T) {
 // TestAssignDevice: a service engineer's one-device assignment.
 func TestAssignDevice(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testAssignDevice(t, nil)
+}
+
+func testAssignDevice(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	ctx := t.Context()
 	e.fleet(3, nil)
 	e.rels.add("pump-fw", "0.9.0", []string{"pump-b"})
@@ -1052,7 +1104,11 @@ func TestAssignDevice(t *testing.T) {
 // every device is offered once.
 func TestConcurrentDevicesAndController(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testConcurrentDevicesAndController(t, nil)
+}
+
+func testConcurrentDevicesAndController(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	ctx := t.Context()
 	ids := e.fleet(60, nil)
 	spec := canary
@@ -1118,7 +1174,11 @@ func TestConcurrentDevicesAndController(t *testing.T) {
 // end; wave 2 needs reports from the devices that joined in it.
 func TestLaterWaveWaitsForItsOwnDevices(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testLaterWaveWaitsForItsOwnDevices(t, nil)
+}
+
+func testLaterWaveWaitsForItsOwnDevices(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	ids := e.fleet(100, nil)
 	spec := canary
 	spec.Waves, spec.MinReports = "10%,50%,100%", 5
