@@ -7,7 +7,7 @@
 #   make lint       gofmt, go vet, staticcheck, gosec (tools pinned, cached)
 #   make fuzz       every FuzzXxx for FUZZTIME each (default 10s)
 #   make bench      every benchmark once
-#   make fixtures   regenerate the TUF test repositories in repo-fixtures/
+#   make fixtures   regenerate repo-fixtures/ and every package's golden files (-update)
 #
 # Cache: $(TUFOTA_CACHE) (tools, the MinIO binary). Variables you may set:
 #   PKGS (default ./...), TESTFLAGS (extra go test flags), FUZZTIME, BENCHFLAGS.
@@ -49,14 +49,14 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . $(BENCHFLAGS) $(PKGS)
 
+# The TUF test repositories (repo-fixtures/gen), then the golden files of every
+# other package whose tests take -update (-short: golden files need no services).
 fixtures:
-	@if [ -d repo-fixtures/gen ]; then \
-		$(GO) run ./repo-fixtures/gen; \
-	elif [ -d repo-fixtures ]; then \
-		$(GO) test ./repo-fixtures -run . -update; \
-	else \
-		echo "make fixtures: no repo-fixtures/ yet, nothing to generate"; \
-	fi
+	@if [ -d repo-fixtures/gen ]; then echo "go run ./repo-fixtures/gen"; $(GO) run ./repo-fixtures/gen; fi
+	@for d in $$(grep -rl --include='*_test.go' 'flag.Bool("update"' . | xargs -r -n1 dirname | sort -u); do \
+		[ "$$d" = ./repo-fixtures ] && [ -d repo-fixtures/gen ] && continue; \
+		echo "$(GO) test -short $$d -run . -count=1 -update"; $(GO) test -short "$$d" -run . -count=1 -update; \
+	done
 
 clean:
 	rm -rf bin/ coverage.out
