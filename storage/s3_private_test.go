@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/storage"
@@ -89,7 +90,7 @@ func (m *privateMinIO) start() {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.addr+"/minio/health/ready", nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK && m.answers(ctx) {
 				return
 			}
 		}
@@ -102,6 +103,17 @@ func (m *privateMinIO) start() {
 		case <-tick.C:
 		}
 	}
+}
+
+// answers reports whether the server serves S3 calls: /minio/health/ready
+// can answer 200 a moment before the object layer is initialised.
+func (m *privateMinIO) answers(ctx context.Context) bool {
+	c, err := minio.New(m.addr, &minio.Options{Creds: credentials.NewStaticV4(m.access, m.secret, ""), MaxRetries: 1})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	_, err = c.ListBuckets(ctx)
+	return err == nil
 }
 
 // stop kills the server and waits until it has exited.
