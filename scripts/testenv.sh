@@ -262,7 +262,12 @@ start_minio() {
 		minio_pid=$!
 		for i in $(seq 1 600); do # up to 60s
 			kill -0 "$minio_pid" 2>/dev/null || break
-			if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/minio/health/ready" 2>/dev/null; then
+			# Ready, and ours: a request signed with our random credentials (a
+			# server that another run started on the same port would refuse it).
+			if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/minio/health/ready" 2>/dev/null &&
+				printf 'user = "%s:%s"\n' "$access" "$secret" |
+				curl -fsS -o /dev/null --max-time 5 -K - --aws-sigv4 "aws:amz:us-east-1:s3" "http://127.0.0.1:$port/" 2>/dev/null &&
+				kill -0 "$minio_pid" 2>/dev/null; then
 				export TUFOTA_TEST_MINIO_ENDPOINT="127.0.0.1:$port"
 				export TUFOTA_TEST_MINIO_ACCESS_KEY="$access"
 				export TUFOTA_TEST_MINIO_SECRET_KEY="$secret"
