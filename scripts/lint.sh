@@ -25,7 +25,7 @@ install_tool() {
 			if [ ! -x "$dir/$name" ]; then
 				echo "lint: installing $pkg@$version into $dir" >&2
 				rm -rf "$dir.tmp"
-				(cd "$cache" && GOBIN="$dir.tmp" GOFLAGS= "$GO" install "$pkg@$version") >&2
+				(cd "$cache" && GOBIN="$dir.tmp" GOFLAGS='' "$GO" install "$pkg@$version") >&2
 				rm -rf "$dir" && mv "$dir.tmp" "$dir"
 			fi
 		) 9>"$cache/tools.lock"

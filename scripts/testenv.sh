@@ -65,7 +65,7 @@ pg_bindir() {
 		echo "/usr/lib/postgresql/$PG_MAJOR/bin"
 		return 0
 	fi
-	for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+	for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
 		if [ -x "$d/initdb" ]; then
 			echo "$d"
 			return 0
@@ -133,7 +133,7 @@ ensure_minio() {
 		s=$(now)
 		log "minio: building $MINIO_MODULE@$MINIO_VERSION (once; about 6 minutes on 2 cores)"
 		tmp=$(mktemp -d "$cache/minio-build.XXXXXX")
-		if ! (cd "$tmp" && GOBIN="$tmp" GOFLAGS= CGO_ENABLED=0 "$GO" install "$MINIO_MODULE@$MINIO_VERSION") \
+		if ! (cd "$tmp" && GOBIN="$tmp" GOFLAGS='' CGO_ENABLED=0 "$GO" install "$MINIO_MODULE@$MINIO_VERSION") \
 			</dev/null >"$cache/minio-build.log" 2>&1; then
 			rm -rf "$tmp"
 			tail -30 "$cache/minio-build.log" >&2
@@ -149,8 +149,8 @@ ensure_minio() {
 # free_port prints a loopback TCP port nobody listens on, below Linux's ephemeral
 # range. Services are still retried on another port if they fail to bind.
 free_port() {
-	local p i
-	for i in $(seq 1 100); do
+	local p
+	for _ in $(seq 1 100); do
 		p=$((20000 + RANDOM % 12000))
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"
@@ -199,8 +199,7 @@ pg_run() { # runs a PostgreSQL binary as the unprivileged cluster owner
 stop_minio() {
 	[ -n "$minio_pid" ] || return 0
 	kill "$minio_pid" 2>/dev/null || true
-	local i
-	for i in $(seq 1 100); do
+	for _ in $(seq 1 100); do
 		kill -0 "$minio_pid" 2>/dev/null || break
 		sleep 0.1
 	done
@@ -209,6 +208,7 @@ stop_minio() {
 	minio_pid=
 }
 
+# shellcheck disable=SC2317 # called from the EXIT trap
 stop_postgres() {
 	[ -n "$pg_data" ] || return 0
 	if [ -f "$pg_data/postmaster.pid" ]; then
@@ -218,6 +218,7 @@ stop_postgres() {
 	pg_data=
 }
 
+# shellcheck disable=SC2317 # the EXIT trap
 cleanup() {
 	local rc=$?
 	set +e
@@ -247,7 +248,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 start_minio() {
-	local attempt port i s
+	local attempt port s
 	s=$(now)
 	local access secret
 	access="tufota$(rand_hex 8)"
@@ -260,7 +261,7 @@ start_minio() {
 			"$minio_bin" server --quiet --anonymous --address "127.0.0.1:$port" "$work/minio/data" \
 			</dev/null >"$work/minio/log" 2>&1 &
 		minio_pid=$!
-		for i in $(seq 1 600); do # up to 60s
+		for _ in $(seq 1 600); do # up to 60s
 			kill -0 "$minio_pid" 2>/dev/null || break
 			# Ready, and ours: a request signed with our random credentials (a
 			# server that another run started on the same port would refuse it).
