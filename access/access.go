@@ -34,10 +34,11 @@ const (
 	RoleOperator        Role = "operator"         // devices, cohorts, rollouts, approvals
 	RoleAuditor         Role = "auditor"          // read everything, change nothing
 	RoleDevice          Role = "device"           // its own assignment and status only
+	RoleEnroll          Role = "enroll"           // enrolls new devices in bulk, nothing else
 )
 
 // Roles lists every role, in the order they are documented.
-var Roles = []Role{RoleAdmin, RoleReleaseEngineer, RoleOperator, RoleAuditor, RoleDevice}
+var Roles = []Role{RoleAdmin, RoleReleaseEngineer, RoleOperator, RoleAuditor, RoleDevice, RoleEnroll}
 
 // ParseRole returns the role named s, or an EInvalid error listing the roles.
 func ParseRole(s string) (Role, error) {
@@ -46,7 +47,7 @@ func ParseRole(s string) (Role, error) {
 			return r, nil
 		}
 	}
-	return "", tufota.Errorf(tufota.EInvalid, "unknown role %q (want admin, release-engineer, operator, auditor or device)", s)
+	return "", tufota.Errorf(tufota.EInvalid, "unknown role %q (want admin, release-engineer, operator, auditor, device or enroll)", s)
 }
 
 // Principal is an authenticated caller.
@@ -55,6 +56,8 @@ type Principal struct {
 	Role     Role
 	TokenID  string
 	DeviceID string // set for device principals
+	// Scope is what an enrollment token enrolls devices with (JSON).
+	Scope string `json:",omitempty"`
 }
 
 // Token describes a stored token; it never holds the secret.
@@ -97,6 +100,7 @@ type NewToken struct {
 	Role     Role
 	DeviceID string        // required for RoleDevice, refused otherwise
 	TTL      time.Duration // 0: never expires
+	Scope    string        // JSON scope of an enrollment token
 }
 
 // Create makes a token and returns its secret, which is not stored and cannot
@@ -136,13 +140,16 @@ func (t *Tokens) Create(ctx context.Context, q storage.Querier, n NewToken, acto
 		tok.ExpiresAt = &e
 		expires = sql.NullInt64{Int64: e.UnixNano(), Valid: true}
 	}
-	var device sql.NullString
+	var device, scope sql.NullString
 	if n.DeviceID != "" {
 		device = sql.NullString{String: n.DeviceID, Valid: true}
 	}
-	_, err = q.Exec(ctx, `INSERT INTO tokens (id, name, role, hash, created_at, created_by, expires_at, device_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		id, n.Name, string(n.Role), hashSecret(sec), now.UnixNano(), actor, expires, device)
+	if n.Scope != "" {
+		scope = sql.NullString{String: n.Scope, Valid: true}
+	}
+	_, err = q.Exec(ctx, `INSERT INTO tokens (id, name, role, hash, created_at, created_by, expires_at, device_id, scope)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, n.Name, string(n.Role), hashSecret(sec), now.UnixNano(), actor, expires, device, scope)
 	if err != nil {
 		return "", Token{}, fmt.Errorf("create token %q: %w", n.Name, err)
 	}
@@ -160,10 +167,10 @@ func (t *Tokens) Authenticate(ctx context.Context, token string) (Principal, err
 	var (
 		name, role, hash string
 		expires, revoked sql.NullInt64
-		device           sql.NullString
+		device, scope    sql.NullString
 	)
-	err := t.db.QueryRow(ctx, `SELECT name, role, hash, expires_at, revoked_at, device_id FROM tokens WHERE id = ?`, id).
-		Scan(&name, &role, &hash, &expires, &revoked, &device)
+	err := t.db.QueryRow(ctx, `SELECT name, role, hash, expires_at, revoked_at, device_id, scope FROM tokens WHERE id = ?`, id).
+		Scan(&name, &role, &hash, &expires, &revoked, &device, &scope)
 	if errors.Is(err, tufota.ErrNotFound) {
 		// Compare anyway so that unknown ids cost the same as known ones.
 		subtle.ConstantTimeCompare([]byte(hashSecret(sec)), []byte(hashSecret("")))
@@ -184,7 +191,7 @@ func (t *Tokens) Authenticate(ctx context.Context, token string) (Principal, err
 	}
 	// Best effort: a failed last-used update must not fail the request.
 	_, _ = t.db.Exec(ctx, `UPDATE tokens SET last_used_at = ? WHERE id = ?`, now.UnixNano(), id)
-	return Principal{Name: name, Role: Role(role), TokenID: id, DeviceID: device.String}, nil
+	return Principal{Name: name, Role: Role(role), TokenID: id, DeviceID: device.String, Scope: scope.String}, nil
 }
 
 // List returns every token, newest first.

@@ -6,6 +6,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/rollout"
 )
 
 // UpdateResponse answers a device's "what should I run?".
@@ -27,12 +28,6 @@ type StatusReport struct {
 	RolloutID string `json:"rollout_id,omitempty"`
 }
 
-// deviceStates are the states a device may report.
-var deviceStates = map[string]bool{
-	"downloading": true, "downloaded": true, "installing": true,
-	"installed": true, "failed": true, "rolled-back": true,
-}
-
 // ownDevice checks that a device principal asks about itself.
 func ownDevice(c echo.Context, id string) error {
 	p := principal(c)
@@ -47,21 +42,16 @@ func (s *Server) deviceUpdate(c echo.Context) error {
 	if err := ownDevice(c, q.Get("device_id")); err != nil {
 		return err
 	}
-	hw, version := q.Get("hardware"), q.Get("version")
-	if err := tufota.ValidateName("hardware", hw); err != nil {
-		return err
-	}
-	if _, err := tufota.ParseVersion(version); err != nil {
-		return err
-	}
-	rel, err := s.cfg.Releases.Latest(c.Request().Context(), hw, version)
+	a, err := s.cfg.Rollouts.Assignment(c.Request().Context(), rollout.Query{
+		DeviceID: principal(c).DeviceID, Hardware: q.Get("hardware"), Version: q.Get("version"),
+	})
 	if err != nil {
 		return err
 	}
-	if rel == nil {
+	if a == nil {
 		return c.NoContent(http.StatusNoContent)
 	}
-	return c.JSON(http.StatusOK, UpdateResponse{Target: rel.TargetPath, Name: rel.Name, Version: rel.Version})
+	return c.JSON(http.StatusOK, UpdateResponse{Target: a.Target, Name: a.Name, Version: a.Version, RolloutID: a.RolloutID})
 }
 
 func (s *Server) deviceStatus(c echo.Context) error {
@@ -75,9 +65,12 @@ func (s *Server) deviceStatus(c echo.Context) error {
 	if err := ownDevice(c, r.DeviceID); err != nil {
 		return err
 	}
-	if !deviceStates[r.State] {
-		return tufota.Errorf(tufota.EInvalid, "state %q: want downloading, downloaded, installing, installed, failed or rolled-back", r.State)
+	err := s.cfg.Rollouts.Report(c.Request().Context(), principal(c).DeviceID, rollout.Report{
+		Target: r.Target, Version: r.Version, State: rollout.DeviceState(r.State),
+		ErrorCode: r.ErrorCode, Message: r.Message, RolloutID: r.RolloutID,
+	})
+	if err != nil {
+		return err
 	}
-	s.log.Info("device status", "device", principal(c).DeviceID, "target", r.Target, "version", r.Version, "state", r.State, "error_code", r.ErrorCode)
 	return c.NoContent(http.StatusNoContent)
 }

@@ -28,6 +28,11 @@ var (
 	adminRO  = []access.Role{access.RoleAdmin, access.RoleAuditor}
 	pushers  = []access.Role{access.RoleAdmin, access.RoleReleaseEngineer}
 	device   = []access.Role{access.RoleDevice}
+	enroller = []access.Role{access.RoleEnroll}
+	operator = []access.Role{access.RoleAdmin, access.RoleOperator}
+	// readers may see the TUF repository: people and devices, not
+	// enrollment tokens.
+	readers = []access.Role{access.RoleAdmin, access.RoleReleaseEngineer, access.RoleOperator, access.RoleAuditor, access.RoleDevice}
 )
 
 // Routes lists every route the server serves. It is the one place where
@@ -38,10 +43,10 @@ func (s *Server) Routes() []Route {
 		{Method: http.MethodGet, Path: "/readyz", Public: true, Action: "health.ready", handler: s.readyz},
 
 		// The TUF repository: signed metadata and firmware, for devices and people.
-		{Method: http.MethodGet, Path: "/tuf/:file", Roles: everyone, Action: "tuf.metadata.read", handler: s.tufMetadata},
-		{Method: http.MethodHead, Path: "/tuf/:file", Roles: everyone, Action: "tuf.metadata.read", handler: s.tufMetadata},
-		{Method: http.MethodGet, Path: "/tuf/targets/*", Roles: everyone, Action: "tuf.target.read", handler: s.tufTarget},
-		{Method: http.MethodHead, Path: "/tuf/targets/*", Roles: everyone, Action: "tuf.target.read", handler: s.tufTarget},
+		{Method: http.MethodGet, Path: "/tuf/:file", Roles: readers, Action: "tuf.metadata.read", handler: s.tufMetadata},
+		{Method: http.MethodHead, Path: "/tuf/:file", Roles: readers, Action: "tuf.metadata.read", handler: s.tufMetadata},
+		{Method: http.MethodGet, Path: "/tuf/targets/*", Roles: readers, Action: "tuf.target.read", handler: s.tufTarget},
+		{Method: http.MethodHead, Path: "/tuf/targets/*", Roles: readers, Action: "tuf.target.read", handler: s.tufTarget},
 
 		{Method: http.MethodGet, Path: "/api/v1/whoami", Roles: everyone, Action: "auth.whoami", handler: s.whoami},
 
@@ -57,6 +62,24 @@ func (s *Server) Routes() []Route {
 		{Method: http.MethodGet, Path: "/api/v1/audit/export", Roles: adminRO, Action: "audit.export", handler: s.auditExport},
 		{Method: http.MethodGet, Path: "/api/v1/audit/verify", Roles: adminRO, Action: "audit.verify", handler: s.auditVerify},
 		{Method: http.MethodPost, Path: "/api/v1/audit/checkpoint", Roles: adminRO, Action: "audit.checkpoint", handler: s.auditCheckpoint},
+
+		{Method: http.MethodPost, Path: "/api/v1/devices", Roles: operator, Action: "device.register", handler: s.registerDevice},
+		{Method: http.MethodGet, Path: "/api/v1/devices", Roles: people, Action: "device.list", handler: s.listDevices},
+		{Method: http.MethodGet, Path: "/api/v1/devices/:id", Roles: people, Action: "device.show", handler: s.getDevice},
+		{Method: http.MethodPost, Path: "/api/v1/devices/:id/assign", Roles: operator, Action: "device.assign", handler: s.assignDevice},
+		{Method: http.MethodPost, Path: "/api/v1/enroll-tokens", Roles: operator, Action: "token.create", handler: s.createEnrollToken},
+		{Method: http.MethodPost, Path: "/api/v1/device/enroll", Roles: enroller, Action: "device.enroll", handler: s.enroll},
+		{Method: http.MethodGet, Path: "/api/v1/fleet/report", Roles: people, Action: "fleet.report", handler: s.fleetReport},
+
+		{Method: http.MethodPost, Path: "/api/v1/cohorts", Roles: operator, Action: "cohort.create", handler: s.createCohort},
+		{Method: http.MethodGet, Path: "/api/v1/cohorts", Roles: people, Action: "cohort.list", handler: s.listCohorts},
+		{Method: http.MethodGet, Path: "/api/v1/cohorts/:name", Roles: people, Action: "cohort.show", handler: s.getCohort},
+
+		{Method: http.MethodPost, Path: "/api/v1/rollouts", Roles: operator, Action: "rollout.create", handler: s.createRollout},
+		{Method: http.MethodGet, Path: "/api/v1/rollouts", Roles: people, Action: "rollout.list", handler: s.listRollouts},
+		{Method: http.MethodGet, Path: "/api/v1/rollouts/:id", Roles: people, Action: "rollout.status", handler: s.rolloutStatus},
+		{Method: http.MethodGet, Path: "/api/v1/rollouts/:id/history", Roles: people, Action: "rollout.history", handler: s.rolloutHistory},
+		{Method: http.MethodPost, Path: "/api/v1/rollouts/:id/:action", Roles: operator, Action: "rollout.action", handler: s.rolloutAction},
 
 		{Method: http.MethodGet, Path: "/api/v1/device/update", Roles: device, Action: "device.check", handler: s.deviceUpdate},
 		{Method: http.MethodPost, Path: "/api/v1/device/status", Roles: device, Action: "device.report", handler: s.deviceStatus},

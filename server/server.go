@@ -21,6 +21,7 @@ import (
 
 	"github.com/tufota/tufota/access"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
 )
@@ -32,6 +33,10 @@ type Config struct {
 	Repo     *signer.Repository
 	Releases *signer.Releases
 	Tokens   *access.Tokens
+	Rollouts *rollout.Service
+	// ControllerEvery is how often the rollout controller evaluates active
+	// rollouts (default 10s).
+	ControllerEvery time.Duration
 	// Audit receives every state change and security event and serves the
 	// audit API.
 	Audit *audit.Log
@@ -68,8 +73,8 @@ const (
 // New builds a Server from cfg.
 func New(cfg Config) (*Server, error) {
 	switch {
-	case cfg.Blobs == nil, cfg.DB == nil, cfg.Repo == nil, cfg.Releases == nil, cfg.Tokens == nil, cfg.Audit == nil:
-		return nil, errors.New("server: Blobs, DB, Repo, Releases, Tokens and Audit are required")
+	case cfg.Blobs == nil, cfg.DB == nil, cfg.Repo == nil, cfg.Releases == nil, cfg.Tokens == nil, cfg.Audit == nil, cfg.Rollouts == nil:
+		return nil, errors.New("server: Blobs, DB, Repo, Releases, Tokens, Audit and Rollouts are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -82,6 +87,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.RefreshMargin <= 0 {
 		cfg.RefreshMargin = 12 * time.Hour
+	}
+	if cfg.ControllerEvery <= 0 {
+		cfg.ControllerEvery = 10 * time.Second
 	}
 	if cfg.CheckpointEvery <= 0 {
 		cfg.CheckpointEvery = 10 * time.Minute
@@ -118,6 +126,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Conf
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
 	go s.refreshLoop(bg)
+	go func() {
+		if err := s.cfg.Rollouts.Run(bg, s.cfg.ControllerEvery); err != nil && bg.Err() == nil {
+			s.log.Error("rollout controller stopped", slog.Any("err", err))
+		}
+	}()
 	go func() {
 		if err := s.cfg.Audit.RunCheckpoints(bg, s.cfg.CheckpointEvery); err != nil && bg.Err() == nil {
 			s.log.Error("audit checkpoints stopped", slog.Any("err", err))

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tufota/tufota/access"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
 )
@@ -73,15 +74,23 @@ func newTestServer(t *testing.T) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Blobs: blobs, DB: db, Repo: repo, Releases: signer.NewReleases(db, repo, signers), Tokens: tokens, Audit: alog, Signers: signers, MaxUploadBytes: 1 << 20})
+	releases := signer.NewReleases(db, repo, signers)
+	rollouts := rollout.NewService(db, ReleaseLookup(releases))
+	if err := rollouts.RegisterDevice(ctx, rollout.Device{ID: "dev-1", Hardware: "pump-a", Version: "0.0.1"}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Blobs: blobs, DB: db, Repo: repo, Releases: releases, Tokens: tokens, Audit: alog, Rollouts: rollouts, Signers: signers, MaxUploadBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := &testServer{Server: s, tokens: map[access.Role]string{}, deviceID: "dev-1"}
 	for _, role := range access.Roles {
 		n := access.NewToken{Name: "test-" + string(role), Role: role}
-		if role == access.RoleDevice {
+		switch role {
+		case access.RoleDevice:
 			n.DeviceID = ts.deviceID
+		case access.RoleEnroll:
+			n.Scope = `{"hardware":"pump-a","tags":["icu"]}`
 		}
 		secret, _, err := tokens.Create(ctx, nil, n, "test")
 		if err != nil {
@@ -164,13 +173,102 @@ func (ts *testServer) validRequest(t *testing.T, r Route) *http.Request {
 	case "/api/v1/device/update":
 		req = httptest.NewRequest(r.Method, u+r.Path+"?device_id="+ts.deviceID+"&hardware=pump-a&version=0.0.1", nil)
 	case "/api/v1/device/status":
-		req = httptest.NewRequest(r.Method, u+r.Path, strings.NewReader(`{"device_id":"dev-1","target":"x/1.0.0/fw.bin","version":"1.0.0","state":"installed"}`))
-		req.Header.Set("Content-Type", "application/json")
+		ts.assignOnce(t)
+		req = jsonRequest(r.Method, u+r.Path, `{"device_id":"dev-1","target":"fixture/1.0.0/fw.bin","version":"1.0.0","state":"downloading"}`)
+	case "/api/v1/devices":
+		if r.Method == http.MethodPost {
+			req = jsonRequest(r.Method, u+r.Path, fmt.Sprintf(`{"id":"reg-%d","hardware":"pump-a","attrs":{"site":"north"}}`, n))
+		} else {
+			req = httptest.NewRequest(r.Method, u+r.Path, nil)
+		}
+	case "/api/v1/devices/:id":
+		req = httptest.NewRequest(r.Method, u+"/api/v1/devices/dev-1", nil)
+	case "/api/v1/devices/:id/assign":
+		ts.push(t, "fixture", "1.0.0")
+		id := ts.freshDevice(t, n)
+		req = jsonRequest(r.Method, u+"/api/v1/devices/"+id+"/assign", `{"release":"fixture@1.0.0","reason":"matrix"}`)
+	case "/api/v1/enroll-tokens":
+		req = jsonRequest(r.Method, u+r.Path, `{"hardware":"pump-a","attrs":{"site":"south"}}`)
+	case "/api/v1/device/enroll":
+		req = jsonRequest(r.Method, u+r.Path, fmt.Sprintf(`{"device_id":"enrolled-%d","version":"1.0.0"}`, n))
+	case "/api/v1/cohorts":
+		if r.Method == http.MethodPost {
+			req = jsonRequest(r.Method, u+r.Path, fmt.Sprintf(`{"name":"cohort-%d","selector":"hardware=pump-a"}`, n))
+		} else {
+			req = httptest.NewRequest(r.Method, u+r.Path, nil)
+		}
+	case "/api/v1/cohorts/:name":
+		ts.cohortOnce(t)
+		req = httptest.NewRequest(r.Method, u+"/api/v1/cohorts/fixture", nil)
+	case "/api/v1/rollouts":
+		if r.Method == http.MethodPost {
+			ts.push(t, "fixture", "1.0.0")
+			req = jsonRequest(r.Method, u+r.Path, fmt.Sprintf(`{"release":"fixture@1.0.0","cohort":"id=%s","waves":"100%%"}`, ts.freshDevice(t, n)))
+		} else {
+			req = httptest.NewRequest(r.Method, u+r.Path, nil)
+		}
+	case "/api/v1/rollouts/:id", "/api/v1/rollouts/:id/history":
+		id := ts.newRollout(t, n)
+		req = httptest.NewRequest(r.Method, u+strings.Replace(r.Path, ":id", id, 1), nil)
+	case "/api/v1/rollouts/:id/:action":
+		req = jsonRequest(r.Method, u+"/api/v1/rollouts/"+ts.newRollout(t, n)+"/abort", `{"reason":"matrix"}`)
+	case "/api/v1/fleet/report":
+		req = httptest.NewRequest(r.Method, u+r.Path, nil)
 	default:
 		req = httptest.NewRequest(r.Method, u+r.Path, nil)
 	}
 	req.RequestURI = ""
 	return req
+}
+
+func jsonRequest(method, url, body string) *http.Request {
+	req := httptest.NewRequest(method, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	return req
+}
+
+// freshDevice registers a new device and returns its ID.
+func (ts *testServer) freshDevice(t *testing.T, n int64) string {
+	t.Helper()
+	id := fmt.Sprintf("fresh-%d", n)
+	if err := ts.cfg.Rollouts.RegisterDevice(context.Background(), rollout.Device{ID: id, Hardware: "pump-a", Version: "0.0.1"}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// newRollout creates a draft rollout of the fixture release to one fresh
+// device and returns its ID.
+func (ts *testServer) newRollout(t *testing.T, n int64) string {
+	t.Helper()
+	ts.push(t, "fixture", "1.0.0")
+	r, err := ts.cfg.Rollouts.CreateRollout(context.Background(), rollout.Spec{Release: "fixture@1.0.0", Cohort: "id=" + ts.freshDevice(t, n), Waves: "100%"}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.ID
+}
+
+func (ts *testServer) cohortOnce(t *testing.T) {
+	t.Helper()
+	if _, err := ts.cfg.Rollouts.Cohort(context.Background(), "fixture"); err == nil {
+		return
+	}
+	if _, err := ts.cfg.Rollouts.CreateCohort(context.Background(), "fixture", "hardware=pump-a", "test"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assignOnce assigns the fixture release to dev-1 so that it may report on it.
+func (ts *testServer) assignOnce(t *testing.T) {
+	t.Helper()
+	ts.push(t, "fixture", "1.0.0")
+	if d, _ := ts.cfg.Rollouts.Device(context.Background(), "dev-1"); d.TargetRelease == "fixture@1.0.0" {
+		return
+	}
+	if err := ts.cfg.Rollouts.AssignDevice(context.Background(), "dev-1", "fixture", "1.0.0", "test"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // push publishes a release once.

@@ -139,11 +139,24 @@ func (h *harness) deviceToken(id string) string {
 	return res.Token
 }
 
+// registerDevice registers a device through the CLI and returns its token.
+func (h *harness) registerDevice(id, hw, version string) string {
+	h.t.Helper()
+	var res struct {
+		Token string `json:"token"`
+	}
+	out := h.mustCLI("device", "register", id, "--hardware", hw, "--current-version", version, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Token == "" {
+		h.t.Fatalf("device register: %v in %q", err, out)
+	}
+	return res.Token
+}
+
 func (h *harness) newClient(serverURL, id, hw, version string) *client.Client {
 	h.t.Helper()
 	c, err := client.New(client.Config{
 		ServerURL: serverURL, TrustedRoot: h.root, StateDir: h.t.TempDir(),
-		DeviceID: id, Token: h.deviceToken(id), HardwareID: hw, CurrentVersion: version, HTTPClient: h.hc,
+		DeviceID: id, Token: h.registerDevice(id, hw, version), HardwareID: hw, CurrentVersion: version, HTTPClient: h.hc,
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -196,6 +209,12 @@ func TestEndToEndPushVerifyDownload(t *testing.T) {
 
 	ctx := context.Background()
 	c := h.newClient(h.url, "dev-1", "pump-a", "1.0.0")
+	// Releases reach devices only through rollouts or an explicit,
+	// audited assignment.
+	if upd, err := c.Check(ctx); err != nil || upd != nil {
+		t.Fatalf("Check before any assignment = %+v, %v; want nil, nil", upd, err)
+	}
+	h.mustCLI("device", "assign", "dev-1", "pump-fw@1.1.0", "--reason", "bench test")
 	upd, err := c.Check(ctx)
 	if err != nil {
 		t.Fatalf("Check: %v", err)
@@ -212,8 +231,12 @@ func TestEndToEndPushVerifyDownload(t *testing.T) {
 		t.Fatalf("downloaded image differs from the pushed one (err %v)", err)
 	}
 
-	// A device already on the newest version is told there is nothing to do.
-	if upd, err := h.newClient(h.url, "dev-2", "pump-b", "1.1.0").Check(ctx); err != nil || upd != nil {
+	// A device already on the assigned version is told there is nothing to do.
+	c2 := h.newClient(h.url, "dev-2", "pump-b", "1.1.0")
+	if _, err := h.runCLI("device", "assign", "dev-2", "pump-fw@1.1.0"); err == nil || !strings.Contains(err.Error(), "runs pump-fw@1.1.0 already") {
+		t.Fatalf("assigning a device the release it runs: %v, want a refusal", err)
+	}
+	if upd, err := c2.Check(ctx); err != nil || upd != nil {
 		t.Fatalf("Check on current device = %+v, %v; want nil, nil", upd, err)
 	}
 

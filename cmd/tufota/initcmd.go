@@ -174,7 +174,7 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 	if !ok {
 		return res, fmt.Errorf("init: audit key cannot sign checkpoints")
 	}
-	alog, err := openAudit(ctx, db, cfg.AuditOrigin, auditSigner)
+	alog, err := openAudit(ctx, db, cfg.AuditOrigin, auditSigner, a.logger())
 	if err != nil {
 		return res, fmt.Errorf("init: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/server"
 	"github.com/tufota/tufota/signer"
 )
@@ -81,10 +82,13 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 	step := func(format string, args ...any) { fmt.Fprintf(a.stdout, "==> "+format+"\n", args...) }
 
 	step("init: creating repository in %s", dir)
+	loud := a.logLevel
+	a.logLevel = "warn"
 	res, err := a.initRepo(ctx, initOptions{dir: dir, keyAlg: "ecdsa-p256", adminExpires: 24 * time.Hour})
 	if err != nil {
 		return err
 	}
+	a.logLevel = loud
 	step("root metadata (the devices' trust anchor): %s", res.Root)
 
 	srvCtx, stopServer := context.WithCancel(ctx)
@@ -93,7 +97,7 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 	quiet := *a
 	quiet.logLevel = "warn"
 	go func() {
-		srvErr <- quiet.runServer(srvCtx, serverOptions{dir: dir, addr: "127.0.0.1:0", selfSigned: true, maxUpload: server.DefaultMaxUploadBytes}, ready)
+		srvErr <- quiet.runServer(srvCtx, serverOptions{dir: dir, addr: "127.0.0.1:0", selfSigned: true, maxUpload: server.DefaultMaxUploadBytes, controllerEvery: 200 * time.Millisecond}, ready)
 	}()
 	defer func() {
 		stopServer()
@@ -131,28 +135,55 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 	}
 	step("release: pushed %s@%s (%s, sha256 %s…), signed into targets v%d", rel.Name, rel.Version, humanBytes(rel.Length), rel.SHA256[:16], rel.TargetsVersion)
 
-	devs, err := newSimDevices(filepath.Join(work, "devices"), "pump", "pump-a", "1.0.0", o.devices)
-	if err != nil {
-		return err
-	}
 	api, err := a.api()
 	if err != nil {
 		return err
 	}
-	for _, d := range devs {
-		var tok server.CreateTokenResponse
-		if err := api.sendJSON(ctx, http.MethodPost, "/api/v1/tokens", server.CreateTokenRequest{Name: d.ID, Role: "device", DeviceID: d.ID, Expires: "1h"}, &tok); err != nil {
-			return fmt.Errorf("quickstart: device token: %w", err)
-		}
-		d.Token = tok.Token
+	var enroll server.EnrollTokenResponse
+	if err := api.sendJSON(ctx, http.MethodPost, "/api/v1/enroll-tokens", server.EnrollTokenRequest{EnrollScope: server.EnrollScope{Hardware: "pump-a", Attrs: map[string]string{"site": "north"}, Tags: []string{"icu"}}, Expires: "1h"}, &enroll); err != nil {
+		return fmt.Errorf("quickstart: enrollment token: %w", err)
 	}
-	step("devices: %d simulated pump-a devices on 1.0.0 check, download, verify and report", len(devs))
+	devs, err := newSimDevices(filepath.Join(work, "devices"), "pump", "pump-a", "1.0.0", o.devices, 0, 0, 1)
+	if err != nil {
+		return err
+	}
+	if err := enrollAll(ctx, &apiClient{base: l.URL, token: enroll.EnrollToken, http: hc}, devs); err != nil {
+		return fmt.Errorf("quickstart: %w", err)
+	}
+	step("devices: %d simulated pump-a devices on 1.0.0 enrolled themselves with a bulk enrollment token", len(devs))
+
+	var co rollout.Cohort
+	if err := api.sendJSON(ctx, http.MethodPost, "/api/v1/cohorts", server.CohortRequest{Name: "icu-pumps", Selector: "hardware=pump-a,tag:icu"}, &co); err != nil {
+		return fmt.Errorf("quickstart: cohort: %w", err)
+	}
+	var ro rollout.Rollout
+	spec := rollout.Spec{Release: rel.Name + "@" + rel.Version, Cohort: co.Name, Waves: "10%,50%,100%", Soak: "1s", MinReports: 1, MaxFailureRate: "10%", DeviceTimeout: "1m"}
+	if err := api.sendJSON(ctx, http.MethodPost, "/api/v1/rollouts", spec, &ro); err != nil {
+		return fmt.Errorf("quickstart: rollout: %w", err)
+	}
+	if err := api.sendJSON(ctx, http.MethodPost, "/api/v1/rollouts/"+ro.ID+"/start", server.ActionRequest{Reason: "quickstart canary"}, nil); err != nil {
+		return fmt.Errorf("quickstart: start rollout: %w", err)
+	}
+	step("rollout: %s takes %s to cohort %s (%d devices) in waves %s, soak %s, max failure rate %s", ro.ID, spec.Release, co.Name, co.Devices, spec.Waves, spec.Soak, spec.MaxFailureRate)
+
 	rootJSON, err := os.ReadFile(res.Root)
 	if err != nil {
 		return err
 	}
 	fleet := &simFleet{serverURL: l.URL, root: rootJSON, http: deviceHTTPClient(hc), log: slog.New(slog.DiscardHandler)}
-	results := fleet.runOnce(ctx, devs)
+	runCtx, cancelRun := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancelRun()
+	var final rollout.Status
+	results := fleet.runUntil(runCtx, devs, 250*time.Millisecond, func(ctx context.Context) bool {
+		if err := api.getJSON(ctx, "/api/v1/rollouts/"+ro.ID, &final); err != nil {
+			return false
+		}
+		switch final.State {
+		case rollout.Completed, rollout.Paused, rollout.Aborted:
+			return true
+		}
+		return false
+	})
 
 	failed := 0
 	for _, r := range results {
@@ -160,18 +191,26 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 			failed++
 		}
 	}
-	if err := a.print(results, func(w io.Writer) {
-		row(w, "DEVICE", "HARDWARE", "VERSION", "STATUS", "ERROR")
-		for _, r := range results {
-			row(w, r.ID, r.Hardware, r.Version, r.Status, dash(r.Error))
-		}
-	}); err != nil {
+	if err := a.print(results, func(w io.Writer) { printSimResults(w, results) }); err != nil {
 		return err
+	}
+	var hist rollout.History
+	if err := api.getJSON(ctx, "/api/v1/rollouts/"+ro.ID+"/history", &hist); err != nil {
+		return fmt.Errorf("quickstart: history: %w", err)
+	}
+	step("history of rollout %s:", ro.ID)
+	if a.output != "json" {
+		if err := a.print(hist, func(w io.Writer) { printHistory(w, hist) }); err != nil {
+			return err
+		}
+	}
+	if final.State != rollout.Completed {
+		return fmt.Errorf("quickstart: rollout %s ended %s, not completed", ro.ID, final.State)
 	}
 	if failed > 0 {
 		return fmt.Errorf("quickstart: %d of %d devices are not on %s", failed, len(results), rel.Version)
 	}
-	step("done: all %d devices run %s@%s", len(results), rel.Name, rel.Version)
+	step("done: rollout %s completed; all %d devices run %s@%s", ro.ID, len(results), rel.Name, rel.Version)
 	return nil
 }
 

@@ -67,6 +67,11 @@ func (a *app) rootCommand() *cobra.Command {
 		a.releaseCommand(),
 		a.tokenCommand(),
 		a.auditCommand(),
+		a.deviceCommand(),
+		a.cohortCommand(),
+		a.rolloutCommand(),
+		a.fleetCommand(),
+		a.simCommand(),
 		a.quickstartCommand(),
 	)
 	return root

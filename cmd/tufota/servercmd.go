@@ -17,6 +17,7 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/server"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
@@ -30,16 +31,39 @@ type deps struct {
 	releases *signer.Releases
 	tokens   *access.Tokens
 	audit    *audit.Log
+	rollouts *rollout.Service
 	signers  signer.Signers
 }
 
+// auditRolloutEvents records every rollout transition in the audit log,
+// the controller's automatic ones included.
+func auditRolloutEvents(alog *audit.Log, log *slog.Logger) func(context.Context, rollout.Event) {
+	return func(ctx context.Context, e rollout.Event) {
+		d := map[string]string{"kind": e.Kind, "reason": e.Reason}
+		for k, v := range e.Details {
+			d[k] = v
+		}
+		object := "rollout/" + e.RolloutID
+		if e.RolloutID == "" {
+			object = "device/" + e.Details["device"]
+		}
+		role := ""
+		if e.Actor == rollout.ControllerActor {
+			role = "system"
+		}
+		if _, err := alog.Append(context.WithoutCancel(ctx), audit.Entry{Actor: e.Actor, Role: role, Action: "rollout." + e.Kind, Object: object, Outcome: audit.OutcomeOK, Details: d}); err != nil {
+			log.Error("AUDIT APPEND FAILED", "action", "rollout."+e.Kind, "object", object, "err", err)
+		}
+	}
+}
+
 // openAudit returns the audit log in db, checkpointed with key.
-func openAudit(ctx context.Context, db *storage.DB, origin string, key crypto.Signer) (*audit.Log, error) {
+func openAudit(ctx context.Context, db *storage.DB, origin string, key crypto.Signer, log *slog.Logger) (*audit.Log, error) {
 	ns, err := audit.NewNoteSigner(origin, key)
 	if err != nil {
 		return nil, fmt.Errorf("audit signer: %w", err)
 	}
-	return audit.New(ctx, db, ns)
+	return audit.New(ctx, db, ns, audit.WithLogger(log))
 }
 
 func (d *deps) Close() error { return d.db.Close() }
@@ -88,34 +112,42 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger) (*deps
 		db.Close()
 		return nil, fmt.Errorf("audit key %s cannot sign checkpoints", cfg.Keys.Audit)
 	}
-	alog, err := openAudit(ctx, db, cfg.AuditOrigin, cs)
+	alog, err := openAudit(ctx, db, cfg.AuditOrigin, cs, log)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
 	repo := signer.NewRepository(blobs, signer.WithLogger(log))
+	releases := signer.NewReleases(db, repo, s)
+	if n, err := releases.Reconcile(ctx); err != nil {
+		log.Warn("reconcile releases", "err", err)
+	} else if n > 0 {
+		log.Warn("recorded releases published before a crash", "count", n)
+	}
 	return &deps{
 		audit:    alog,
+		rollouts: rollout.NewService(db, server.ReleaseLookup(releases), rollout.WithLogger(log), rollout.WithObserver(auditRolloutEvents(alog, log))),
 		db:       db,
 		blobs:    blobs,
 		repo:     repo,
-		releases: signer.NewReleases(db, repo, s),
+		releases: releases,
 		tokens:   access.NewTokens(db, nil),
 		signers:  s,
 	}, nil
 }
 
 type serverOptions struct {
-	dir           string
-	addr          string
-	tlsCert       string
-	tlsKey        string
-	selfSigned    bool
-	insecureHTTP  bool
-	maxUpload     int64
-	refreshMargin time.Duration
-	urlFile       string
-	clientCA      string
+	dir             string
+	addr            string
+	tlsCert         string
+	tlsKey          string
+	selfSigned      bool
+	insecureHTTP    bool
+	maxUpload       int64
+	refreshMargin   time.Duration
+	urlFile         string
+	clientCA        string
+	controllerEvery time.Duration
 }
 
 func (a *app) serverCommand() *cobra.Command {
@@ -151,6 +183,7 @@ func (a *app) serverCommand() *cobra.Command {
 	f.BoolVar(&o.insecureHTTP, "insecure-http", false, "serve plain HTTP; allowed only on a loopback address")
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", server.DefaultMaxUploadBytes, "largest firmware image accepted")
 	f.DurationVar(&o.refreshMargin, "refresh-margin", 12*time.Hour, "re-sign timestamp and snapshot when they expire within this margin")
+	f.DurationVar(&o.controllerEvery, "controller-interval", 10*time.Second, "how often the rollout controller evaluates active rollouts")
 	f.StringVar(&o.clientCA, "client-ca", "", "PEM CA whose client certificates identify devices (mTLS; device ID = subject common name)")
 	f.StringVar(&o.urlFile, "url-file", "", "write the server's URL to this file once it listens (for scripts and tests; use with --addr 127.0.0.1:0)")
 	_ = cmd.MarkFlagRequired("dir")
@@ -226,16 +259,18 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		tlsConfig = server.TLSConfig(cert, clientCAs)
 	}
 	srv, err := server.New(server.Config{
-		Blobs:          d.blobs,
-		DB:             d.db,
-		Repo:           d.repo,
-		Releases:       d.releases,
-		Tokens:         d.tokens,
-		Audit:          d.audit,
-		Signers:        d.signers,
-		RefreshMargin:  o.refreshMargin,
-		MaxUploadBytes: o.maxUpload,
-		Logger:         log,
+		Blobs:           d.blobs,
+		DB:              d.db,
+		Repo:            d.repo,
+		Releases:        d.releases,
+		Tokens:          d.tokens,
+		Audit:           d.audit,
+		Rollouts:        d.rollouts,
+		ControllerEvery: o.controllerEvery,
+		Signers:         d.signers,
+		RefreshMargin:   o.refreshMargin,
+		MaxUploadBytes:  o.maxUpload,
+		Logger:          log,
 	})
 	if err != nil {
 		return err

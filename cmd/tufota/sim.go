@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	mrand "math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/tufota/tufota/client"
 )
@@ -25,6 +28,10 @@ type simDevice struct {
 	// "install_failed"); Silent makes the device go quiet after it started
 	// downloading.
 	Fail, Silent bool
+
+	done      string // "failed" or "silent" once the device stopped
+	installed bool
+	lastErr   string
 }
 
 // simResult is what one device ended with.
@@ -99,11 +106,11 @@ func (f *simFleet) poll(ctx context.Context, d *simDevice) (string, error) {
 	return "installed", nil
 }
 
-// runOnce polls every device once, at most 8 at a time, and returns their
+// runOnce polls every device once, at most 16 at a time, and returns their
 // results in device order.
 func (f *simFleet) runOnce(ctx context.Context, devs []*simDevice) []simResult {
 	out := make([]simResult, len(devs))
-	sem := make(chan struct{}, 8)
+	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for i, d := range devs {
 		wg.Add(1)
@@ -111,27 +118,76 @@ func (f *simFleet) runOnce(ctx context.Context, devs []*simDevice) []simResult {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			st, err := f.poll(ctx, d)
-			out[i] = simResult{ID: d.ID, Hardware: d.Hardware, Version: d.Version, Status: st}
-			if err != nil {
-				out[i].Error = err.Error()
-			}
+			out[i] = d.pollOnce(ctx, f)
 		}()
 	}
 	wg.Wait()
 	return out
 }
 
-// newSimDevices prepares n devices with state dirs under dir.
-func newSimDevices(dir, prefix, hw, version string, n int) ([]*simDevice, error) {
+// pollOnce polls unless the device already finished (failed or silent
+// devices stay that way, as real ones would until serviced).
+func (d *simDevice) pollOnce(ctx context.Context, f *simFleet) simResult {
+	if d.done != "" {
+		return simResult{ID: d.ID, Hardware: d.Hardware, Version: d.Version, Status: d.done, Error: d.lastErr}
+	}
+	st, err := f.poll(ctx, d)
+	if st == "failed" || st == "silent" {
+		d.done = st
+	}
+	d.lastErr = ""
+	if err != nil {
+		d.lastErr = err.Error()
+	}
+	if st == "current" && d.installed {
+		st = "installed"
+	}
+	if st == "installed" {
+		d.installed = true
+	}
+	return simResult{ID: d.ID, Hardware: d.Hardware, Version: d.Version, Status: st, Error: d.lastErr}
+}
+
+// runUntil polls every device every interval until stop reports true or
+// ctx ends, and returns the last results.
+func (f *simFleet) runUntil(ctx context.Context, devs []*simDevice, every time.Duration, stop func(context.Context) bool) []simResult {
+	var last []simResult
+	for {
+		last = f.runOnce(ctx, devs)
+		if stop(ctx) || ctx.Err() != nil {
+			return last
+		}
+		select {
+		case <-ctx.Done():
+			return last
+		case <-time.After(every):
+		}
+	}
+}
+
+// newSimDevices prepares n devices with state dirs under dir; exactly
+// round(n*failRate) of them fail their install and round(n*silentRate) go
+// silent, chosen by a seeded shuffle so runs repeat.
+func newSimDevices(dir, prefix, hw, version string, n int, failRate, silentRate float64, seed uint64) ([]*simDevice, error) {
 	devs := make([]*simDevice, n)
 	for i := range devs {
-		d := &simDevice{ID: fmt.Sprintf("%s-%03d", prefix, i+1), Hardware: hw, Version: version}
+		d := &simDevice{ID: fmt.Sprintf("%s-%04d", prefix, i+1), Hardware: hw, Version: version}
 		d.StateDir = filepath.Join(dir, d.ID)
 		if err := os.MkdirAll(d.StateDir, 0o700); err != nil {
 			return nil, err
 		}
 		devs[i] = d
+	}
+	perm := mrand.New(mrand.NewPCG(seed, 0x7475666f7461)).Perm(n)
+	nFail := int(math.Round(float64(n) * failRate))
+	nSilent := int(math.Round(float64(n) * silentRate))
+	for k, i := range perm {
+		switch {
+		case k < nFail:
+			devs[i].Fail = true
+		case k < nFail+nSilent:
+			devs[i].Silent = true
+		}
 	}
 	return devs, nil
 }

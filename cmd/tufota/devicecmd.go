@@ -1,0 +1,252 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/rollout"
+	"github.com/tufota/tufota/server"
+)
+
+// parseAttrs turns k=v pairs and tag:NAME entries into attributes and tags.
+func parseAttrs(pairs []string) (map[string]string, []string, error) {
+	attrs := map[string]string{}
+	var tags []string
+	for _, p := range pairs {
+		if t, ok := strings.CutPrefix(p, "tag:"); ok {
+			tags = append(tags, t)
+			continue
+		}
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, nil, tufota.Errorf(tufota.EInvalid, "attribute %q: want KEY=VALUE or tag:NAME", p)
+		}
+		attrs[k] = v
+	}
+	return attrs, tags, nil
+}
+
+func (a *app) deviceCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "device", Short: "Register, list, show and assign devices; make enrollment tokens"}
+
+	var hw, version, expires string
+	var attrs []string
+	register := &cobra.Command{
+		Use:   "register ID --hardware HW [--attr k=v ...] [--attr tag:icu]",
+		Short: "Register a device and print its token (shown once)",
+		Args:  exactArgs(1, "a device ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			at, tags, err := parseAttrs(attrs)
+			if err != nil {
+				return err
+			}
+			req := server.RegisterDeviceRequest{Device: rollout.Device{ID: args[0], Hardware: hw, Version: version, Attrs: at, Tags: tags}}
+			if expires != "" {
+				d, err := parseDays(expires)
+				if err != nil {
+					return err
+				}
+				req.TokenExpires = d.String()
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var res server.DeviceTokenResponse
+			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/devices", req, &res); err != nil {
+				return err
+			}
+			return a.print(res, func(w io.Writer) {
+				fmt.Fprintf(w, "Registered device %s (%s). Device token (shown once):\n%s\n", res.Device.ID, res.Device.Hardware, res.Token)
+			})
+		},
+	}
+	register.Flags().StringVar(&hw, "hardware", "", "hardware ID (required)")
+	register.Flags().StringVar(&version, "current-version", "", "firmware version the device runs now")
+	register.Flags().StringSliceVar(&attrs, "attr", nil, "attribute KEY=VALUE or tag:NAME (repeatable)")
+	register.Flags().StringVar(&expires, "token-expires", "", "device token lifetime (default 365d)")
+	_ = register.MarkFlagRequired("hardware")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List devices",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var devs []rollout.Device
+			if err := c.getJSON(cmd.Context(), "/api/v1/devices", &devs); err != nil {
+				return err
+			}
+			return a.print(devs, func(w io.Writer) {
+				row(w, "ID", "HARDWARE", "VERSION", "TARGET", "LAST SEEN", "ATTRIBUTES")
+				for _, d := range devs {
+					row(w, d.ID, d.Hardware, dash(d.Version), dash(d.TargetRelease), fmtTime(&d.LastSeen), deviceAttrs(d))
+				}
+			})
+		},
+	}
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one device",
+		Args:  exactArgs(1, "a device ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var d rollout.Device
+			if err := c.getJSON(cmd.Context(), "/api/v1/devices/"+url.PathEscape(args[0]), &d); err != nil {
+				return err
+			}
+			return a.print(d, func(w io.Writer) {
+				row(w, "Device:", d.ID)
+				row(w, "Hardware:", d.Hardware)
+				row(w, "Version:", dash(d.Version))
+				row(w, "Release:", dash(d.CurrentRelease))
+				row(w, "Assigned:", dash(d.TargetRelease))
+				row(w, "Last seen:", fmtTime(&d.LastSeen))
+				row(w, "Attributes:", deviceAttrs(d))
+			})
+		},
+	}
+	var reason string
+	assign := &cobra.Command{
+		Use:   "assign ID NAME@VERSION --reason TEXT",
+		Short: "Assign one release to one device (for service engineers; audited)",
+		Args:  exactArgs(2, "a device ID and NAME@VERSION"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var d rollout.Device
+			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/devices/"+url.PathEscape(args[0])+"/assign", server.AssignRequest{Release: args[1], Reason: reason}, &d); err != nil {
+				return err
+			}
+			return a.print(d, func(w io.Writer) { fmt.Fprintf(w, "Device %s assigned %s\n", d.ID, d.TargetRelease) })
+		},
+	}
+	assign.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
+
+	var eReq server.EnrollTokenRequest
+	var eAttrs []string
+	var eExpires string
+	enroll := &cobra.Command{
+		Use:   "enroll-token --hardware HW [--attr k=v ...] [--expires 24h]",
+		Short: "Make a bulk enrollment token: devices enroll themselves with it and get their own token",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if eReq.Attrs, eReq.Tags, err = parseAttrs(eAttrs); err != nil {
+				return err
+			}
+			if eExpires != "" {
+				d, err := parseDays(eExpires)
+				if err != nil {
+					return err
+				}
+				eReq.Expires = d.String()
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var res server.EnrollTokenResponse
+			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/enroll-tokens", eReq, &res); err != nil {
+				return err
+			}
+			return a.print(res, func(w io.Writer) {
+				fmt.Fprintf(w, "Enrollment token for %s devices, expires %s (shown once):\n%s\n", eReq.Hardware, fmtTime(res.Detail.ExpiresAt), res.EnrollToken)
+			})
+		},
+	}
+	enroll.Flags().StringVar(&eReq.Hardware, "hardware", "", "hardware ID of the devices (required)")
+	enroll.Flags().StringVar(&eReq.Name, "name", "", "token name (default enroll-HW)")
+	enroll.Flags().StringSliceVar(&eAttrs, "attr", nil, "attribute KEY=VALUE or tag:NAME every enrolled device gets")
+	enroll.Flags().StringVar(&eExpires, "expires", "", "lifetime (default 24h)")
+	_ = enroll.MarkFlagRequired("hardware")
+
+	cmd.AddCommand(register, list, show, assign, enroll)
+	return cmd
+}
+
+func deviceAttrs(d rollout.Device) string {
+	s := details(d.Attrs)
+	for _, t := range d.Tags {
+		s += " tag:" + t
+	}
+	return strings.TrimPrefix(s, "- ")
+}
+
+func (a *app) cohortCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "cohort", Short: "Named device selectors"}
+	var selector string
+	create := &cobra.Command{
+		Use:   "create NAME --selector 'hardware=pump-b,site in (north,south),tag:icu'",
+		Short: "Save a cohort",
+		Args:  exactArgs(1, "a cohort name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var co rollout.Cohort
+			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/cohorts", server.CohortRequest{Name: args[0], Selector: selector}, &co); err != nil {
+				return err
+			}
+			return a.print(co, func(w io.Writer) { printCohorts(w, []rollout.Cohort{co}) })
+		},
+	}
+	create.Flags().StringVar(&selector, "selector", "", "device selector (required)")
+	_ = create.MarkFlagRequired("selector")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List cohorts with their matching device counts",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var cos []rollout.Cohort
+			if err := c.getJSON(cmd.Context(), "/api/v1/cohorts", &cos); err != nil {
+				return err
+			}
+			return a.print(cos, func(w io.Writer) { printCohorts(w, cos) })
+		},
+	}
+	show := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a cohort and how many devices match it",
+		Args:  exactArgs(1, "a cohort name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var co rollout.Cohort
+			if err := c.getJSON(cmd.Context(), "/api/v1/cohorts/"+url.PathEscape(args[0]), &co); err != nil {
+				return err
+			}
+			return a.print(co, func(w io.Writer) { printCohorts(w, []rollout.Cohort{co}) })
+		},
+	}
+	cmd.AddCommand(create, list, show)
+	return cmd
+}
+
+func printCohorts(w io.Writer, cos []rollout.Cohort) {
+	row(w, "NAME", "SELECTOR", "DEVICES", "CREATED BY")
+	for _, c := range cos {
+		row(w, c.Name, c.Selector, c.Devices, c.CreatedBy)
+	}
+}

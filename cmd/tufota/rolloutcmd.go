@@ -1,0 +1,295 @@
+package main
+
+import (
+	"encoding/csv"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/rollout"
+	"github.com/tufota/tufota/server"
+)
+
+func (a *app) rolloutCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "rollout", Short: "Take a release to a cohort in canary waves"}
+	cmd.AddCommand(a.rolloutCreateCommand(), a.rolloutListCommand(), a.rolloutStatusCommand(), a.rolloutHistoryCommand())
+	for _, action := range []struct{ name, short string }{
+		{"start", "Start a draft rollout (or schedule it, with --start-at)"},
+		{"pause", "Pause a running rollout"},
+		{"resume", "Resume a paused rollout"},
+		{"approve", "Approve the next wave (by someone other than the creator)"},
+		{"abort", "Abort a rollout: no device is offered the release any more"},
+		{"rollback", "Assign the previous release to the devices that took this one"},
+	} {
+		cmd.AddCommand(a.rolloutActionCommand(action.name, action.short))
+	}
+	return cmd
+}
+
+func (a *app) rolloutCreateCommand() *cobra.Command {
+	var spec rollout.Spec
+	var maxFailures int
+	cmd := &cobra.Command{
+		Use:   "create --release NAME@VERSION --cohort NAME|SELECTOR --waves 1%,10%,50%,100% [flags]",
+		Short: "Create a draft rollout",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("max-failures") {
+				spec.MaxFailures = &maxFailures
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var r rollout.Rollout
+			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/rollouts", spec, &r); err != nil {
+				return err
+			}
+			return a.print(r, func(w io.Writer) {
+				fmt.Fprintf(w, "Created rollout %s: %s to %s in waves %s (state %s)\n", r.ID, r.Release, r.Selector, spec.Waves, r.State)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&spec.Release, "release", "", "NAME@VERSION of a published release (required)")
+	f.StringVar(&spec.Cohort, "cohort", "", "saved cohort name or a selector (required)")
+	f.StringVar(&spec.Waves, "waves", "", "wave plan: percentages (1%,10%,100%) or counts (5,50,all) (required)")
+	f.StringVar(&spec.Soak, "soak", "", "time each wave runs before the next, e.g. 30m")
+	f.IntVar(&spec.MinReports, "min-reports", 0, "reports a wave needs before it may end (default 1)")
+	f.StringVar(&spec.MaxFailureRate, "max-failure-rate", "", "pause when a wave's failure rate exceeds this, e.g. 5%")
+	f.IntVar(&maxFailures, "max-failures", 0, "pause after this many failures")
+	f.StringVar(&spec.DeviceTimeout, "device-timeout", "", "a device silent this long after accepting counts as failed (default 2h)")
+	f.IntVar(&spec.ApprovalRequiredAfterWave, "approval-required-after-wave", 0, "hold after this wave until approved by another user")
+	f.StringVar(&spec.Window, "window", "", "maintenance window, e.g. 'Mon-Fri 01:00-05:00 Europe/Berlin'")
+	f.StringVar(&spec.StartAt, "start-at", "", "start no earlier than this RFC 3339 time")
+	f.StringVar(&spec.OnBreach, "on-breach", "", "pause (default) or abort when a health gate fails")
+	for _, n := range []string{"release", "cohort", "waves"} {
+		_ = cmd.MarkFlagRequired(n)
+	}
+	return cmd
+}
+
+func (a *app) rolloutActionCommand(action, short string) *cobra.Command {
+	var req server.ActionRequest
+	cmd := &cobra.Command{
+		Use:   action + " ID [--reason TEXT]",
+		Short: short,
+		Args:  exactArgs(1, "a rollout ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var st rollout.Status
+			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/rollouts/"+url.PathEscape(args[0])+"/"+action, req, &st); err != nil {
+				return err
+			}
+			return a.print(st, func(w io.Writer) { printStatus(w, st) })
+		},
+	}
+	cmd.Flags().StringVar(&req.Reason, "reason", "", "why (recorded in the history and the audit log)")
+	if action == "rollback" {
+		cmd.Flags().StringVar(&req.To, "to", "", "NAME@VERSION to roll back to (default: each device's previous release)")
+	}
+	return cmd
+}
+
+func (a *app) rolloutListCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List rollouts",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var rs []rollout.Rollout
+			if err := c.getJSON(cmd.Context(), "/api/v1/rollouts", &rs); err != nil {
+				return err
+			}
+			return a.print(rs, func(w io.Writer) {
+				row(w, "ID", "RELEASE", "COHORT", "STATE", "CREATED BY")
+				for _, r := range rs {
+					row(w, r.ID, r.Release, r.Selector, r.State, r.CreatedBy)
+				}
+			})
+		},
+	}
+}
+
+func (a *app) rolloutStatusCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status ID",
+		Short: "Show a rollout's state, waves and health",
+		Args:  exactArgs(1, "a rollout ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var st rollout.Status
+			if err := c.getJSON(cmd.Context(), "/api/v1/rollouts/"+url.PathEscape(args[0]), &st); err != nil {
+				return err
+			}
+			return a.print(st, func(w io.Writer) { printStatus(w, st) })
+		},
+	}
+}
+
+func printStatus(w io.Writer, st rollout.Status) {
+	row(w, "Rollout:", st.ID)
+	row(w, "Release:", st.Release)
+	row(w, "Cohort:", st.Selector)
+	row(w, "State:", st.State)
+	row(w, "Next:", dash(st.Next))
+	fmt.Fprintln(w)
+	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT", "IN PROGRESS")
+	for _, wv := range st.Waves {
+		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent, wv.InProgress)
+	}
+}
+
+func (a *app) rolloutHistoryCommand() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "history ID [-o json] [--format csv]",
+		Short: "Print a rollout's timeline, per-device outcomes and time to 50/90/100%",
+		Args:  exactArgs(1, "a rollout ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "" && format != "csv" {
+				return tufota.Errorf(tufota.EInvalid, "rollout history: --format %q: want csv (or -o json)", format)
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var h rollout.History
+			if err := c.getJSON(cmd.Context(), "/api/v1/rollouts/"+url.PathEscape(args[0])+"/history", &h); err != nil {
+				return err
+			}
+			if format == "csv" {
+				return writeHistoryCSV(a.stdout, h)
+			}
+			return a.print(h, func(w io.Writer) { printHistory(w, h) })
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "", "csv: the timeline and device outcomes as CSV")
+	return cmd
+}
+
+func printHistory(w io.Writer, h rollout.History) {
+	r := h.Rollout
+	fmt.Fprintf(w, "Rollout %s: %s to %s, state %s\n\n", r.ID, r.Release, r.Selector, r.State)
+	row(w, "TIME", "ACTOR", "EVENT", "REASON")
+	for _, e := range h.Events {
+		row(w, e.Time.UTC().Format(time.RFC3339), e.Actor, e.Kind, dash(e.Reason))
+	}
+	fmt.Fprintln(w)
+	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT")
+	for _, wv := range h.Waves {
+		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent)
+	}
+	fmt.Fprintln(w)
+	since := "-"
+	if h.Since != nil {
+		since = h.SinceWhat
+	}
+	row(w, "MILESTONE", "DEVICES", "REACHED", "SINCE "+since)
+	for _, m := range h.Milestones {
+		reached, elapsed := "-", "-"
+		if m.ReachedAt != nil {
+			reached = m.ReachedAt.UTC().Format(time.RFC3339)
+			if h.Since != nil {
+				elapsed = m.ReachedAt.Sub(*h.Since).Round(time.Millisecond).String()
+			}
+		}
+		row(w, strconv.Itoa(m.Percent)+"%", m.Devices, reached, elapsed)
+	}
+	fmt.Fprintln(w)
+	row(w, "DEVICE", "WAVE", "STATE", "ERROR", "PREVIOUS", "OFFERED", "INSTALLED")
+	for _, d := range h.Devices {
+		st := string(d.State)
+		if d.Silent {
+			st += " (silent)"
+		}
+		row(w, d.DeviceID, d.Wave, st, dash(d.ErrorCode), dash(d.PreviousVersion), d.OfferedAt.UTC().Format(time.RFC3339), fmtTime(d.InstalledAt))
+	}
+}
+
+func writeHistoryCSV(out io.Writer, h rollout.History) error {
+	w := csv.NewWriter(out)
+	_ = w.Write([]string{"record", "time", "actor", "kind", "reason", "device", "wave", "state", "error_code", "previous_version", "installed_at"})
+	for _, e := range h.Events {
+		_ = w.Write([]string{"event", e.Time.UTC().Format(time.RFC3339Nano), csvSafe(e.Actor), e.Kind, csvSafe(e.Reason), "", "", "", "", "", ""})
+	}
+	for _, d := range h.Devices {
+		inst := ""
+		if d.InstalledAt != nil {
+			inst = d.InstalledAt.UTC().Format(time.RFC3339Nano)
+		}
+		_ = w.Write([]string{"device", d.OfferedAt.UTC().Format(time.RFC3339Nano), "", "", "", d.DeviceID, strconv.Itoa(d.Wave), string(d.State), d.ErrorCode, d.PreviousVersion, inst})
+	}
+	w.Flush()
+	return w.Error()
+}
+
+// csvSafe defuses spreadsheet formulas in free text.
+func csvSafe(s string) string {
+	if s != "" && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@') {
+		return "'" + s
+	}
+	return s
+}
+
+func (a *app) fleetCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "fleet", Short: "Fleet-wide reports"}
+	var format string
+	report := &cobra.Command{
+		Use:   "report [-o json] [--format csv]",
+		Short: "Every device's version, how far behind it is, last update, last seen, failed updates",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var rows []server.FleetRow
+			if err := c.getJSON(cmd.Context(), "/api/v1/fleet/report", &rows); err != nil {
+				return err
+			}
+			if format == "csv" {
+				w := csv.NewWriter(a.stdout)
+				_ = w.Write([]string{"device_id", "hardware", "version", "newest", "behind", "days_since_last_update", "last_seen", "failed_updates"})
+				for _, r := range rows {
+					days := ""
+					if r.DaysSinceLastUpdate != nil {
+						days = strconv.Itoa(*r.DaysSinceLastUpdate)
+					}
+					_ = w.Write([]string{r.DeviceID, r.Hardware, r.Version, r.Newest, strconv.Itoa(r.Behind), days, fmtTime(r.LastSeen), strconv.Itoa(r.FailedUpdates)})
+				}
+				w.Flush()
+				return w.Error()
+			}
+			return a.print(rows, func(w io.Writer) {
+				row(w, "DEVICE", "HARDWARE", "VERSION", "NEWEST", "BEHIND", "DAYS SINCE UPDATE", "LAST SEEN", "FAILED")
+				for _, r := range rows {
+					days := "-"
+					if r.DaysSinceLastUpdate != nil {
+						days = strconv.Itoa(*r.DaysSinceLastUpdate)
+					}
+					row(w, r.DeviceID, r.Hardware, dash(r.Version), dash(r.Newest), r.Behind, days, fmtTime(r.LastSeen), r.FailedUpdates)
+				}
+			})
+		},
+	}
+	report.Flags().StringVar(&format, "format", "", "csv for a spreadsheet")
+	cmd.AddCommand(report)
+	return cmd
+}

@@ -1,0 +1,76 @@
+package server
+
+import (
+	"math"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/signer"
+)
+
+// FleetRow is one line of the fleet report: the "outdated firmware" list a
+// risk assessment needs.
+type FleetRow struct {
+	DeviceID string `json:"device_id"`
+	Hardware string `json:"hardware"`
+	Version  string `json:"version"`
+	// Newest is the newest published release for the device's hardware.
+	Newest string `json:"newest,omitempty"`
+	// Behind counts published releases for the hardware above Version.
+	Behind              int        `json:"behind"`
+	LastUpdate          *time.Time `json:"last_update,omitempty"`
+	DaysSinceLastUpdate *int       `json:"days_since_last_update,omitempty"`
+	LastSeen            *time.Time `json:"last_seen,omitempty"`
+	FailedUpdates       int        `json:"failed_updates"`
+}
+
+func (s *Server) fleetReport(c echo.Context) error {
+	ctx := c.Request().Context()
+	fleet, err := s.cfg.Rollouts.Fleet(ctx)
+	if err != nil {
+		return err
+	}
+	rels, err := s.cfg.Releases.List(ctx)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	out := make([]FleetRow, 0, len(fleet))
+	for _, d := range fleet {
+		row := FleetRow{DeviceID: d.DeviceID, Hardware: d.Hardware, Version: d.Version, LastSeen: d.LastSeen, LastUpdate: d.LastUpdate, FailedUpdates: d.FailedUpdates}
+		var newest *signer.Release
+		for i := range rels {
+			r := &rels[i]
+			if r.State != signer.StatePublished || !(tufota.TargetCustom{Hardware: r.Hardware}).SupportsHardware(d.Hardware) {
+				continue
+			}
+			if newest == nil || cmpVersions(r.Version, newest.Version) > 0 {
+				newest = r
+			}
+			if d.Version == "" || cmpVersions(r.Version, d.Version) > 0 {
+				row.Behind++
+			}
+		}
+		if newest != nil {
+			row.Newest = newest.Name + "@" + newest.Version
+		}
+		if d.LastUpdate != nil {
+			days := int(math.Floor(now.Sub(*d.LastUpdate).Hours() / 24))
+			row.DaysSinceLastUpdate = &days
+		}
+		out = append(out, row)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// cmpVersions compares two stored (valid) versions; invalid ones sort low.
+func cmpVersions(a, b string) int {
+	c, err := tufota.CompareVersions(a, b)
+	if err != nil {
+		return -1
+	}
+	return c
+}

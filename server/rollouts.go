@@ -1,0 +1,323 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/rollout"
+	"github.com/tufota/tufota/signer"
+)
+
+// ReleaseLookup lets the rollout service find releases in rels.
+func ReleaseLookup(rels *signer.Releases) rollout.ReleaseLookup {
+	return rollout.ReleaseFunc(func(ctx context.Context, name, version string) (rollout.ReleaseRef, error) {
+		r, err := rels.Get(ctx, name, version)
+		if err != nil {
+			return rollout.ReleaseRef{}, err
+		}
+		ref := rollout.ReleaseRef{Name: r.Name, Version: r.Version, TargetPath: r.TargetPath, Hardware: r.Hardware, AllowDowngradeFrom: r.AllowDowngradeFrom}
+		if r.State == signer.StatePublished && r.PublishedAt != nil {
+			ref.PublishedAt = *r.PublishedAt
+		}
+		return ref, nil
+	})
+}
+
+// RegisterDeviceRequest is the body of POST /api/v1/devices.
+type RegisterDeviceRequest struct {
+	rollout.Device
+	// TokenExpires is the device token's lifetime ("8760h"); default 1 year.
+	TokenExpires string `json:"token_expires,omitempty"`
+}
+
+// DeviceTokenResponse carries a device's token, shown once.
+type DeviceTokenResponse struct {
+	Device rollout.Device `json:"device"`
+	Token  string         `json:"token"`
+}
+
+const defaultDeviceTokenTTL = 365 * 24 * time.Hour
+
+func (s *Server) registerDevice(c echo.Context) error {
+	var req RegisterDeviceRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	ttl := defaultDeviceTokenTTL
+	if req.TokenExpires != "" {
+		d, err := time.ParseDuration(req.TokenExpires)
+		if err != nil || d <= 0 {
+			return tufota.Errorf(tufota.EInvalid, "token_expires %q: want a positive duration such as 8760h", req.TokenExpires)
+		}
+		ttl = d
+	}
+	auditObject(c, "device/"+req.ID, map[string]string{"hardware": req.Hardware})
+	return s.enrollDevice(c, req.Device, ttl, principal(c).Name)
+}
+
+// enrollDevice registers d and issues its token.
+func (s *Server) enrollDevice(c echo.Context, d rollout.Device, ttl time.Duration, actor string) error {
+	ctx := c.Request().Context()
+	if err := s.cfg.Rollouts.RegisterDevice(ctx, d, actor); err != nil {
+		return err
+	}
+	secret, _, err := s.cfg.Tokens.Create(ctx, nil, access.NewToken{Name: d.ID, Role: access.RoleDevice, DeviceID: d.ID, TTL: ttl}, actor)
+	if err != nil {
+		return err
+	}
+	dev, err := s.cfg.Rollouts.Device(ctx, d.ID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, DeviceTokenResponse{Device: dev, Token: secret})
+}
+
+// EnrollScope is what an enrollment token enrolls devices with.
+type EnrollScope struct {
+	Hardware string            `json:"hardware"`
+	Attrs    map[string]string `json:"attrs,omitempty"`
+	Tags     []string          `json:"tags,omitempty"`
+}
+
+// EnrollTokenRequest is the body of POST /api/v1/enroll-tokens.
+type EnrollTokenRequest struct {
+	EnrollScope
+	Name    string `json:"name,omitempty"`
+	Expires string `json:"expires,omitempty"` // default 24h
+}
+
+// EnrollTokenResponse carries the enrollment token, shown once.
+type EnrollTokenResponse struct {
+	EnrollToken string       `json:"enroll_token"`
+	Detail      access.Token `json:"detail"`
+}
+
+func (s *Server) createEnrollToken(c echo.Context) error {
+	var req EnrollTokenRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	// Validate the scope as a device would be validated.
+	probe := rollout.Device{ID: "probe", Hardware: req.Hardware, Attrs: req.Attrs, Tags: req.Tags}
+	if err := probe.Validate(); err != nil {
+		return err
+	}
+	ttl := 24 * time.Hour
+	if req.Expires != "" {
+		d, err := time.ParseDuration(req.Expires)
+		if err != nil || d <= 0 {
+			return tufota.Errorf(tufota.EInvalid, "expires %q: want a positive duration such as 24h", req.Expires)
+		}
+		ttl = d
+	}
+	if req.Name == "" {
+		req.Name = "enroll-" + req.Hardware
+	}
+	scope, _ := json.Marshal(req.EnrollScope)
+	secret, tok, err := s.cfg.Tokens.Create(c.Request().Context(), nil, access.NewToken{Name: req.Name, Role: access.RoleEnroll, TTL: ttl, Scope: string(scope)}, principal(c).Name)
+	if err != nil {
+		return err
+	}
+	auditObject(c, "token/"+tok.ID, map[string]string{"role": "enroll", "hardware": req.Hardware})
+	return c.JSON(http.StatusCreated, EnrollTokenResponse{EnrollToken: secret, Detail: tok})
+}
+
+// EnrollRequest is a device enrolling itself with an enrollment token.
+type EnrollRequest struct {
+	DeviceID string `json:"device_id"`
+	Version  string `json:"version,omitempty"`
+}
+
+func (s *Server) enroll(c echo.Context) error {
+	var req EnrollRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	var scope EnrollScope
+	if err := json.Unmarshal([]byte(principal(c).Scope), &scope); err != nil {
+		return tufota.Errorf(tufota.EForbidden, "enrollment token has no valid scope")
+	}
+	ctx := c.Request().Context()
+	if _, err := s.cfg.Rollouts.Device(ctx, req.DeviceID); err == nil {
+		return tufota.Errorf(tufota.EConflict, "device %s is already registered; an enrollment token cannot re-enroll it", req.DeviceID)
+	}
+	auditObject(c, "device/"+req.DeviceID, map[string]string{"hardware": scope.Hardware, "enrolled_with": principal(c).TokenID})
+	d := rollout.Device{ID: req.DeviceID, Hardware: scope.Hardware, Version: req.Version, Attrs: scope.Attrs, Tags: scope.Tags}
+	return s.enrollDevice(c, d, defaultDeviceTokenTTL, principal(c).Name)
+}
+
+func (s *Server) listDevices(c echo.Context) error {
+	devs, err := s.cfg.Rollouts.Devices(c.Request().Context(), rollout.DeviceFilter{})
+	if err != nil {
+		return err
+	}
+	if devs == nil {
+		devs = []rollout.Device{}
+	}
+	return c.JSON(http.StatusOK, devs)
+}
+
+func (s *Server) getDevice(c echo.Context) error {
+	d, err := s.cfg.Rollouts.Device(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, d)
+}
+
+// AssignRequest assigns one release to one device.
+type AssignRequest struct {
+	Release string `json:"release"` // NAME@VERSION
+	Reason  string `json:"reason,omitempty"`
+}
+
+func (s *Server) assignDevice(c echo.Context) error {
+	var req AssignRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	name, version, err := splitRef(req.Release)
+	if err != nil {
+		return err
+	}
+	auditObject(c, "device/"+c.Param("id"), map[string]string{"release": req.Release, "reason": req.Reason})
+	if err := s.cfg.Rollouts.AssignDevice(c.Request().Context(), c.Param("id"), name, version, principal(c).Name); err != nil {
+		return err
+	}
+	return s.getDevice(c)
+}
+
+// CohortRequest is the body of POST /api/v1/cohorts.
+type CohortRequest struct {
+	Name     string `json:"name"`
+	Selector string `json:"selector"`
+}
+
+func (s *Server) createCohort(c echo.Context) error {
+	var req CohortRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	auditObject(c, "cohort/"+req.Name, map[string]string{"selector": req.Selector})
+	co, err := s.cfg.Rollouts.CreateCohort(c.Request().Context(), req.Name, req.Selector, principal(c).Name)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, co)
+}
+
+func (s *Server) listCohorts(c echo.Context) error {
+	cos, err := s.cfg.Rollouts.Cohorts(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	if cos == nil {
+		cos = []rollout.Cohort{}
+	}
+	return c.JSON(http.StatusOK, cos)
+}
+
+func (s *Server) getCohort(c echo.Context) error {
+	co, err := s.cfg.Rollouts.Cohort(c.Request().Context(), c.Param("name"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, co)
+}
+
+func (s *Server) createRollout(c echo.Context) error {
+	var spec rollout.Spec
+	if err := decodeJSON(c, &spec); err != nil {
+		return err
+	}
+	auditObject(c, "rollout/new", map[string]string{"release": spec.Release, "cohort": spec.Cohort, "waves": spec.Waves})
+	r, err := s.cfg.Rollouts.CreateRollout(c.Request().Context(), spec, principal(c).Name)
+	if err != nil {
+		return err
+	}
+	auditObject(c, "rollout/"+r.ID, map[string]string{"release": spec.Release, "cohort": spec.Cohort, "waves": spec.Waves})
+	return c.JSON(http.StatusCreated, r)
+}
+
+func (s *Server) listRollouts(c echo.Context) error {
+	rs, err := s.cfg.Rollouts.Rollouts(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	if rs == nil {
+		rs = []rollout.Rollout{}
+	}
+	return c.JSON(http.StatusOK, rs)
+}
+
+func (s *Server) rolloutStatus(c echo.Context) error {
+	st, err := s.cfg.Rollouts.Status(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, st)
+}
+
+func (s *Server) rolloutHistory(c echo.Context) error {
+	h, err := s.cfg.Rollouts.History(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, h)
+}
+
+// ActionRequest is the body of a rollout action: why.
+type ActionRequest struct {
+	Reason string `json:"reason,omitempty"`
+	// To is, for rollback, NAME@VERSION to roll back to (default: each
+	// device's previous release).
+	To string `json:"to,omitempty"`
+}
+
+// rolloutAction runs start, pause, resume, approve, abort or rollback.
+func (s *Server) rolloutAction(c echo.Context) error {
+	var req ActionRequest
+	if c.Request().ContentLength != 0 {
+		if err := decodeJSON(c, &req); err != nil {
+			return err
+		}
+	}
+	id, action, actor := c.Param("id"), c.Param("action"), principal(c).Name
+	auditObject(c, "rollout/"+id, map[string]string{"action": action, "reason": req.Reason, "to": req.To})
+	ctx := c.Request().Context()
+	var err error
+	switch action {
+	case "start":
+		err = s.cfg.Rollouts.Start(ctx, id, actor, req.Reason)
+	case "pause":
+		err = s.cfg.Rollouts.Pause(ctx, id, actor, req.Reason)
+	case "resume":
+		err = s.cfg.Rollouts.Resume(ctx, id, actor, req.Reason)
+	case "approve":
+		err = s.cfg.Rollouts.Approve(ctx, id, actor, req.Reason)
+	case "abort":
+		err = s.cfg.Rollouts.Abort(ctx, id, actor, req.Reason)
+	case "rollback":
+		if req.To != "" {
+			err = s.cfg.Rollouts.RollbackTo(ctx, id, req.To, actor, req.Reason)
+		} else {
+			err = s.cfg.Rollouts.Rollback(ctx, id, actor, req.Reason)
+		}
+	default:
+		return tufota.Errorf(tufota.ENotFound, "unknown rollout action %q: want start, pause, resume, approve, abort or rollback", action)
+	}
+	if err != nil {
+		return err
+	}
+	return s.rolloutStatus(c)
+}
+
+// rolloutActions are the actions of POST /api/v1/rollouts/:id/:action.
+var rolloutActions = strings.Fields("start pause resume approve abort rollback")
