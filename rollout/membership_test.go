@@ -16,7 +16,7 @@ func TestBucket(t *testing.T) {
 	if got := Bucket("r-1", "pump-0001"); got != want {
 		t.Fatalf("Bucket = %d, want %d", got, want)
 	}
-	if Bucket("r-1", "pump-0001") != Bucket("r-1", "pump-0001") {
+	if again := Bucket("r-1", "pump-0001"); again != want {
 		t.Fatal("Bucket is not deterministic")
 	}
 	// The separator keeps ("ab","c") and ("a","bc") apart.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -318,6 +317,3 @@ func (s *Server) rolloutAction(c echo.Context) error {
 	}
 	return s.rolloutStatus(c)
 }
-
-// rolloutActions are the actions of POST /api/v1/rollouts/:id/:action.
-var rolloutActions = strings.Fields("start pause resume approve abort rollback")

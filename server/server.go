@@ -182,7 +182,7 @@ func (s *Server) RefreshOnce(ctx context.Context) {
 	if len(roles) > 0 {
 		s.log.Info("re-signed online roles before expiry", slog.Any("roles", roles))
 		s.record(ctx, audit.Entry{Actor: "system", Role: "system", Action: "tuf.refresh", Object: "metadata/timestamp.json",
-			Outcome: audit.OutcomeOK, Details: map[string]string{"roles": strings.Join(roles, ","), "keys": "snapshot,timestamp"}})
+			Outcome: audit.OutcomeOK, Details: map[string]string{"roles": strings.Join(roles, ",")}})
 	}
 }
 

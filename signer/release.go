@@ -153,6 +153,15 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	}
 	v, err := r.repo.Publish(ctx, r.signers, Target{Path: rel.TargetPath, Staged: staged, Custom: custom})
 	if err != nil {
+		// A failed Publish may still have made the release visible (the
+		// final timestamp write landed but reported an error). Then keep
+		// the row pending: Reconcile records it as published.
+		if t, terr := r.repo.Targets(context.WithoutCancel(ctx)); terr == nil {
+			if _, live := t.Signed.Targets[rel.TargetPath]; live {
+				published = true
+				return Release{}, fmt.Errorf("push %s: publish reported an error but the release is live; it stays pending until reconciled: %w", ref, err)
+			}
+		}
 		if _, derr := r.db.Exec(context.WithoutCancel(ctx), `DELETE FROM releases WHERE name = ? AND version = ? AND state = ?`, rel.Name, rel.Version, StatePending); derr != nil {
 			err = errors.Join(err, fmt.Errorf("remove unpublished release row: %w", derr))
 		}

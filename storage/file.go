@@ -57,7 +57,7 @@ func NewFile(dir string) (*File, error) {
 	if dir == "" {
 		return nil, tufota.Errorf(tufota.EInvalid, "file blob store: directory is empty")
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("file blob store: %w", err)
 	}
 	root, err := os.OpenRoot(dir)

@@ -83,7 +83,7 @@ func (d *DB) withAdvisoryLock(ctx context.Context, name string, fn func(ctx cont
 func lockKey(name string) int64 {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte("tufota-lock:" + name))
-	return int64(h.Sum64())
+	return int64(h.Sum64()) // #nosec G115 -- wrapping to a signed lock key is intended
 }
 
 // TryLease tries to take or renew the lease name for holder for ttl: it

@@ -230,7 +230,7 @@ func writeSampleImage(path string, size int) error {
 	}
 	r := mrand.NewChaCha8([32]byte{'t', 'u', 'f', 'o', 't', 'a'})
 	if _, err := io.CopyN(f, r, int64(size)); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	return f.Close()

@@ -110,7 +110,7 @@ func (a *app) pushRelease(ctx context.Context, path string, req signer.PushReque
 		pw.CloseWithError(err)
 	}()
 	err = c.do(ctx, http.MethodPost, "/api/v1/releases", pr, mw.FormDataContentType(), &rel)
-	pr.CloseWithError(io.ErrClosedPipe)
+	_ = pr.CloseWithError(io.ErrClosedPipe)
 	if p, ok := body.(*progress); ok {
 		p.done()
 	}

@@ -104,17 +104,17 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger) (*deps
 	}
 	auditKey, err := signer.Open(ctx, resolve(dir, cfg.Keys.Audit), opt)
 	if err != nil {
-		db.Close()
+		_ = db.Close()
 		return nil, fmt.Errorf("open audit key: %w", err)
 	}
 	cs, ok := auditKey.(crypto.Signer)
 	if !ok {
-		db.Close()
+		_ = db.Close()
 		return nil, fmt.Errorf("audit key %s cannot sign checkpoints", cfg.Keys.Audit)
 	}
 	alog, err := openAudit(ctx, db, cfg.AuditOrigin, cs, log)
 	if err != nil {
-		db.Close()
+		_ = db.Close()
 		return nil, err
 	}
 	repo := signer.NewRepository(blobs, signer.WithLogger(log))

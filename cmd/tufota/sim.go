@@ -178,7 +178,7 @@ func newSimDevices(dir, prefix, hw, version string, n int, failRate, silentRate 
 		}
 		devs[i] = d
 	}
-	perm := mrand.New(mrand.NewPCG(seed, 0x7475666f7461)).Perm(n)
+	perm := mrand.New(mrand.NewPCG(seed, 0x7475666f7461)).Perm(n) // #nosec G404 -- a repeatable simulation choice, not a secret
 	nFail := int(math.Round(float64(n) * failRate))
 	nSilent := int(math.Round(float64(n) * silentRate))
 	for k, i := range perm {
