@@ -60,6 +60,12 @@ func (h *harness) mustCLI(args ...string) string {
 // startHarness inits a repository and serves it over TLS on a free port.
 func startHarness(t *testing.T) *harness {
 	t.Helper()
+	return startHarnessWith(t)
+}
+
+// startHarnessWith passes extra flags to tufota server.
+func startHarnessWith(t *testing.T, serverFlags ...string) *harness {
+	t.Helper()
 	pass := make([]byte, 16)
 	_, _ = rand.Read(pass)
 	h := &harness{t: t, dir: filepath.Join(t.TempDir(), "repo"), env: map[string]string{"TUFOTA_KEY_PASSPHRASE": hex.EncodeToString(pass)}}
@@ -80,7 +86,8 @@ func startHarness(t *testing.T) *harness {
 	done := make(chan error, 1)
 	go func() {
 		var out, errOut bytes.Buffer
-		done <- run(ctx, []string{"server", "--dir", h.dir, "--addr", "127.0.0.1:0", "--tls-self-signed", "--url-file", urlFile, "--log-level", "warn"}, h.env, strings.NewReader(""), &out, &errOut)
+		args := append([]string{"server", "--dir", h.dir, "--addr", "127.0.0.1:0", "--tls-self-signed", "--url-file", urlFile, "--log-level", "warn"}, serverFlags...)
+		done <- run(ctx, args, h.env, strings.NewReader(""), &out, &errOut)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tufota/tufota/rollout"
+	"github.com/tufota/tufota/server"
+)
+
+// rolloutFleet enrolls n simulated devices (failRate of them fail their
+// install) and returns them with a fleet that polls the harness server.
+func rolloutFleet(t *testing.T, h *harness, n int, failRate float64) (*simFleet, []*simDevice) {
+	t.Helper()
+	var enroll server.EnrollTokenResponse
+	if err := json.Unmarshal([]byte(h.mustCLI("device", "enroll-token", "--hardware", "pump-a", "--attr", "tag:icu", "-o", "json")), &enroll); err != nil {
+		t.Fatal(err)
+	}
+	devs, err := newSimDevices(t.TempDir(), "pump", "pump-a", "1.0.0", n, failRate, 0, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := enrollAll(ctx, &apiClient{base: h.url, token: enroll.EnrollToken, http: h.hc}, devs); err != nil {
+		t.Fatal(err)
+	}
+	return &simFleet{serverURL: h.url, root: h.root, http: h.hc, log: slog.New(slog.DiscardHandler)}, devs
+}
+
+func (h *harness) rolloutStatus(id string) rollout.Status {
+	h.t.Helper()
+	var st rollout.Status
+	if err := json.Unmarshal([]byte(h.mustCLI("rollout", "status", id, "-o", "json")), &st); err != nil {
+		h.t.Fatal(err)
+	}
+	return st
+}
+
+func (h *harness) createRollout(args ...string) string {
+	h.t.Helper()
+	var r rollout.Rollout
+	out := h.mustCLI(append([]string{"rollout", "create", "-o", "json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.ID == "" {
+		h.t.Fatalf("rollout create: %v in %q", err, out)
+	}
+	return r.ID
+}
+
+// runFleet polls until the rollout leaves running (or a minute passes).
+func runFleet(t *testing.T, h *harness, fleet *simFleet, devs []*simDevice, id string) rollout.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var st rollout.Status
+	fleet.runUntil(ctx, devs, 50*time.Millisecond, func(context.Context) bool {
+		st = h.rolloutStatus(id)
+		return st.State != rollout.Running
+	})
+	return st
+}
+
+// TestRolloutEndToEnd takes a release to 200 simulated devices (the real
+// client against the real server) in waves of 5%, 25% and 100%.
+func TestRolloutEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SKIPPING 200-device rollout end-to-end test: -short")
+	}
+	h := startHarnessWith(t, "--controller-interval", "100ms")
+	fw, _ := h.writeFirmware("pump.bin", 4096)
+	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.1.0", "--hardware", "pump-a")
+
+	t.Run("all healthy completes", func(t *testing.T) {
+		fleet, devs := rolloutFleet(t, h, 200, 0)
+		id := h.createRollout("--release", "pump-fw@1.1.0", "--cohort", "hardware=pump-a", "--waves", "5%,25%,100%", "--max-failure-rate", "5%")
+		h.mustCLI("rollout", "start", id, "--reason", "e2e")
+		st := runFleet(t, h, fleet, devs, id)
+		if st.State != rollout.Completed {
+			t.Fatalf("rollout state = %s (%s), want completed", st.State, st.Next)
+		}
+		for _, d := range devs {
+			if d.Version != "1.1.0" {
+				t.Fatalf("device %s runs %s, want 1.1.0", d.ID, d.Version)
+			}
+		}
+		var hist rollout.History
+		if err := json.Unmarshal([]byte(h.mustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
+			t.Fatal(err)
+		}
+		waves := 0
+		for _, e := range hist.Events {
+			if e.Kind == rollout.EventStarted || e.Kind == rollout.EventWaveStarted {
+				waves++
+			}
+		}
+		if waves != 3 || len(hist.Waves) != 3 {
+			t.Fatalf("history shows %d wave starts and %d waves, want 3 and 3", waves, len(hist.Waves))
+		}
+		if sizes := []int{hist.Waves[0].Size, hist.Waves[1].Size, hist.Waves[2].Size}; sizes[0] != 10 || sizes[1] != 50 || sizes[2] != 200 {
+			t.Fatalf("wave sizes = %v, want [10 50 200]", sizes)
+		}
+	})
+
+	t.Run("half failing pauses in wave 1", func(t *testing.T) {
+		fw2, _ := h.writeFirmware("pump.bin", 4096)
+		h.mustCLI("release", "push", fw2, "--name", "pump-fw", "--version", "1.2.0", "--hardware", "pump-b")
+		var enroll server.EnrollTokenResponse
+		if err := json.Unmarshal([]byte(h.mustCLI("device", "enroll-token", "--hardware", "pump-b", "-o", "json")), &enroll); err != nil {
+			t.Fatal(err)
+		}
+		devs, err := newSimDevices(t.TempDir(), "bpump", "pump-b", "1.0.0", 200, 0.5, 0, 11)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := enrollAll(context.Background(), &apiClient{base: h.url, token: enroll.EnrollToken, http: h.hc}, devs); err != nil {
+			t.Fatal(err)
+		}
+		fleet := &simFleet{serverURL: h.url, root: h.root, http: h.hc, log: slog.New(slog.DiscardHandler)}
+		id := h.createRollout("--release", "pump-fw@1.2.0", "--cohort", "hardware=pump-b", "--waves", "5%,25%,100%", "--min-reports", "10", "--max-failure-rate", "5%")
+		h.mustCLI("rollout", "start", id)
+		st := runFleet(t, h, fleet, devs, id)
+		if st.State != rollout.Paused {
+			t.Fatalf("rollout state = %s, want paused", st.State)
+		}
+		var hist rollout.History
+		if err := json.Unmarshal([]byte(h.mustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
+			t.Fatal(err)
+		}
+		last := hist.Events[len(hist.Events)-1]
+		if last.Kind != rollout.EventPaused || !strings.Contains(last.Reason, "wave 1") || !strings.Contains(last.Reason, "5.0%") {
+			t.Fatalf("last event = %s %q, want a pause naming wave 1, the rate and the 5.0%% threshold", last.Kind, last.Reason)
+		}
+		if st.Waves[1].Offered != 0 || st.Waves[2].Offered != 0 {
+			t.Fatalf("devices outside wave 1 were offered the release: %+v", st.Waves)
+		}
+		offered := 0
+		for _, d := range hist.Devices {
+			if d.Wave != 1 {
+				t.Fatalf("device %s in wave %d was offered the release", d.DeviceID, d.Wave)
+			}
+			offered++
+		}
+		if offered != st.Waves[0].Size {
+			t.Fatalf("%d devices offered, wave 1 has %d", offered, st.Waves[0].Size)
+		}
+	})
+}
+
+// enrollFleet pushes a release for hw and enrolls n devices on 1.0.0.
+func enrollFleet(t *testing.T, h *harness, hw string, n int, failRate, silentRate float64) (*simFleet, []*simDevice) {
+	t.Helper()
+	var enroll server.EnrollTokenResponse
+	if err := json.Unmarshal([]byte(h.mustCLI("device", "enroll-token", "--hardware", hw, "-o", "json")), &enroll); err != nil {
+		t.Fatal(err)
+	}
+	devs, err := newSimDevices(t.TempDir(), hw, hw, "1.0.0", n, failRate, silentRate, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := enrollAll(context.Background(), &apiClient{base: h.url, token: enroll.EnrollToken, http: h.hc}, devs); err != nil {
+		t.Fatal(err)
+	}
+	return &simFleet{serverURL: h.url, root: h.root, http: h.hc, log: slog.New(slog.DiscardHandler)}, devs
+}
+
+func TestRolloutGatesEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SKIPPING rollout gates end-to-end test: -short")
+	}
+	h := startHarnessWith(t, "--controller-interval", "100ms")
+
+	t.Run("silent devices past the device timeout count as failed", func(t *testing.T) {
+		fw, _ := h.writeFirmware("c.bin", 2048)
+		h.mustCLI("release", "push", fw, "--name", "c-fw", "--version", "1.1.0", "--hardware", "pump-c")
+		fleet, devs := enrollFleet(t, h, "pump-c", 20, 0, 1)
+		id := h.createRollout("--release", "c-fw@1.1.0", "--cohort", "hardware=pump-c", "--waves", "50%,100%", "--device-timeout", "1s", "--max-failure-rate", "10%")
+		h.mustCLI("rollout", "start", id)
+		st := runFleet(t, h, fleet, devs, id)
+		if st.State != rollout.Paused || st.Waves[0].Silent == 0 {
+			t.Fatalf("rollout = %s, wave 1 %+v; want paused with silent devices", st.State, st.Waves[0])
+		}
+		if st.Waves[0].Failed+st.Waves[0].Silent != st.Waves[0].Offered {
+			t.Fatalf("wave 1 = %+v: every offered device went silent and must count", st.Waves[0])
+		}
+	})
+
+	t.Run("approval gate needs a different user", func(t *testing.T) {
+		fw, _ := h.writeFirmware("d.bin", 2048)
+		h.mustCLI("release", "push", fw, "--name", "d-fw", "--version", "1.1.0", "--hardware", "pump-d")
+		fleet, devs := enrollFleet(t, h, "pump-d", 20, 0, 0)
+		id := h.createRollout("--release", "d-fw@1.1.0", "--cohort", "hardware=pump-d", "--waves", "10%,100%", "--approval-required-after-wave", "1")
+		h.mustCLI("rollout", "start", id)
+		st := runFleet(t, h, fleet, devs, id)
+		if st.State != rollout.WaitingApproval {
+			t.Fatalf("rollout = %s, want waiting-approval after wave 1", st.State)
+		}
+		if _, err := h.runCLI("rollout", "approve", id); err == nil {
+			t.Fatal("the creator approved their own rollout")
+		}
+		var olivia struct {
+			Token string `json:"token"`
+		}
+		if err := json.Unmarshal([]byte(h.mustCLI("token", "create", "--name", "olivia", "--role", "operator", "-o", "json")), &olivia); err != nil {
+			t.Fatal(err)
+		}
+		h.mustCLI("rollout", "approve", id, "--token", olivia.Token, "--reason", "wave 1 clean")
+		if st := runFleet(t, h, fleet, devs, id); st.State != rollout.Completed {
+			t.Fatalf("after approval: %s, want completed", st.State)
+		}
+		var hist rollout.History
+		if err := json.Unmarshal([]byte(h.mustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
+			t.Fatal(err)
+		}
+		approved := false
+		for _, e := range hist.Events {
+			approved = approved || (e.Kind == rollout.EventApproved && e.Actor == "olivia")
+		}
+		if !approved {
+			t.Fatalf("history does not record olivia's approval: %+v", hist.Events)
+		}
+	})
+
+	t.Run("bad input", func(t *testing.T) {
+		tests := []struct {
+			args []string
+			want string
+		}{
+			{[]string{"--release", "nope@1.0.0", "--cohort", "hardware=pump-d", "--waves", "100%"}, "nope@1.0.0"},
+			{[]string{"--release", "d-fw@1.1.0", "--cohort", "hardware=nothing", "--waves", "100%"}, "no device"},
+			{[]string{"--release", "d-fw@1.1.0", "--cohort", "hardware=pump-d", "--waves", "50%,10%"}, "not increasing"},
+			{[]string{"--release", "d-fw@1.1.0", "--cohort", "hardware=pump-d", "--waves", "150%"}, "150%"},
+			{[]string{"--release", "d-fw@1.1.0", "--cohort", "hardware=pump-d", "--waves", "100%", "--window", "Funday 25:00-26:00"}, "window"},
+		}
+		for _, tc := range tests {
+			_, err := h.runCLI(append([]string{"rollout", "create"}, tc.args...)...)
+			if err == nil || !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(tc.want)) {
+				t.Errorf("rollout create %v: %v, want an error about %q", tc.args, err, tc.want)
+			}
+		}
+	})
+}
