@@ -21,6 +21,7 @@ func (s *Server) authorize(r Route, next echo.HandlerFunc) echo.HandlerFunc {
 		p, err := s.authenticate(c)
 		if err != nil {
 			s.log.Warn("authentication failed", "source", c.RealIP(), "path", c.Path(), "err", err)
+			s.cfg.Alerts.AuthFailure(c.RealIP(), err.Error())
 			s.record(c.Request().Context(), audit.Entry{
 				Actor: "anonymous", Source: c.RealIP(), Action: "auth.failure", Object: r.Action,
 				Outcome: audit.OutcomeDenied, Details: map[string]string{"reason": err.Error(), "path": c.Request().URL.Path},

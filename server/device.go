@@ -65,6 +65,9 @@ func (s *Server) deviceStatus(c echo.Context) error {
 	if err := ownDevice(c, r.DeviceID); err != nil {
 		return err
 	}
+	// A verification failure may be an attack on the device: alert even if
+	// the report itself is refused below.
+	s.cfg.Alerts.DeviceReport(principal(c).DeviceID, r.State, r.ErrorCode, r.Target, r.Message)
 	err := s.cfg.Rollouts.Report(c.Request().Context(), principal(c).DeviceID, rollout.Report{
 		Target: r.Target, Version: r.Version, State: rollout.DeviceState(r.State),
 		ErrorCode: r.ErrorCode, Message: r.Message, RolloutID: r.RolloutID,

@@ -40,6 +40,11 @@ type Config struct {
 	// Audit receives every state change and security event and serves the
 	// audit API.
 	Audit *audit.Log
+	// Alerts receives security alerts; nil disables them.
+	Alerts *Alerter
+	// OfflineExpiryWarning is how close to expiry root and targets (the
+	// offline roles) raise a warning and an alert (default 30 days).
+	OfflineExpiryWarning time.Duration
 	// CheckpointEvery is how often the audit log is checkpointed when it
 	// has grown (default 10m).
 	CheckpointEvery time.Duration
@@ -90,6 +95,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.ControllerEvery <= 0 {
 		cfg.ControllerEvery = 10 * time.Second
+	}
+	if cfg.OfflineExpiryWarning <= 0 {
+		cfg.OfflineExpiryWarning = 30 * 24 * time.Hour
 	}
 	if cfg.CheckpointEvery <= 0 {
 		cfg.CheckpointEvery = 10 * time.Minute
@@ -172,6 +180,14 @@ func (s *Server) refreshLoop(ctx context.Context) {
 // RefreshOnce re-signs the online roles that expire within the margin and
 // logs what it did.
 func (s *Server) RefreshOnce(ctx context.Context) {
+	if exp, err := s.cfg.Repo.Expiries(ctx); err == nil {
+		for _, role := range []string{"root", "targets"} {
+			if t, ok := exp[role]; ok && t.Sub(s.now()) < s.cfg.OfflineExpiryWarning {
+				s.log.Warn("offline role nears expiry", "role", role, "expires", t)
+				s.cfg.Alerts.OfflineRoleExpiring(role, t)
+			}
+		}
+	}
 	roles, err := s.cfg.Repo.Refresh(ctx, s.cfg.Signers, s.cfg.RefreshMargin)
 	if err != nil {
 		s.log.Error("refresh online roles", slog.Any("err", err))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -37,8 +39,11 @@ type deps struct {
 
 // auditRolloutEvents records every rollout transition in the audit log,
 // the controller's automatic ones included.
-func auditRolloutEvents(alog *audit.Log, log *slog.Logger) func(context.Context, rollout.Event) {
+func auditRolloutEvents(alog *audit.Log, alerts *server.Alerter, log *slog.Logger) func(context.Context, rollout.Event) {
 	return func(ctx context.Context, e rollout.Event) {
+		if e.Kind == rollout.EventPaused && e.Actor == rollout.ControllerActor {
+			alerts.RolloutPaused(e.RolloutID, e.Reason)
+		}
 		d := map[string]string{"kind": e.Kind, "reason": e.Reason}
 		for k, v := range e.Details {
 			d[k] = v
@@ -69,7 +74,7 @@ func openAudit(ctx context.Context, db *storage.DB, origin string, key crypto.Si
 func (d *deps) Close() error { return d.db.Close() }
 
 // openRepo opens the repository in dir with its online keys.
-func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger) (*deps, error) {
+func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts *server.Alerter) (*deps, error) {
 	cfg, err := loadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -126,7 +131,7 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger) (*deps
 	}
 	return &deps{
 		audit:    alog,
-		rollouts: rollout.NewService(db, server.ReleaseLookup(releases), rollout.WithLogger(log), rollout.WithObserver(auditRolloutEvents(alog, log))),
+		rollouts: rollout.NewService(db, server.ReleaseLookup(releases), rollout.WithLogger(log), rollout.WithObserver(auditRolloutEvents(alog, alerts, log))),
 		db:       db,
 		blobs:    blobs,
 		repo:     repo,
@@ -147,6 +152,8 @@ type serverOptions struct {
 	refreshMargin   time.Duration
 	urlFile         string
 	clientCA        string
+	alertWebhook    string
+	alertSecretFile string
 	controllerEvery time.Duration
 }
 
@@ -184,6 +191,8 @@ func (a *app) serverCommand() *cobra.Command {
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", server.DefaultMaxUploadBytes, "largest firmware image accepted")
 	f.DurationVar(&o.refreshMargin, "refresh-margin", 12*time.Hour, "re-sign timestamp and snapshot when they expire within this margin")
 	f.DurationVar(&o.controllerEvery, "controller-interval", 10*time.Second, "how often the rollout controller evaluates active rollouts")
+	f.StringVar(&o.alertWebhook, "alert-webhook", "", "URL that receives HMAC-signed JSON security alerts")
+	f.StringVar(&o.alertSecretFile, "alert-secret-file", "", "file holding the alert HMAC secret (at least 16 bytes)")
 	f.StringVar(&o.clientCA, "client-ca", "", "PEM CA whose client certificates identify devices (mTLS; device ID = subject common name)")
 	f.StringVar(&o.urlFile, "url-file", "", "write the server's URL to this file once it listens (for scripts and tests; use with --addr 127.0.0.1:0)")
 	_ = cmd.MarkFlagRequired("dir")
@@ -216,7 +225,21 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 	if err != nil {
 		return err
 	}
-	d, err := a.openRepo(ctx, dir, log)
+	var alerts *server.Alerter
+	if o.alertWebhook != "" {
+		if o.alertSecretFile == "" {
+			return tufota.Errorf(tufota.EInvalid, "server: --alert-webhook needs --alert-secret-file (alerts are always HMAC-signed)")
+		}
+		secret, err := os.ReadFile(o.alertSecretFile)
+		if err != nil {
+			return fmt.Errorf("server: --alert-secret-file: %w", err)
+		}
+		if alerts, err = server.NewAlerter(o.alertWebhook, bytes.TrimSpace(secret), nil, log); err != nil {
+			return tufota.Errorf(tufota.EInvalid, "server: %v", err)
+		}
+		defer alerts.Wait()
+	}
+	d, err := a.openRepo(ctx, dir, log, alerts)
 	if err != nil {
 		return err
 	}
@@ -266,6 +289,7 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		Tokens:          d.tokens,
 		Audit:           d.audit,
 		Rollouts:        d.rollouts,
+		Alerts:          alerts,
 		ControllerEvery: o.controllerEvery,
 		Signers:         d.signers,
 		RefreshMargin:   o.refreshMargin,
