@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/server"
 )
@@ -220,6 +222,27 @@ func TestRolloutGatesEndToEnd(t *testing.T) {
 		}
 		if !approved {
 			t.Fatalf("history does not record olivia's approval: %+v", hist.Events)
+		}
+		// The audit export lists the release and every rollout action
+		// with the right actor, and verifies.
+		export := filepath.Join(t.TempDir(), "audit.json")
+		h.mustCLI("audit", "export", "--format", "json", "--out", export)
+		h.mustCLI("audit", "verify", "--export", export)
+		var entries []audit.Entry
+		if err := json.Unmarshal([]byte(h.mustCLI("audit", "log", "--object", "rollout/"+id, "-o", "json")), &entries); err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, e := range entries {
+			seen[e.Actor+" "+e.Action+" "+e.Outcome] = true
+		}
+		for _, want := range []string{
+			"admin rollout.create ok", "admin rollout.action ok", "admin rollout.action denied",
+			"olivia rollout.action ok", "olivia rollout.approved ok", "controller rollout.completed ok",
+		} {
+			if !seen[want] {
+				t.Errorf("audit log of rollout %s lacks %q; has %v", id, want, seen)
+			}
 		}
 	})
 
