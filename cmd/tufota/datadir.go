@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/storage"
 )
 
 // repoConfig is DIR/tufota.json: where a repository keeps its state, and the
@@ -62,6 +64,27 @@ func writeConfig(dir string, c repoConfig) error {
 		return err
 	}
 	return writeFileAtomic(filepath.Join(dir, configName), append(b, '\n'), 0o600)
+}
+
+// openBlobs opens the repository's blob store: a directory under dir by
+// default, or S3 with credentials from AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY (or AWS_SHARED_CREDENTIALS_FILE). create makes a
+// missing bucket.
+func (a *app) openBlobs(ctx context.Context, dir, url string, create bool) (storage.Blobs, error) {
+	var opts []storage.BlobsOption
+	if a.env["AWS_ACCESS_KEY_ID"] != "" {
+		opts = append(opts, storage.WithS3Credentials(a.env["AWS_ACCESS_KEY_ID"], a.env["AWS_SECRET_ACCESS_KEY"]))
+	} else if f := a.env["AWS_SHARED_CREDENTIALS_FILE"]; f != "" {
+		opts = append(opts, storage.WithS3CredentialsFile(f, a.env["AWS_PROFILE"]))
+	}
+	if create {
+		opts = append(opts, storage.WithCreateBucket())
+	}
+	b, err := storage.OpenBlobs(ctx, url, dir, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open blob store: %w", err)
+	}
+	return b, nil
 }
 
 // resolve makes a relative file:PATH or sqlite:PATH URI absolute under dir.

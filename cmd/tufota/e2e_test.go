@@ -66,11 +66,21 @@ func startHarness(t *testing.T) *harness {
 // startHarnessWith passes extra flags to tufota server.
 func startHarnessWith(t *testing.T, serverFlags ...string) *harness {
 	t.Helper()
+	return startHarnessFull(t, nil, nil, serverFlags...)
+}
+
+// startHarnessFull passes extra flags to init and server, and extra
+// environment to both.
+func startHarnessFull(t *testing.T, env map[string]string, initFlags []string, serverFlags ...string) *harness {
+	t.Helper()
 	pass := make([]byte, 16)
 	_, _ = rand.Read(pass)
 	h := &harness{t: t, dir: filepath.Join(t.TempDir(), "repo"), env: map[string]string{"TUFOTA_KEY_PASSPHRASE": hex.EncodeToString(pass)}}
+	for k, v := range env {
+		h.env[k] = v
+	}
 	var res initResult
-	if err := json.Unmarshal([]byte(h.mustCLI("init", "--dir", h.dir, "-o", "json")), &res); err != nil {
+	if err := json.Unmarshal([]byte(h.mustCLI(append([]string{"init", "--dir", h.dir, "-o", "json"}, initFlags...)...)), &res); err != nil {
 		t.Fatalf("init -o json: %v", err)
 	}
 	if !strings.HasPrefix(res.AdminToken, "tft_") {

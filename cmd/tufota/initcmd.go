@@ -22,6 +22,8 @@ import (
 
 type initOptions struct {
 	dir          string
+	storage      string
+	db           string
 	keyAlg       string
 	adminExpires time.Duration
 }
@@ -62,6 +64,8 @@ the first admin API token, which is printed once and never stored.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.dir, "dir", "", "data directory to create (required)")
+	f.StringVar(&o.storage, "storage", "file:blobs", "blob store: file:DIR (relative to --dir) or s3://BUCKET/PREFIX?endpoint=HOST:PORT&region=R&secure=true|false&sse=s3|kms:KEY")
+	f.StringVar(&o.db, "db", "sqlite:tufota.db", "state database: sqlite:PATH (relative to --dir) or postgres://...")
 	f.StringVar(&o.keyAlg, "key-type", "ecdsa-p256", "algorithm of generated keys: ecdsa-p256 or ed25519")
 	f.DurationVar(&o.adminExpires, "admin-token-expires", 90*24*time.Hour, "lifetime of the first admin token")
 	_ = cmd.MarkFlagRequired("dir")
@@ -104,8 +108,8 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 	}()
 	cfg := repoConfig{
 		Version: 1,
-		Storage: "file:blobs",
-		DB:      "sqlite:tufota.db",
+		Storage: o.storage,
+		DB:      o.db,
 		Keys: roleURIs{
 			Root:      []string{"file:keys/root.key"},
 			Targets:   []string{"file:keys/targets.key"},
@@ -148,9 +152,18 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 		return res, err
 	}
 	cfg.AuditOrigin = "tufota/audit/" + res.KeyIDs["audit"][:16]
-	blobs, err := storage.NewFile(filepath.Join(dir, "blobs"))
+	if cfg.Storage == "" {
+		cfg.Storage = "file:blobs"
+	}
+	if cfg.DB == "" {
+		cfg.DB = "sqlite:tufota.db"
+	}
+	blobs, err := a.openBlobs(ctx, dir, cfg.Storage, true)
 	if err != nil {
 		return res, fmt.Errorf("init: %w", err)
+	}
+	if c, ok := blobs.(io.Closer); ok {
+		defer c.Close()
 	}
 	db, err := storage.OpenDB(ctx, resolve(dir, cfg.DB))
 	if err != nil {

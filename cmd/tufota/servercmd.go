@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
@@ -71,7 +72,12 @@ func openAudit(ctx context.Context, db *storage.DB, origin string, key crypto.Si
 	return audit.New(ctx, db, ns, audit.WithLogger(log))
 }
 
-func (d *deps) Close() error { return d.db.Close() }
+func (d *deps) Close() error {
+	if c, ok := d.blobs.(io.Closer); ok {
+		_ = c.Close()
+	}
+	return d.db.Close()
+}
 
 // openRepo opens the repository in dir with its online keys.
 func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts *server.Alerter) (*deps, error) {
@@ -98,8 +104,7 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	if s.Timestamp, err = signer.Open(ctx, resolve(dir, cfg.Keys.Timestamp), opt); err != nil {
 		return nil, fmt.Errorf("open timestamp key: %w", err)
 	}
-	blobDir, _ := cutScheme(resolve(dir, cfg.Storage), "file:")
-	blobs, err := storage.NewFile(blobDir)
+	blobs, err := a.openBlobs(ctx, dir, cfg.Storage, false)
 	if err != nil {
 		return nil, err
 	}
