@@ -3,12 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
