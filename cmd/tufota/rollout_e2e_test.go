@@ -14,25 +14,6 @@ import (
 	"github.com/tufota/tufota/server"
 )
 
-// rolloutFleet enrolls n simulated devices (failRate of them fail their
-// install) and returns them with a fleet that polls the harness server.
-func rolloutFleet(t *testing.T, h *harness, n int, failRate float64) (*simFleet, []*simDevice) {
-	t.Helper()
-	var enroll server.EnrollTokenResponse
-	if err := json.Unmarshal([]byte(h.mustCLI("device", "enroll-token", "--hardware", "pump-a", "--attr", "tag:icu", "-o", "json")), &enroll); err != nil {
-		t.Fatal(err)
-	}
-	devs, err := newSimDevices(t.TempDir(), "pump", "pump-a", "1.0.0", n, failRate, 0, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := enrollAll(ctx, &apiClient{base: h.url, token: enroll.EnrollToken, http: h.hc}, devs); err != nil {
-		t.Fatal(err)
-	}
-	return &simFleet{serverURL: h.url, root: h.root, http: h.hc, log: slog.New(slog.DiscardHandler)}, devs
-}
-
 func (h *harness) rolloutStatus(id string) rollout.Status {
 	h.t.Helper()
 	var st rollout.Status
@@ -76,7 +57,7 @@ func TestRolloutEndToEnd(t *testing.T) {
 	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.1.0", "--hardware", "pump-a")
 
 	t.Run("all healthy completes", func(t *testing.T) {
-		fleet, devs := rolloutFleet(t, h, 200, 0)
+		fleet, devs := enrollFleet(t, h, "pump-a", 200, 0, 0, 7)
 		id := h.createRollout("--release", "pump-fw@1.1.0", "--cohort", "hardware=pump-a", "--waves", "5%,25%,100%", "--max-failure-rate", "5%")
 		h.mustCLI("rollout", "start", id, "--reason", "e2e")
 		st := runFleet(t, h, fleet, devs, id)
@@ -109,18 +90,7 @@ func TestRolloutEndToEnd(t *testing.T) {
 	t.Run("half failing pauses in wave 1", func(t *testing.T) {
 		fw2, _ := h.writeFirmware("pump.bin", 4096)
 		h.mustCLI("release", "push", fw2, "--name", "pump-fw", "--version", "1.2.0", "--hardware", "pump-b")
-		var enroll server.EnrollTokenResponse
-		if err := json.Unmarshal([]byte(h.mustCLI("device", "enroll-token", "--hardware", "pump-b", "-o", "json")), &enroll); err != nil {
-			t.Fatal(err)
-		}
-		devs, err := newSimDevices(t.TempDir(), "bpump", "pump-b", "1.0.0", 200, 0.5, 0, 11)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := enrollAll(context.Background(), &apiClient{base: h.url, token: enroll.EnrollToken, http: h.hc}, devs); err != nil {
-			t.Fatal(err)
-		}
-		fleet := &simFleet{serverURL: h.url, root: h.root, http: h.hc, log: slog.New(slog.DiscardHandler)}
+		fleet, devs := enrollFleet(t, h, "pump-b", 200, 0.5, 0, 11)
 		id := h.createRollout("--release", "pump-fw@1.2.0", "--cohort", "hardware=pump-b", "--waves", "5%,25%,100%", "--min-reports", "10", "--max-failure-rate", "5%")
 		h.mustCLI("rollout", "start", id)
 		st := runFleet(t, h, fleet, devs, id)
@@ -152,13 +122,13 @@ func TestRolloutEndToEnd(t *testing.T) {
 }
 
 // enrollFleet pushes a release for hw and enrolls n devices on 1.0.0.
-func enrollFleet(t *testing.T, h *harness, hw string, n int, failRate, silentRate float64) (*simFleet, []*simDevice) {
+func enrollFleet(t *testing.T, h *harness, hw string, n int, failRate, silentRate float64, seed uint64) (*simFleet, []*simDevice) {
 	t.Helper()
 	var enroll server.EnrollTokenResponse
 	if err := json.Unmarshal([]byte(h.mustCLI("device", "enroll-token", "--hardware", hw, "-o", "json")), &enroll); err != nil {
 		t.Fatal(err)
 	}
-	devs, err := newSimDevices(t.TempDir(), hw, hw, "1.0.0", n, failRate, silentRate, 3)
+	devs, err := newSimDevices(t.TempDir(), hw, hw, "1.0.0", n, failRate, silentRate, seed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +147,7 @@ func TestRolloutGatesEndToEnd(t *testing.T) {
 	t.Run("silent devices past the device timeout count as failed", func(t *testing.T) {
 		fw, _ := h.writeFirmware("c.bin", 2048)
 		h.mustCLI("release", "push", fw, "--name", "c-fw", "--version", "1.1.0", "--hardware", "pump-c")
-		fleet, devs := enrollFleet(t, h, "pump-c", 20, 0, 1)
+		fleet, devs := enrollFleet(t, h, "pump-c", 20, 0, 1, 3)
 		id := h.createRollout("--release", "c-fw@1.1.0", "--cohort", "hardware=pump-c", "--waves", "50%,100%", "--device-timeout", "1s", "--max-failure-rate", "10%")
 		h.mustCLI("rollout", "start", id)
 		st := runFleet(t, h, fleet, devs, id)
@@ -197,7 +167,7 @@ func TestRolloutGatesEndToEnd(t *testing.T) {
 	t.Run("approval gate needs a different user", func(t *testing.T) {
 		fw, _ := h.writeFirmware("d.bin", 2048)
 		h.mustCLI("release", "push", fw, "--name", "d-fw", "--version", "1.1.0", "--hardware", "pump-d")
-		fleet, devs := enrollFleet(t, h, "pump-d", 20, 0, 0)
+		fleet, devs := enrollFleet(t, h, "pump-d", 20, 0, 0, 3)
 		id := h.createRollout("--release", "d-fw@1.1.0", "--cohort", "hardware=pump-d", "--waves", "10%,100%", "--approval-required-after-wave", "1")
 		h.mustCLI("rollout", "start", id)
 		st := runFleet(t, h, fleet, devs, id)
