@@ -256,6 +256,9 @@ func (a *app) fleetCommand() *cobra.Command {
 		Short: "Every device's version, how far behind it is, last update, last seen, failed updates",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "" && format != "csv" {
+				return tufota.Errorf(tufota.EInvalid, "fleet report: --format %q: want csv (or -o json)", format)
+			}
 			c, err := a.api()
 			if err != nil {
 				return err
