@@ -5,7 +5,7 @@
 #                   with -race, tear the services down (scripts/testenv.sh)
 #   make test-short unit tests only (-short: integration tests skip, loudly)
 #   make lint       gofmt, go vet, staticcheck, gosec (tools pinned, cached)
-#   make fuzz       every FuzzXxx for FUZZTIME each (default 10s)
+#   make fuzz       every FuzzXxx for FUZZTIME each (default 20000x: a count of executions)
 #   make bench      every benchmark once
 #   make fixtures   regenerate repo-fixtures/ and every package's golden files (-update)
 #
@@ -19,7 +19,7 @@ SHELL := /usr/bin/env bash
 GO        ?= go
 PKGS      ?= ./...
 TESTFLAGS ?=
-FUZZTIME  ?= 10s
+FUZZTIME  ?= 20000x
 BENCHFLAGS ?= -benchmem -count=1
 
 export TUFOTA_CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/tufota

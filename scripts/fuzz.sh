@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Run every fuzz target (func FuzzXxx, found with `go test -list '^Fuzz'`) in the
-# given packages (default ./...) for FUZZTIME each (default 10s), one at a time.
+# given packages (default ./...) for FUZZTIME each, one at a time.
 # New failing inputs land in the package's testdata/fuzz/ as usual: commit them.
+#
+# FUZZTIME is a go test -fuzztime value. The default is a count of executions
+# (20000x), not a duration: on Go 1.26 a duration-based -fuzztime can end with a
+# spurious "context deadline exceeded" when the deadline fires while a worker is
+# mid-call (golang/go#75804, fixed in Go 1.27), which made short runs fail at
+# random under load. A count has no deadline to race; FUZZ_TIMEOUT (go test
+# -timeout, default 5m per target) still bounds the wall time of each target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
-FUZZTIME=${FUZZTIME:-10s}
+FUZZTIME=${FUZZTIME:-20000x}
+FUZZ_TIMEOUT=${FUZZ_TIMEOUT:-5m}
 [ $# -gt 0 ] || set -- ./...
 
 failed=()
@@ -22,7 +30,7 @@ for pkg in $pkgs; do
 	for name in $(grep -E '^Fuzz[A-Za-z0-9_]*$' <<<"$list" || true); do
 		count=$((count + 1))
 		echo "== fuzz: $pkg $name for $FUZZTIME"
-		if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg"; then
+		if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -timeout "$FUZZ_TIMEOUT" "$pkg"; then
 			failed+=("$pkg.$name")
 		fi
 	done
@@ -32,4 +40,4 @@ if [ ${#failed[@]} -gt 0 ]; then
 	echo "fuzz: FAILED: ${failed[*]}"
 	exit 1
 fi
-echo "fuzz: ok ($count targets, $FUZZTIME each)"
+echo "fuzz: ok ($count targets, $FUZZTIME each, $SECONDS s)"
