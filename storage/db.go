@@ -6,9 +6,11 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/tufota/tufota"
 )
@@ -385,7 +387,7 @@ func (d *DB) translate(op string, err error) error {
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("%s: %w", op, err)
 	case errors.Is(err, context.DeadlineExceeded):
-		return tufota.Errorf(tufota.EUnavailable, "database unavailable: %s: %w", op, err)
+		return tufota.Errorf(tufota.EUnavailable, "storage unavailable: database: %s: %w", op, err)
 	}
 	var code tufota.Code
 	var msg string
@@ -398,7 +400,8 @@ func (d *DB) translate(op string, err error) error {
 	if code == "" {
 		var ne net.Error
 		switch {
-		case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone), errors.As(err, &ne):
+		case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone), errors.As(err, &ne),
+			errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF):
 			code = tufota.EUnavailable
 		default:
 			return fmt.Errorf("%s: %w", op, err)
@@ -409,7 +412,7 @@ func (d *DB) translate(op string, err error) error {
 	}
 	switch code {
 	case tufota.EUnavailable:
-		msg = "database unavailable: " + op + ": " + msg
+		msg = "storage unavailable: database: " + op + ": " + msg
 	case tufota.EConflict:
 		msg = "conflict: " + msg
 	default:

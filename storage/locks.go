@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -11,71 +10,19 @@ import (
 	"github.com/tufota/tufota"
 )
 
-// WithLock runs fn while holding the named lock, so that at most one fn per
-// name runs at a time: across all processes sharing the database on
-// PostgreSQL (a session advisory lock on a dedicated connection), inside this
-// process on SQLite (a mutex; SQLite is the single-server deployment). It
-// waits for the lock until ctx ends (then the error matches ctx.Err()).
+// WithLock runs fn while holding the named lock (see DB.Locker), so that at
+// most one fn per name runs at a time: across all processes sharing the
+// database on PostgreSQL, inside this process on SQLite. It waits for the
+// lock until ctx ends (then the error matches ctx.Err()).
 //
 // fn's error is returned unchanged. On PostgreSQL, if the lock's connection
-// breaks while fn runs the lock is lost; issue 7's publish path should also
-// compare-and-swap what it writes.
+// breaks while fn runs the lock is lost (see Lock).
 func (d *DB) WithLock(ctx context.Context, name string, fn func(ctx context.Context) error) error {
-	if name == "" {
-		return tufota.Errorf(tufota.EInvalid, "lock: empty name")
-	}
-	if d.dialect == DialectPostgres {
-		return d.withAdvisoryLock(ctx, name, fn)
-	}
-	ch := d.processLock(name)
-	select {
-	case ch <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("lock %q: %w", name, ctx.Err())
-	}
-	defer func() { <-ch }()
-	return fn(ctx)
-}
-
-// processLock returns the mutex (a channel of capacity 1) of name.
-func (d *DB) processLock(name string) chan struct{} {
-	d.locksMu.Lock()
-	defer d.locksMu.Unlock()
-	if d.locks == nil {
-		d.locks = make(map[string]chan struct{})
-	}
-	ch, ok := d.locks[name]
-	if !ok {
-		ch = make(chan struct{}, 1)
-		d.locks[name] = ch
-	}
-	return ch
-}
-
-// withAdvisoryLock holds pg_advisory_lock(key(name)) on one pooled
-// connection while fn runs.
-func (d *DB) withAdvisoryLock(ctx context.Context, name string, fn func(ctx context.Context) error) error {
-	key := lockKey(name)
-	conn, err := d.db.Conn(ctx)
+	unlock, err := d.Locker(name).Lock(ctx)
 	if err != nil {
-		return d.translate(fmt.Sprintf("lock %q", name), err)
+		return err
 	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("lock %q: %w", name, ctx.Err())
-		}
-		return d.translate(fmt.Sprintf("lock %q", name), err)
-	}
-	defer func() {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if _, err := conn.ExecContext(uctx, `SELECT pg_advisory_unlock($1)`, key); err != nil {
-			// The session still holds the lock: drop the connection so
-			// the server releases it.
-			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		}
-	}()
+	defer unlock()
 	return fn(ctx)
 }
 
