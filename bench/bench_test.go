@@ -1,0 +1,395 @@
+// Package bench compares tufota's hot paths side by side, in one run, with
+// the references a user would reach for instead:
+//
+//   - BenchmarkDownload: a 64 MiB firmware image from a real `tufota server`
+//     (TLS, loopback) fetched by tufota's client (streamed to disk, length,
+//     sha256 and sha512 verified as the bytes arrive), by go-tuf's own
+//     updater (DownloadTarget, which holds the whole image in memory), by
+//     curl (no verification), and by curl followed by sha256sum.
+//   - BenchmarkHash: staging the same image in the repository (one pass:
+//     sha256 + sha512 + write to the blob store) against sha256sum, and
+//     sha256sum followed by sha512sum.
+//   - BenchmarkUpdateCheck: a device's full metadata refresh from an empty
+//     cache (root, timestamp, snapshot, targets; the assignment lookup too
+//     for tufota's client) against go-tuf's updater Refresh.
+//
+// Run with `make bench` (or go test -run '^$' -bench . -benchmem ./bench/).
+// The fixture (a tufota binary, a repository, a server, a release and a
+// device) is built on first use, so `go test ./...` without -bench costs
+// nothing here. External references (curl, sha256sum, sha512sum) are looked
+// up on PATH; a missing one fails its sub-benchmark with a clear message.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata/config"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"github.com/tufota/tufota/client"
+	"github.com/tufota/tufota/signer"
+	"github.com/tufota/tufota/storage"
+)
+
+const imageSize = 64 << 20
+
+// fixture is a running tufota server with one published 64 MiB release
+// assigned to one registered device.
+type fixture struct {
+	tmp         string
+	bin         string
+	server      *exec.Cmd
+	url, caFile string
+	root        []byte
+	image       string // local copy of the published image
+	target      string // its TUF target path
+	deviceToken string
+	hc          *http.Client
+}
+
+var (
+	fixOnce sync.Once
+	fix     *fixture
+	fixErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fix != nil {
+		fix.close()
+	}
+	os.Exit(code)
+}
+
+func getFixture(b *testing.B) *fixture {
+	b.Helper()
+	fixOnce.Do(func() { fix, fixErr = newFixture() })
+	if fixErr != nil {
+		b.Fatalf("bench fixture: %v", fixErr)
+	}
+	return fix
+}
+
+func newFixture() (f *fixture, err error) {
+	tmp, err := os.MkdirTemp("", "tufota-bench-*")
+	if err != nil {
+		return nil, err
+	}
+	f = &fixture{tmp: tmp, bin: filepath.Join(tmp, "tufota")}
+	defer func() {
+		if err != nil {
+			f.close()
+		}
+	}()
+	if out, err := exec.Command("go", "build", "-o", f.bin, "github.com/tufota/tufota/cmd/tufota").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	pass := make([]byte, 16)
+	_, _ = rand.Read(pass)
+	env := append(os.Environ(), "TUFOTA_KEY_PASSPHRASE="+hex.EncodeToString(pass))
+	dir := filepath.Join(tmp, "repo")
+
+	var initRes struct {
+		AdminToken string `json:"admin_token"`
+		Root       string `json:"root"`
+	}
+	if err := f.cli(env, &initRes, "init", "--dir", dir, "-o", "json"); err != nil {
+		return nil, err
+	}
+	if f.root, err = os.ReadFile(initRes.Root); err != nil {
+		return nil, err
+	}
+
+	urlFile := filepath.Join(tmp, "url")
+	f.server = exec.Command(f.bin, "server", "--dir", dir, "--addr", "127.0.0.1:0", "--tls-self-signed", "--url-file", urlFile, "--log-level", "warn")
+	f.server.Env = env
+	f.server.Stderr = os.Stderr
+	if err := f.server.Start(); err != nil {
+		return nil, err
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, err := os.ReadFile(urlFile); err == nil {
+			f.url = strings.TrimSpace(string(b))
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("server did not start")
+		}
+	}
+	f.caFile = filepath.Join(dir, "tls-self-signed.pem")
+	pem, err := os.ReadFile(f.caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	f.hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+
+	env = append(env, "TUFOTA_SERVER="+f.url, "TUFOTA_TOKEN="+initRes.AdminToken, "TUFOTA_CA="+f.caFile)
+	f.image = filepath.Join(tmp, "pump.bin")
+	img := make([]byte, imageSize)
+	_, _ = rand.Read(img)
+	if err := os.WriteFile(f.image, img, 0o600); err != nil {
+		return nil, err
+	}
+	var rel struct {
+		TargetPath string `json:"target_path"`
+	}
+	if err := f.cli(env, &rel, "release", "push", f.image, "--name", "pump-fw", "--version", "2.0.0", "--hardware", "pump-a", "-o", "json"); err != nil {
+		return nil, err
+	}
+	f.target = rel.TargetPath
+	var dev struct {
+		Token string `json:"token"`
+	}
+	if err := f.cli(env, &dev, "device", "register", "bench-1", "--hardware", "pump-a", "--current-version", "1.0.0", "-o", "json"); err != nil {
+		return nil, err
+	}
+	f.deviceToken = dev.Token
+	if err := f.cli(env, nil, "device", "assign", "bench-1", "pump-fw@2.0.0", "--reason", "benchmark"); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// cli runs the tufota binary and decodes its JSON output into v (if not nil).
+func (f *fixture) cli(env []string, v any, args ...string) error {
+	cmd := exec.Command(f.bin, args...)
+	cmd.Env = env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("tufota %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	if v != nil {
+		if err := json.Unmarshal(out, v); err != nil {
+			return fmt.Errorf("tufota %s: %v in %q", args[0], err, out)
+		}
+	}
+	return nil
+}
+
+func (f *fixture) close() {
+	if f.server != nil && f.server.Process != nil {
+		_ = f.server.Process.Signal(os.Interrupt)
+		_ = f.server.Wait()
+	}
+	_ = os.RemoveAll(f.tmp)
+}
+
+func (f *fixture) newClient(b *testing.B) *client.Client {
+	b.Helper()
+	c, err := client.New(client.Config{
+		ServerURL: f.url, TrustedRoot: f.root, StateDir: b.TempDir(),
+		DeviceID: "bench-1", Token: f.deviceToken, HardwareID: "pump-a", CurrentVersion: "1.0.0", HTTPClient: f.hc,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// bearer adds the device token to go-tuf's fetcher requests.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (t bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+t.token)
+	return t.next.RoundTrip(r)
+}
+
+func (f *fixture) newUpdater(b *testing.B) (*updater.Updater, string) {
+	b.Helper()
+	cfg, err := config.New(f.url+"/tuf", f.root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.LocalMetadataDir, cfg.LocalTargetsDir = b.TempDir(), b.TempDir()
+	cfg.RemoteTargetsURL = f.url + "/tuf/targets"
+	cfg.PrefixTargetsWithHash = true
+	if err := cfg.SetDefaultFetcherTransport(bearer{f.deviceToken, f.hc.Transport}); err != nil {
+		b.Fatal(err)
+	}
+	up, err := updater.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return up, cfg.LocalTargetsDir
+}
+
+func lookPath(b *testing.B, names ...string) {
+	b.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			b.Fatalf("reference tool %s is not on PATH (apt-get install curl coreutils): %v", n, err)
+		}
+	}
+}
+
+func run(b *testing.B, name string, args ...string) {
+	b.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		b.Fatalf("%s: %v\n%s", name, err, out)
+	}
+}
+
+func BenchmarkDownload(b *testing.B) {
+	f := getFixture(b)
+	ctx := context.Background()
+	b.Run("tufota-client", func(b *testing.B) {
+		c := f.newClient(b)
+		upd, err := c.Check(ctx)
+		if err != nil || upd == nil || upd.Target != f.target {
+			b.Fatalf("Check = %+v, %v; want %s", upd, err, f.target)
+		}
+		dst := filepath.Join(b.TempDir(), "image.bin")
+		b.SetBytes(imageSize)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := c.Download(ctx, upd, dst); err != nil {
+				b.Fatal(err)
+			}
+			_ = os.Remove(dst)
+		}
+	})
+	b.Run("go-tuf-updater", func(b *testing.B) {
+		up, dir := f.newUpdater(b)
+		if err := up.Refresh(); err != nil {
+			b.Fatal(err)
+		}
+		ti, err := up.GetTargetInfo(f.target)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dst := filepath.Join(dir, "image.bin")
+		b.SetBytes(imageSize)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := up.DownloadTarget(ti, dst, ""); err != nil {
+				b.Fatal(err)
+			}
+			_ = os.Remove(dst)
+		}
+	})
+	// curl fetches the same consistent-snapshot URL the clients use.
+	up, _ := f.newUpdater(b)
+	if err := up.Refresh(); err != nil {
+		b.Fatal(err)
+	}
+	ti, err := up.GetTargetInfo(f.target)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dirPart, base := filepath.Split(f.target)
+	url := f.url + "/tuf/targets/" + dirPart + ti.Hashes["sha256"].String() + "." + base
+	curl := func(b *testing.B, dst string) {
+		run(b, "curl", "-sS", "--fail", "--cacert", f.caFile, "-H", "Authorization: Bearer "+f.deviceToken, "-o", dst, url)
+	}
+	b.Run("curl", func(b *testing.B) {
+		lookPath(b, "curl")
+		dst := filepath.Join(b.TempDir(), "image.bin")
+		b.SetBytes(imageSize)
+		for b.Loop() {
+			curl(b, dst)
+			_ = os.Remove(dst)
+		}
+	})
+	b.Run("curl+sha256sum", func(b *testing.B) {
+		lookPath(b, "curl", "sha256sum")
+		dst := filepath.Join(b.TempDir(), "image.bin")
+		b.SetBytes(imageSize)
+		for b.Loop() {
+			curl(b, dst)
+			run(b, "sha256sum", dst)
+			_ = os.Remove(dst)
+		}
+	})
+}
+
+func BenchmarkHash(b *testing.B) {
+	f := getFixture(b)
+	ctx := context.Background()
+	b.Run("tufota-stage", func(b *testing.B) {
+		blobs, err := storage.NewFile(b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		repo := signer.NewRepository(blobs)
+		b.SetBytes(imageSize)
+		b.ReportAllocs()
+		for b.Loop() {
+			src, err := os.Open(f.image)
+			if err != nil {
+				b.Fatal(err)
+			}
+			st, err := repo.Stage(ctx, src, imageSize)
+			_ = src.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := repo.Discard(ctx, st); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sha256sum", func(b *testing.B) {
+		lookPath(b, "sha256sum")
+		b.SetBytes(imageSize)
+		for b.Loop() {
+			run(b, "sha256sum", f.image)
+		}
+	})
+	b.Run("sha256sum+sha512sum", func(b *testing.B) {
+		lookPath(b, "sha256sum", "sha512sum")
+		b.SetBytes(imageSize)
+		for b.Loop() {
+			run(b, "sha256sum", f.image)
+			run(b, "sha512sum", f.image)
+		}
+	})
+}
+
+func BenchmarkUpdateCheck(b *testing.B) {
+	f := getFixture(b)
+	ctx := context.Background()
+	b.Run("tufota-client", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			upd, err := f.newClient(b).Check(ctx)
+			if err != nil || upd == nil {
+				b.Fatalf("Check = %+v, %v", upd, err)
+			}
+		}
+	})
+	b.Run("go-tuf-updater", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			up, _ := f.newUpdater(b)
+			if err := up.Refresh(); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := up.GetTargetInfo(f.target); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
