@@ -21,6 +21,7 @@ import (
 
 	"github.com/tufota/tufota/access"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/internal/leader"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
@@ -55,6 +56,11 @@ type Config struct {
 	// RefreshMargin is how close to expiry a role is re-signed (default 12h).
 	RefreshEvery  time.Duration
 	RefreshMargin time.Duration
+	// Elector, when set, elects one replica among those sharing the
+	// database to run the background jobs (refresher, rollout controller,
+	// audit checkpoints); /readyz shows its role. Nil runs them here
+	// unconditionally (a single server).
+	Elector *leader.Elector
 	// MaxUploadBytes bounds one firmware image (default 2 GiB).
 	MaxUploadBytes int64
 	Logger         *slog.Logger
@@ -119,7 +125,9 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.echo }
 
 // Serve serves HTTP (tlsConfig nil) or HTTPS on ln until ctx is done, then
-// shuts down gracefully. It also runs the background refresher.
+// shuts down gracefully. It also runs the background jobs (refresher,
+// rollout controller, audit checkpoints), under Config.Elector when set, and
+// stops them before it returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Config) error {
 	hs := &http.Server{
 		Handler:           s.echo,
@@ -132,17 +140,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Conf
 		ln = tls.NewListener(ln, tlsConfig)
 	}
 	bg, stopBG := context.WithCancel(ctx)
-	defer stopBG()
-	go s.refreshLoop(bg)
+	bgDone := make(chan struct{})
 	go func() {
-		if err := s.cfg.Rollouts.Run(bg, s.cfg.ControllerEvery); err != nil && bg.Err() == nil {
-			s.log.Error("rollout controller stopped", slog.Any("err", err))
-		}
+		defer close(bgDone)
+		s.runBackground(bg)
 	}()
-	go func() {
-		if err := s.cfg.Audit.RunCheckpoints(bg, s.cfg.CheckpointEvery); err != nil && bg.Err() == nil {
-			s.log.Error("audit checkpoints stopped", slog.Any("err", err))
-		}
+	defer func() {
+		stopBG()
+		<-bgDone // jobs stopped and the leader lease released before the DB closes
 	}()
 
 	errc := make(chan error, 1)

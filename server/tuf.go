@@ -1,13 +1,11 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"path"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -55,27 +53,4 @@ func (s *Server) serveBlob(c echo.Context, key, contentType string) error {
 	c.Response().Header().Set("Content-Type", contentType)
 	http.ServeContent(c.Response(), c.Request(), path.Base(key), obj.Info().ModTime, obj)
 	return nil
-}
-
-func (s *Server) healthz(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// readyz reports whether the state database and the blob store answer.
-func (s *Server) readyz(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
-	defer cancel()
-	checks := map[string]string{"database": "ok", "storage": "ok"}
-	ready := true
-	if err := s.cfg.DB.Ping(ctx); err != nil {
-		checks["database"], ready = err.Error(), false
-	}
-	if _, err := s.cfg.Blobs.Stat(ctx, "metadata/timestamp.json"); err != nil {
-		checks["storage"], ready = err.Error(), false
-	}
-	if !ready {
-		c.Response().Header().Set("Retry-After", "5")
-		return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "checks": checks})
-	}
-	return c.JSON(http.StatusOK, map[string]any{"status": "ok", "checks": checks})
 }

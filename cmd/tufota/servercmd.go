@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -20,6 +22,7 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/internal/leader"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/server"
 	"github.com/tufota/tufota/signer"
@@ -127,7 +130,9 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 		_ = db.Close()
 		return nil, err
 	}
-	repo := signer.NewRepository(blobs, signer.WithLogger(log))
+	// Every repository write (publish, refresh) holds this lock: one
+	// writer at a time across all replicas on PostgreSQL.
+	repo := signer.NewRepository(blobs, signer.WithLogger(log), signer.WithLocker(db.Locker(repositoryLock)))
 	releases := signer.NewReleases(db, repo, s)
 	if n, err := releases.Reconcile(ctx); err != nil {
 		log.Warn("reconcile releases", "err", err)
@@ -146,6 +151,10 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	}, nil
 }
 
+// repositoryLock names the database lock that serialises writes to the TUF
+// repository across replicas.
+const repositoryLock = "tuf-repository"
+
 type serverOptions struct {
 	dir             string
 	addr            string
@@ -160,6 +169,7 @@ type serverOptions struct {
 	alertWebhook    string
 	alertSecretFile string
 	controllerEvery time.Duration
+	leasePeriod     time.Duration
 }
 
 func (a *app) serverCommand() *cobra.Command {
@@ -196,6 +206,7 @@ func (a *app) serverCommand() *cobra.Command {
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", server.DefaultMaxUploadBytes, "largest firmware image accepted")
 	f.DurationVar(&o.refreshMargin, "refresh-margin", 12*time.Hour, "re-sign timestamp and snapshot when they expire within this margin")
 	f.DurationVar(&o.controllerEvery, "controller-interval", 10*time.Second, "how often the rollout controller evaluates active rollouts")
+	f.DurationVar(&o.leasePeriod, "lease-period", leader.DefaultPeriod, "leader lease: one replica runs the background jobs (refresher, rollout controller, audit checkpoints); renewed every third of it, taken over by another replica at most this long (plus a third) after the leader dies")
 	f.StringVar(&o.alertWebhook, "alert-webhook", "", "URL that receives HMAC-signed JSON security alerts")
 	f.StringVar(&o.alertSecretFile, "alert-secret-file", "", "file holding the alert HMAC secret (at least 16 bytes)")
 	f.StringVar(&o.clientCA, "client-ca", "", "PEM CA whose client certificates identify devices (mTLS; device ID = subject common name)")
@@ -244,11 +255,18 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		}
 		defer alerts.Wait()
 	}
+	if o.leasePeriod < 3*time.Second {
+		return tufota.Errorf(tufota.EInvalid, "server: --lease-period %v is too short (at least 3s)", o.leasePeriod)
+	}
 	d, err := a.openRepo(ctx, dir, log, alerts)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
+	elector, err := leader.New(leader.Config{Leases: d.db, Holder: replicaID(), Period: o.leasePeriod, Logger: log})
+	if err != nil {
+		return err
+	}
 
 	var tlsConfig *tls.Config
 	var clientCAs *x509.CertPool
@@ -296,6 +314,7 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		Rollouts:        d.rollouts,
 		Alerts:          alerts,
 		ControllerEvery: o.controllerEvery,
+		Elector:         elector,
 		Signers:         d.signers,
 		RefreshMargin:   o.refreshMargin,
 		MaxUploadBytes:  o.maxUpload,
@@ -313,9 +332,22 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		scheme = "http"
 	}
 	url := fmt.Sprintf("%s://%s", scheme, ln.Addr().String())
-	log.Info("tufota server listening", "url", url, "dir", dir)
+	log.Info("tufota server listening", "url", url, "dir", dir, "replica", elector.Status().Holder)
 	if ready != nil {
 		ready <- listening{URL: url, CAFile: caFile}
 	}
 	return srv.Serve(ctx, ln, tlsConfig)
+}
+
+// replicaID names this server process among replicas: host, pid and a
+// random suffix (a restarted process never reuses a lease of its
+// predecessor's).
+func replicaID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown-host"
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
 }

@@ -1,0 +1,56 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// readyTimeout bounds each dependency check of /readyz, so that a hung
+// database or bucket makes the probe fail instead of hang.
+const readyTimeout = 2 * time.Second
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// Readiness is the body of /readyz: "ok" or "unavailable", each
+// dependency's check ("ok" or the error), and, with leader election, this
+// replica's role ("leader" or "follower") and ID.
+type Readiness struct {
+	Status  string            `json:"status"`
+	Checks  map[string]string `json:"checks"`
+	Role    string            `json:"role,omitempty"`
+	Replica string            `json:"replica,omitempty"`
+	// LeaseError is the last failed attempt to take or renew the leader
+	// lease, if the last attempt failed.
+	LeaseError string `json:"lease_error,omitempty"`
+}
+
+// readyz reports whether the state database and the blob store answer
+// (503 with Retry-After and the failing dependency when not), and this
+// replica's role. The role does not affect readiness: followers serve every
+// request.
+func (s *Server) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
+	defer cancel()
+	r := Readiness{Status: "ok", Checks: map[string]string{"database": "ok", "storage": "ok"}}
+	if err := s.cfg.DB.Ping(ctx); err != nil {
+		r.Checks["database"], r.Status = err.Error(), "unavailable"
+	}
+	if _, err := s.cfg.Blobs.Stat(ctx, "metadata/timestamp.json"); err != nil {
+		r.Checks["storage"], r.Status = err.Error(), "unavailable"
+	}
+	if s.cfg.Elector != nil {
+		st := s.cfg.Elector.Status()
+		r.Role, r.Replica, r.LeaseError = st.Role, st.Holder, st.Error
+	}
+	if r.Status != "ok" {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+		return c.JSON(http.StatusServiceUnavailable, r)
+	}
+	return c.JSON(http.StatusOK, r)
+}
