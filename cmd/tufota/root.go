@@ -73,6 +73,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.fleetCommand(),
 		a.simCommand(),
 		a.quickstartCommand(),
+		a.backupCommand(), a.restoreCommand(),
 	)
 	return root
 }
