@@ -230,7 +230,8 @@ func (c *Client) newUpdater(ctx context.Context) (*updater.Updater, error) {
 	}
 	cfg.LocalMetadataDir = dir
 	cfg.LocalTargetsDir = dir // unused: targets are downloaded by Download
-	cfg.RemoteTargetsURL = c.url("/tuf/targets")
+	cfg.RemoteTargetsURL, _ = c.targetURL("")
+	cfg.RemoteTargetsURL = strings.TrimSuffix(cfg.RemoteTargetsURL, "/")
 	cfg.PrefixTargetsWithHash = true
 	cfg.Fetcher = &metadataFetcher{ctx: ctx, c: c}
 	up, err := updater.New(cfg)

@@ -106,6 +106,15 @@ type Config struct {
 	// that is missing too, the device is treated as having no firmware and
 	// any signed version is newer.
 	CurrentVersion string
+	// TargetsURL, when set, is where target bytes are downloaded from
+	// instead of the server: a bucket or CDN that serves the repository's
+	// blob keys, so a target is fetched from
+	// TargetsURL/targets/<dir>/<sha256>.<name>. Metadata and the device API
+	// stay on ServerURL. The bytes are verified against the signed length
+	// and hashes exactly as when they come from the server, and the device
+	// token is never sent there. A missing key must answer 404 (see
+	// docs/operations.md for the bucket policy).
+	TargetsURL string
 	// HTTPClient makes every request. When nil, the client builds its own
 	// with connect, TLS and response-header timeouts (never
 	// http.DefaultClient).
@@ -128,6 +137,7 @@ type Config struct {
 type Client struct {
 	cfg     Config
 	base    *url.URL
+	targets *url.URL // TargetsURL, or nil to download from the server
 	http    *http.Client
 	log     *slog.Logger
 	timeout time.Duration
@@ -153,6 +163,15 @@ func New(cfg Config) (*Client, error) {
 		return bad("server URL %q must be an absolute http(s) URL", cfg.ServerURL)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
+	var targets *url.URL
+	if cfg.TargetsURL != "" {
+		targets, err = url.Parse(cfg.TargetsURL)
+		if err != nil || (targets.Scheme != "http" && targets.Scheme != "https") || targets.Host == "" || targets.RawQuery != "" || targets.Fragment != "" {
+			return bad("targets URL %q must be an absolute http(s) URL without query", cfg.TargetsURL)
+		}
+		targets.Path = strings.TrimSuffix(targets.Path, "/")
+		targets.RawPath = ""
+	}
 	if len(cfg.TrustedRoot) == 0 {
 		return bad("trusted root is empty")
 	}
@@ -176,6 +195,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		cfg:     cfg,
 		base:    u,
+		targets: targets,
 		http:    cfg.HTTPClient,
 		log:     cfg.Logger,
 		timeout: cfg.RequestTimeout,
@@ -222,6 +242,18 @@ func defaultHTTPClient() *http.Client {
 			ForceAttemptHTTP2:     true,
 		},
 	}
+}
+
+// targetURL returns where the bytes of target file p (the
+// consistent-snapshot name below targets/) are downloaded from, and whether
+// the request goes to the server (and carries the device token).
+func (c *Client) targetURL(p string) (string, bool) {
+	if c.targets == nil {
+		return c.url("/tuf/targets/" + p), true
+	}
+	u := *c.targets
+	u.Path = c.targets.Path + "/targets/" + p
+	return u.String(), false
 }
 
 // url returns the server URL joined with an escaped path.

@@ -43,10 +43,12 @@ func (c *Client) Download(ctx context.Context, upd *Update, dstPath string) erro
 	if dir == "" || base == "" || upd.Length < 0 {
 		return fmt.Errorf("download %s: %w: bad target", upd.Target, ErrMetadata)
 	}
+	u, toServer := c.targetURL(dir + hex.EncodeToString(want256) + "." + base)
 	d := &download{
 		c:      c,
 		upd:    upd,
-		url:    c.url("/tuf/targets/" + dir + hex.EncodeToString(want256) + "." + base),
+		url:    u,
+		auth:   toServer,
 		dst:    dstPath,
 		part:   dstPath + ".part",
 		marker: dstPath + ".part.target",
@@ -62,6 +64,7 @@ type download struct {
 	c      *Client
 	upd    *Update
 	url    string
+	auth   bool // the URL is on the server: send the device token
 	dst    string
 	part   string
 	marker string // names the target the .part file belongs to
@@ -204,7 +207,11 @@ func (d *download) fetch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.c.authorize(req)
+	if d.auth {
+		d.c.authorize(req)
+	} else {
+		req.Header.Set("User-Agent", "tufota-client")
+	}
 	if d.off > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", d.off))
 	}

@@ -25,7 +25,7 @@ import (
 // options are the agent's flags.
 type options struct {
 	server, deviceID, token, rootPath, stateDir, hardware, currentVersion string
-	caCert, installPath, installer, healthCmd                             string
+	caCert, installPath, installer, healthCmd, targetsURL                 string
 	once, verbose                                                         bool
 	poll                                                                  time.Duration
 	bootAttempts                                                          int
@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, env func(string) string, stdout io.
 	}
 	c, err := client.New(client.Config{
 		ServerURL:      o.server,
+		TargetsURL:     o.targetsURL,
 		TrustedRoot:    root,
 		StateDir:       o.stateDir,
 		DeviceID:       o.deviceID,
@@ -118,6 +119,7 @@ func parseFlags(args []string, env func(string) string) (options, error) {
 	fs.StringVar(&o.stateDir, "state-dir", "", "state directory (metadata cache, installed version, image)")
 	fs.StringVar(&o.hardware, "hardware", "", "this device's hardware ID")
 	fs.StringVar(&o.currentVersion, "current-version", "", "running firmware version (default: the one recorded in the state dir)")
+	fs.StringVar(&o.targetsURL, "targets-url", env("TUFOTA_TARGETS_URL"), "download target bytes from this bucket/CDN base (BASE/targets/...) instead of the server; verified all the same (or TUFOTA_TARGETS_URL)")
 	fs.StringVar(&o.caCert, "ca-cert", "", "PEM CA certificate to trust for the server (default: system roots)")
 	fs.StringVar(&o.installPath, "install-path", "", "where the file installer puts the image (default STATE-DIR/firmware/image.bin)")
 	fs.StringVar(&o.installer, "installer", "file", "installer: file (replace one file) or ab (two slots in STATE-DIR/slots, boot counter)")

@@ -212,3 +212,46 @@ func TestAgentFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentTargetsURL: with --targets-url the image comes from the CDN, not
+// the server, and is verified all the same.
+func TestAgentTargetsURL(t *testing.T) {
+	t.Parallel()
+	f := newFakeServer(t)
+	var cdnHits int
+	var mu sync.Mutex
+	tuf := f.repo.Handler("/tuf/")
+	cdn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		cdnHits++
+		mu.Unlock()
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = "/tuf/targets/" + strings.TrimPrefix(r.URL.Path, "/cdn/targets/")
+		tuf.ServeHTTP(w, r2)
+	}))
+	t.Cleanup(cdn.Close)
+	// The server no longer serves target bytes.
+	mux := f.srv.Config.Handler.(*http.ServeMux)
+	mux.HandleFunc("/tuf/targets/", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "gone", http.StatusGone) })
+
+	dir := t.TempDir()
+	rootPath := filepath.Join(dir, "root.json")
+	if err := os.WriteFile(rootPath, f.repo.TrustedRoot(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	args := []string{"--server", f.srv.URL, "--targets-url", cdn.URL + "/cdn", "--device-id", "pump-1", "--root", rootPath,
+		"--state-dir", state, "--hardware", "pump-a", "--token", "tok", "--once"}
+	var out bytes.Buffer
+	if err := run(t.Context(), args, func(string) string { return "" }, &out); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got, want := out.String(), "pump-1: installed pumpfw 1.2.0\n"; got != want {
+		t.Fatalf("stdout = %q, want %q", got, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if cdnHits == 0 {
+		t.Fatal("the image did not come from --targets-url")
+	}
+}

@@ -6,7 +6,7 @@
 // Usage:
 //
 //	tufota-agent --server URL --device-id ID --token TOKEN --root root.json \
-//	    --state-dir DIR --hardware HW [--current-version V] [--once | --poll 5m]
+//	    --state-dir DIR --hardware HW [--current-version V] [--targets-url BASE] [--once | --poll 5m]
 //
 // The token may also come from TUFOTA_DEVICE_TOKEN, and the server from
 // TUFOTA_SERVER.
