@@ -61,6 +61,10 @@ type Config struct {
 	// audit checkpoints); /readyz shows its role. Nil runs them here
 	// unconditionally (a single server).
 	Elector *leader.Elector
+	// TargetsURL, when set, makes /tuf/targets/... answer a 307 redirect
+	// to TargetsURL/targets/... (a bucket or CDN serving the blob store's
+	// keys) instead of streaming the bytes; see WithTargetsURL in tuf.go.
+	TargetsURL string
 	// MaxUploadBytes bounds one firmware image (default 2 GiB).
 	MaxUploadBytes int64
 	Logger         *slog.Logger

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"path"
 	"regexp"
 	"strings"
@@ -31,10 +32,34 @@ func (s *Server) tufMetadata(c echo.Context) error {
 	return s.serveBlob(c, "metadata/"+name, "application/json")
 }
 
+// WithTargetsURL returns cfg with TargetsURL set to base, after checking
+// that base is an absolute http(s) URL without query or fragment (EInvalid
+// otherwise). With it, GET and HEAD /tuf/targets/P answer 307 Temporary
+// Redirect to base/targets/P, so that devices that follow redirects fetch
+// target bytes from the bucket or CDN while metadata stays on tufota. The
+// client verifies the bytes against the signed metadata wherever they come
+// from. Go's http.Client (and so tufota's client) drops the Authorization
+// header when a redirect leaves the server's host, so device tokens do not
+// reach the CDN. The bucket must answer 404 for a missing key (S3 answers
+// 403 unless anonymous readers may list the bucket; see
+// docs/operations.md).
+func WithTargetsURL(cfg Config, base string) (Config, error) {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return cfg, tufota.Errorf(tufota.EInvalid, "targets URL %q must be an absolute http(s) URL without query", base)
+	}
+	cfg.TargetsURL = strings.TrimSuffix(base, "/")
+	return cfg, nil
+}
+
 func (s *Server) tufTarget(c echo.Context) error {
 	p := c.Param("*")
 	if err := storage.ValidKey(p); err != nil {
 		return tufota.Errorf(tufota.ENotFound, "no target file %q", p)
+	}
+	if s.cfg.TargetsURL != "" {
+		u := strings.TrimSuffix(s.cfg.TargetsURL, "/") + "/targets/" + (&url.URL{Path: p}).EscapedPath()
+		return c.Redirect(http.StatusTemporaryRedirect, u)
 	}
 	c.Response().Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 	return s.serveBlob(c, "targets/"+p, "application/octet-stream")
