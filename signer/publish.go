@@ -114,21 +114,8 @@ func checkTarget(t Target) error {
 // that is not a key of the role tufota.EForbidden (nothing is written in
 // either case). Publish is serialised with other writers.
 func (r *Repository) Publish(ctx context.Context, s Signers, add ...Target) (targetsVersion int64, err error) {
-	if len(add) == 0 {
-		return 0, tufota.Errorf(tufota.EInvalid, "publish: no targets given")
-	}
-	seen := map[string]bool{}
-	for _, t := range add {
-		if err := checkTarget(t); err != nil {
-			return 0, fmt.Errorf("publish: %w", err)
-		}
-		if seen[t.Path] {
-			return 0, tufota.Errorf(tufota.EInvalid, "publish: target %s is given twice", t.Path)
-		}
-		if seen[t.Staged.Key] {
-			return 0, tufota.Errorf(tufota.EInvalid, "publish: staged upload %s is given for two targets", t.Staged.Key)
-		}
-		seen[t.Path], seen[t.Staged.Key] = true, true
+	if err := checkTargets(add); err != nil {
+		return 0, fmt.Errorf("publish: %w", err)
 	}
 
 	unlock, err := r.lock(ctx)
@@ -142,17 +129,68 @@ func (r *Repository) Publish(ctx context.Context, s Signers, add ...Target) (tar
 		return 0, fmt.Errorf("publish: %w", err)
 	}
 	targets := st.targets
+	if err := r.nextTargets(ctx, targets, add); err != nil {
+		return 0, fmt.Errorf("publish: %w", err)
+	}
+	v := targets.Signed.Version
+	// Sign everything before touching the store: a signing failure (too
+	// few keys, a wrong key) leaves the staged blobs where they are.
+	files, err := r.signChain(st.root, targets, false, st.snapshot, st.timestamp, s)
+	if err != nil {
+		return 0, fmt.Errorf("publish targets v%d: %w", v, err)
+	}
+	for _, t := range add {
+		if err := r.moveStaged(ctx, t); err != nil {
+			return 0, fmt.Errorf("publish targets v%d: %w", v, err)
+		}
+	}
+	if err := r.writeChain(ctx, files); err != nil {
+		return 0, fmt.Errorf("publish targets v%d: %w", v, err)
+	}
+	paths := make([]string, len(add))
+	for i, t := range add {
+		paths[i] = t.Path
+	}
+	r.log.InfoContext(ctx, "tuf targets published", "targets_version", v, "paths", paths)
+	return v, nil
+}
+
+// checkTargets validates the targets of one publish before any I/O.
+func checkTargets(add []Target) error {
+	if len(add) == 0 {
+		return tufota.Errorf(tufota.EInvalid, "no targets given")
+	}
+	seen := map[string]bool{}
+	for _, t := range add {
+		if err := checkTarget(t); err != nil {
+			return err
+		}
+		if seen[t.Path] {
+			return tufota.Errorf(tufota.EInvalid, "target %s is given twice", t.Path)
+		}
+		if seen[t.Staged.Key] {
+			return tufota.Errorf(tufota.EInvalid, "staged upload %s is given for two targets", t.Staged.Key)
+		}
+		seen[t.Path], seen[t.Staged.Key] = true, true
+	}
+	return nil
+}
+
+// nextTargets turns targets (the current metadata) into the next version:
+// version+1, a new expiry date and add's files. A path already published
+// is tufota.EConflict and a missing staged upload tufota.ENotFound.
+func (r *Repository) nextTargets(ctx context.Context, targets *metadata.Metadata[metadata.TargetsType], add []Target) error {
 	for _, t := range add {
 		if _, ok := targets.Signed.Targets[t.Path]; ok {
-			return 0, tufota.Errorf(tufota.EConflict, "publish: target %s is published already", t.Path)
+			return tufota.Errorf(tufota.EConflict, "target %s is published already", t.Path)
 		}
 	}
 	for _, t := range add {
 		if err := r.checkStaged(ctx, t); err != nil {
-			return 0, fmt.Errorf("publish: %w", err)
+			return err
 		}
 	}
-
+	targets.ClearSignatures()
 	targets.Signed.Version++
 	targets.Signed.Expires = r.expires(r.expiry.Targets)
 	for _, t := range add {
@@ -171,27 +209,7 @@ func (r *Repository) Publish(ctx context.Context, s Signers, add ...Target) (tar
 		}
 		targets.Signed.Targets[t.Path] = tf
 	}
-	v := targets.Signed.Version
-	// Sign everything before touching the store: a signing failure (too
-	// few keys, a wrong key) leaves the staged blobs where they are.
-	files, err := r.signChain(st.root, targets, st.snapshot, st.timestamp, s)
-	if err != nil {
-		return 0, fmt.Errorf("publish targets v%d: %w", v, err)
-	}
-	for _, t := range add {
-		if err := r.moveStaged(ctx, t); err != nil {
-			return 0, fmt.Errorf("publish targets v%d: %w", v, err)
-		}
-	}
-	if err := r.writeChain(ctx, files); err != nil {
-		return 0, fmt.Errorf("publish targets v%d: %w", v, err)
-	}
-	paths := make([]string, len(add))
-	for i, t := range add {
-		paths[i] = t.Path
-	}
-	r.log.InfoContext(ctx, "tuf targets published", "targets_version", v, "paths", paths)
-	return v, nil
+	return nil
 }
 
 // checkStaged checks that t's staged blob exists with the right length, or,
@@ -298,7 +316,7 @@ func (r *Repository) Refresh(ctx context.Context, s Signers, margin time.Duratio
 	switch {
 	case targets != nil || due(st.snapshot.Signed.Expires):
 		refreshed = append(refreshed, RoleSnapshot, RoleTimestamp)
-		files, err = r.signChain(st.root, targets, st.snapshot, st.timestamp, s)
+		files, err = r.signChain(st.root, targets, false, st.snapshot, st.timestamp, s)
 	case due(st.timestamp.Signed.Expires):
 		refreshed = append(refreshed, RoleTimestamp)
 		files, err = r.signTimestamp(st, s.Timestamp)

@@ -7,7 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"sync"
 	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/storage"
@@ -82,6 +86,9 @@ type Release struct {
 	CreatedAt          time.Time  `json:"created_at"`
 	CreatedBy          string     `json:"created_by"`
 	PublishedAt        *time.Time `json:"published_at,omitempty"`
+	// Signing is set while the release waits for offline targets
+	// signatures: who signed and how many are still needed.
+	Signing *SigningStatus `json:"signing,omitempty"`
 }
 
 // Release states.
@@ -91,17 +98,56 @@ const (
 )
 
 // Releases records releases in the state database and publishes them into
-// the TUF repository. It is safe for concurrent use.
+// the TUF repository. When the server holds fewer targets keys than the
+// targets threshold, a pushed release waits for offline signatures
+// (SignRelease); root metadata changes are gathered the same way
+// (ProposeRoot, SignRoot). It is safe for concurrent use.
 type Releases struct {
-	db      *storage.DB
-	repo    *Repository
+	db   *storage.DB
+	repo *Repository
+	now  func() time.Time
+	open KeyOpener
+
+	mu      sync.Mutex
 	signers Signers
-	now     func() time.Time
+}
+
+// KeyOpener opens a key URI on the server (the server's passphrase, the
+// server's HSM): used for the new online keys of a root rotation.
+type KeyOpener func(ctx context.Context, uri string) (signature.SignerVerifier, error)
+
+// ReleasesOption configures NewReleases.
+type ReleasesOption func(*Releases)
+
+// WithKeyOpener lets a root rotation introduce new snapshot and timestamp
+// keys by URI; without it such a rotation is tufota.EInvalid.
+func WithKeyOpener(open KeyOpener) ReleasesOption {
+	return func(r *Releases) { r.open = open }
+}
+
+// WithClock sets the clock of the release service (tests).
+func WithClock(now func() time.Time) ReleasesOption {
+	return func(r *Releases) { r.now = now }
 }
 
 // NewReleases returns the release service over db and repo, signing with s.
-func NewReleases(db *storage.DB, repo *Repository, s Signers) *Releases {
-	return &Releases{db: db, repo: repo, signers: s, now: time.Now}
+func NewReleases(db *storage.DB, repo *Repository, s Signers, opts ...ReleasesOption) *Releases {
+	r := &Releases{db: db, repo: repo, signers: s, now: time.Now}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// Signers returns the keys the server signs with now: those given to
+// NewReleases, with the online keys of a published root rotation in place
+// of the old ones. The background refresher must use these.
+func (r *Releases) Signers() Signers {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.signers
+	s.Targets = slices.Clone(s.Targets)
+	return s
 }
 
 // Push validates req, streams body into the blob store while hashing it (at
@@ -151,7 +197,25 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 		}
 		return Release{}, fmt.Errorf("push %s: record: %w", ref, err)
 	}
-	v, err := r.repo.Publish(ctx, r.signers, Target{Path: rel.TargetPath, Staged: staged, Custom: custom})
+	target := Target{Path: rel.TargetPath, Staged: staged, Custom: custom}
+	signers := r.Signers()
+	if online, err := r.repo.canSignTargets(ctx, signers.Targets); err != nil {
+		r.deleteRow(ctx, rel)
+		return Release{}, fmt.Errorf("push %s: %w", ref, err)
+	} else if !online {
+		// Too few targets keys on the server: the release waits for
+		// release engineers to sign its targets metadata where their
+		// keys are (SignRelease).
+		st, err := r.createPending(ctx, target, actor)
+		if err != nil {
+			r.deleteRow(ctx, rel)
+			return Release{}, fmt.Errorf("push %s: %w", ref, err)
+		}
+		published = true // keep the staged upload for the signed publish
+		rel.Signing = &st
+		return rel, nil
+	}
+	v, err := r.repo.Publish(ctx, signers, target)
 	if err != nil {
 		// A failed Publish may still have made the release visible (the
 		// final timestamp write landed but reported an error). Then keep
@@ -162,8 +226,8 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 				return Release{}, fmt.Errorf("push %s: publish reported an error but the release is live; it stays pending until reconciled: %w", ref, err)
 			}
 		}
-		if _, derr := r.db.Exec(context.WithoutCancel(ctx), `DELETE FROM releases WHERE name = ? AND version = ? AND state = ?`, rel.Name, rel.Version, StatePending); derr != nil {
-			err = errors.Join(err, fmt.Errorf("remove unpublished release row: %w", derr))
+		if derr := r.deleteRow(ctx, rel); derr != nil {
+			err = errors.Join(err, derr)
 		}
 		return Release{}, fmt.Errorf("push %s: %w", ref, err)
 	}
@@ -175,6 +239,15 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	}
 	rel.State, rel.TargetsVersion, rel.PublishedAt = StatePublished, v, &pub
 	return rel, nil
+}
+
+// deleteRow removes the pending row of a release that will not be
+// published.
+func (r *Releases) deleteRow(ctx context.Context, rel Release) error {
+	if _, err := r.db.Exec(context.WithoutCancel(ctx), `DELETE FROM releases WHERE name = ? AND version = ? AND state = ?`, rel.Name, rel.Version, StatePending); err != nil {
+		return fmt.Errorf("remove unpublished release row: %w", err)
+	}
+	return nil
 }
 
 // Reconcile marks pending releases whose target is already in the signed
@@ -199,6 +272,9 @@ func (r *Releases) Reconcile(ctx context.Context) (int, error) {
 			StatePublished, targets.Signed.Version, now, rel.Name, rel.Version, StatePending); err != nil {
 			return n, fmt.Errorf("reconcile %s@%s: %w", rel.Name, rel.Version, err)
 		}
+		if err := deletePending(ctx, r.db, pendingTargetsID(rel.Name, rel.Version)); err != nil {
+			return n, fmt.Errorf("reconcile %s@%s: %w", rel.Name, rel.Version, err)
+		}
 		n++
 	}
 	return n, nil
@@ -213,7 +289,17 @@ func (r *Releases) Get(ctx context.Context, name, version string) (Release, erro
 	if len(rels) == 0 {
 		return Release{}, tufota.Errorf(tufota.ENotFound, "no release %s@%s", name, version)
 	}
-	return rels[0], nil
+	rel := rels[0]
+	if rel.State == StatePending {
+		st, err := r.releaseStatus(ctx, name, version)
+		if err != nil && !errors.Is(err, tufota.ErrNotFound) {
+			return Release{}, err
+		}
+		if err == nil {
+			rel.Signing = &st
+		}
+	}
+	return rel, nil
 }
 
 // List returns every release, newest first.

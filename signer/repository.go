@@ -214,7 +214,7 @@ func (r *Repository) Init(ctx context.Context, keys RoleKeys) (rootJSON []byte, 
 		targetSigners[i] = k
 	}
 	s := Signers{Targets: targetSigners, Snapshot: keys.Snapshot, Timestamp: keys.Timestamp}
-	files, err := r.signChain(root, targets, nil, nil, s)
+	files, err := r.signChain(root, targets, false, nil, nil, s)
 	if err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
@@ -315,12 +315,14 @@ type metaFile struct {
 }
 
 // signChain signs the metadata chain below root: targets (if not nil) gets
-// its version and signatures from the caller; snapshot is built on prev
-// (nil at Init) and timestamp on prevTS. It returns the files to write in
-// order, timestamp.json last.
+// its version from the caller and is signed with s.Targets, or, if
+// presigned, keeps the signatures it carries (which must meet the role's
+// threshold); snapshot is built on prev (nil at Init) and timestamp on
+// prevTS. It returns the files to write in order, timestamp.json last.
 func (r *Repository) signChain(
 	root *metadata.Metadata[metadata.RootType],
 	targets *metadata.Metadata[metadata.TargetsType],
+	presigned bool,
 	prevSnapshot *metadata.Metadata[metadata.SnapshotType],
 	prevTimestamp *metadata.Metadata[metadata.TimestampType],
 	s Signers,
@@ -336,7 +338,11 @@ func (r *Repository) signChain(
 		snapshot.Signed.Expires = r.expires(r.expiry.Snapshot)
 	}
 	if targets != nil {
-		if err := signRole(root, RoleTargets, targets, s.Targets); err != nil {
+		if presigned {
+			if err := root.VerifyDelegate(RoleTargets, targets); err != nil {
+				return nil, tufota.Errorf(tufota.EInvalid, "targets v%d does not verify with the signatures collected: %v", targets.Signed.Version, err)
+			}
+		} else if err := signRole(root, RoleTargets, targets, s.Targets); err != nil {
 			return nil, fmt.Errorf("sign targets v%d: %w", targets.Signed.Version, err)
 		}
 		data, err := targets.ToBytes(true)

@@ -54,6 +54,9 @@ type S3Config struct {
 	// CreateBucket creates the bucket when it does not exist (tufota
 	// init); otherwise a missing bucket is an error.
 	CreateBucket bool
+	// ObjectLocking creates the bucket (CreateBucket) with S3 Object Lock
+	// enabled (see LockedS3).
+	ObjectLocking bool
 	// PartSize is the multipart upload part size; 0 means
 	// DefaultS3PartSize. At least 5 MiB.
 	PartSize uint64
@@ -165,7 +168,7 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		if !cfg.CreateBucket {
 			return nil, tufota.Errorf(tufota.ENotFound, "s3 blob store: bucket %q does not exist", cfg.Bucket)
 		}
-		err := client.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region})
+		err := client.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region, ObjectLocking: cfg.ObjectLocking})
 		if err != nil && minio.ToErrorResponse(err).Code != minio.BucketAlreadyOwnedByYou {
 			return nil, s3Err("create bucket", cfg.Bucket, err)
 		}
