@@ -1,10 +1,20 @@
 // Package signer holds tufota's signing keys and its TUF repository writer.
 //
 // Keys are named by URIs and resolve to a sigstore signature.SignerVerifier,
-// the type go-tuf's Metadata.Sign takes. Today the only scheme is "file:",
-// an encrypted PEM key file (ECDSA P-256 or Ed25519, scrypt + secretbox,
-// sigstore's format); keys never sit on disk in plain text. NewCryptoSigner
-// adapts any crypto.Signer (an HSM or KMS key) to the same interface.
+// the type go-tuf's Metadata.Sign takes:
+//
+//   - "file:PATH", an encrypted PEM key file (ECDSA P-256 or Ed25519, scrypt +
+//     secretbox, sigstore's format); keys never sit on disk in plain text;
+//   - "pkcs11:token=…;object=…?module-path=…&pin-source=file:…", a key pair in
+//     an HSM or smart card through PKCS#11 (crypto11, cgo): ECDSA P-256, or
+//     RSA signing RSASSA-PSS only;
+//   - "awskms://", "gcpkms://", "azurekms://", "hashivault://", a key in a
+//     cloud KMS through sigstore's providers (those linked into the program).
+//
+// NewCryptoSigner adapts any crypto.Signer (an HSM or KMS key) to the same
+// interface. A Keyring opens many keys and shares one logged-in PKCS#11
+// session pool per token between them; CreateKey makes a new key where the
+// URI points, inside the HSM or KMS when it names one.
 //
 // Repository writes a TUF repository (spec v1.0, consistent snapshots) into
 // a storage.Blobs: metadata under "metadata/", target files under
@@ -27,6 +37,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -35,14 +46,18 @@ import (
 	"github.com/tufota/tufota"
 )
 
-// Key algorithms accepted by GenerateFileKey.
+// Key algorithms. GenerateFileKey accepts ECDSA P-256 and Ed25519; PKCS#11
+// tokens make ECDSA P-256 and RSA-3072 (which signs RSASSA-PSS); KMS keys
+// are ECDSA P-256.
 const (
 	AlgECDSAP256 = "ecdsa-p256"
 	AlgEd25519   = "ed25519"
+	AlgRSA3072   = "rsa-3072"
 )
 
-// SupportedSchemes lists the key URI schemes Open understands.
-var supportedSchemes = []string{"file"}
+// supportedSchemes lists the non-KMS key URI schemes Open understands; the
+// linked KMS providers come on top.
+var supportedSchemes = []string{"file", "pkcs11"}
 
 // maxKeyFileSize bounds how much of a key file Open reads; a real encrypted
 // key file is well under 1 KiB.
@@ -65,21 +80,81 @@ func WithPassphrase(f func() ([]byte, error)) Option {
 // Open resolves a key URI to a signer. Supported schemes:
 //
 //	file:PATH        an encrypted PEM key file (ECDSA P-256 or Ed25519);
-//	file:///ABS/PATH the same with an absolute path in URL form.
+//	file:///ABS/PATH the same with an absolute path in URL form;
+//	pkcs11:…         a key pair in a PKCS#11 token (see the package doc);
+//	awskms://…, gcpkms://…, azurekms://…, hashivault://…
+//	                 a KMS key, when the provider is linked in.
 //
 // A malformed URI or an unknown scheme is a tufota.EInvalid error naming the
-// supported schemes. A missing file is tufota.ENotFound. A key file that is
-// not encrypted, or holds a key of an unsupported type, is EInvalid; a
-// missing passphrase is EInvalid; a wrong passphrase is EUnauthorized.
+// supported schemes. A missing file, PKCS#11 module, token or key object is
+// tufota.ENotFound. A key file that is not encrypted, or holds a key of an
+// unsupported type, is EInvalid; a missing passphrase is EInvalid; a wrong
+// passphrase or PIN is EUnauthorized. Error messages never show an inline
+// PIN.
+//
 // The returned value is safe for concurrent use and is also a
-// crypto.Signer (the audit log signs checkpoints through it).
+// crypto.Signer (the audit log signs checkpoints through it). A PKCS#11 key
+// is also an io.Closer: it holds its own logged-in session pool to the token
+// until Close (use a Keyring to share one between keys). PKCS#11 and KMS
+// calls are not cancelled by ctx once they have started.
 func Open(ctx context.Context, uri string, opts ...Option) (signature.SignerVerifier, error) {
+	// The Keyring needs no Close of its own: a PKCS#11 key releases its
+	// token session when it is closed, and nothing else is held.
+	return NewKeyring(opts...).Open(ctx, uri)
+}
+
+// CreateKey makes a new key of algorithm alg ("" picks ecdsa-p256) where uri
+// points and returns it opened:
+//
+//   - file:PATH: an encrypted key file (GenerateFileKey), with the passphrase
+//     from WithPassphrase;
+//   - pkcs11:…;object=LABEL…: a key pair generated inside the token,
+//     sensitive and not extractable (ECDSA P-256 or RSA-3072); a token that
+//     holds a key pair with that label already is tufota.EConflict;
+//   - a KMS URI: the provider's CreateKey (ECDSA P-256 only).
+//
+// Errors are as for Open; an unsupported algorithm is EInvalid. Like Open's,
+// a PKCS#11 key returned is an io.Closer.
+func CreateKey(ctx context.Context, uri, alg string, opts ...Option) (signature.SignerVerifier, error) {
+	return NewKeyring(opts...).CreateKey(ctx, uri, alg)
+}
+
+// Keyring opens keys and shares what they can share: one crypto11 context (a
+// logged-in PKCS#11 session pool) per module and token. A Keyring is safe
+// for concurrent use, and so are the keys it returns. Close it when done;
+// its keys must not be used after that. Closing a PKCS#11 key it returned
+// releases that key's share early; the token's session closes with the last
+// key.
+//
+// PKCS#11 login state belongs to the whole process: once a token is logged
+// in, the module accepts new sessions without checking a PIN. A Keyring
+// therefore compares the PIN of each further key in an open token with the
+// one that logged in, and refuses a different one (tufota.EUnauthorized).
+// Two Keyrings in one process do not see each other's PINs.
+type Keyring struct {
+	opts openOptions
+
+	mu     sync.Mutex
+	tokens map[tokenID]*tokenSession
+	closed bool
+}
+
+// NewKeyring returns an empty Keyring whose file keys take their passphrase
+// from opts (WithPassphrase).
+func NewKeyring(opts ...Option) *Keyring {
+	k := &Keyring{}
+	for _, opt := range opts {
+		opt(&k.opts)
+	}
+	return k
+}
+
+// Open resolves uri as the package-level Open does, sharing token sessions
+// with the keyring's other keys. A closed Keyring refuses PKCS#11 keys
+// (EInvalid).
+func (k *Keyring) Open(ctx context.Context, uri string) (signature.SignerVerifier, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
-	}
-	var o openOptions
-	for _, opt := range opts {
-		opt(&o)
 	}
 	ref, err := parseKeyURI(uri)
 	if err != nil {
@@ -87,16 +162,65 @@ func Open(ctx context.Context, uri string, opts ...Option) (signature.SignerVeri
 	}
 	switch ref.scheme {
 	case "file":
-		return openFileKey(ref.path, o.passphrase)
+		return openFileKey(ref.path, k.opts.passphrase)
+	case "pkcs11":
+		return k.openPKCS11(ctx, ref.p11)
+	case "kms":
+		return openKMS(ctx, ref.kms)
 	}
 	// parseKeyURI only returns supported schemes.
-	return nil, tufota.Errorf(tufota.EInternal, "open key %q: scheme %q not implemented", uri, ref.scheme)
+	return nil, tufota.Errorf(tufota.EInternal, "open key %q: scheme %q not implemented", redactURI(uri), ref.scheme)
 }
 
-// keyRef is a parsed key URI.
+// CreateKey makes a new key as the package-level CreateKey does.
+func (k *Keyring) CreateKey(ctx context.Context, uri, alg string) (signature.SignerVerifier, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ref, err := parseKeyURI(uri)
+	if err != nil {
+		return nil, err
+	}
+	switch ref.scheme {
+	case "file":
+		if alg == "" {
+			alg = AlgECDSAP256
+		}
+		if k.opts.passphrase == nil {
+			return nil, tufota.Errorf(tufota.EInvalid, "create key %s: no passphrase given; keys are never stored in plain text", ref.path)
+		}
+		pass, err := k.opts.passphrase()
+		if err != nil {
+			return nil, fmt.Errorf("create key %s: read passphrase: %w", ref.path, err)
+		}
+		return GenerateFileKey(ref.path, alg, pass)
+	case "pkcs11":
+		return k.createPKCS11(ctx, ref.p11, alg)
+	case "kms":
+		return createKMS(ctx, ref.kms, alg)
+	}
+	return nil, tufota.Errorf(tufota.EInternal, "create key %q: scheme %q not implemented", redactURI(uri), ref.scheme)
+}
+
+// Close logs out of and closes every token session the keyring holds,
+// waiting for signatures in progress. It is idempotent and returns nil.
+func (k *Keyring) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.closed = true
+	for id, ts := range k.tokens {
+		_ = ts.ctx.Close()
+		delete(k.tokens, id)
+	}
+	return nil
+}
+
+// keyRef is a parsed key URI. It is comparable.
 type keyRef struct {
-	scheme string
-	path   string // for "file"
+	scheme string    // "file", "pkcs11" or "kms"
+	path   string    // for "file"
+	p11    pkcs11Ref // for "pkcs11"
+	kms    string    // for "kms": the URI, scheme in lower case
 }
 
 // parseKeyURI splits a key URI into its scheme and scheme-specific part and
@@ -110,7 +234,7 @@ func parseKeyURI(uri string) (keyRef, error) {
 	}
 	scheme, rest, ok := strings.Cut(uri, ":")
 	if !ok || scheme == "" {
-		return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q has no scheme (want e.g. file:/path/to/key.pem); supported schemes: %s", uri, schemeList())
+		return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q has no scheme (want e.g. file:/path/to/key.pem); supported schemes: %s", redactURI(uri), schemeList())
 	}
 	switch strings.ToLower(scheme) {
 	case "file":
@@ -119,27 +243,64 @@ func parseKeyURI(uri string) (keyRef, error) {
 			// URL form: file:///abs/path or file://localhost/abs/path.
 			host, p, _ := strings.Cut(rest[2:], "/")
 			if host != "" && host != "localhost" {
-				return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q names host %q; file keys must be local (file:///abs/path or file:PATH)", uri, host)
+				return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q names host %q; file keys must be local (file:///abs/path or file:PATH)", redactURI(uri), host)
 			}
 			path = "/" + strings.TrimLeft(p, "/")
 		}
 		if path == "" || path == "/" {
-			return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q has no file path", uri)
+			return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q has no file path", redactURI(uri))
 		}
 		if strings.HasSuffix(path, "/") {
-			return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q names a directory, not a key file", uri)
+			return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI %q names a directory, not a key file", redactURI(uri))
 		}
 		return keyRef{scheme: "file", path: path}, nil
+	case "pkcs11":
+		r, err := parsePKCS11(uri, rest)
+		if err != nil {
+			return keyRef{}, err
+		}
+		return keyRef{scheme: "pkcs11", p11: r}, nil
 	default:
-		return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI scheme %q is not supported; supported schemes: %s", scheme, schemeList())
+		if isKMSScheme(scheme) {
+			return parseKMS(uri, scheme, rest)
+		}
+		return keyRef{}, tufota.Errorf(tufota.EInvalid, "key URI scheme %q is not supported; supported schemes: %s", redactURI(scheme), schemeList())
 	}
 }
 
-func schemeList() string {
-	s := make([]string, len(supportedSchemes))
-	for i, v := range supportedSchemes {
-		s[i] = v + ":"
+// CanonicalKeyURI parses uri and returns it in canonical form: file:PATH,
+// pkcs11: with its attributes in a fixed order and encoding, or the KMS URI
+// with its scheme in lower case. An inline PIN is kept. It touches no key;
+// a malformed URI is tufota.EInvalid.
+func CanonicalKeyURI(uri string) (string, error) {
+	ref, err := parseKeyURI(uri)
+	if err != nil {
+		return "", err
 	}
+	return ref.render(false), nil
+}
+
+// RedactKeyURI returns uri with any inline PIN (pin-value=) replaced, for
+// logs and messages.
+func RedactKeyURI(uri string) string { return redactURI(uri) }
+
+// render writes ref as a URI; redact hides an inline PIN.
+func (ref keyRef) render(redact bool) string {
+	switch ref.scheme {
+	case "file":
+		return "file:" + ref.path
+	case "pkcs11":
+		return ref.p11.uri(redact)
+	}
+	return ref.kms
+}
+
+func schemeList() string {
+	s := make([]string, 0, len(supportedSchemes)+4)
+	for _, v := range supportedSchemes {
+		s = append(s, v+":")
+	}
+	s = append(s, kmsProviders()...)
 	return strings.Join(s, ", ")
 }
 

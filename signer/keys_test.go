@@ -254,7 +254,8 @@ func TestOpenErrors(t *testing.T) {
 		{"P-384 key", "file:" + p384Path, []Option{pass("right")}, tufota.EInvalid, nil, "P-256"},
 		{"not PEM", "file:" + notPEM, []Option{pass("right")}, tufota.EInvalid, nil, "not PEM"},
 		{"missing file", "file:" + filepath.Join(dir, "nope.pem"), []Option{pass("right")}, tufota.ENotFound, nil, "does not exist"},
-		{"unknown scheme", "pkcs11:token=x;object=y", nil, tufota.EInvalid, nil, "supported schemes: file:"},
+		{"unknown scheme", "gpg:0xDEADBEEF", nil, tufota.EInvalid, nil, "supported schemes: file:, pkcs11:"},
+		{"KMS provider not linked", "awskms:///alias/tufota", nil, tufota.EInvalid, nil, "not linked"},
 		{"no scheme", keyPath, nil, tufota.EInvalid, nil, "no scheme"},
 		{"empty", "", nil, tufota.EInvalid, nil, "empty"},
 		{"remote host", "file://example.com/key.pem", nil, tufota.EInvalid, nil, "local"},
@@ -309,13 +310,20 @@ func TestParseKeyURI(t *testing.T) {
 }
 
 // FuzzParseKeyURI checks that key URI parsing never panics, returns only
-// EInvalid errors, and that an accepted file URI names a usable path that
-// round-trips.
+// EInvalid errors, never echoes an inline PIN in an error, and that an
+// accepted URI round-trips through its canonical form.
 func FuzzParseKeyURI(f *testing.F) {
 	for _, s := range []string{
 		"file:key.pem", "file:///a/b.pem", "file://localhost/x", "file://h/x", "file:", "file:/",
 		"pkcs11:token=a;object=b?module-path=/x", "awskms:///arn", ":", "", "file:a/\x00b", "file://",
 		"file:dir/",
+		"pkcs11:token=a;object=b?module-path=/x&pin-value=1234",
+		"pkcs11:token=a%20b;id=%01%02?module-path=/m.so&pin-source=file:/p",
+		"pkcs11:serial=42;object=k;type=private?module-path=/m.so&pin-source=file:///p",
+		"pkcs11:slot-id=3;object=k?module-path=/m.so&pin-source=/p",
+		"pkcs11:token=a;token=b;object=k?module-path=/m&pin-value=9",
+		"pkcs11:token=a;object=k?module-path=/m&pin-value=secret&pin-source=/p",
+		"fakekms://key", "FAKEKMS://k", "hashivault://k",
 	} {
 		f.Add(s)
 	}
@@ -325,17 +333,48 @@ func FuzzParseKeyURI(f *testing.F) {
 			if code := tufota.ErrorCode(err); code != tufota.EInvalid {
 				t.Fatalf("parseKeyURI(%q) error code %s, want invalid: %v", uri, code, err)
 			}
+			if p, ok := inlinePIN(uri); ok && len(p) >= 4 && strings.Contains(err.Error(), "pin-value="+p) {
+				t.Fatalf("parseKeyURI(%q) error shows the PIN: %v", uri, err)
+			}
 			return
 		}
-		if ref.scheme != "file" {
+		switch ref.scheme {
+		case "file":
+			if ref.path == "" || strings.ContainsRune(ref.path, 0) || strings.HasSuffix(ref.path, "/") {
+				t.Fatalf("parseKeyURI(%q) accepted path %q", uri, ref.path)
+			}
+		case "pkcs11":
+			r := ref.p11
+			if r.module == "" || !strings.HasPrefix(r.module, "/") || (r.object == "" && r.id == "") || (r.pinSource == "") == !r.hasPINValue {
+				t.Fatalf("parseKeyURI(%q) accepted %+v", uri, r)
+			}
+			if r.hasPINValue && strings.Contains(r.String(), "pin-value="+escapeAttr(r.pinValue)) && r.pinValue != "REDACTED" {
+				t.Fatalf("String of %q shows the PIN: %s", uri, r)
+			}
+		case "kms":
+			if !strings.Contains(ref.kms, "://") {
+				t.Fatalf("parseKeyURI(%q) accepted KMS URI %q", uri, ref.kms)
+			}
+		default:
 			t.Fatalf("parseKeyURI(%q) scheme %q", uri, ref.scheme)
 		}
-		if ref.path == "" || strings.ContainsRune(ref.path, 0) || strings.HasSuffix(ref.path, "/") {
-			t.Fatalf("parseKeyURI(%q) accepted path %q", uri, ref.path)
-		}
-		again, err := parseKeyURI("file:" + ref.path)
+		canon := ref.render(false)
+		again, err := parseKeyURI(canon)
 		if err != nil || again != ref {
-			t.Fatalf("file:%s reparsed to %+v, %v; want %+v", ref.path, again, err, ref)
+			t.Fatalf("%q: canonical %q reparsed to %+v, %v; want %+v", uri, canon, again, err, ref)
 		}
 	})
+}
+
+// inlinePIN returns the raw pin-value of a URI, if it has one.
+func inlinePIN(uri string) (string, bool) {
+	i := indexASCIIFold(uri, "pin-value=")
+	if i < 0 {
+		return "", false
+	}
+	v := uri[i+len("pin-value="):]
+	if j := strings.IndexAny(v, "&;#"); j >= 0 {
+		v = v[:j]
+	}
+	return v, true
 }
