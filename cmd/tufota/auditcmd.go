@@ -2,18 +2,22 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/server"
+	"github.com/tufota/tufota/storage"
 )
 
 func (a *app) auditCommand() *cobra.Command {
@@ -81,9 +85,9 @@ func details(d map[string]string) string {
 }
 
 func (a *app) auditExportCommand() *cobra.Command {
-	var format, since, until, out string
+	var format, since, until, out, to string
 	cmd := &cobra.Command{
-		Use:   "export --format json|csv [--since T] [--until T] [--out FILE]",
+		Use:   "export --format json|csv [--since T] [--until T] [--out FILE | --to URL]",
 		Short: "Export entries with their signed checkpoints, ending with a fresh checkpoint",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -105,6 +109,18 @@ func (a *app) auditExportCommand() *cobra.Command {
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit/export?"+q.Encode(), nil, "", rawInto(&buf)); err != nil {
 				return err
 			}
+			if to != "" {
+				store, err := a.openArchive(cmd.Context(), to)
+				if err != nil {
+					return err
+				}
+				key := audit.ArchiveExportKey(time.Now(), format)
+				if _, err := store.Put(cmd.Context(), key, bytes.NewReader(buf.Bytes())); err != nil {
+					return fmt.Errorf("audit export: write to archive: %w", err)
+				}
+				res := map[string]string{"archive": redactArchiveURL(to), "key": key}
+				return a.print(res, func(w io.Writer) { row(w, "Archived export:", key) })
+			}
 			if out == "" {
 				_, err := a.stdout.Write(buf.Bytes())
 				return err
@@ -117,6 +133,8 @@ func (a *app) auditExportCommand() *cobra.Command {
 	f.StringVar(&since, "since", "", "entries at or after this RFC 3339 time, or this long ago")
 	f.StringVar(&until, "until", "", "entries before this RFC 3339 time")
 	f.StringVar(&out, "out", "", "write to FILE instead of standard output")
+	f.StringVar(&to, "to", "", "write to a blob store instead: s3://BUCKET/PREFIX?endpoint=...&object-lock=compliance&retention=2190d (write-once, S3 Object Lock) or file:DIR, as exports/<time>.<format>")
+	cmd.MarkFlagsMutuallyExclusive("out", "to")
 	return cmd
 }
 
@@ -229,6 +247,34 @@ func (a *app) auditCheckpointCommand() *cobra.Command {
 			return a.print(res, func(w io.Writer) { fmt.Fprint(w, res.Checkpoint) })
 		},
 	}
+}
+
+// openArchive opens an audit archive: a write-once S3 Object Lock store for
+// an s3:// URL with object-lock=compliance (the bucket is created with
+// object locking when missing), any other blob store URL otherwise.
+// Credentials come from the environment as for the repository's store.
+func (a *app) openArchive(ctx context.Context, url string) (storage.Blobs, error) {
+	if !storage.IsObjectLockURL(url) {
+		return a.openBlobs(ctx, "", url, false)
+	}
+	opts := []storage.BlobsOption{storage.WithCreateBucket()}
+	if a.env["AWS_ACCESS_KEY_ID"] != "" {
+		opts = append(opts, storage.WithS3Credentials(a.env["AWS_ACCESS_KEY_ID"], a.env["AWS_SECRET_ACCESS_KEY"]))
+	} else if f := a.env["AWS_SHARED_CREDENTIALS_FILE"]; f != "" {
+		opts = append(opts, storage.WithS3CredentialsFile(f, a.env["AWS_PROFILE"]))
+	}
+	l, err := storage.OpenLockedS3(ctx, url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open audit archive: %w", err)
+	}
+	return l, nil
+}
+
+func redactArchiveURL(u string) string {
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		return u[:i]
+	}
+	return u
 }
 
 // rawInto makes apiClient.do copy the body into w instead of decoding JSON.
