@@ -58,6 +58,14 @@ func (s *Server) pushRelease(c echo.Context) error {
 		}
 		return err
 	}
+	if rel.Signing != nil {
+		auditObject(c, "release/"+rel.Name+"@"+rel.Version, map[string]string{
+			"target": rel.TargetPath, "sha256": rel.SHA256, "length": strconv.FormatInt(rel.Length, 10), "state": rel.State,
+			"targets_version": strconv.FormatInt(rel.Signing.Version, 10), "signatures_needed": strconv.Itoa(rel.Signing.Needed),
+		})
+		s.log.Info("release pending offline signatures", "actor", principal(c).Name, "release", rel.Name+"@"+rel.Version, "needed", rel.Signing.Needed)
+		return c.JSON(http.StatusAccepted, rel)
+	}
 	auditObject(c, "release/"+rel.Name+"@"+rel.Version, map[string]string{
 		"target": rel.TargetPath, "sha256": rel.SHA256, "length": strconv.FormatInt(rel.Length, 10),
 		"targets_version": strconv.FormatInt(rel.TargetsVersion, 10), "signed_with": "targets,snapshot,timestamp",

@@ -83,6 +83,17 @@ func (s *Server) Routes() []Route {
 
 		{Method: http.MethodGet, Path: "/api/v1/device/update", Roles: device, Action: "device.check", handler: s.deviceUpdate},
 		{Method: http.MethodPost, Path: "/api/v1/device/status", Roles: device, Action: "device.report", handler: s.deviceStatus},
+
+		// Signing where the key is: pending releases and root changes
+		// gather offline signatures. Keep these last: the route matrix
+		// test rotates the root of its server to reach them.
+		{Method: http.MethodGet, Path: "/api/v1/releases/:name/:version/signing", Roles: pushers, Action: "release.payload", handler: s.releaseSigning},
+		{Method: http.MethodPost, Path: "/api/v1/releases/:name/:version/signatures", Roles: pushers, Action: "release.sign", handler: s.signRelease},
+		{Method: http.MethodGet, Path: "/api/v1/root", Roles: people, Action: "root.show", handler: s.rootShow},
+		{Method: http.MethodPost, Path: "/api/v1/root", Roles: admin, Action: "root.update", handler: s.rootUpdate},
+		{Method: http.MethodGet, Path: "/api/v1/root/pending", Roles: admin, Action: "root.payload", handler: s.rootPayload},
+		{Method: http.MethodDelete, Path: "/api/v1/root/pending", Roles: admin, Action: "root.cancel", handler: s.rootCancel},
+		{Method: http.MethodPost, Path: "/api/v1/root/signatures", Roles: admin, Action: "root.sign", handler: s.rootSign},
 	}
 }
 

@@ -32,6 +32,8 @@ type testServer struct {
 	tokens   map[access.Role]string
 	deviceID string
 	seq      atomic.Int64
+	rootKey  signature.SignerVerifier // signs root changes (signing_test.go)
+	extraKey signature.SignerVerifier // a targets key the server does not hold, once added
 }
 
 func newTestServer(t *testing.T) *testServer {
@@ -83,7 +85,7 @@ func newTestServer(t *testing.T) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{Server: s, tokens: map[access.Role]string{}, deviceID: "dev-1"}
+	ts := &testServer{Server: s, tokens: map[access.Role]string{}, deviceID: "dev-1", rootKey: root}
 	for _, role := range access.Roles {
 		n := access.NewToken{Name: "test-" + string(role), Role: role}
 		switch role {
@@ -137,6 +139,10 @@ func (ts *testServer) validRequest(t *testing.T, r Route) *http.Request {
 	u := ts.http.URL
 	n := ts.seq.Add(1)
 	var req *http.Request
+	if req = ts.signingRequest(t, r, n); req != nil {
+		req.RequestURI = ""
+		return req
+	}
 	switch r.Path {
 	case "/tuf/:file":
 		req = httptest.NewRequest(r.Method, u+"/tuf/1.root.json", nil)

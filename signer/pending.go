@@ -58,17 +58,20 @@ type Signer struct {
 // SigningStatus says who signed pending metadata and how many signatures
 // are still needed.
 type SigningStatus struct {
-	Role          string    `json:"role"`                    // targets or root
-	Version       int64     `json:"version"`                 // the metadata version being signed
-	BaseVersion   int64     `json:"base_version"`            // the version it replaces
-	Threshold     int       `json:"threshold"`               // signatures needed (targets; root: new root role)
-	OldThreshold  int       `json:"old_threshold,omitempty"` // root: threshold of the old root role
-	Signatures    []Signer  `json:"signatures"`
-	ServerKeys    []string  `json:"server_keys,omitempty"` // role keys the server signs with itself
-	Needed        int       `json:"needed"`                // targets: still needed; root: new-role signatures still needed
-	OldNeeded     int       `json:"old_needed,omitempty"`  // root: old-role signatures still needed
-	Keys          []string  `json:"keys"`                  // key IDs that may sign
-	Published     bool      `json:"published"`
+	Role         string   `json:"role"`                    // targets or root
+	Version      int64    `json:"version"`                 // the metadata version being signed
+	BaseVersion  int64    `json:"base_version"`            // the version it replaces
+	Threshold    int      `json:"threshold"`               // signatures needed (targets; root: new root role)
+	OldThreshold int      `json:"old_threshold,omitempty"` // root: threshold of the old root role
+	Signatures   []Signer `json:"signatures"`
+	ServerKeys   []string `json:"server_keys,omitempty"` // role keys the server signs with itself
+	Needed       int      `json:"needed"`                // targets: still needed; root: new-role signatures still needed
+	OldNeeded    int      `json:"old_needed,omitempty"`  // root: old-role signatures still needed
+	Keys         []string `json:"keys"`                  // key IDs that may sign
+	Published    bool     `json:"published"`
+	// TargetsNeeded (root): targets signatures still needed for the
+	// targets re-signing the root change carries.
+	TargetsNeeded int       `json:"targets_needed,omitempty"`
 	PayloadSHA256 string    `json:"payload_sha256"`
 	Expires       time.Time `json:"expires"`
 	CreatedBy     string    `json:"created_by"`
@@ -80,12 +83,16 @@ type SigningStatus struct {
 // verifies) and a summary. The signer must read what it signs from
 // Payload itself, not trust the summary.
 type SigningPayload struct {
-	Role          string        `json:"role"`
-	Payload       []byte        `json:"payload"` // canonical JSON, base64 in JSON
-	PayloadSHA256 string        `json:"payload_sha256"`
-	Release       *Release      `json:"release,omitempty"`
-	Root          *RootSummary  `json:"root,omitempty"`
-	Status        SigningStatus `json:"status"`
+	Role          string   `json:"role"`
+	Payload       []byte   `json:"payload"` // canonical JSON, base64 in JSON
+	PayloadSHA256 string   `json:"payload_sha256"`
+	Release       *Release `json:"release,omitempty"`
+	// Targets is, for a root change that needs it, the current targets
+	// metadata (version+1, same files) to be re-signed by the new root's
+	// targets keys; it is uploaded through the root signature API.
+	Targets *SigningPayload `json:"targets,omitempty"`
+	Root    *RootSummary    `json:"root,omitempty"`
+	Status  SigningStatus   `json:"status"`
 }
 
 // pendingRow is a row of pending_metadata.

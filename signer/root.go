@@ -86,7 +86,15 @@ type RootInfo struct {
 type pendingRootExtra struct {
 	// OnlineURIs maps keyid to the URI of a new snapshot/timestamp key.
 	OnlineURIs map[string]string `json:"online_uris,omitempty"`
+	// ResignTargets: the current targets metadata would not verify under
+	// the new root (a revoked signer, a higher threshold) and the server
+	// cannot re-sign it, so the ceremony also gathers targets signatures
+	// over pendingResignID, published together with the root.
+	ResignTargets bool `json:"resign_targets,omitempty"`
 }
+
+// pendingResignID is the targets metadata re-signed along with a root.
+const pendingResignID = "targets/resign"
 
 var topRoles = []string{RoleRoot, RoleTargets, RoleSnapshot, RoleTimestamp}
 
@@ -239,13 +247,23 @@ func (r *Releases) ProposeRoot(ctx context.Context, ch RootChange, actor string)
 			return SigningPayload{}, tufota.Errorf(tufota.EInvalid, "role %s: the server must hold %d of its keys to sign it online; add the new key with its URI", role, need)
 		}
 	}
-	if err := nr.VerifyDelegate(RoleTargets, st.targets); err != nil {
-		if n, need := countRoleSigners(nr, RoleTargets, signers.Targets); n < need {
-			return SigningPayload{}, tufota.Errorf(tufota.EInvalid, "the current targets v%d would not verify under the new root and the server holds %d of the %d targets keys needed to re-sign it: keep enough of the keys that signed it, or re-sign targets first", st.targets.Signed.Version, n, need)
-		}
-	}
 	if len(diffRoots(st.root, nr)) == 0 {
 		return SigningPayload{}, tufota.Errorf(tufota.EInvalid, "the root change changes nothing")
+	}
+	var resign []byte
+	if err := nr.VerifyDelegate(RoleTargets, st.targets); err != nil {
+		if n, need := countRoleSigners(nr, RoleTargets, roleSigners(nr, RoleTargets, signers.Targets)); n < need {
+			// Targets keys must re-sign the current targets along with
+			// the root: same files, version+1.
+			md := st.targets
+			md.ClearSignatures()
+			md.Signed.Version++
+			md.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
+			if resign, err = md.ToBytes(false); err != nil {
+				return SigningPayload{}, err
+			}
+			extra.ResignTargets = true
+		}
 	}
 	mdJSON, err := nr.ToBytes(false)
 	if err != nil {
@@ -256,8 +274,22 @@ func (r *Releases) ProposeRoot(ctx context.Context, ch RootChange, actor string)
 		return SigningPayload{}, err
 	}
 	now := r.now().UTC().UnixNano()
-	if _, err := r.db.Exec(ctx, `INSERT INTO pending_metadata (id, role, base_version, version, metadata, extra, created_at, created_by, updated_at)
+	err = r.db.Tx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO pending_metadata (id, role, base_version, version, metadata, extra, created_at, created_by, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, pendingRootID, RoleRoot, st.root.Signed.Version, nr.Signed.Version, string(mdJSON), string(extraJSON), now, actor, now); err != nil {
+			return err
+		}
+		if resign == nil {
+			return nil
+		}
+		if err := deletePending(ctx, tx, pendingResignID); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO pending_metadata (id, role, base_version, version, metadata, extra, created_at, created_by, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, pendingResignID, RoleTargets, st.targets.Signed.Version-1, st.targets.Signed.Version, string(resign), "{}", now, actor, now)
+		return err
+	})
+	if err != nil {
 		if errors.Is(err, tufota.ErrConflict) {
 			return SigningPayload{}, tufota.Errorf(tufota.EConflict, "a root change is pending already")
 		}
@@ -267,7 +299,7 @@ func (r *Releases) ProposeRoot(ctx context.Context, ch RootChange, actor string)
 	if err != nil {
 		return SigningPayload{}, err
 	}
-	return r.rootPayload(st, p, nr, nil)
+	return r.rootPayload(ctx, st, p, nr, nil)
 }
 
 // pendingRoot loads the pending root; one built on a root that is no
@@ -280,11 +312,17 @@ func (r *Releases) pendingRoot(ctx context.Context, st *state) (pendingRow, *met
 	if err != nil {
 		return p, nil, err
 	}
+	stale := ""
 	if p.Base != st.root.Signed.Version {
-		if err := deletePending(ctx, r.db, pendingRootID); err != nil {
+		stale = fmt.Sprintf("the pending root v%d was built on root v%d but the repository is at root v%d", p.Ver, p.Base, st.root.Signed.Version)
+	} else if rs, err := loadPending(ctx, r.db, pendingResignID); err == nil && rs.Base != st.targets.Signed.Version {
+		stale = fmt.Sprintf("targets v%d was published after the root change was proposed, so the targets re-signing it carries is out of date", st.targets.Signed.Version)
+	}
+	if stale != "" {
+		if err := r.CancelRoot(ctx); err != nil {
 			return p, nil, err
 		}
-		return p, nil, staleError("the pending root v%d was built on root v%d but the repository is at root v%d; it was dropped with its signatures: propose the change again", p.Ver, p.Base, st.root.Signed.Version)
+		return p, nil, staleError("%s; the change was dropped with its signatures: propose it again", stale)
 	}
 	nr, err := new(metadata.Metadata[metadata.RootType]).FromBytes(p.Metadata)
 	if err != nil {
@@ -293,7 +331,7 @@ func (r *Releases) pendingRoot(ctx context.Context, st *state) (pendingRow, *met
 	return p, nr, nil
 }
 
-func (r *Releases) rootPayload(st *state, p pendingRow, nr *metadata.Metadata[metadata.RootType], sigs []pendingSig) (SigningPayload, error) {
+func (r *Releases) rootPayload(ctx context.Context, st *state, p pendingRow, nr *metadata.Metadata[metadata.RootType], sigs []pendingSig) (SigningPayload, error) {
 	payload, sum, err := canonicalSigned(nr)
 	if err != nil {
 		return SigningPayload{}, err
@@ -301,7 +339,23 @@ func (r *Releases) rootPayload(st *state, p pendingRow, nr *metadata.Metadata[me
 	sum0 := summarize(nr)
 	sum0.OldRoles = summarize(st.root).Roles
 	sum0.Changes = diffRoots(st.root, nr)
-	return SigningPayload{Role: RoleRoot, Payload: payload, PayloadSHA256: sum, Root: &sum0, Status: rootStatus(st.root, nr, p, sigs, sum)}, nil
+	out := SigningPayload{Role: RoleRoot, Payload: payload, PayloadSHA256: sum, Root: &sum0, Status: rootStatus(st.root, nr, p, sigs, sum)}
+	rp, md, rsigs, err := r.pendingResign(ctx)
+	if err != nil || rp == nil {
+		return out, err
+	}
+	tp, tsum, err := canonicalSigned(md)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	tst, err := r.targetsStatus(nr, *rp, md, rsigs)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	out.Status.TargetsNeeded = tst.Needed
+	out.Targets = &SigningPayload{Role: RoleTargets, Payload: tp, PayloadSHA256: tsum, Status: tst}
+	sum0.Changes = append(sum0.Changes, fmt.Sprintf("targets v%d re-signed under the new root (same files)", md.Signed.Version))
+	return out, nil
 }
 
 func rootStatus(old, nr *metadata.Metadata[metadata.RootType], p pendingRow, sigs []pendingSig, sum string) SigningStatus {
@@ -360,7 +414,7 @@ func (r *Releases) RootInfo(ctx context.Context) (RootInfo, error) {
 	if err != nil {
 		return info, err
 	}
-	pl, err := r.rootPayload(st, p, nr, sigs)
+	pl, err := r.rootPayload(ctx, st, p, nr, sigs)
 	if err != nil {
 		return info, err
 	}
@@ -388,7 +442,7 @@ func (r *Releases) RootPayload(ctx context.Context) (SigningPayload, error) {
 	if err != nil {
 		return SigningPayload{}, err
 	}
-	return r.rootPayload(st, p, nr, sigs)
+	return r.rootPayload(ctx, st, p, nr, sigs)
 }
 
 // CancelRoot drops the pending root change and its signatures;
@@ -397,7 +451,32 @@ func (r *Releases) CancelRoot(ctx context.Context) error {
 	if _, err := loadPending(ctx, r.db, pendingRootID); err != nil {
 		return err
 	}
-	return deletePending(ctx, r.db, pendingRootID)
+	return r.db.Tx(ctx, func(tx *storage.Tx) error {
+		if err := deletePending(ctx, tx, pendingResignID); err != nil {
+			return err
+		}
+		return deletePending(ctx, tx, pendingRootID)
+	})
+}
+
+// pendingResign loads the targets re-signing of a pending root, or nil.
+func (r *Releases) pendingResign(ctx context.Context) (*pendingRow, *metadata.Metadata[metadata.TargetsType], []pendingSig, error) {
+	p, err := loadPending(ctx, r.db, pendingResignID)
+	if errors.Is(err, tufota.ErrNotFound) {
+		return nil, nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	md, err := new(metadata.Metadata[metadata.TargetsType]).FromBytes(p.Metadata)
+	if err != nil {
+		return nil, nil, nil, tufota.Errorf(tufota.EInternal, "pending targets re-signing: %v", err)
+	}
+	sigs, err := loadSigs(ctx, r.db, p.ID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return &p, md, sigs, nil
 }
 
 // SignRoot adds one signature to the pending root N+1. A key of the old
@@ -425,6 +504,17 @@ func (r *Releases) SignRoot(ctx context.Context, up SignatureUpload, actor strin
 	_, sum, err := canonicalSigned(nr)
 	if err != nil {
 		return SigningStatus{}, err
+	}
+	rp, rmd, rsigs, err := r.pendingResign(ctx)
+	if err != nil {
+		return SigningStatus{}, err
+	}
+	if rp != nil {
+		if _, tsum, err := canonicalSigned(rmd); err != nil {
+			return SigningStatus{}, err
+		} else if up.PayloadSHA256 == tsum {
+			return r.signResign(ctx, st, p, nr, *rp, rmd, rsigs, up, actor)
+		}
 	}
 	if up.PayloadSHA256 != sum {
 		return SigningStatus{}, staleError("the signature is over payload sha256 %s but the pending root v%d is sha256 %s: fetch it again and sign", up.PayloadSHA256, p.Ver, sum)
@@ -460,7 +550,73 @@ func (r *Releases) SignRoot(ctx context.Context, up SignatureUpload, actor strin
 		return SigningStatus{}, fmt.Errorf("sign root: record signature: %w", err)
 	}
 	sigs = append(sigs, pendingSig{KeyID: up.KeyID, Sig: up.Sig, PayloadSHA256: sum, SignedBy: actor, CreatedAt: now})
+	return r.maybePublishRoot(ctx, st, p, nr, sigs, sum)
+}
+
+// signResign records a targets signature over the targets re-signing a
+// pending root carries (verified against the new root's targets role).
+func (r *Releases) signResign(ctx context.Context, st *state, p pendingRow, nr *metadata.Metadata[metadata.RootType], rp pendingRow, rmd *metadata.Metadata[metadata.TargetsType], rsigs []pendingSig, up SignatureUpload, actor string) (SigningStatus, error) {
+	if err := verifyOne(nr, RoleTargets, rmd, up); err != nil {
+		return SigningStatus{}, fmt.Errorf("sign targets v%d for root v%d: %w", rmd.Signed.Version, nr.Signed.Version, err)
+	}
+	for _, s := range rsigs {
+		if s.KeyID == up.KeyID {
+			return SigningStatus{}, tufota.Errorf(tufota.EConflict, "key %s has already signed targets v%d for root v%d", up.KeyID, rmd.Signed.Version, nr.Signed.Version)
+		}
+	}
+	if _, err := r.db.Exec(ctx, `INSERT INTO pending_signatures (pending_id, keyid, sig, payload_sha256, signed_by, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		rp.ID, up.KeyID, up.Sig, up.PayloadSHA256, actor, r.now().UTC().UnixNano()); err != nil {
+		if errors.Is(err, tufota.ErrConflict) {
+			return SigningStatus{}, tufota.Errorf(tufota.EConflict, "key %s has already signed targets v%d", up.KeyID, rmd.Signed.Version)
+		}
+		return SigningStatus{}, err
+	}
+	sigs, err := loadSigs(ctx, r.db, p.ID)
+	if err != nil {
+		return SigningStatus{}, err
+	}
+	_, sum, err := canonicalSigned(nr)
+	if err != nil {
+		return SigningStatus{}, err
+	}
+	return r.maybePublishRoot(ctx, st, p, nr, sigs, sum)
+}
+
+// maybePublishRoot publishes the pending root when both root thresholds,
+// and the targets threshold of a carried re-signing, are met.
+func (r *Releases) maybePublishRoot(ctx context.Context, st *state, p pendingRow, nr *metadata.Metadata[metadata.RootType], sigs []pendingSig, sum string) (SigningStatus, error) {
 	status := rootStatus(st.root, nr, p, sigs, sum)
+	rp, rmd, rsigs, err := r.pendingResign(ctx)
+	if err != nil {
+		return status, err
+	}
+	var resign *metadata.Metadata[metadata.TargetsType]
+	if rp != nil {
+		tst, err := r.targetsStatus(nr, *rp, rmd, rsigs)
+		if err != nil {
+			return status, err
+		}
+		status.TargetsNeeded = tst.Needed
+		if tst.Needed > 0 {
+			return status, nil
+		}
+		resign = rmd
+		for _, sg := range tst.Signatures {
+			for _, ps := range rsigs {
+				if ps.KeyID == sg.KeyID {
+					b, _ := hex.DecodeString(ps.Sig)
+					resign.Signatures = append(resign.Signatures, metadata.Signature{KeyID: ps.KeyID, Signature: b})
+				}
+			}
+		}
+		for _, k := range roleSigners(nr, RoleTargets, r.Signers().Targets) {
+			if id, err := KeyID(k); err == nil && !hasSig(resign.Signatures, id) {
+				if _, err := resign.Sign(k); err != nil {
+					return status, err
+				}
+			}
+		}
+	}
 	if status.Needed > 0 || status.OldNeeded > 0 {
 		return status, nil
 	}
@@ -468,7 +624,7 @@ func (r *Releases) SignRoot(ctx context.Context, up SignatureUpload, actor strin
 		b, _ := hex.DecodeString(s.Sig)
 		nr.Signatures = append(nr.Signatures, metadata.Signature{KeyID: s.KeyID, Signature: b})
 	}
-	if err := r.publishRootLocked(ctx, st, p, nr); err != nil {
+	if err := r.publishRootLocked(ctx, st, p, nr, resign); err != nil {
 		return status, fmt.Errorf("sign root v%d: signature recorded, thresholds met, but publish failed: %w", nr.Signed.Version, err)
 	}
 	status.Published = true
@@ -476,7 +632,7 @@ func (r *Releases) SignRoot(ctx context.Context, up SignatureUpload, actor strin
 }
 
 // publishRootLocked writes N+1.root.json and re-signs the chain below it.
-func (r *Releases) publishRootLocked(ctx context.Context, st *state, p pendingRow, nr *metadata.Metadata[metadata.RootType]) error {
+func (r *Releases) publishRootLocked(ctx context.Context, st *state, p pendingRow, nr *metadata.Metadata[metadata.RootType], resign *metadata.Metadata[metadata.TargetsType]) error {
 	v := nr.Signed.Version
 	if err := st.root.VerifyDelegate(RoleRoot, nr); err != nil {
 		return tufota.Errorf(tufota.EInvalid, "root v%d lacks the old root's threshold: %v", v, err)
@@ -522,12 +678,15 @@ func (r *Releases) publishRootLocked(ctx context.Context, st *state, p pendingRo
 	}
 	s.Targets = roleSigners(nr, RoleTargets, s.Targets)
 	var targets *metadata.Metadata[metadata.TargetsType]
-	if err := nr.VerifyDelegate(RoleTargets, st.targets); err != nil {
+	presigned := resign != nil
+	if presigned {
+		targets = resign
+	} else if err := nr.VerifyDelegate(RoleTargets, st.targets); err != nil {
 		targets = st.targets // re-sign with the server's targets keys
 		targets.Signed.Version++
 		targets.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
 	}
-	files, err := r.repo.signChain(nr, targets, false, st.snapshot, st.timestamp, s)
+	files, err := r.repo.signChain(nr, targets, presigned, st.snapshot, st.timestamp, s)
 	if err != nil {
 		return err
 	}
@@ -559,6 +718,9 @@ func (r *Releases) publishRootLocked(ctx context.Context, st *state, p pendingRo
 			if _, err := tx.Exec(ctx, `INSERT INTO online_keys (role, keyid, uri, created_at) VALUES (?, ?, ?, ?)`, role, id, uri, now); err != nil {
 				return err
 			}
+		}
+		if err := deletePending(ctx, tx, pendingResignID); err != nil {
+			return err
 		}
 		return deletePending(ctx, tx, pendingRootID)
 	})
