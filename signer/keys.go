@@ -477,3 +477,35 @@ func tufKey(v signature.PublicKeyProvider) (*metadata.Key, error) {
 	}
 	return k, nil
 }
+
+// ConfigKeyURI validates uri for a configuration file that a server reads
+// later, maybe from another directory, and returns its canonical form. It
+// refuses (tufota.EInvalid) a malformed URI, a PKCS#11 URI that carries its
+// PIN inline (pin-value=: use pin-source=file:PATH, so that no PIN is ever
+// stored in plain text with the key reference) and a relative pin-source
+// path. It touches no key.
+func ConfigKeyURI(uri string) (string, error) {
+	ref, err := parseKeyURI(uri)
+	if err != nil {
+		return "", err
+	}
+	if ref.scheme == "pkcs11" {
+		switch {
+		case ref.p11.hasPINValue:
+			return "", tufota.Errorf(tufota.EInvalid, "key URI %s carries its PIN inline (pin-value=), which would store the PIN in plain text; put the PIN in a file readable only by tufota and use pin-source=file:/path/to/pin", ref.p11)
+		case !strings.HasPrefix(ref.p11.pinSource, "/"):
+			return "", tufota.Errorf(tufota.EInvalid, "key URI %s: pin-source %q must be an absolute path", ref.p11, ref.p11.pinSource)
+		}
+	}
+	return ref.render(false), nil
+}
+
+// KeyURIScheme returns the scheme of a valid key URI: "file", "pkcs11" or
+// "kms". A malformed URI is tufota.EInvalid.
+func KeyURIScheme(uri string) (string, error) {
+	ref, err := parseKeyURI(uri)
+	if err != nil {
+		return "", err
+	}
+	return ref.scheme, nil
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -26,14 +27,26 @@ type initOptions struct {
 	db           string
 	keyAlg       string
 	adminExpires time.Duration
+
+	// Key URIs per role; a role given none gets a generated file key.
+	rootKeys         []string
+	rootThreshold    int
+	targetsKeys      []string
+	targetsThreshold int
+	snapshotKey      string
+	timestampKey     string
 }
 
 // initResult is what init prints with -o json.
 type initResult struct {
-	AdminToken string            `json:"admin_token"`
-	Root       string            `json:"root"`
-	Dir        string            `json:"dir"`
-	KeyIDs     map[string]string `json:"key_ids"`
+	AdminToken string `json:"admin_token"`
+	Root       string `json:"root"`
+	Dir        string `json:"dir"`
+	// KeyIDs are the TUF key IDs of each role (root, targets, snapshot,
+	// timestamp) and of the audit key, in the order given.
+	KeyIDs map[string][]string `json:"key_ids"`
+	// Thresholds of the root and targets roles.
+	Thresholds map[string]int `json:"thresholds"`
 	// AuditKey is the note verifier key of the audit log's checkpoints:
 	// give it to compliance reviewers (tufota audit verify --key).
 	AuditKey string `json:"audit_verifier_key"`
@@ -44,10 +57,18 @@ func (a *app) initCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "init --dir DIR",
 		Short: "Create a new repository: state database, blob store, keys and root metadata",
-		Long: `init creates a repository in DIR: the state database, the blob store, one
-encrypted key per TUF role (passphrase from TUFOTA_KEY_PASSPHRASE, or asked), the
-first root metadata (DIR/root.json is the trust anchor to bake into devices) and
-the first admin API token, which is printed once and never stored.`,
+		Long: `init creates a repository in DIR: the state database, the blob store, the
+keys of the TUF roles, the first root metadata (DIR/root.json is the trust anchor
+to bake into devices) and the first admin API token, which is printed once and
+never stored.
+
+Each role's keys are given as key URIs (file:PATH, pkcs11:..., awskms://...,
+gcpkms://..., azurekms://..., hashivault://...; see docs/key-ceremony.md): root
+and targets may have several keys and a threshold. A role given no key gets a
+new encrypted key file in DIR/keys (passphrase from TUFOTA_KEY_PASSPHRASE, or
+asked), as does the audit log's checkpoint key. PKCS#11 URIs must read their PIN
+from a file (pin-source=file:/abs/path); pin-value= is refused, so that no PIN is
+ever written to DIR/tufota.json.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			res, err := a.initRepo(cmd.Context(), o)
@@ -57,6 +78,9 @@ the first admin API token, which is printed once and never stored.`,
 			return a.print(res, func(w io.Writer) {
 				fmt.Fprintf(w, "Initialised repository in %s\n", res.Dir)
 				fmt.Fprintf(w, "Trust anchor for devices: %s\n", res.Root)
+				for _, role := range []string{"root", "targets", "snapshot", "timestamp"} {
+					fmt.Fprintf(w, "%s keys (threshold %d): %s\n", role, max(res.Thresholds[role], 1), strings.Join(res.KeyIDs[role], ", "))
+				}
 				fmt.Fprintf(w, "Audit checkpoint key (for reviewers' 'tufota audit verify --key'): %s\n", res.AuditKey)
 				fmt.Fprintf(w, "Admin token (shown once, store it now):\n%s\n", res.AdminToken)
 			})
@@ -68,6 +92,12 @@ the first admin API token, which is printed once and never stored.`,
 	f.StringVar(&o.db, "db", "sqlite:tufota.db", "state database: sqlite:PATH (relative to --dir) or postgres://...")
 	f.StringVar(&o.keyAlg, "key-type", "ecdsa-p256", "algorithm of generated keys: ecdsa-p256 or ed25519")
 	f.DurationVar(&o.adminExpires, "admin-token-expires", 90*24*time.Hour, "lifetime of the first admin token")
+	f.StringArrayVar(&o.rootKeys, "root-key", nil, "key URI of a root key (repeat for several; default: a new file key)")
+	f.IntVar(&o.rootThreshold, "root-threshold", 0, "signatures needed on root metadata (required with several --root-key)")
+	f.StringArrayVar(&o.targetsKeys, "targets-key", nil, "key URI of a targets (release signing) key (repeat for several; default: a new file key)")
+	f.IntVar(&o.targetsThreshold, "targets-threshold", 0, "signatures needed on targets metadata (required with several --targets-key)")
+	f.StringVar(&o.snapshotKey, "snapshot-key", "", "key URI of the snapshot key, used by the server (default: a new file key)")
+	f.StringVar(&o.timestampKey, "timestamp-key", "", "key URI of the timestamp key, used by the server (default: a new file key)")
 	_ = cmd.MarkFlagRequired("dir")
 	return cmd
 }
@@ -85,6 +115,10 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 	}
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return res, tufota.Errorf(tufota.EConflict, "%s is not empty; init needs a new or empty directory", dir)
+	}
+	plans, err := planRoleKeys(o)
+	if err != nil {
+		return res, err
 	}
 	pass, err := a.passphrase(true)
 	if err != nil {
@@ -110,48 +144,65 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 		Version: 1,
 		Storage: o.storage,
 		DB:      o.db,
-		Keys: roleURIs{
-			Root:      []string{"file:keys/root.key"},
-			Targets:   []string{"file:keys/targets.key"},
-			Snapshot:  "file:keys/snapshot.key",
-			Timestamp: "file:keys/timestamp.key",
-			Audit:     "file:keys/audit.key",
-		},
+		Keys:    roleURIs{Audit: "file:keys/audit.key"},
 	}
-	gen := func(uri string) (signature.SignerVerifier, error) {
-		p, _ := cutScheme(resolve(dir, uri), "file:")
-		return signer.GenerateFileKey(p, o.keyAlg, pass)
-	}
+	kr := signer.NewKeyring(signer.WithPassphrase(func() ([]byte, error) { return pass, nil }))
+	defer kr.Close()
 	var keys signer.RoleKeys
-	res.KeyIDs = map[string]string{}
-	for role, uri := range map[string]string{"root": cfg.Keys.Root[0], "targets": cfg.Keys.Targets[0], "snapshot": cfg.Keys.Snapshot, "timestamp": cfg.Keys.Timestamp} {
-		sv, err := gen(uri)
-		if err != nil {
-			return res, fmt.Errorf("init: generate %s key: %w", role, err)
+	res.KeyIDs, res.Thresholds = map[string][]string{}, map[string]int{}
+	owner := map[string]string{} // key ID -> role, to refuse a root key reused elsewhere
+	for _, p := range plans {
+		var svs []signature.SignerVerifier
+		seen := map[string]string{}
+		for _, uri := range p.uris {
+			var sv signature.SignerVerifier
+			if p.generated {
+				path, _ := cutScheme(resolve(dir, uri), "file:")
+				sv, err = signer.GenerateFileKey(path, o.keyAlg, pass)
+			} else {
+				sv, err = kr.Open(ctx, uri)
+			}
+			if err != nil {
+				return res, fmt.Errorf("init: %s key %s: %w", p.role, signer.RedactKeyURI(uri), err)
+			}
+			id, err := signer.KeyID(sv)
+			if err != nil {
+				return res, fmt.Errorf("init: %s key %s: %w", p.role, signer.RedactKeyURI(uri), err)
+			}
+			if other, dup := seen[id]; dup {
+				return res, tufota.Errorf(tufota.EInvalid, "init: %s keys %s and %s are the same key (%s); each key counts once towards a threshold", p.role, other, uri, id)
+			}
+			seen[id] = uri
+			if r, ok := owner[id]; ok && (r == "root" || p.role == "root") {
+				return res, tufota.Errorf(tufota.EInvalid, "init: key %s (%s) is both a %s and a %s key; root keys must not serve another role", uri, id, r, p.role)
+			}
+			owner[id] = p.role
+			svs = append(svs, sv)
+			res.KeyIDs[p.role] = append(res.KeyIDs[p.role], id)
 		}
-		if res.KeyIDs[role], err = signer.KeyID(sv); err != nil {
-			return res, err
-		}
-		switch role {
+		switch p.role {
 		case "root":
-			keys.Root, keys.RootThreshold = []signature.SignerVerifier{sv}, 1
+			cfg.Keys.Root, keys.Root, keys.RootThreshold = p.uris, svs, p.threshold
 		case "targets":
-			keys.Targets, keys.TargetsThreshold = []signature.SignerVerifier{sv}, 1
+			cfg.Keys.Targets, keys.Targets, keys.TargetsThreshold = p.uris, svs, p.threshold
 		case "snapshot":
-			keys.Snapshot = sv
+			cfg.Keys.Snapshot, keys.Snapshot = p.uris[0], svs[0]
 		case "timestamp":
-			keys.Timestamp = sv
+			cfg.Keys.Timestamp, keys.Timestamp = p.uris[0], svs[0]
 		}
+		res.Thresholds[p.role] = p.threshold
 	}
 	auditPath, _ := cutScheme(resolve(dir, cfg.Keys.Audit), "file:")
 	auditKey, err := signer.GenerateFileKey(auditPath, "ed25519", pass)
 	if err != nil {
 		return res, fmt.Errorf("init: generate audit key: %w", err)
 	}
-	if res.KeyIDs["audit"], err = signer.KeyID(auditKey); err != nil {
+	auditID, err := signer.KeyID(auditKey)
+	if err != nil {
 		return res, err
 	}
-	cfg.AuditOrigin = "tufota/audit/" + res.KeyIDs["audit"][:16]
+	res.KeyIDs["audit"] = []string{auditID}
+	cfg.AuditOrigin = "tufota/audit/" + auditID[:16]
 	if cfg.Storage == "" {
 		cfg.Storage = "file:blobs"
 	}
@@ -193,7 +244,11 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 	}
 	for _, e := range []audit.Entry{
 		{Actor: "tufota-init", Role: "system", Action: "repository.init", Object: "metadata/1.root.json", Outcome: audit.OutcomeOK,
-			Details: map[string]string{"root_key": res.KeyIDs["root"], "targets_key": res.KeyIDs["targets"], "snapshot_key": res.KeyIDs["snapshot"], "timestamp_key": res.KeyIDs["timestamp"]}},
+			Details: map[string]string{
+				"root_key": strings.Join(res.KeyIDs["root"], ","), "root_threshold": fmt.Sprint(res.Thresholds["root"]),
+				"targets_key": strings.Join(res.KeyIDs["targets"], ","), "targets_threshold": fmt.Sprint(res.Thresholds["targets"]),
+				"snapshot_key": strings.Join(res.KeyIDs["snapshot"], ","), "timestamp_key": strings.Join(res.KeyIDs["timestamp"], ","),
+				"key_uris": strings.Join(keyURIsForAudit(cfg.Keys), " ")}},
 		{Actor: "tufota-init", Role: "system", Action: "token.create", Object: "token/" + tok.ID, Outcome: audit.OutcomeOK,
 			Details: map[string]string{"name": tok.Name, "role": string(tok.Role)}},
 	} {
@@ -224,4 +279,95 @@ func cutScheme(uri, scheme string) (string, bool) {
 		return uri[len(scheme):], true
 	}
 	return uri, false
+}
+
+// rolePlan is what init does for one role's keys.
+type rolePlan struct {
+	role      string
+	uris      []string // as stored in tufota.json
+	threshold int
+	generated bool // new file keys under DIR/keys
+}
+
+// planRoleKeys validates the per-role key flags before anything is created:
+// URIs parse and are fit to be stored (no inline PIN, absolute pin-source
+// and file paths), no URI is given twice for a role, and each threshold is
+// between 1 and the number of keys (required when there are several).
+func planRoleKeys(o initOptions) ([]rolePlan, error) {
+	specs := []struct {
+		role      string
+		uris      []string
+		threshold int
+		multi     bool
+	}{
+		{"root", o.rootKeys, o.rootThreshold, true},
+		{"targets", o.targetsKeys, o.targetsThreshold, true},
+		{"snapshot", nonEmpty(o.snapshotKey), 0, false},
+		{"timestamp", nonEmpty(o.timestampKey), 0, false},
+	}
+	var plans []rolePlan
+	for _, s := range specs {
+		p := rolePlan{role: s.role, threshold: s.threshold}
+		if len(s.uris) == 0 {
+			if s.threshold > 1 {
+				return nil, tufota.Errorf(tufota.EInvalid, "init: --%s-threshold %d needs at least %d --%s-key URIs (a role given no key gets one new file key)", s.role, s.threshold, s.threshold, s.role)
+			}
+			p.uris, p.generated, p.threshold = []string{"file:keys/" + s.role + ".key"}, true, 1
+			plans = append(plans, p)
+			continue
+		}
+		seen := map[string]bool{}
+		for _, raw := range s.uris {
+			uri, err := signer.ConfigKeyURI(raw)
+			if err != nil {
+				return nil, fmt.Errorf("init: --%s-key: %w", s.role, err)
+			}
+			if scheme, _ := signer.KeyURIScheme(uri); scheme == "file" {
+				// A relative path names a file in the working directory
+				// now, but the server resolves it under DIR: store it
+				// absolute.
+				path, _ := cutScheme(uri, "file:")
+				abs, err := filepath.Abs(path)
+				if err != nil {
+					return nil, fmt.Errorf("init: --%s-key %s: %w", s.role, raw, err)
+				}
+				uri = "file:" + abs
+			}
+			if seen[uri] {
+				return nil, tufota.Errorf(tufota.EInvalid, "init: --%s-key %s is given twice", s.role, signer.RedactKeyURI(raw))
+			}
+			seen[uri] = true
+			p.uris = append(p.uris, uri)
+		}
+		if p.threshold == 0 {
+			if len(p.uris) > 1 {
+				return nil, tufota.Errorf(tufota.EInvalid, "init: %d --%s-key URIs need --%s-threshold (1 to %d)", len(p.uris), s.role, s.role, len(p.uris))
+			}
+			p.threshold = 1
+		}
+		if p.threshold < 1 || p.threshold > len(p.uris) {
+			return nil, tufota.Errorf(tufota.EInvalid, "init: --%s-threshold %d must be between 1 and the number of %s keys (%d)", s.role, p.threshold, s.role, len(p.uris))
+		}
+		plans = append(plans, p)
+	}
+	return plans, nil
+}
+
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
+}
+
+// keyURIsForAudit lists role=URI pairs for the audit record of init.
+func keyURIsForAudit(k roleURIs) []string {
+	var out []string
+	for _, u := range k.Root {
+		out = append(out, "root="+u)
+	}
+	for _, u := range k.Targets {
+		out = append(out, "targets="+u)
+	}
+	return append(out, "snapshot="+k.Snapshot, "timestamp="+k.Timestamp)
 }

@@ -63,6 +63,7 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(
 		a.initCommand(),
+		a.keyCommand(),
 		a.serverCommand(),
 		a.releaseCommand(),
 		a.tokenCommand(),
