@@ -38,7 +38,7 @@ type RepoReport struct {
 }
 
 // blobFetcher serves a blob store to go-tuf's updater: URL
-// "blob:///metadata/X" is blob "metadata/X"; a missing blob answers 404.
+// blobBase+"metadata/X" is blob "metadata/X"; a missing blob answers 404.
 type blobFetcher struct {
 	ctx   context.Context
 	blobs storage.Blobs
