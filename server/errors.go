@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -79,6 +80,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 		msg = "internal error; see the server log"
 	}
 	if code == tufota.EUnavailable {
+		s.log.Warn("dependency unavailable", slog.String("method", c.Request().Method), slog.String("path", c.Request().URL.Path), slog.Any("err", err))
+		msg = unavailableMessage(msg)
 		c.Response().Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	}
 	var body ErrorBody
@@ -88,4 +91,18 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	_ = c.JSON(status, body)
+}
+
+// unavailableMessage is what a 503 tells the caller: which dependency is
+// down, never the driver's own text (it can carry internal endpoints, upload
+// IDs and object keys, which go to the server log instead).
+func unavailableMessage(msg string) string {
+	switch {
+	case strings.Contains(msg, "storage unavailable: database"):
+		return "storage unavailable: database; retry later"
+	case strings.Contains(msg, "storage unavailable"):
+		return "storage unavailable: blob store; retry later"
+	default:
+		return "service unavailable; retry later"
+	}
 }
