@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -21,7 +22,7 @@ import (
 
 func (a *app) releaseCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "release", Short: "Push, list and show firmware releases"}
-	cmd.AddCommand(a.releasePushCommand(), a.releaseListCommand(), a.releaseShowCommand())
+	cmd.AddCommand(a.releasePushCommand(), a.releaseListCommand(), a.releaseShowCommand(), a.releaseSignCommand())
 	return cmd
 }
 
@@ -181,6 +182,30 @@ func printRelease(w io.Writer, r signer.Release) {
 	row(w, "Targets version:", r.TargetsVersion)
 	row(w, "Pushed:", fmtTime(&r.CreatedAt)+" by "+r.CreatedBy)
 	row(w, "Published:", fmtTime(r.PublishedAt))
+	if s := r.Signing; s != nil {
+		row(w, "Pending:", fmt.Sprintf("targets v%d needs %d of its %d keys; %d more signature(s) needed", s.Version, s.Threshold, len(s.Keys), s.Needed))
+		for _, sg := range s.Signatures {
+			row(w, "  signed:", fmt.Sprintf("%s by %s at %s", sg.KeyID, sg.SignedBy, fmtTime(&sg.SignedAt)))
+		}
+		for _, id := range s.ServerKeys {
+			row(w, "  signed:", id+" by the server (online targets key)")
+		}
+		for _, id := range s.Keys {
+			if !signedBy(s, id) {
+				row(w, "  may sign:", id)
+			}
+		}
+		row(w, "Next:", fmt.Sprintf("tufota release sign %s@%s --key URI", r.Name, r.Version))
+	}
+}
+
+func signedBy(s *signer.SigningStatus, keyID string) bool {
+	for _, sg := range s.Signatures {
+		if sg.KeyID == keyID {
+			return true
+		}
+	}
+	return slices.Contains(s.ServerKeys, keyID)
 }
 
 // progress prints "label: 42% (1.2 MiB of 3.0 MiB)" as bytes are read.
