@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -49,7 +50,7 @@ func parseKMS(uri, scheme, rest string) (keyRef, error) {
 	if !strings.HasPrefix(rest, "//") {
 		return keyRef{}, tufota.Errorf(tufota.EInvalid, "KMS key URI %q: want %sKEY", redactURI(uri), prefix)
 	}
-	if !contains(kmsProviders(), prefix) {
+	if !slices.Contains(kmsProviders(), prefix) {
 		return keyRef{}, tufota.Errorf(tufota.EInvalid, "KMS provider %s is not linked into this program; supported schemes: %s", prefix, schemeList())
 	}
 	name := rest[2:]
@@ -69,7 +70,7 @@ func parseKMS(uri, scheme, rest string) (keyRef, error) {
 // provider.
 func isKMSScheme(scheme string) bool {
 	s := strings.ToLower(scheme)
-	return contains(knownKMSSchemes, s) || contains(kmsProviders(), s+"://")
+	return slices.Contains(knownKMSSchemes, s) || slices.Contains(kmsProviders(), s+"://")
 }
 
 // openKMS resolves a KMS key reference through sigstore's provider.

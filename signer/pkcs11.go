@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,7 +84,7 @@ func parsePKCS11(uri, rest string) (pkcs11Ref, error) {
 				return fmt.Errorf("attribute %q is not NAME=VALUE", redactAttr(part))
 			}
 			name = strings.ToLower(name)
-			if !contains(known, name) {
+			if !slices.Contains(known, name) {
 				if name == "module-name" {
 					return fmt.Errorf("module-name is not supported; give the library's absolute path as module-path=")
 				}
@@ -555,13 +556,4 @@ func (k *Keyring) createPKCS11(ctx context.Context, r pkcs11Ref, alg string) (si
 		return nil, fmt.Errorf("create PKCS#11 key %s: generate: %w", r, err)
 	}
 	return wrapPKCS11(r, key, release)
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
