@@ -37,6 +37,7 @@ type Log struct {
 	now       func() time.Time
 	logger    *slog.Logger
 	retention time.Duration
+	archive   storage.Blobs
 
 	mu sync.Mutex // serialises Append and Checkpoint in this process
 }
@@ -60,6 +61,11 @@ func WithVerifierKey(vkey string) Option { return func(l *Log) { l.vkey = vkey }
 // DefaultRetention). tufota never prunes the log; the value is reported by
 // Retention for documentation and operations.
 func WithRetention(d time.Duration) Option { return func(l *Log) { l.retention = d } }
+
+// WithArchive makes RunCheckpoints write every signed checkpoint to archive
+// (see Archive) when it starts and after each checkpoint it signs: a
+// write-once copy (S3 Object Lock) outside the database.
+func WithArchive(archive storage.Blobs) Option { return func(l *Log) { l.archive = archive } }
 
 // New returns the audit log stored in db (whose migrations, including
 // 0002_audit.sql, OpenDB has applied), checkpointed with s. The checkpoint
@@ -670,6 +676,7 @@ func (l *Log) RunCheckpoints(ctx context.Context, interval time.Duration) error 
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	l.archiveCheckpoints(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -677,7 +684,9 @@ func (l *Log) RunCheckpoints(ctx context.Context, interval time.Duration) error 
 		case <-t.C:
 			if _, err := l.Checkpoint(ctx); err != nil && ctx.Err() == nil {
 				l.logger.ErrorContext(ctx, "audit checkpoint failed", "err", err)
+				continue
 			}
+			l.archiveCheckpoints(ctx)
 		}
 	}
 }
@@ -815,4 +824,20 @@ func VerifyInclusion(e Entry, proof tlog.RecordProof, signedCheckpoint []byte, v
 		return tufota.Errorf(tufota.EInvalid, "entry %d is not in the checkpoint of size %d: %w", e.Seq, c.Size, err)
 	}
 	return nil
+}
+
+// archiveCheckpoints copies new checkpoints to the archive, if there is
+// one; a failure is logged and retried after the next checkpoint.
+func (l *Log) archiveCheckpoints(ctx context.Context) {
+	if l.archive == nil {
+		return
+	}
+	n, err := Archive(ctx, l, l.archive)
+	if err != nil && ctx.Err() == nil {
+		l.logger.ErrorContext(ctx, "audit archive failed; retrying after the next checkpoint", "err", err, "archived", n)
+		return
+	}
+	if n > 0 {
+		l.logger.InfoContext(ctx, "audit checkpoints archived", "count", n)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -67,12 +68,12 @@ func auditRolloutEvents(alog *audit.Log, alerts *server.Alerter, log *slog.Logge
 }
 
 // openAudit returns the audit log in db, checkpointed with key.
-func openAudit(ctx context.Context, db *storage.DB, origin string, key crypto.Signer, log *slog.Logger) (*audit.Log, error) {
+func openAudit(ctx context.Context, db *storage.DB, origin string, key crypto.Signer, log *slog.Logger, opts ...audit.Option) (*audit.Log, error) {
 	ns, err := audit.NewNoteSigner(origin, key)
 	if err != nil {
 		return nil, fmt.Errorf("audit signer: %w", err)
 	}
-	return audit.New(ctx, db, ns, audit.WithLogger(log))
+	return audit.New(ctx, db, ns, append([]audit.Option{audit.WithLogger(log)}, opts...)...)
 }
 
 func (d *deps) Close() error {
@@ -83,7 +84,7 @@ func (d *deps) Close() error {
 }
 
 // openRepo opens the repository in dir with its online keys.
-func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts *server.Alerter) (*deps, error) {
+func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts *server.Alerter, auditOpts ...audit.Option) (*deps, error) {
 	cfg, err := loadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -125,7 +126,7 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 		_ = db.Close()
 		return nil, fmt.Errorf("audit key %s cannot sign checkpoints", cfg.Keys.Audit)
 	}
-	alog, err := openAudit(ctx, db, cfg.AuditOrigin, cs, log)
+	alog, err := openAudit(ctx, db, cfg.AuditOrigin, cs, log, auditOpts...)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -170,6 +171,9 @@ type serverOptions struct {
 	alertSecretFile string
 	controllerEvery time.Duration
 	leasePeriod     time.Duration
+	targetsURL      string
+	auditArchive    string
+	auditRetention  time.Duration
 }
 
 func (a *app) serverCommand() *cobra.Command {
@@ -210,6 +214,9 @@ func (a *app) serverCommand() *cobra.Command {
 	f.StringVar(&o.alertWebhook, "alert-webhook", "", "URL that receives HMAC-signed JSON security alerts")
 	f.StringVar(&o.alertSecretFile, "alert-secret-file", "", "file holding the alert HMAC secret (at least 16 bytes)")
 	f.StringVar(&o.clientCA, "client-ca", "", "PEM CA whose client certificates identify devices (mTLS; device ID = subject common name)")
+	f.StringVar(&o.targetsURL, "targets-url", "", "base URL (S3 bucket or CDN) that devices fetch target bytes from: /tuf/targets/P answers 307 to BASE/targets/P; metadata stays here")
+	f.StringVar(&o.auditArchive, "audit-archive", "", "write every signed audit checkpoint once to this write-once store: s3://BUCKET/PREFIX?endpoint=...&object-lock=compliance[&retention=2196d] (S3 Object Lock, compliance mode)")
+	f.DurationVar(&o.auditRetention, "audit-retention", audit.DefaultRetention, "how long audit records must be kept (at least six years, HIPAA); the retention of --audit-archive objects when its URL names none")
 	f.StringVar(&o.urlFile, "url-file", "", "write the server's URL to this file once it listens (for scripts and tests; use with --addr 127.0.0.1:0)")
 	_ = cmd.MarkFlagRequired("dir")
 	return cmd
@@ -258,7 +265,18 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 	if o.leasePeriod < 3*time.Second {
 		return tufota.Errorf(tufota.EInvalid, "server: --lease-period %v is too short (at least 3s)", o.leasePeriod)
 	}
-	d, err := a.openRepo(ctx, dir, log, alerts)
+	auditOpts := []audit.Option{audit.WithRetention(o.auditRetention)}
+	if o.auditArchive != "" {
+		archive, err := a.openAuditArchive(ctx, o.auditArchive, o.auditRetention)
+		if err != nil {
+			return err
+		}
+		if c, ok := archive.(io.Closer); ok {
+			defer c.Close()
+		}
+		auditOpts = append(auditOpts, audit.WithArchive(archive))
+	}
+	d, err := a.openRepo(ctx, dir, log, alerts, auditOpts...)
 	if err != nil {
 		return err
 	}
@@ -304,7 +322,7 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		}
 		tlsConfig = server.TLSConfig(cert, clientCAs)
 	}
-	srv, err := server.New(server.Config{
+	srvCfg := server.Config{
 		Blobs:           d.blobs,
 		DB:              d.db,
 		Repo:            d.repo,
@@ -319,7 +337,13 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		RefreshMargin:   o.refreshMargin,
 		MaxUploadBytes:  o.maxUpload,
 		Logger:          log,
-	})
+	}
+	if o.targetsURL != "" {
+		if srvCfg, err = server.WithTargetsURL(srvCfg, o.targetsURL); err != nil {
+			return err
+		}
+	}
+	srv, err := server.New(srvCfg)
 	if err != nil {
 		return err
 	}
@@ -350,4 +374,26 @@ func replicaID() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+}
+
+// openAuditArchive opens the write-once audit archive. An S3 Object Lock
+// URL without a retention gets the audit retention; one with a shorter
+// retention than the audit retention is refused.
+func (a *app) openAuditArchive(ctx context.Context, rawURL string, retention time.Duration) (storage.Blobs, error) {
+	if !storage.IsObjectLockURL(rawURL) {
+		return nil, tufota.Errorf(tufota.EInvalid, "server: --audit-archive %q is not write-once storage: want s3://BUCKET/PREFIX?endpoint=...&object-lock=compliance", redactArchiveURL(rawURL))
+	}
+	if !strings.Contains(rawURL, "retention=") {
+		days := int64((retention + 24*time.Hour - 1) / (24 * time.Hour))
+		rawURL += fmt.Sprintf("&retention=%dd", days)
+	}
+	archive, err := a.openArchive(ctx, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if l, ok := archive.(*storage.LockedS3); ok && l.Retention() < retention {
+		_ = l.Close()
+		return nil, tufota.Errorf(tufota.EInvalid, "server: --audit-archive retention %s is shorter than --audit-retention %s", l.Retention(), retention)
+	}
+	return archive, nil
 }
