@@ -40,6 +40,7 @@ type deps struct {
 	audit    *audit.Log
 	rollouts *rollout.Service
 	signers  signer.Signers
+	keys     *signer.Keyring // owns the open keys (HSM sessions)
 }
 
 // auditRolloutEvents records every rollout transition in the audit log,
@@ -80,11 +81,16 @@ func (d *deps) Close() error {
 	if c, ok := d.blobs.(io.Closer); ok {
 		_ = c.Close()
 	}
+	if d.keys != nil {
+		_ = d.keys.Close()
+	}
 	return d.db.Close()
 }
 
-// openRepo opens the repository in dir with its online keys.
-func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts *server.Alerter, auditOpts ...audit.Option) (*deps, error) {
+// openRepo opens the repository in dir with its online keys. Keys are
+// opened through one Keyring (keys in one HSM token share its sessions),
+// closed by deps.Close.
+func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts *server.Alerter, auditOpts ...audit.Option) (_ *deps, err error) {
 	cfg, err := loadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -93,42 +99,53 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	if err != nil {
 		return nil, err
 	}
-	opt := signer.WithPassphrase(func() ([]byte, error) { return pass, nil })
+	keys := signer.NewKeyring(signer.WithPassphrase(func() ([]byte, error) { return pass, nil }))
+	var (
+		blobs storage.Blobs
+		db    *storage.DB
+	)
+	defer func() {
+		if err == nil {
+			return
+		}
+		_ = keys.Close()
+		if c, ok := blobs.(io.Closer); ok {
+			_ = c.Close()
+		}
+		if db != nil {
+			_ = db.Close()
+		}
+	}()
 	var s signer.Signers
 	for _, uri := range cfg.Keys.Targets {
-		k, err := signer.Open(ctx, resolve(dir, uri), opt)
+		k, err := keys.Open(ctx, resolve(dir, uri))
 		if err != nil {
 			return nil, fmt.Errorf("open targets key: %w", err)
 		}
 		s.Targets = append(s.Targets, k)
 	}
-	if s.Snapshot, err = signer.Open(ctx, resolve(dir, cfg.Keys.Snapshot), opt); err != nil {
+	if s.Snapshot, err = keys.Open(ctx, resolve(dir, cfg.Keys.Snapshot)); err != nil {
 		return nil, fmt.Errorf("open snapshot key: %w", err)
 	}
-	if s.Timestamp, err = signer.Open(ctx, resolve(dir, cfg.Keys.Timestamp), opt); err != nil {
+	if s.Timestamp, err = keys.Open(ctx, resolve(dir, cfg.Keys.Timestamp)); err != nil {
 		return nil, fmt.Errorf("open timestamp key: %w", err)
 	}
-	blobs, err := a.openBlobs(ctx, dir, cfg.Storage, false)
-	if err != nil {
+	if blobs, err = a.openBlobs(ctx, dir, cfg.Storage, false); err != nil {
 		return nil, err
 	}
-	db, err := storage.OpenDB(ctx, resolve(dir, cfg.DB))
-	if err != nil {
+	if db, err = storage.OpenDB(ctx, resolve(dir, cfg.DB)); err != nil {
 		return nil, err
 	}
-	auditKey, err := signer.Open(ctx, resolve(dir, cfg.Keys.Audit), opt)
+	auditKey, err := keys.Open(ctx, resolve(dir, cfg.Keys.Audit))
 	if err != nil {
-		_ = db.Close()
 		return nil, fmt.Errorf("open audit key: %w", err)
 	}
 	cs, ok := auditKey.(crypto.Signer)
 	if !ok {
-		_ = db.Close()
 		return nil, fmt.Errorf("audit key %s cannot sign checkpoints", cfg.Keys.Audit)
 	}
 	alog, err := openAudit(ctx, db, cfg.AuditOrigin, cs, log, auditOpts...)
 	if err != nil {
-		_ = db.Close()
 		return nil, err
 	}
 	// Every repository write (publish, refresh) holds this lock: one
@@ -149,6 +166,7 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 		releases: releases,
 		tokens:   access.NewTokens(db, nil),
 		signers:  s,
+		keys:     keys,
 	}, nil
 }
 
