@@ -38,11 +38,15 @@ func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
 	defer cancel()
 	r := Readiness{Status: "ok", Checks: map[string]string{"database": "ok", "storage": "ok"}}
+	// The public answer names the failing dependency; the driver's text
+	// (endpoints, addresses) goes to the log only.
 	if err := s.cfg.DB.Ping(ctx); err != nil {
-		r.Checks["database"], r.Status = err.Error(), "unavailable"
+		s.log.Warn("readiness: database unavailable", "err", err)
+		r.Checks["database"], r.Status = "unavailable", "unavailable"
 	}
 	if _, err := s.cfg.Blobs.Stat(ctx, "metadata/timestamp.json"); err != nil {
-		r.Checks["storage"], r.Status = err.Error(), "unavailable"
+		s.log.Warn("readiness: blob store unavailable", "err", err)
+		r.Checks["storage"], r.Status = "unavailable", "unavailable"
 	}
 	if s.cfg.Elector != nil {
 		st := s.cfg.Elector.Status()

@@ -73,6 +73,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.cohortCommand(),
 		a.rolloutCommand(),
 		a.fleetCommand(),
+		a.statusCommand(),
 		a.simCommand(),
 		a.quickstartCommand(),
 		a.backupCommand(), a.restoreCommand(),

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tufota/tufota/server"
+)
+
+func (a *app) statusCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "When each TUF role's metadata expires, with warnings for roles that need their key holders soon",
+		Long: `status shows, for the repository behind the server, when the metadata of each
+top-level role expires. The server re-signs the online roles (snapshot,
+timestamp) itself; the offline roles (root, targets) need their key holders, so
+they are flagged inside the server's warning period (30 days). The same
+figures are Prometheus gauges at /metrics.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var st server.Status
+			if err := c.getJSON(cmd.Context(), "/api/v1/status", &st); err != nil {
+				return err
+			}
+			return a.print(st, func(w io.Writer) {
+				if st.Replica != "" {
+					fmt.Fprintf(w, "Replica %s (%s)\n", st.Replica, st.Leader)
+				}
+				row(w, "ROLE", "SIGNED BY", "EXPIRES", "IN", "WARNING")
+				for _, r := range st.Roles {
+					by := "key holders (offline)"
+					if r.Online {
+						by = "server (online)"
+					}
+					row(w, r.Role, by, r.Expires.Format("2006-01-02 15:04 MST"), r.ExpiresIn, dash(r.Warning))
+				}
+			})
+		},
+	}
+}
