@@ -49,9 +49,6 @@ type Config struct {
 	// CheckpointEvery is how often the audit log is checkpointed when it
 	// has grown (default 10m).
 	CheckpointEvery time.Duration
-	// Signers are the online keys the server re-signs snapshot and
-	// timestamp with before they expire.
-	Signers signer.Signers
 	// RefreshEvery is how often the refresher looks at expiry (default 1m);
 	// RefreshMargin is how close to expiry a role is re-signed (default 12h).
 	RefreshEvery  time.Duration
@@ -197,7 +194,7 @@ func (s *Server) RefreshOnce(ctx context.Context) {
 			}
 		}
 	}
-	roles, err := s.cfg.Repo.Refresh(ctx, s.cfg.Signers, s.cfg.RefreshMargin)
+	roles, err := s.cfg.Repo.Refresh(ctx, s.cfg.Releases.Signers(), s.cfg.RefreshMargin)
 	if err != nil {
 		s.log.Error("refresh online roles", slog.Any("err", err))
 		s.record(ctx, audit.Entry{Actor: "system", Role: "system", Action: "tuf.refresh", Object: "metadata/timestamp.json",

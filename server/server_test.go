@@ -81,7 +81,7 @@ func newTestServer(t *testing.T) *testServer {
 	if err := rollouts.RegisterDevice(ctx, rollout.Device{ID: "dev-1", Hardware: "pump-a", Version: "0.0.1"}, "test"); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Blobs: blobs, DB: db, Repo: repo, Releases: releases, Tokens: tokens, Audit: alog, Rollouts: rollouts, Signers: signers, MaxUploadBytes: 1 << 20})
+	s, err := New(Config{Blobs: blobs, DB: db, Repo: repo, Releases: releases, Tokens: tokens, Audit: alog, Rollouts: rollouts, MaxUploadBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}

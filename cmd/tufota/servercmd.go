@@ -18,7 +18,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/spf13/cobra"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
@@ -39,7 +41,6 @@ type deps struct {
 	tokens   *access.Tokens
 	audit    *audit.Log
 	rollouts *rollout.Service
-	signers  signer.Signers
 	keys     *signer.Keyring // owns the open keys (HSM sessions)
 }
 
@@ -116,25 +117,39 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 			_ = db.Close()
 		}
 	}()
+	if blobs, err = a.openBlobs(ctx, dir, cfg.Storage, false); err != nil {
+		return nil, err
+	}
+	// Every repository write (publish, refresh) holds this lock: one
+	// writer at a time across all replicas on PostgreSQL.
+	if db, err = storage.OpenDB(ctx, resolve(dir, cfg.DB)); err != nil {
+		return nil, err
+	}
+	repo := signer.NewRepository(blobs, signer.WithLogger(log), signer.WithLocker(db.Locker(repositoryLock)))
+	// With a targets threshold above one the server holds no targets key:
+	// every release stays pending until that many key holders have signed
+	// it (tufota release sign). With a threshold of one it signs itself.
+	targetsThreshold, err := rootThreshold(ctx, repo, signer.RoleTargets)
+	if err != nil {
+		return nil, err
+	}
 	var s signer.Signers
-	for _, uri := range cfg.Keys.Targets {
-		k, err := keys.Open(ctx, resolve(dir, uri))
-		if err != nil {
-			return nil, fmt.Errorf("open targets key: %w", err)
+	if targetsThreshold <= 1 {
+		for _, uri := range cfg.Keys.Targets {
+			k, err := keys.Open(ctx, resolve(dir, uri))
+			if err != nil {
+				return nil, fmt.Errorf("open targets key: %w", err)
+			}
+			s.Targets = append(s.Targets, k)
 		}
-		s.Targets = append(s.Targets, k)
+	} else {
+		log.Info("targets threshold above one: releases wait for key holders' signatures (tufota release sign)", "threshold", targetsThreshold)
 	}
 	if s.Snapshot, err = keys.Open(ctx, resolve(dir, cfg.Keys.Snapshot)); err != nil {
 		return nil, fmt.Errorf("open snapshot key: %w", err)
 	}
 	if s.Timestamp, err = keys.Open(ctx, resolve(dir, cfg.Keys.Timestamp)); err != nil {
 		return nil, fmt.Errorf("open timestamp key: %w", err)
-	}
-	if blobs, err = a.openBlobs(ctx, dir, cfg.Storage, false); err != nil {
-		return nil, err
-	}
-	if db, err = storage.OpenDB(ctx, resolve(dir, cfg.DB)); err != nil {
-		return nil, err
 	}
 	auditKey, err := keys.Open(ctx, resolve(dir, cfg.Keys.Audit))
 	if err != nil {
@@ -148,10 +163,14 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	if err != nil {
 		return nil, err
 	}
-	// Every repository write (publish, refresh) holds this lock: one
-	// writer at a time across all replicas on PostgreSQL.
-	repo := signer.NewRepository(blobs, signer.WithLogger(log), signer.WithLocker(db.Locker(repositoryLock)))
-	releases := signer.NewReleases(db, repo, s)
+	// Root rotations may introduce new online keys by URI; the server opens
+	// them like its own, and after a restart uses the ones of the newest root.
+	releases := signer.NewReleases(db, repo, s, signer.WithKeyOpener(func(ctx context.Context, uri string) (signature.SignerVerifier, error) {
+		return keys.Open(ctx, resolve(dir, uri))
+	}))
+	if err := releases.RestoreOnlineKeys(ctx); err != nil {
+		return nil, fmt.Errorf("online keys: %w", err)
+	}
 	if n, err := releases.Reconcile(ctx); err != nil {
 		log.Warn("reconcile releases", "err", err)
 	} else if n > 0 {
@@ -165,7 +184,6 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 		repo:     repo,
 		releases: releases,
 		tokens:   access.NewTokens(db, nil),
-		signers:  s,
 		keys:     keys,
 	}, nil
 }
@@ -351,7 +369,6 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		Alerts:          alerts,
 		ControllerEvery: o.controllerEvery,
 		Elector:         elector,
-		Signers:         d.signers,
 		RefreshMargin:   o.refreshMargin,
 		MaxUploadBytes:  o.maxUpload,
 		Logger:          log,
@@ -414,4 +431,22 @@ func (a *app) openAuditArchive(ctx context.Context, rawURL string, retention tim
 		return nil, tufota.Errorf(tufota.EInvalid, "server: --audit-archive retention %s is shorter than --audit-retention %s", l.Retention(), retention)
 	}
 	return archive, nil
+}
+
+// rootThreshold is role's signature threshold in the repository's newest
+// root metadata.
+func rootThreshold(ctx context.Context, repo *signer.Repository, role string) (int, error) {
+	b, err := repo.Root(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read root metadata: %w", err)
+	}
+	root, err := new(metadata.Metadata[metadata.RootType]).FromBytes(b)
+	if err != nil {
+		return 0, fmt.Errorf("read root metadata: %w", err)
+	}
+	r, ok := root.Signed.Roles[role]
+	if !ok {
+		return 0, fmt.Errorf("root metadata has no %s role", role)
+	}
+	return r.Threshold, nil
 }
