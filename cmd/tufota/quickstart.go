@@ -17,6 +17,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/internal/leader"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/server"
 	"github.com/tufota/tufota/signer"
@@ -97,7 +99,10 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 	quiet := *a
 	quiet.logLevel = "warn"
 	go func() {
-		srvErr <- quiet.runServer(srvCtx, serverOptions{dir: dir, addr: "127.0.0.1:0", selfSigned: true, maxUpload: server.DefaultMaxUploadBytes, controllerEvery: 200 * time.Millisecond}, ready)
+		srvErr <- quiet.runServer(srvCtx, serverOptions{
+			dir: dir, addr: "127.0.0.1:0", selfSigned: true, maxUpload: server.DefaultMaxUploadBytes,
+			controllerEvery: 200 * time.Millisecond, leasePeriod: leader.DefaultPeriod, auditRetention: audit.DefaultRetention,
+		}, ready)
 	}()
 	defer func() {
 		stopServer()

@@ -183,7 +183,11 @@ func (e *Elector) Run(ctx context.Context, jobs func(ctx context.Context)) error
 		<-jobDone
 		jobCancel, jobDone = nil, nil
 		e.setRole(RoleFollower)
-		log.Warn("leadership ended: background jobs stopped", "reason", reason)
+		level := slog.LevelWarn
+		if ctx.Err() != nil {
+			level = slog.LevelInfo // an orderly shutdown, not a lost lease
+		}
+		log.Log(context.WithoutCancel(ctx), level, "leadership ended: background jobs stopped", "reason", reason)
 	}
 	defer func() {
 		stop("shutting down")
