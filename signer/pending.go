@@ -112,6 +112,17 @@ type pendingSig struct {
 // pendingTargetsExtra is the extra column of a pending release.
 type pendingTargetsExtra struct {
 	Target Target `json:"target"`
+	// SBOM is the release's SBOM target, published in the same targets
+	// version as Target.
+	SBOM *Target `json:"sbom,omitempty"`
+}
+
+// targets returns the release's new targets: the firmware, then its SBOM.
+func (x pendingTargetsExtra) targets() []Target {
+	if x.SBOM == nil {
+		return []Target{x.Target}
+	}
+	return []Target{x.Target, *x.SBOM}
 }
 
 func pendingTargetsID(name, version string) string { return "targets/" + name + "@" + version }
@@ -335,14 +346,23 @@ func deletePending(ctx context.Context, q storage.Querier, id string) error {
 
 // --- pending releases -----------------------------------------------------
 
-// createPending records the unsigned targets metadata that publishes t.
-func (r *Releases) createPending(ctx context.Context, t Target, actor string) (SigningStatus, error) {
+// createPending records the unsigned targets metadata that publishes ts: a
+// release's firmware target, then optionally its SBOM target.
+func (r *Releases) createPending(ctx context.Context, ts []Target, actor string) (SigningStatus, error) {
+	if len(ts) == 0 || len(ts) > 2 {
+		return SigningStatus{}, tufota.Errorf(tufota.EInternal, "pending release with %d targets", len(ts))
+	}
+	x := pendingTargetsExtra{Target: ts[0]}
+	if len(ts) == 2 {
+		x.SBOM = &ts[1]
+	}
+	t := ts[0]
 	st, err := r.repo.load(ctx)
 	if err != nil {
 		return SigningStatus{}, err
 	}
 	base := st.targets.Signed.Version
-	md, err := r.repo.pendingTargets(ctx, st, []Target{t})
+	md, err := r.repo.pendingTargets(ctx, st, x.targets())
 	if err != nil {
 		return SigningStatus{}, err
 	}
@@ -350,7 +370,7 @@ func (r *Releases) createPending(ctx context.Context, t Target, actor string) (S
 	if err != nil {
 		return SigningStatus{}, fmt.Errorf("encode pending targets: %w", err)
 	}
-	extra, err := json.Marshal(pendingTargetsExtra{Target: t})
+	extra, err := json.Marshal(x)
 	if err != nil {
 		return SigningStatus{}, err
 	}
@@ -474,7 +494,7 @@ func (r *Releases) pendingRelease(ctx context.Context, st *state, name, version 
 		if err != nil {
 			return p, nil, 0, err
 		}
-		nmd, err := r.repo.pendingTargets(ctx, cur, []Target{extra.Target})
+		nmd, err := r.repo.pendingTargets(ctx, cur, extra.targets())
 		if err != nil {
 			return p, nil, 0, fmt.Errorf("rebuild pending targets of %s: %w", ref, err)
 		}
@@ -645,7 +665,7 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 			}
 		}
 	}
-	v, err := r.repo.publishSignedLocked(ctx, st, md, p.Base, []Target{extra.Target}, r.Signers())
+	v, err := r.repo.publishSignedLocked(ctx, st, md, p.Base, extra.targets(), r.Signers())
 	if err != nil {
 		return status, fmt.Errorf("sign %s: signature recorded, threshold met, but publish failed: %w", ref, err)
 	}

@@ -1,6 +1,7 @@
 package signer
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -86,6 +87,9 @@ type Release struct {
 	CreatedAt          time.Time  `json:"created_at"`
 	CreatedBy          string     `json:"created_by"`
 	PublishedAt        *time.Time `json:"published_at,omitempty"`
+	// SBOM is the release's software bill of materials, a companion
+	// target signed in the same targets version, if it has one.
+	SBOM *SBOM `json:"sbom,omitempty"`
 	// Signing is set while the release waits for offline targets
 	// signatures: who signed and how many are still needed.
 	Signing *SigningStatus `json:"signing,omitempty"`
@@ -150,15 +154,47 @@ func (r *Releases) Signers() Signers {
 	return s
 }
 
+// PushOption configures one Push.
+type PushOption func(*pushOptions)
+
+type pushOptions struct {
+	sbom []byte
+}
+
+// WithSBOM attaches an SBOM document (CycloneDX or SPDX JSON, checked with
+// ValidateSBOM) to the release: it is published as the companion target
+// NAME/VERSION/sbom.cdx.json or sbom.spdx.json in the same targets version
+// as the firmware (or waits in the same pending payload).
+func WithSBOM(data []byte) PushOption {
+	return func(o *pushOptions) { o.sbom = data }
+}
+
 // Push validates req, streams body into the blob store while hashing it (at
 // most maxBytes), records the release and publishes new targets, snapshot
-// and timestamp metadata. On any failure nothing of the release remains:
-// not the row, not the blob, not a metadata version.
-func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, maxBytes int64, actor string) (Release, error) {
+// and timestamp metadata. With WithSBOM, the SBOM is validated before
+// anything is staged and published with the firmware in the same targets
+// version. On any failure nothing of the release remains: not the row, not
+// the blobs, not a metadata version.
+func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, maxBytes int64, actor string, opts ...PushOption) (Release, error) {
+	var o pushOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := req.Validate(); err != nil {
 		return Release{}, err
 	}
 	ref := req.Name + "@" + req.Version
+	var sbom *SBOM
+	if o.sbom != nil {
+		format, err := ValidateSBOM(o.sbom)
+		if err != nil {
+			return Release{}, fmt.Errorf("push %s: %w", ref, err)
+		}
+		sbom = &SBOM{Path: tufota.TargetPath(req.Name, req.Version, SBOMFileName(format)), Format: format}
+		if req.File == SBOMFileName(format) {
+			return Release{}, tufota.Errorf(tufota.EInvalid, "push %s: file name %s is the name of the release's SBOM target; rename the firmware file", ref, req.File)
+		}
+	}
 	if _, err := r.Get(ctx, req.Name, req.Version); err == nil {
 		return Release{}, tufota.Errorf(tufota.EConflict, "release %s already exists", ref)
 	} else if !errors.Is(err, tufota.ErrNotFound) {
@@ -174,9 +210,29 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 			_ = r.repo.Discard(context.WithoutCancel(ctx), staged)
 		}
 	}()
-	custom, err := tufota.MarshalCustom(tufota.TargetCustom{
+	var sbomTarget *Target
+	if sbom != nil {
+		st, err := r.repo.Stage(ctx, bytes.NewReader(o.sbom), MaxSBOMBytes)
+		if err != nil {
+			return Release{}, fmt.Errorf("push %s: SBOM: %w", ref, err)
+		}
+		defer func() {
+			if !published {
+				_ = r.repo.Discard(context.WithoutCancel(ctx), st)
+			}
+		}()
+		sbom.SHA256, sbom.Length = st.SHA256, st.Length
+		sc, err := json.Marshal(map[string]SBOMOf{CustomSBOMOfKey: {
+			Name: req.Name, Version: req.Version, Format: sbom.Format, Firmware: tufota.TargetPath(req.Name, req.Version, req.File),
+		}})
+		if err != nil {
+			return Release{}, err
+		}
+		sbomTarget = &Target{Path: sbom.Path, Staged: st, Custom: sc}
+	}
+	custom, err := firmwareCustom(tufota.TargetCustom{
 		Name: req.Name, Version: req.Version, Hardware: req.Hardware, Notes: req.Notes, AllowDowngradeFrom: req.AllowDowngradeFrom,
-	})
+	}, sbom)
 	if err != nil {
 		return Release{}, err
 	}
@@ -185,7 +241,7 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	rel := Release{
 		Name: req.Name, Version: req.Version, TargetPath: tufota.TargetPath(req.Name, req.Version, req.File),
 		Length: staged.Length, SHA256: staged.SHA256, SHA512: staged.SHA512, Hardware: req.Hardware,
-		Notes: req.Notes, AllowDowngradeFrom: req.AllowDowngradeFrom, State: StatePending,
+		Notes: req.Notes, AllowDowngradeFrom: req.AllowDowngradeFrom, SBOM: sbom, State: StatePending,
 		CreatedAt: now, CreatedBy: actor,
 	}
 	_, err = r.db.Exec(ctx, `INSERT INTO releases (name, version, target_path, length, sha256, sha512, hardware, notes, custom, state, created_at, created_by)
@@ -197,7 +253,10 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 		}
 		return Release{}, fmt.Errorf("push %s: record: %w", ref, err)
 	}
-	target := Target{Path: rel.TargetPath, Staged: staged, Custom: custom}
+	targets := []Target{{Path: rel.TargetPath, Staged: staged, Custom: custom}}
+	if sbomTarget != nil {
+		targets = append(targets, *sbomTarget)
+	}
 	signers := r.Signers()
 	if online, err := r.repo.canSignTargets(ctx, signers.Targets); err != nil {
 		r.deleteRow(ctx, rel)
@@ -206,7 +265,7 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 		// Too few targets keys on the server: the release waits for
 		// release engineers to sign its targets metadata where their
 		// keys are (SignRelease).
-		st, err := r.createPending(ctx, target, actor)
+		st, err := r.createPending(ctx, targets, actor)
 		if err != nil {
 			r.deleteRow(ctx, rel)
 			return Release{}, fmt.Errorf("push %s: %w", ref, err)
@@ -215,7 +274,7 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 		rel.Signing = &st
 		return rel, nil
 	}
-	v, err := r.repo.Publish(ctx, signers, target)
+	v, err := r.repo.Publish(ctx, signers, targets...)
 	if err != nil {
 		// A failed Publish may still have made the release visible (the
 		// final timestamp write landed but reported an error). Then keep
@@ -239,6 +298,34 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	}
 	rel.State, rel.TargetsVersion, rel.PublishedAt = StatePublished, v, &pub
 	return rel, nil
+}
+
+// firmwareCustom returns the custom metadata of a firmware target: tc
+// under tufota.CustomKey and, if the release has one, its SBOM under
+// CustomSBOMKey.
+func firmwareCustom(tc tufota.TargetCustom, sbom *SBOM) (json.RawMessage, error) {
+	if sbom == nil {
+		return tufota.MarshalCustom(tc)
+	}
+	b, err := json.Marshal(map[string]any{tufota.CustomKey: tc, CustomSBOMKey: sbom})
+	if err != nil {
+		return nil, fmt.Errorf("marshal target custom: %w", err)
+	}
+	return b, nil
+}
+
+// sbomOfCustom returns the SBOM a firmware target's custom metadata
+// names, or nil.
+func sbomOfCustom(custom []byte) *SBOM {
+	var c map[string]json.RawMessage
+	if json.Unmarshal(custom, &c) != nil || c[CustomSBOMKey] == nil {
+		return nil
+	}
+	var s SBOM
+	if json.Unmarshal(c[CustomSBOMKey], &s) != nil || s.Path == "" {
+		return nil
+	}
+	return &s
 }
 
 // deleteRow removes the pending row of a release that will not be
@@ -361,6 +448,7 @@ func (r *Releases) list(ctx context.Context, where string, args ...any) ([]Relea
 		if tc, err := tufota.UnmarshalCustom([]byte(custom)); err == nil {
 			rel.AllowDowngradeFrom = tc.AllowDowngradeFrom
 		}
+		rel.SBOM = sbomOfCustom([]byte(custom))
 		rel.CreatedAt = time.Unix(0, created).UTC()
 		if published.Valid {
 			t := time.Unix(0, published.Int64).UTC()
