@@ -1,9 +1,12 @@
 package server
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,15 +18,18 @@ import (
 )
 
 // pushRelease takes a multipart/form-data body whose first part, "release",
-// is the JSON signer.PushRequest and whose second part, "file", streams the
-// firmware image. Nothing is buffered whole.
+// is the JSON signer.PushRequest, then optionally an "sbom" part (a
+// CycloneDX or SPDX JSON document of at most signer.MaxSBOMBytes), and last
+// a "file" part streaming the firmware image. The firmware is never
+// buffered whole; the SBOM is, and is validated before anything is staged.
+// A part after "file" is refused before anything is published.
 func (s *Server) pushRelease(c echo.Context) error {
 	req := c.Request()
 	mt, _, err := mime.ParseMediaType(req.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/form-data" {
-		return badRequest("Content-Type must be multipart/form-data with parts \"release\" (JSON) then \"file\"")
+		return badRequest("Content-Type must be multipart/form-data with parts \"release\" (JSON), optionally \"sbom\", then \"file\"")
 	}
-	req.Body = http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxUploadBytes+maxJSONBody+64<<10)
+	req.Body = http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxUploadBytes+signer.MaxSBOMBytes+maxJSONBody+64<<10)
 	mr, err := req.MultipartReader()
 	if err != nil {
 		return badRequest("multipart body: %v", err)
@@ -41,16 +47,34 @@ func (s *Server) pushRelease(c echo.Context) error {
 	}
 	file, err := mr.NextPart()
 	if err != nil {
-		return badRequest("multipart body: want a \"file\" part after \"release\": %v", err)
+		return badRequest("multipart body: want an \"sbom\" or \"file\" part after \"release\": %v", err)
+	}
+	var opts []signer.PushOption
+	var sbom []byte
+	if file.FormName() == "sbom" {
+		if sbom, err = readSBOMPart(file); err != nil {
+			return err
+		}
+		opts = append(opts, signer.WithSBOM(sbom))
+		if file, err = mr.NextPart(); err != nil {
+			return badRequest("multipart body: want a \"file\" part after \"sbom\": %v", err)
+		}
 	}
 	if file.FormName() != "file" {
-		return badRequest("multipart body: second part is %q, want \"file\"", file.FormName())
+		return badRequest("multipart body: part %q after \"release\", want \"sbom\" or \"file\"", file.FormName())
+	}
+	if sbom == nil && s.cfg.RequireSBOM {
+		return badRequest("this repository requires an SBOM with every release (--sbom FILE)")
 	}
 	if push.File == "" {
 		push.File = file.FileName()
 	}
 	auditObject(c, "release/"+push.Name+"@"+push.Version, map[string]string{"file": push.File})
-	rel, err := s.cfg.Releases.Push(req.Context(), push, file, s.cfg.MaxUploadBytes, principal(c).Name)
+	if sbom != nil {
+		sum := sha256.Sum256(sbom)
+		auditObject(c, "release/"+push.Name+"@"+push.Version, map[string]string{"file": push.File, "sbom_sha256": hex.EncodeToString(sum[:])})
+	}
+	rel, err := s.cfg.Releases.Push(req.Context(), push, &lastPart{r: file, mr: mr}, s.cfg.MaxUploadBytes, principal(c).Name, opts...)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -72,6 +96,46 @@ func (s *Server) pushRelease(c echo.Context) error {
 	})
 	s.log.Info("release published", "actor", principal(c).Name, "release", rel.Name+"@"+rel.Version, "target", rel.TargetPath, "targets_version", rel.TargetsVersion)
 	return c.JSON(http.StatusCreated, rel)
+}
+
+// readSBOMPart reads an "sbom" part of at most signer.MaxSBOMBytes.
+func readSBOMPart(p io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(p, signer.MaxSBOMBytes+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tufota.Errorf(tufota.ETooLarge, "upload larger than %d bytes", mbe.Limit)
+		}
+		return nil, badRequest("multipart body: read \"sbom\" part: %v", err)
+	}
+	if len(b) > signer.MaxSBOMBytes {
+		return nil, tufota.Errorf(tufota.ETooLarge, "SBOM is larger than the limit of %d bytes", signer.MaxSBOMBytes)
+	}
+	return b, nil
+}
+
+// lastPart reads the "file" part and, at its end, checks that no part
+// follows: a misplaced part (an "sbom" after "file") then fails the upload
+// before anything is published instead of being ignored.
+type lastPart struct {
+	r    io.Reader
+	mr   *multipart.Reader
+	done bool
+}
+
+func (l *lastPart) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if err == io.EOF && !l.done {
+		l.done = true
+		next, nerr := l.mr.NextPart()
+		switch {
+		case nerr == nil:
+			return n, badRequest("multipart body: part %q after \"file\"; \"file\" must be the last part (send \"sbom\" before it)", next.FormName())
+		case !errors.Is(nerr, io.EOF):
+			return n, badRequest("multipart body: after \"file\": %v", nerr)
+		}
+	}
+	return n, err
 }
 
 func (s *Server) listReleases(c echo.Context) error {

@@ -62,6 +62,9 @@ type Config struct {
 	// to TargetsURL/targets/... (a bucket or CDN serving the blob store's
 	// keys) instead of streaming the bytes; see WithTargetsURL in tuf.go.
 	TargetsURL string
+	// RequireSBOM refuses a release push without an SBOM part (EInvalid),
+	// before anything is staged.
+	RequireSBOM bool
 	// MaxUploadBytes bounds one firmware image (default 2 GiB).
 	MaxUploadBytes int64
 	Logger         *slog.Logger
