@@ -29,13 +29,14 @@ func (a *app) releaseCommand() *cobra.Command {
 func (a *app) releasePushCommand() *cobra.Command {
 	var req signer.PushRequest
 	var hardware []string
+	var sbomPath string
 	cmd := &cobra.Command{
-		Use:   "push FILE --name NAME --version SEMVER --hardware HW [--notes TEXT]",
-		Short: "Upload a firmware image, sign it into the targets metadata and publish it",
+		Use:   "push FILE --name NAME --version SEMVER --hardware HW [--notes TEXT] [--sbom FILE]",
+		Short: "Upload a firmware image (and its SBOM), sign it into the targets metadata and publish it",
 		Args:  exactArgs(1, "one FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Hardware = hardware
-			rel, err := a.pushRelease(cmd.Context(), args[0], req)
+			rel, err := a.pushReleaseSBOM(cmd.Context(), args[0], sbomPath, req)
 			if err != nil {
 				return err
 			}
@@ -48,16 +49,51 @@ func (a *app) releasePushCommand() *cobra.Command {
 	f.StringSliceVar(&hardware, "hardware", nil, "compatible hardware IDs (repeat or comma-separate; required)")
 	f.StringVar(&req.Notes, "notes", "", "release notes")
 	f.StringSliceVar(&req.AllowDowngradeFrom, "allow-downgrade-from", nil, "exact versions a device may leave for this older release (a signed rollback)")
+	f.StringVar(&sbomPath, "sbom", "", "the release's SBOM, CycloneDX or SPDX JSON: signed and published with the firmware as NAME/VERSION/sbom.cdx.json or sbom.spdx.json")
 	for _, n := range []string{"name", "version", "hardware"} {
 		_ = cmd.MarkFlagRequired(n)
 	}
 	return cmd
 }
 
-// pushRelease validates locally, then streams FILE as multipart without
-// holding it in memory, with a progress line on a terminal.
+// pushRelease pushes a release without an SBOM.
 func (a *app) pushRelease(ctx context.Context, path string, req signer.PushRequest) (signer.Release, error) {
+	return a.pushReleaseSBOM(ctx, path, "", req)
+}
+
+// readSBOM reads and validates an SBOM file (at most signer.MaxSBOMBytes).
+func readSBOM(path string) ([]byte, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, "", tufota.Errorf(tufota.ENotFound, "release push: no such SBOM file %s", path)
+		}
+		return nil, "", fmt.Errorf("release push: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, signer.MaxSBOMBytes+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("release push: read SBOM %s: %w", path, err)
+	}
+	format, err := signer.ValidateSBOM(b)
+	if err != nil {
+		return nil, "", fmt.Errorf("release push: %s: %w", path, err)
+	}
+	return b, format, nil
+}
+
+// pushReleaseSBOM validates locally, then streams FILE as multipart without
+// holding it in memory, with a progress line on a terminal. A non-empty
+// sbomPath is validated and sent as the "sbom" part, before the firmware.
+func (a *app) pushReleaseSBOM(ctx context.Context, path, sbomPath string, req signer.PushRequest) (signer.Release, error) {
 	var rel signer.Release
+	var sbom []byte
+	if sbomPath != "" {
+		var err error
+		if sbom, _, err = readSBOM(sbomPath); err != nil {
+			return rel, err
+		}
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -98,6 +134,15 @@ func (a *app) pushRelease(ctx context.Context, path string, req signer.PushReque
 			}
 			if err := writeJSON(part, req); err != nil {
 				return err
+			}
+			if sbom != nil {
+				sp, err := mw.CreateFormFile("sbom", filepath.Base(sbomPath))
+				if err != nil {
+					return err
+				}
+				if _, err := sp.Write(sbom); err != nil {
+					return err
+				}
 			}
 			fp, err := mw.CreateFormFile("file", req.File)
 			if err != nil {
@@ -178,6 +223,10 @@ func printRelease(w io.Writer, r signer.Release) {
 	}
 	if r.Notes != "" {
 		row(w, "Notes:", r.Notes)
+	}
+	if r.SBOM != nil {
+		row(w, "SBOM:", fmt.Sprintf("%s (%s, %s)", r.SBOM.Path, r.SBOM.Format, humanBytes(r.SBOM.Length)))
+		row(w, "SBOM SHA-256:", r.SBOM.SHA256)
 	}
 	row(w, "Targets version:", r.TargetsVersion)
 	row(w, "Pushed:", fmtTime(&r.CreatedAt)+" by "+r.CreatedBy)

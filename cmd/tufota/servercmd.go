@@ -210,6 +210,7 @@ type serverOptions struct {
 	targetsURL      string
 	auditArchive    string
 	auditRetention  time.Duration
+	requireSBOM     bool
 }
 
 func (a *app) serverCommand() *cobra.Command {
@@ -244,6 +245,7 @@ func (a *app) serverCommand() *cobra.Command {
 	f.BoolVar(&o.selfSigned, "tls-self-signed", false, "serve TLS with a new self-signed certificate (written to DIR/tls-self-signed.pem for clients' --ca)")
 	f.BoolVar(&o.insecureHTTP, "insecure-http", false, "serve plain HTTP; allowed only on a loopback address")
 	f.Int64Var(&o.maxUpload, "max-upload-bytes", server.DefaultMaxUploadBytes, "largest firmware image accepted")
+	f.BoolVar(&o.requireSBOM, "require-sbom", false, "refuse a release push without an SBOM (release push --sbom FILE, CycloneDX or SPDX JSON)")
 	f.DurationVar(&o.refreshMargin, "refresh-margin", 12*time.Hour, "re-sign timestamp and snapshot when they expire within this margin")
 	f.DurationVar(&o.controllerEvery, "controller-interval", 10*time.Second, "how often the rollout controller evaluates active rollouts")
 	f.DurationVar(&o.leasePeriod, "lease-period", leader.DefaultPeriod, "leader lease: one replica runs the background jobs (refresher, rollout controller, audit checkpoints); renewed every third of it, taken over by another replica at most this long (plus a third) after the leader dies")
@@ -371,6 +373,7 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		Elector:         elector,
 		RefreshMargin:   o.refreshMargin,
 		MaxUploadBytes:  o.maxUpload,
+		RequireSBOM:     o.requireSBOM,
 		Logger:          log,
 	}
 	if o.targetsURL != "" {
