@@ -9,6 +9,8 @@
 # mid-call (golang/go#75804, fixed in Go 1.27), which made short runs fail at
 # random under load. A count has no deadline to race; FUZZ_TIMEOUT (go test
 # -timeout, default 5m per target) still bounds the wall time of each target.
+# New interesting inputs are minimised for at most 100 executions each (the
+# default, 60s each, can stall a target for minutes on large seeds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +32,7 @@ for pkg in $pkgs; do
 	for name in $(grep -E '^Fuzz[A-Za-z0-9_]*$' <<<"$list" || true); do
 		count=$((count + 1))
 		echo "== fuzz: $pkg $name for $FUZZTIME"
-		if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -timeout "$FUZZ_TIMEOUT" "$pkg"; then
+		if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 100x -timeout "$FUZZ_TIMEOUT" "$pkg"; then
 			failed+=("$pkg.$name")
 		fi
 	done
