@@ -130,6 +130,7 @@ func startHarnessFull(t *testing.T, env map[string]string, initFlags []string, s
 	pool.AppendCertsFromPEM(pem)
 	h.hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}, Timeout: 30 * time.Second}
 	h.env["TUFOTA_SERVER"], h.env["TUFOTA_TOKEN"], h.env["TUFOTA_CA"] = h.url, h.adminToken, h.caFile
+	h.env["TUFOTA_ROOT"] = res.Root // the trust anchor release sign verifies payloads against
 	return h
 }
 

@@ -316,7 +316,7 @@ func (a *app) rootCancelCommand() *cobra.Command {
 
 // releaseSignCommand is `tufota release sign NAME@VERSION --key URI`.
 func (a *app) releaseSignCommand() *cobra.Command {
-	var keyURI string
+	var keyURI, rootFile string
 	var yes bool
 	cmd := &cobra.Command{
 		Use:   "sign NAME@VERSION --key URI [--yes]",
@@ -355,6 +355,22 @@ func (a *app) releaseSignCommand() *cobra.Command {
 			if custom.Tufota.Name != name || custom.Tufota.Version != version {
 				return tufota.Errorf(tufota.EInvalid, "the payload's target %s is signed as %s@%s, not %s; refusing to sign", tf.Path, custom.Tufota.Name, custom.Tufota.Version, args[0])
 			}
+			// Everything else the signature would cover must stay as the
+			// repository's verified current state has it.
+			if rootFile == "" {
+				return tufota.Errorf(tufota.EInvalid, "release sign: --root FILE is required: the repository's trust anchor (root.json), to verify what else the payload would sign")
+			}
+			cur, err := verifiedTargets(ctx, c, rootFile)
+			if err != nil {
+				return err
+			}
+			allowed := []string{p.Release.TargetPath}
+			if p.Release.SBOM != nil {
+				allowed = append(allowed, p.Release.SBOM.Path)
+			}
+			if err := checkPayloadChanges(&cur.Signed, &signed, allowed...); err != nil {
+				return err
+			}
 			w := a.stderr
 			row(w, "Release:", name+"@"+version)
 			row(w, "Target:", tf.Path)
@@ -362,7 +378,14 @@ func (a *app) releaseSignCommand() *cobra.Command {
 			row(w, "SHA-256:", hex.EncodeToString(tf.Hashes["sha256"]))
 			row(w, "SHA-512:", p.Release.SHA512+" (server-reported; TUF signs SHA-256)")
 			row(w, "Hardware:", strings.Join(custom.Tufota.Hardware, ", "))
-			row(w, "Targets version:", fmt.Sprintf("%d (%d files), expires %s", signed.Version, len(signed.Targets), signed.Expires.Format("2006-01-02")))
+			if p.Release.SBOM != nil {
+				sb, ok := signed.Targets[p.Release.SBOM.Path]
+				if !ok || hex.EncodeToString(sb.Hashes["sha256"]) != p.Release.SBOM.SHA256 {
+					return tufota.Errorf(tufota.EInvalid, "the payload does not sign the release's SBOM %s as the summary describes it; refusing to sign", p.Release.SBOM.Path)
+				}
+				row(w, "SBOM:", fmt.Sprintf("%s (%s, %d bytes, SHA-256 %s)", sb.Path, p.Release.SBOM.Format, sb.Length, hex.EncodeToString(sb.Hashes["sha256"])))
+			}
+			row(w, "Targets version:", fmt.Sprintf("%d (%d files: the published %d, verified against %s, plus this release), expires %s", signed.Version, len(signed.Targets), len(cur.Signed.Targets), rootFile, signed.Expires.Format("2006-01-02")))
 			row(w, "Signatures:", fmt.Sprintf("%d of %d so far", p.Status.Threshold-p.Status.Needed, p.Status.Threshold))
 			sv, err := a.openKey(ctx, keyURI)
 			if err != nil {
@@ -390,6 +413,7 @@ func (a *app) releaseSignCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&keyURI, "key", "", "your targets key URI: file:PATH, pkcs11:..., awskms://... (required)")
 	cmd.Flags().BoolVar(&yes, "yes", false, "sign without asking")
+	cmd.Flags().StringVar(&rootFile, "root", a.env["TUFOTA_ROOT"], "the repository's trust anchor root.json (env TUFOTA_ROOT): the payload is checked against the verified published targets")
 	_ = cmd.MarkFlagRequired("key")
 	return cmd
 }

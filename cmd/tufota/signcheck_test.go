@@ -1,0 +1,87 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/tufota/tufota"
+)
+
+// TestCheckPayloadChanges: a release signer signs only "the published
+// targets plus this release"; anything else a (compromised) server put in
+// the payload is named and refused.
+func TestCheckPayloadChanges(t *testing.T) {
+	file := func(path string, b byte) *metadata.TargetFiles {
+		tf, err := metadata.TargetFile().FromBytes(path, []byte{b, b, b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tf
+	}
+	targets := func(version int64, files ...*metadata.TargetFiles) *metadata.TargetsType {
+		tt := metadata.Targets(time.Now().Add(time.Hour)).Signed
+		tt.Version = version
+		for _, f := range files {
+			tt.Targets[f.Path] = f
+		}
+		return &tt
+	}
+	old := file("pump-fw/1.0.0/pump.bin", 1)
+	fw := file("pump-fw/2.0.0/pump.bin", 2)
+	sbom := file("pump-fw/2.0.0/sbom.cdx.json", 3)
+	cur := targets(4, old)
+	withCustom := *old
+	custom := json.RawMessage(`{"tufota":{"name":"pump-fw","version":"1.0.0","hardware":["pump-a","monitor-x"]}}`)
+	withCustom.Custom = &custom
+	reordered := *old
+	sameCustom := json.RawMessage(`{"tufota":{"version":"1.0.0","name":"pump-fw"}}`)
+	origCustom := json.RawMessage(`{"tufota":{"name":"pump-fw","version":"1.0.0"}}`)
+	oldWithCustom := *old
+	oldWithCustom.Custom, reordered.Custom = &origCustom, &sameCustom
+	delegated := targets(5, old, fw)
+	delegated.Delegations = &metadata.Delegations{Keys: map[string]*metadata.Key{}, Roles: []metadata.DelegatedRole{{Name: "evil", Paths: []string{"*"}, Threshold: 1}}}
+
+	tests := []struct {
+		name    string
+		cur     *metadata.TargetsType // nil: cur
+		next    *metadata.TargetsType
+		allowed []string
+		want    string // "" = accepted
+		code    tufota.Code
+	}{
+		{"adds the release", nil, targets(5, old, fw), []string{fw.Path}, "", ""},
+		{"re-encodes a published image's custom metadata in canonical order", targets(4, &oldWithCustom), targets(5, &reordered, fw), []string{fw.Path}, "", ""},
+		{"adds the release and its SBOM", nil, targets(5, old, fw, sbom), []string{fw.Path, sbom.Path}, "", ""},
+		{"adds an image that is not the release", nil, targets(5, old, fw, file("evil/9.9.9/x.bin", 9)), []string{fw.Path}, "adds evil/9.9.9/x.bin", tufota.EInvalid},
+		{"removes a published image", nil, targets(5, fw), []string{fw.Path}, "removes pump-fw/1.0.0/pump.bin", tufota.EInvalid},
+		{"swaps a published image's bytes", nil, targets(5, file(old.Path, 7), fw), []string{fw.Path}, "changes pump-fw/1.0.0/pump.bin", tufota.EInvalid},
+		{"widens a published image's hardware", nil, targets(5, &withCustom, fw), []string{fw.Path}, "changes pump-fw/1.0.0/pump.bin", tufota.EInvalid},
+		{"adds a delegation", nil, delegated, []string{fw.Path}, "changes the delegations", tufota.EInvalid},
+		{"skips a version", nil, targets(6, old, fw), []string{fw.Path}, "is targets v6 but the published repository is at v4", tufota.EConflict},
+		{"replays an old version", nil, targets(4, old, fw), []string{fw.Path}, "is targets v4", tufota.EConflict},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := cur
+			if tt.cur != nil {
+				base = tt.cur
+			}
+			err := checkPayloadChanges(base, tt.next, tt.allowed...)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			var te *tufota.Error
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !errors.As(err, &te) || te.Code != tt.code {
+				t.Fatalf("err = %v, want %s containing %q", err, tt.code, tt.want)
+			}
+		})
+	}
+}
