@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/signer"
 )
 
 // TestCheckPayloadChanges: a release signer signs only "the published
@@ -83,5 +86,59 @@ func TestCheckPayloadChanges(t *testing.T) {
 				t.Fatalf("err = %v, want %s containing %q", err, tt.code, tt.want)
 			}
 		})
+	}
+}
+
+// TestReleaseSignRefusesSmuggledTarget: a server (here a man in the middle
+// of the engineer's CLI) that adds another image to a pending release's
+// payload does not get the engineer's signature.
+func TestReleaseSignRefusesSmuggledTarget(t *testing.T) {
+	h := startHarness(t)
+	engPath := filepath.Join(t.TempDir(), "engineer.key")
+	if _, err := signer.GenerateFileKey(engPath, "ed25519", []byte(h.env["TUFOTA_KEY_PASSPHRASE"])); err != nil {
+		t.Fatal(err)
+	}
+	h.mustCLI("root", "update", "--add-key", "targets=file:"+engPath, "--threshold", "targets=2")
+	h.mustCLI("root", "sign", "--key", "file:"+engPath, "--yes")
+	h.mustCLI("root", "sign", "--key", "file:"+filepath.Join(h.dir, "keys", "root.key"), "--yes")
+	fw, _ := h.writeFirmware("pump.bin", 4096)
+	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "2.0.0", "--hardware", "pump-a")
+
+	proxy := mitm(t, h, func(path string, body []byte) []byte {
+		if !strings.HasSuffix(path, "/signing") {
+			return body
+		}
+		var p map[string]any
+		if err := json.Unmarshal(body, &p); err != nil {
+			t.Errorf("signing payload: %v", err)
+			return body
+		}
+		raw, _ := base64.StdEncoding.DecodeString(p["payload"].(string))
+		var md map[string]any
+		if err := decodeCanonical(raw, &md); err != nil {
+			t.Errorf("payload: %v", err)
+			return body
+		}
+		md["targets"].(map[string]any)["evil/9.9.9/implant.bin"] = map[string]any{"length": 3, "hashes": map[string]any{"sha256": strings.Repeat("ab", 32)}}
+		raw, _ = json.Marshal(md)
+		p["payload"] = base64.StdEncoding.EncodeToString(raw)
+		out, _ := json.Marshal(p)
+		return out
+	})
+	_, err := h.runCLI("release", "sign", "pump-fw@2.0.0", "--key", "file:"+engPath, "--yes", "--server", proxy)
+	if err == nil || !strings.Contains(err.Error(), "adds evil/9.9.9/implant.bin") {
+		t.Fatalf("release sign through a server that smuggles an image: %v, want a refusal naming it", err)
+	}
+	var rel signer.Release
+	if err := json.Unmarshal([]byte(h.mustCLI("release", "show", "pump-fw@2.0.0", "-o", "json")), &rel); err != nil {
+		t.Fatal(err)
+	}
+	if rel.Signing == nil || len(rel.Signing.Signatures) != 0 {
+		t.Fatalf("after the refusal the release has signatures %+v, want none", rel.Signing)
+	}
+	// Without the trust anchor the CLI does not sign at all.
+	delete(h.env, "TUFOTA_ROOT")
+	if _, err := h.runCLI("release", "sign", "pump-fw@2.0.0", "--key", "file:"+engPath, "--yes"); err == nil || !strings.Contains(err.Error(), "--root FILE is required") {
+		t.Fatalf("release sign without --root: %v", err)
 	}
 }
