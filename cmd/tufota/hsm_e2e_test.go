@@ -13,8 +13,6 @@ import (
 	"testing"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
-	"github.com/theupdateframework/go-tuf/v2/metadata/config"
-	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/tufota/tufota/internal/testenv"
 )
@@ -26,14 +24,7 @@ import (
 // (pin-source), a release pushed, and go-tuf's stock updater verifying it.
 // The data directory holds no private key of an HSM role and no PIN.
 func TestHSMInitServeVerify(t *testing.T) {
-	hsm := testenv.SoftHSM(t)
-	pinFile := filepath.Join(t.TempDir(), "hsm.pin")
-	if err := os.WriteFile(pinFile, []byte(hsm.PIN+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	uri := func(object string) string {
-		return "pkcs11:token=" + hsm.TokenLabel + ";object=" + object + "?module-path=" + hsm.Module + "&pin-source=file:" + pinFile
-	}
+	hsm, uri, pinFile := softHSMKeys(t)
 	cli := &harness{t: t, env: map[string]string{"TUFOTA_KEY_PASSPHRASE": "not-used-by-hsm-keys"}}
 
 	// Make the keys inside the token.
@@ -131,9 +122,9 @@ func TestHSMInitServeVerify(t *testing.T) {
 	// go-tuf client verifies the new release.
 	fw, want := h.writeFirmware("pump.bin", 64<<10)
 	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "2.0.0", "--hardware", "pump-a")
-	got := stockDownload(t, h, "pump-fw/2.0.0/pump.bin")
-	if !bytes.Equal(got, want) {
-		t.Fatal("stock updater downloaded different bytes")
+	got, err := h.download(h.root, "pump-fw/2.0.0/pump.bin")
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("stock updater download: %v (same bytes: %v)", err, bytes.Equal(got, want))
 	}
 	// And tufota's own client.
 	c := h.newClient(h.url, "dev-hsm-1", "pump-a", "1.0.0")
@@ -234,37 +225,18 @@ func assertNoHSMSecretsInDir(t *testing.T, dir, pin string, fileKeys map[string]
 	}
 }
 
-// stockDownload fetches path through go-tuf's stock updater from h.
-func stockDownload(t *testing.T, h *harness, path string) []byte {
+// softHSMKeys makes a SoftHSM2 token for the test, writes its PIN to a
+// file, and returns the token, a function that names a key object in it as
+// a pkcs11: URI with pin-source (what init and the server store), and the
+// PIN file.
+func softHSMKeys(t *testing.T) (testenv.HSM, func(object string) string, string) {
 	t.Helper()
-	cfg, err := config.New(h.url+"/tuf", h.root)
-	if err != nil {
+	hsm := testenv.SoftHSM(t)
+	pinFile := filepath.Join(t.TempDir(), "hsm.pin")
+	if err := os.WriteFile(pinFile, []byte(hsm.PIN+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg.LocalMetadataDir = t.TempDir()
-	cfg.LocalTargetsDir = t.TempDir()
-	cfg.RemoteTargetsURL = h.url + "/tuf/targets"
-	cfg.PrefixTargetsWithHash = true
-	if err := cfg.SetDefaultFetcherTransport(bearer{token: h.deviceToken("stock-hsm"), next: h.hc.Transport}); err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.SetDefaultFetcherRetry(0, 1); err != nil {
-		t.Fatal(err)
-	}
-	up, err := updater.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := up.Refresh(); err != nil {
-		t.Fatalf("stock updater Refresh: %v", err)
-	}
-	ti, err := up.GetTargetInfo(path)
-	if err != nil {
-		t.Fatalf("GetTargetInfo(%s): %v", path, err)
-	}
-	_, got, err := up.DownloadTarget(ti, filepath.Join(cfg.LocalTargetsDir, "t"), "")
-	if err != nil {
-		t.Fatalf("DownloadTarget(%s): %v", path, err)
-	}
-	return got
+	return hsm, func(object string) string {
+		return "pkcs11:token=" + hsm.TokenLabel + ";object=" + object + "?module-path=" + hsm.Module + "&pin-source=file:" + pinFile
+	}, pinFile
 }

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tufota/tufota/internal/testenv"
 	"github.com/tufota/tufota/signer"
 )
 
@@ -20,14 +19,7 @@ import (
 // tufota client and go-tuf's stock updater verify and download it. The data
 // dir holds no private key of the HSM roles and no PIN.
 func TestHSMThresholdRelease(t *testing.T) {
-	hsm := testenv.SoftHSM(t)
-	pinFile := filepath.Join(t.TempDir(), "hsm.pin")
-	if err := os.WriteFile(pinFile, []byte(hsm.PIN+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	uri := func(object string) string {
-		return "pkcs11:token=" + hsm.TokenLabel + ";object=" + object + "?module-path=" + hsm.Module + "&pin-source=file:" + pinFile
-	}
+	hsm, uri, _ := softHSMKeys(t)
 	cli := &harness{t: t, env: map[string]string{"TUFOTA_KEY_PASSPHRASE": "not-used-by-hsm-keys"}}
 	for _, object := range []string{"root-1", "root-2", "targets-alice", "targets-bob"} {
 		cli.mustCLI("key", "create", "--uri", uri(object))
