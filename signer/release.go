@@ -259,16 +259,14 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	}
 	signers := r.Signers()
 	if online, err := r.repo.canSignTargets(ctx, signers.Targets); err != nil {
-		r.deleteRow(ctx, rel)
-		return Release{}, fmt.Errorf("push %s: %w", ref, err)
+		return Release{}, fmt.Errorf("push %s: %w", ref, errors.Join(err, r.deleteRow(ctx, rel)))
 	} else if !online {
 		// Too few targets keys on the server: the release waits for
 		// release engineers to sign its targets metadata where their
 		// keys are (SignRelease).
 		st, err := r.createPending(ctx, targets, actor)
 		if err != nil {
-			r.deleteRow(ctx, rel)
-			return Release{}, fmt.Errorf("push %s: %w", ref, err)
+			return Release{}, fmt.Errorf("push %s: %w", ref, errors.Join(err, r.deleteRow(ctx, rel)))
 		}
 		published = true // keep the staged upload for the signed publish
 		rel.Signing = &st
