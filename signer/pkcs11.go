@@ -155,6 +155,9 @@ func parsePKCS11(uri, rest string) (pkcs11Ref, error) {
 			}
 			r.pinSource = p
 		case "pin-value":
+			if v == "" {
+				return errors.New("pin-value is empty")
+			}
 			r.pinValue, r.hasPINValue = v, true
 		}
 		return nil
