@@ -66,7 +66,9 @@ var (
 func parsePKCS11(uri, rest string) (pkcs11Ref, error) {
 	shown := redactURI(uri)
 	bad := func(format string, args ...any) (pkcs11Ref, error) {
-		return pkcs11Ref{}, tufota.Errorf(tufota.EInvalid, "PKCS#11 key URI %q: %s", shown, fmt.Sprintf(format, args...))
+		// The detail may quote attribute values; redact any inline PIN
+		// they carry as the URI itself is redacted.
+		return pkcs11Ref{}, tufota.Errorf(tufota.EInvalid, "PKCS#11 key URI %q: %s", shown, redactText(fmt.Sprintf(format, args...)))
 	}
 	path, query, _ := strings.Cut(rest, "?")
 	if strings.ContainsAny(rest, "#") {
@@ -240,18 +242,26 @@ func escapeAttr(s string) string {
 
 // redactURI replaces the value of any pin-value attribute in a key URI so
 // that it can appear in an error message or a log.
-func redactURI(uri string) string {
-	i := indexASCIIFold(uri, "pin-value=")
+func redactURI(uri string) string { return redactUntil(uri, "&;#") }
+
+// redactText does the same for a message that quotes attribute values: a
+// value also ends at a quote or a space.
+func redactText(msg string) string { return redactUntil(msg, "&;#\" ") }
+
+// redactUntil replaces every "pin-value=" value in s, each ending at one of
+// the bytes in stops, with REDACTED.
+func redactUntil(s, stops string) string {
+	i := indexASCIIFold(s, "pin-value=")
 	if i < 0 {
-		return uri
+		return s
 	}
 	start := i + len("pin-value=")
-	end := strings.IndexAny(uri[start:], "&;#")
+	end := strings.IndexAny(s[start:], stops)
 	rest := ""
 	if end >= 0 {
-		rest = redactURI(uri[start+end:])
+		rest = redactUntil(s[start+end:], stops)
 	}
-	return uri[:start] + "REDACTED" + rest
+	return s[:start] + "REDACTED" + rest
 }
 
 func redactAttr(part string) string {
