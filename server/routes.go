@@ -91,6 +91,7 @@ func (s *Server) Routes() []Route {
 		// test rotates the root of its server to reach them.
 		{Method: http.MethodGet, Path: "/api/v1/releases/:name/:version/signing", Roles: pushers, Action: "release.payload", handler: s.releaseSigning},
 		{Method: http.MethodPost, Path: "/api/v1/releases/:name/:version/signatures", Roles: pushers, Action: "release.sign", handler: s.signRelease},
+		{Method: http.MethodDelete, Path: "/api/v1/releases/:name/:version", Roles: pushers, Action: "release.cancel", handler: s.cancelRelease},
 		{Method: http.MethodGet, Path: "/api/v1/root", Roles: people, Action: "root.show", handler: s.rootShow},
 		{Method: http.MethodPost, Path: "/api/v1/root", Roles: admin, Action: "root.update", handler: s.rootUpdate},
 		{Method: http.MethodGet, Path: "/api/v1/root/pending", Roles: admin, Action: "root.payload", handler: s.rootPayload},

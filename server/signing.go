@@ -45,6 +45,18 @@ func (s *Server) signRelease(c echo.Context) error {
 	return c.JSON(http.StatusOK, st)
 }
 
+// cancelRelease withdraws a pending release (its payload, signatures, row
+// and staged upload); a published release is a conflict.
+func (s *Server) cancelRelease(c echo.Context) error {
+	name, version := c.Param("name"), c.Param("version")
+	auditObject(c, "release/"+name+"@"+version, nil)
+	rel, err := s.cfg.Releases.CancelRelease(c.Request().Context(), name, version)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, rel)
+}
+
 // recordPublish writes the audit entry of metadata published by the last
 // signature.
 func (s *Server) recordPublish(c echo.Context, action, object string, st signer.SigningStatus) {

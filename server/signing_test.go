@@ -117,6 +117,12 @@ func (ts *testServer) signingRequest(t *testing.T, r Route, n int64) *http.Reque
 	ctx := context.Background()
 	u := ts.http.URL
 	switch r.Path {
+	case "/api/v1/releases/:name/:version":
+		if r.Method != http.MethodDelete {
+			return nil
+		}
+		name, version := ts.pendingRelease(t, n)
+		return httptest.NewRequest(r.Method, u+"/api/v1/releases/"+name+"/"+version, nil)
 	case "/api/v1/releases/:name/:version/signing":
 		name, version := ts.pendingRelease(t, n)
 		return httptest.NewRequest(r.Method, u+"/api/v1/releases/"+name+"/"+version+"/signing", nil)

@@ -22,7 +22,7 @@ import (
 
 func (a *app) releaseCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "release", Short: "Push, list and show firmware releases"}
-	cmd.AddCommand(a.releasePushCommand(), a.releaseListCommand(), a.releaseShowCommand(), a.releaseSignCommand())
+	cmd.AddCommand(a.releasePushCommand(), a.releaseListCommand(), a.releaseShowCommand(), a.releaseSignCommand(), a.releaseCancelCommand())
 	return cmd
 }
 

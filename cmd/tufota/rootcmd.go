@@ -314,6 +314,32 @@ func (a *app) rootCancelCommand() *cobra.Command {
 	}
 }
 
+// releaseCancelCommand is `tufota release cancel NAME@VERSION`.
+func (a *app) releaseCancelCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel NAME@VERSION",
+		Short: "Withdraw a pending release: its payload, the signatures gathered so far and its upload (published releases cannot be cancelled)",
+		Args:  exactArgs(1, "NAME@VERSION"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, version, ok := strings.Cut(args[0], "@")
+			if !ok || name == "" || version == "" {
+				return tufota.Errorf(tufota.EInvalid, "release cancel: %q: want NAME@VERSION", args[0])
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var rel signer.Release
+			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/releases/"+url.PathEscape(name)+"/"+url.PathEscape(version), nil, "", &rel); err != nil {
+				return err
+			}
+			return a.print(rel, func(w io.Writer) {
+				fmt.Fprintf(w, "Pending release %s cancelled; nothing of it was published.\n", args[0])
+			})
+		},
+	}
+}
+
 // releaseSignCommand is `tufota release sign NAME@VERSION --key URI`.
 func (a *app) releaseSignCommand() *cobra.Command {
 	var keyURI, rootFile string

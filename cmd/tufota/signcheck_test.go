@@ -137,8 +137,29 @@ func TestReleaseSignRefusesSmuggledTarget(t *testing.T) {
 		t.Fatalf("after the refusal the release has signatures %+v, want none", rel.Signing)
 	}
 	// Without the trust anchor the CLI does not sign at all.
+	root := h.env["TUFOTA_ROOT"]
 	delete(h.env, "TUFOTA_ROOT")
 	if _, err := h.runCLI("release", "sign", "pump-fw@2.0.0", "--key", "file:"+engPath, "--yes"); err == nil || !strings.Contains(err.Error(), "--root FILE is required") {
 		t.Fatalf("release sign without --root: %v", err)
+	}
+	h.env["TUFOTA_ROOT"] = root
+
+	// The engineers withdraw the suspicious release; the version is free
+	// again and can be pushed and signed properly.
+	if out := h.mustCLI("release", "cancel", "pump-fw@2.0.0"); !strings.Contains(out, "cancelled") {
+		t.Fatalf("release cancel:\n%s", out)
+	}
+	if _, err := h.runCLI("release", "show", "pump-fw@2.0.0"); err == nil {
+		t.Fatal("release show found a cancelled release")
+	}
+	if _, err := h.runCLI("release", "cancel", "pump-fw@2.0.0"); err == nil {
+		t.Fatal("a cancelled release was cancelled again")
+	}
+	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "2.0.0", "--hardware", "pump-a")
+	if out := h.mustCLI("release", "sign", "pump-fw@2.0.0", "--key", "file:"+engPath, "--yes"); !strings.Contains(out, "published as targets v") {
+		t.Fatalf("release sign after the cancel:\n%s", out)
+	}
+	if _, err := h.runCLI("release", "cancel", "pump-fw@2.0.0"); err == nil || !strings.Contains(err.Error(), "only a pending release can be cancelled") {
+		t.Fatalf("cancel of a published release: %v", err)
 	}
 }
