@@ -137,9 +137,14 @@ type replica struct {
 	stopped chan struct{} // receives when jobs return
 }
 
-func startReplica(t *testing.T, db *storage.DB, holder string, period time.Duration, clk *fakeClock) *replica {
+// startReplica starts an elector for holder; setup runs on its leases
+// before the first attempt.
+func startReplica(t *testing.T, db *storage.DB, holder string, period time.Duration, clk *fakeClock, setup ...func(*flakyLeases)) *replica {
 	t.Helper()
 	r := &replica{leases: &flakyLeases{db: db}, done: make(chan error, 1), stopped: make(chan struct{}, 100)}
+	for _, f := range setup {
+		f(r.leases)
+	}
 	cfg := leader.Config{Leases: r.leases, Holder: holder, Period: period}
 	if clk != nil {
 		cfg.Now, cfg.After = clk.Now, clk.After
@@ -374,8 +379,10 @@ func TestDatabaseErrorIsNotFatal(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	clk := newFakeClock()
-	a := startReplica(t, db, "replica-a", period, clk)
-	a.leases.failing.Store(true)
+	// The database is down from the first attempt on (set before Run
+	// starts: a first attempt that won the lease would make a a leader
+	// until its stop deadline).
+	a := startReplica(t, db, "replica-a", period, clk, func(l *flakyLeases) { l.failing.Store(true) })
 	clk.BlockUntil(t, 1)
 	clk.Advance(period / 3)
 	clk.BlockUntil(t, 1)
