@@ -267,17 +267,25 @@ func (c *Client) postReport(ctx context.Context, body []byte) error {
 	return nil
 }
 
-// parseRetryAfter reads a Retry-After header (seconds or an HTTP date).
+// maxRetryAfter bounds what a server's Retry-After can ask for.
+const maxRetryAfter = 24 * time.Hour
+
+// parseRetryAfter reads a Retry-After header (seconds or an HTTP date),
+// at most maxRetryAfter (a huge value must not overflow into a negative
+// duration).
 func parseRetryAfter(v string) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil && s >= 0 {
+		if s >= int64(maxRetryAfter/time.Second) {
+			return maxRetryAfter
+		}
 		return time.Duration(s) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		if d := time.Until(t); d > 0 {
-			return d
+			return min(d, maxRetryAfter)
 		}
 	}
 	return 0
