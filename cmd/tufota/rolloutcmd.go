@@ -163,8 +163,8 @@ func (a *app) rolloutHistoryCommand() *cobra.Command {
 		Short: "Print a rollout's timeline, per-device outcomes and time to 50/90/100%",
 		Args:  exactArgs(1, "a rollout ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if format != "" && format != "csv" {
-				return tufota.Errorf(tufota.EInvalid, "rollout history: --format %q: want csv (or -o json)", format)
+			if err := checkCSVFormat("rollout history", format); err != nil {
+				return err
 			}
 			c, err := a.api()
 			if err != nil {
@@ -256,8 +256,8 @@ func (a *app) fleetCommand() *cobra.Command {
 		Short: "Every device's version, how far behind it is, last update, last seen, failed updates",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if format != "" && format != "csv" {
-				return tufota.Errorf(tufota.EInvalid, "fleet report: --format %q: want csv (or -o json)", format)
+			if err := checkCSVFormat("fleet report", format); err != nil {
+				return err
 			}
 			c, err := a.api()
 			if err != nil {
@@ -295,4 +295,13 @@ func (a *app) fleetCommand() *cobra.Command {
 	report.Flags().StringVar(&format, "format", "", "csv for a spreadsheet")
 	cmd.AddCommand(report)
 	return cmd
+}
+
+// checkCSVFormat accepts the --format values of commands that can print CSV:
+// none (a table, or -o json) or csv.
+func checkCSVFormat(command, format string) error {
+	if format != "" && format != "csv" {
+		return tufota.Errorf(tufota.EInvalid, "%s: --format %q: want csv (or -o json)", command, format)
+	}
+	return nil
 }
