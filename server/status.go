@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"time"
 
@@ -52,7 +53,15 @@ func (s *Server) status(ctx context.Context) (Status, error) {
 		es := s.cfg.Elector.Status()
 		st.Replica, st.Leader = es.Holder, es.Role
 	}
-	for _, role := range roleOrder {
+	order := slices.Clone(roleOrder)
+	var delegated []string
+	for role := range exp {
+		if !slices.Contains(roleOrder, role) {
+			delegated = append(delegated, role)
+		}
+	}
+	slices.Sort(delegated)
+	for _, role := range append(order, delegated...) {
 		t, ok := exp[role]
 		if !ok {
 			continue
@@ -62,7 +71,7 @@ func (s *Server) status(ctx context.Context) (Status, error) {
 		case !t.After(now):
 			rs.Warning = fmt.Sprintf("%s metadata expired %s ago: devices refuse the repository until it is re-signed", role, humanDuration(now.Sub(t)))
 		case !rs.Online && t.Sub(now) < s.cfg.OfflineExpiryWarning:
-			rs.Warning = fmt.Sprintf("%s metadata expires in %s: gather its key holders to re-sign it (tufota root update / release sign)", role, humanDuration(t.Sub(now)))
+			rs.Warning = fmt.Sprintf("%s metadata expires in %s: gather its key holders to re-sign it (%s)", role, humanDuration(t.Sub(now)), resignHint(role))
 		}
 		if rs.Warning != "" {
 			st.Warnings = append(st.Warnings, rs.Warning)
@@ -70,6 +79,18 @@ func (s *Server) status(ctx context.Context) (Status, error) {
 		st.Roles = append(st.Roles, rs)
 	}
 	return st, nil
+}
+
+// resignHint says how an offline role's metadata gets a new signature.
+func resignHint(role string) string {
+	switch role {
+	case signer.RoleRoot:
+		return "tufota root update / root sign"
+	case signer.RoleTargets:
+		return "tufota release sign"
+	default:
+		return "delegated role: its next release, signed with tufota release sign"
+	}
 }
 
 func (s *Server) getStatus(c echo.Context) error {

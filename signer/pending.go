@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/secure-systems-lab/go-securesystemslib/cjson"
@@ -177,21 +178,8 @@ func (r *Repository) publishSignedLocked(ctx context.Context, st *state, md *met
 		return 0, tufota.Errorf(tufota.EInternal, "pending targets is v%d, want v%d", md.Signed.Version, base+1)
 	}
 	// The signed metadata must change nothing but the new files.
-	want := map[string]bool{}
-	for _, t := range add {
-		want[t.Path] = true
-		if _, ok := md.Signed.Targets[t.Path]; !ok {
-			return 0, tufota.Errorf(tufota.EInternal, "pending targets v%d lacks %s", md.Signed.Version, t.Path)
-		}
-	}
-	if len(md.Signed.Targets) != len(st.targets.Signed.Targets)+len(add) {
-		return 0, tufota.Errorf(tufota.EInternal, "pending targets v%d changes more than its new files", md.Signed.Version)
-	}
-	for p, tf := range st.targets.Signed.Targets {
-		got, ok := md.Signed.Targets[p]
-		if !ok || want[p] || !got.Equal(*tf) {
-			return 0, tufota.Errorf(tufota.EInternal, "pending targets v%d changes published target %s", md.Signed.Version, p)
-		}
+	if err := checkOnlyAdds(RoleTargets, st.targets.Signed.Targets, md, add); err != nil {
+		return 0, err
 	}
 	for _, t := range add {
 		if err := r.checkStaged(ctx, t); err != nil {
@@ -348,7 +336,7 @@ func deletePending(ctx context.Context, q storage.Querier, id string) error {
 
 // createPending records the unsigned targets metadata that publishes ts: a
 // release's firmware target, then optionally its SBOM target.
-func (r *Releases) createPending(ctx context.Context, ts []Target, actor string) (SigningStatus, error) {
+func (r *Releases) createPending(ctx context.Context, role string, ts []Target, actor string) (SigningStatus, error) {
 	if len(ts) == 0 || len(ts) > 2 {
 		return SigningStatus{}, tufota.Errorf(tufota.EInternal, "pending release with %d targets", len(ts))
 	}
@@ -361,8 +349,11 @@ func (r *Releases) createPending(ctx context.Context, ts []Target, actor string)
 	if err != nil {
 		return SigningStatus{}, err
 	}
-	base := st.targets.Signed.Version
-	md, err := r.repo.pendingTargets(ctx, st, x.targets())
+	delegator, err := st.delegator(role)
+	if err != nil {
+		return SigningStatus{}, err
+	}
+	md, base, err := r.repo.pendingPayload(ctx, st, role, x.targets())
 	if err != nil {
 		return SigningStatus{}, err
 	}
@@ -378,14 +369,14 @@ func (r *Releases) createPending(ctx context.Context, ts []Target, actor string)
 	now := r.now().UTC().UnixNano()
 	id := pendingTargetsID(name, version)
 	if _, err := r.db.Exec(ctx, `INSERT INTO pending_metadata (id, role, release_name, release_version, base_version, version, metadata, extra, created_at, created_by, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, RoleTargets, name, version, base, md.Signed.Version, string(mdJSON), string(extra), now, actor, now); err != nil {
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, role, name, version, base, md.Signed.Version, string(mdJSON), string(extra), now, actor, now); err != nil {
 		return SigningStatus{}, fmt.Errorf("record pending targets: %w", err)
 	}
 	p, err := loadPending(ctx, r.db, id)
 	if err != nil {
 		return SigningStatus{}, err
 	}
-	return r.targetsStatus(st.root, p, md, nil)
+	return r.targetsStatus(delegator, p, md, nil)
 }
 
 // splitTargetRef returns NAME and VERSION of "NAME/VERSION/FILE".
@@ -403,15 +394,19 @@ func splitTargetRef(p string) (name, version string, ok bool) {
 	return parts[0], parts[1], n >= 2
 }
 
-// targetsStatus summarises a pending release's signatures under root.
-func (r *Releases) targetsStatus(root *metadata.Metadata[metadata.RootType], p pendingRow, md *metadata.Metadata[metadata.TargetsType], sigs []pendingSig) (SigningStatus, error) {
+// targetsStatus summarises a pending release's signatures under the keys
+// and threshold of its role (p.Role) in delegator (see state.delegator).
+func (r *Releases) targetsStatus(delegator *metadata.Metadata[metadata.RootType], p pendingRow, md *metadata.Metadata[metadata.TargetsType], sigs []pendingSig) (SigningStatus, error) {
 	_, sum, err := canonicalSigned(md)
 	if err != nil {
 		return SigningStatus{}, err
 	}
-	rr := root.Signed.Roles[RoleTargets]
+	rr, ok := delegator.Signed.Roles[p.Role]
+	if !ok {
+		return SigningStatus{}, tufota.Errorf(tufota.EInternal, "pending %s: no role %s", p.ID, p.Role)
+	}
 	st := SigningStatus{
-		Role: RoleTargets, Version: p.Ver, BaseVersion: p.Base, Threshold: rr.Threshold,
+		Role: p.Role, Version: p.Ver, BaseVersion: p.Base, Threshold: rr.Threshold,
 		Signatures: []Signer{}, Keys: slices.Clone(rr.KeyIDs), PayloadSHA256: sum,
 		Expires: md.Signed.Expires, CreatedBy: p.CreatedBy, CreatedAt: p.CreatedAt,
 	}
@@ -421,10 +416,10 @@ func (r *Releases) targetsStatus(root *metadata.Metadata[metadata.RootType], p p
 			continue // revoked since, or over an older payload
 		}
 		have[s.KeyID] = true
-		st.Signatures = append(st.Signatures, Signer{KeyID: s.KeyID, SignedBy: s.SignedBy, SignedAt: s.CreatedAt, Roles: []string{RoleTargets}})
+		st.Signatures = append(st.Signatures, Signer{KeyID: s.KeyID, SignedBy: s.SignedBy, SignedAt: s.CreatedAt, Roles: []string{p.Role}})
 	}
 	for _, k := range r.Signers().Targets {
-		if k == nil {
+		if k == nil || p.Role != RoleTargets { // the server holds no delegated key
 			continue
 		}
 		if id, err := KeyID(k); err == nil && slices.Contains(rr.KeyIDs, id) && !have[id] {
@@ -451,15 +446,15 @@ func (r *Releases) releaseStatus(ctx context.Context, name, version string) (Sig
 	if err != nil {
 		return SigningStatus{}, err
 	}
-	_, rootData, err := r.repo.newestRoot(ctx)
+	st, err := r.repo.load(ctx)
 	if err != nil {
 		return SigningStatus{}, err
 	}
-	root, err := new(metadata.Metadata[metadata.RootType]).FromBytes(rootData)
+	delegator, err := st.delegator(p.Role)
 	if err != nil {
-		return SigningStatus{}, corrupt("root", err)
+		return SigningStatus{}, err
 	}
-	return r.targetsStatus(root, p, md, sigs)
+	return r.targetsStatus(delegator, p, md, sigs)
 }
 
 // pendingRelease loads the pending metadata of NAME@VERSION under the
@@ -482,21 +477,21 @@ func (r *Releases) pendingRelease(ctx context.Context, st *state, name, version 
 		return p, nil, 0, err
 	}
 	discarded = -1
-	if p.Base != st.targets.Signed.Version {
+	if cur := st.roleVersion(p.Role); p.Base != cur {
 		var extra pendingTargetsExtra
 		if err := json.Unmarshal(p.Extra, &extra); err != nil {
 			return p, nil, 0, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
 		}
-		if _, live := st.targets.Signed.Targets[extra.Target.Path]; live {
-			return p, nil, 0, tufota.Errorf(tufota.EConflict, "release %s is published already (targets v%d); there is nothing to sign", ref, st.targets.Signed.Version)
+		if st.published(extra.Target.Path) {
+			return p, nil, 0, tufota.Errorf(tufota.EConflict, "release %s is published already (%s v%d); there is nothing to sign", ref, p.Role, cur)
 		}
-		cur, err := r.repo.load(ctx) // a private copy: pendingTargets modifies it
+		fresh, err := r.repo.load(ctx) // a private copy: pendingPayload modifies it
 		if err != nil {
 			return p, nil, 0, err
 		}
-		nmd, err := r.repo.pendingTargets(ctx, cur, extra.targets())
+		nmd, _, err := r.repo.pendingPayload(ctx, fresh, p.Role, extra.targets())
 		if err != nil {
-			return p, nil, 0, fmt.Errorf("rebuild pending targets of %s: %w", ref, err)
+			return p, nil, 0, fmt.Errorf("rebuild pending %s metadata of %s (cancel it with tufota release cancel %s and push it again): %w", p.Role, ref, ref, err)
 		}
 		mdJSON, err := nmd.ToBytes(false)
 		if err != nil {
@@ -512,15 +507,15 @@ func (r *Releases) pendingRelease(ctx context.Context, st *state, name, version 
 				return err
 			}
 			_, err := tx.Exec(ctx, `UPDATE pending_metadata SET base_version = ?, version = ?, metadata = ?, updated_at = ? WHERE id = ?`,
-				st.targets.Signed.Version, nmd.Signed.Version, string(mdJSON), now.UnixNano(), p.ID)
+				cur, nmd.Signed.Version, string(mdJSON), now.UnixNano(), p.ID)
 			return err
 		})
 		if err != nil {
 			return p, nil, 0, fmt.Errorf("rebuild pending targets of %s: %w", ref, err)
 		}
-		r.repo.log.WarnContext(ctx, "pending release rebuilt on new targets metadata; collected signatures discarded",
-			"release", ref, "old_base", p.Base, "new_version", nmd.Signed.Version, "discarded", len(sigs))
-		p.Base, p.Ver, p.Metadata, p.UpdatedAt = st.targets.Signed.Version, nmd.Signed.Version, mdJSON, now
+		r.repo.log.WarnContext(ctx, "pending release rebuilt on new metadata; collected signatures discarded",
+			"release", ref, "role", p.Role, "old_base", p.Base, "new_version", nmd.Signed.Version, "discarded", len(sigs))
+		p.Base, p.Ver, p.Metadata, p.UpdatedAt = cur, nmd.Signed.Version, mdJSON, now
 		discarded = len(sigs)
 	}
 	md, err = new(metadata.Metadata[metadata.TargetsType]).FromBytes(p.Metadata)
@@ -561,7 +556,11 @@ func (r *Releases) releasePayload(ctx context.Context, st *state, p pendingRow, 
 	if err != nil {
 		return SigningPayload{}, err
 	}
-	status, err := r.targetsStatus(st.root, p, md, sigs)
+	delegator, err := st.delegator(p.Role)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	status, err := r.targetsStatus(delegator, p, md, sigs)
 	if err != nil {
 		return SigningPayload{}, err
 	}
@@ -574,7 +573,7 @@ func (r *Releases) releasePayload(ctx context.Context, st *state, p pendingRow, 
 		rel = &rels[0]
 		rel.TargetsVersion = p.Ver
 	}
-	return SigningPayload{Role: RoleTargets, Payload: payload, PayloadSHA256: sum, Release: rel, Status: status}, nil
+	return SigningPayload{Role: p.Role, Payload: payload, PayloadSHA256: sum, Release: rel, Status: status}, nil
 }
 
 // SignRelease adds one signature to the pending release NAME@VERSION and
@@ -614,13 +613,21 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 	}
 	if up.PayloadSHA256 != sum {
 		if discarded >= 0 {
-			return SigningStatus{}, staleError("another release was published after the payload of %s was built; it was rebuilt as targets v%d (sha256 %s) and the %d signature(s) collected for the old payload were discarded: fetch it again and sign (tufota release sign %s)",
-				ref, p.Ver, sum, discarded, ref)
+			return SigningStatus{}, staleError("another release was published after the payload of %s was built; it was rebuilt as %s v%d (sha256 %s) and the %d signature(s) collected for the old payload were discarded: fetch it again and sign (tufota release sign %s)",
+				ref, p.Role, p.Ver, sum, discarded, ref)
 		}
-		return SigningStatus{}, staleError("the signature is over payload sha256 %s but %s now waits for targets v%d (sha256 %s): fetch it again and sign (tufota release sign %s)",
-			up.PayloadSHA256, ref, p.Ver, sum, ref)
+		return SigningStatus{}, staleError("the signature is over payload sha256 %s but %s now waits for %s v%d (sha256 %s): fetch it again and sign (tufota release sign %s)",
+			up.PayloadSHA256, ref, p.Role, p.Ver, sum, ref)
 	}
-	if err := verifyOne(st.root, RoleTargets, md, up); err != nil {
+	delegator, err := st.delegator(p.Role)
+	if err != nil {
+		return SigningStatus{}, err
+	}
+	if dr := st.delegatedRole(p.Role); dr != nil && !slices.Contains(dr.KeyIDs, up.KeyID) {
+		return SigningStatus{}, tufota.Errorf(tufota.EForbidden, "sign %s: key %s is not a key of delegated role %s (targets v%d delegates %s to keys %s)",
+			ref, up.KeyID, p.Role, st.targets.Signed.Version, strings.Join(dr.Paths, ", "), strings.Join(dr.KeyIDs, ", "))
+	}
+	if err := verifyOne(delegator, p.Role, md, up); err != nil {
 		return SigningStatus{}, fmt.Errorf("sign %s: %w", ref, err)
 	}
 	sigs, err := loadSigs(ctx, r.db, p.ID)
@@ -629,11 +636,11 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 	}
 	for _, s := range sigs {
 		if s.KeyID == up.KeyID {
-			return SigningStatus{}, tufota.Errorf(tufota.EConflict, "key %s has already signed %s (targets v%d, by %s at %s)", up.KeyID, ref, p.Ver, s.SignedBy, s.CreatedAt.Format(time.RFC3339))
+			return SigningStatus{}, tufota.Errorf(tufota.EConflict, "key %s has already signed %s (%s v%d, by %s at %s)", up.KeyID, ref, p.Role, p.Ver, s.SignedBy, s.CreatedAt.Format(time.RFC3339))
 		}
 	}
 	for _, k := range r.Signers().Targets {
-		if id, err := KeyID(k); err == nil && id == up.KeyID {
+		if id, err := KeyID(k); err == nil && id == up.KeyID && p.Role == RoleTargets {
 			return SigningStatus{}, tufota.Errorf(tufota.EConflict, "key %s is held by the server, which signs with it itself", up.KeyID)
 		}
 	}
@@ -646,7 +653,7 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 		return SigningStatus{}, fmt.Errorf("sign %s: record signature: %w", ref, err)
 	}
 	sigs = append(sigs, pendingSig{KeyID: up.KeyID, Sig: up.Sig, PayloadSHA256: sum, SignedBy: actor, CreatedAt: now})
-	status, err := r.targetsStatus(st.root, p, md, sigs)
+	status, err := r.targetsStatus(delegator, p, md, sigs)
 	if err != nil || status.Needed > 0 {
 		return status, err
 	}
@@ -665,7 +672,12 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 			}
 		}
 	}
-	v, err := r.repo.publishSignedLocked(ctx, st, md, p.Base, extra.targets(), r.Signers())
+	var v int64
+	if p.Role == RoleTargets {
+		v, err = r.repo.publishSignedLocked(ctx, st, md, p.Base, extra.targets(), r.Signers())
+	} else {
+		v, err = r.repo.publishDelegatedLocked(ctx, st, p.Role, md, p.Base, extra.targets(), r.Signers())
+	}
 	if err != nil {
 		return status, fmt.Errorf("sign %s: signature recorded, threshold met, but publish failed: %w", ref, err)
 	}

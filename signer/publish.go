@@ -184,6 +184,9 @@ func (r *Repository) nextTargets(ctx context.Context, targets *metadata.Metadata
 		if _, ok := targets.Signed.Targets[t.Path]; ok {
 			return tufota.Errorf(tufota.EConflict, "target %s is published already", t.Path)
 		}
+		if dr := coveringRole(targets.Signed.Delegations, t.Path); dr != nil {
+			return tufota.Errorf(tufota.EInvalid, "target %s is delegated to role %s (paths %s): only that role's keys sign it, not the top-level targets keys", t.Path, dr.Name, strings.Join(dr.Paths, ", "))
+		}
 	}
 	for _, t := range add {
 		if err := r.checkStaged(ctx, t); err != nil {
@@ -305,6 +308,12 @@ func (r *Repository) Refresh(ctx context.Context, s Signers, margin time.Duratio
 			// engineers must re-sign. Keep timestamp and snapshot fresh.
 			r.log.WarnContext(ctx, "tuf targets metadata expires soon and too few targets keys are online to re-sign it",
 				"expires", st.targets.Signed.Expires, "online_keys", n, "threshold", need)
+		}
+	}
+	for role, md := range st.delegated {
+		if due(md.Signed.Expires) {
+			r.log.WarnContext(ctx, "delegated targets metadata expires soon; its key holders must sign a new version (the next release of the role does)",
+				"role", role, "expires", md.Signed.Expires)
 		}
 	}
 	if due(st.root.Signed.Expires) {

@@ -73,20 +73,24 @@ func (p PushRequest) Validate() error {
 
 // Release is a firmware image signed into the TUF targets metadata.
 type Release struct {
-	Name               string     `json:"name"`
-	Version            string     `json:"version"`
-	TargetPath         string     `json:"target_path"`
-	Length             int64      `json:"length"`
-	SHA256             string     `json:"sha256"`
-	SHA512             string     `json:"sha512"`
-	Hardware           []string   `json:"hardware"`
-	Notes              string     `json:"notes,omitempty"`
-	AllowDowngradeFrom []string   `json:"allow_downgrade_from,omitempty"`
-	State              string     `json:"state"` // pending or published
-	TargetsVersion     int64      `json:"targets_version"`
-	CreatedAt          time.Time  `json:"created_at"`
-	CreatedBy          string     `json:"created_by"`
-	PublishedAt        *time.Time `json:"published_at,omitempty"`
+	Name               string   `json:"name"`
+	Version            string   `json:"version"`
+	TargetPath         string   `json:"target_path"`
+	Length             int64    `json:"length"`
+	SHA256             string   `json:"sha256"`
+	SHA512             string   `json:"sha512"`
+	Hardware           []string `json:"hardware"`
+	Notes              string   `json:"notes,omitempty"`
+	AllowDowngradeFrom []string `json:"allow_downgrade_from,omitempty"`
+	State              string   `json:"state"` // pending or published
+	// Role is the TUF role that signs the release: "targets", or the
+	// delegated role of its product line.
+	Role string `json:"role"`
+	// TargetsVersion is the version of Role's metadata that published it.
+	TargetsVersion int64      `json:"targets_version"`
+	CreatedAt      time.Time  `json:"created_at"`
+	CreatedBy      string     `json:"created_by"`
+	PublishedAt    *time.Time `json:"published_at,omitempty"`
 	// SBOM is the release's software bill of materials, a companion
 	// target signed in the same targets version, if it has one.
 	SBOM *SBOM `json:"sbom,omitempty"`
@@ -200,6 +204,16 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	} else if !errors.Is(err, tufota.ErrNotFound) {
 		return Release{}, err
 	}
+	// Which role signs it: the top-level targets, or the delegated role
+	// of its product line (which then must cover its SBOM too).
+	paths := []string{tufota.TargetPath(req.Name, req.Version, req.File)}
+	if sbom != nil {
+		paths = append(paths, sbom.Path)
+	}
+	role, err := r.roleFor(ctx, paths)
+	if err != nil {
+		return Release{}, fmt.Errorf("push %s: %w", ref, err)
+	}
 	staged, err := r.repo.Stage(ctx, body, maxBytes)
 	if err != nil {
 		return Release{}, fmt.Errorf("push %s: %w", ref, err)
@@ -241,12 +255,12 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	rel := Release{
 		Name: req.Name, Version: req.Version, TargetPath: tufota.TargetPath(req.Name, req.Version, req.File),
 		Length: staged.Length, SHA256: staged.SHA256, SHA512: staged.SHA512, Hardware: req.Hardware,
-		Notes: req.Notes, AllowDowngradeFrom: req.AllowDowngradeFrom, SBOM: sbom, State: StatePending,
+		Notes: req.Notes, AllowDowngradeFrom: req.AllowDowngradeFrom, SBOM: sbom, State: StatePending, Role: role,
 		CreatedAt: now, CreatedBy: actor,
 	}
-	_, err = r.db.Exec(ctx, `INSERT INTO releases (name, version, target_path, length, sha256, sha512, hardware, notes, custom, state, created_at, created_by)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		rel.Name, rel.Version, rel.TargetPath, rel.Length, rel.SHA256, rel.SHA512, string(hw), rel.Notes, string(custom), StatePending, now.UnixNano(), actor)
+	_, err = r.db.Exec(ctx, `INSERT INTO releases (name, version, target_path, length, sha256, sha512, hardware, notes, custom, state, role, created_at, created_by)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		rel.Name, rel.Version, rel.TargetPath, rel.Length, rel.SHA256, rel.SHA512, string(hw), rel.Notes, string(custom), StatePending, role, now.UnixNano(), actor)
 	if err != nil {
 		if errors.Is(err, tufota.ErrConflict) {
 			return Release{}, tufota.Errorf(tufota.EConflict, "release %s already exists", ref)
@@ -260,11 +274,12 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	signers := r.Signers()
 	if online, err := r.repo.canSignTargets(ctx, signers.Targets); err != nil {
 		return Release{}, fmt.Errorf("push %s: %w", ref, errors.Join(err, r.deleteRow(ctx, rel)))
-	} else if !online {
-		// Too few targets keys on the server: the release waits for
-		// release engineers to sign its targets metadata where their
-		// keys are (SignRelease).
-		st, err := r.createPending(ctx, targets, actor)
+	} else if !online || role != RoleTargets {
+		// Too few targets keys on the server, or a delegated role (whose
+		// keys the server never holds): the release waits for its key
+		// holders to sign the metadata where their keys are
+		// (SignRelease).
+		st, err := r.createPending(ctx, role, targets, actor)
 		if err != nil {
 			return Release{}, fmt.Errorf("push %s: %w", ref, errors.Join(err, r.deleteRow(ctx, rel)))
 		}
@@ -296,6 +311,16 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	}
 	rel.State, rel.TargetsVersion, rel.PublishedAt = StatePublished, v, &pub
 	return rel, nil
+}
+
+// roleFor returns the role that signs a release with the given target
+// paths (see state.roleFor).
+func (r *Releases) roleFor(ctx context.Context, paths []string) (string, error) {
+	st, err := r.repo.load(ctx)
+	if err != nil {
+		return "", err
+	}
+	return st.roleFor(paths)
 }
 
 // firmwareCustom returns the custom metadata of a firmware target: tc
@@ -343,18 +368,18 @@ func (r *Releases) Reconcile(ctx context.Context) (int, error) {
 	if err != nil || len(rels) == 0 {
 		return 0, err
 	}
-	targets, err := r.repo.Targets(ctx)
+	st, err := r.repo.load(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("reconcile releases: %w", err)
 	}
 	n := 0
 	for _, rel := range rels {
-		if _, ok := targets.Signed.Targets[rel.TargetPath]; !ok {
+		if !st.published(rel.TargetPath) {
 			continue
 		}
 		now := r.now().UTC().UnixNano()
 		if _, err := r.db.Exec(ctx, `UPDATE releases SET state = ?, targets_version = ?, published_at = ? WHERE name = ? AND version = ? AND state = ?`,
-			StatePublished, targets.Signed.Version, now, rel.Name, rel.Version, StatePending); err != nil {
+			StatePublished, st.roleVersion(rel.Role), now, rel.Name, rel.Version, StatePending); err != nil {
 			return n, fmt.Errorf("reconcile %s@%s: %w", rel.Name, rel.Version, err)
 		}
 		if err := deletePending(ctx, r.db, pendingTargetsID(rel.Name, rel.Version)); err != nil {
@@ -422,7 +447,7 @@ func (r *Releases) Latest(ctx context.Context, hardware, above string) (*Release
 }
 
 func (r *Releases) list(ctx context.Context, where string, args ...any) ([]Release, error) {
-	rows, err := r.db.Query(ctx, `SELECT name, version, target_path, length, sha256, sha512, hardware, notes, custom, state,
+	rows, err := r.db.Query(ctx, `SELECT name, version, target_path, length, sha256, sha512, hardware, notes, custom, state, role,
 		targets_version, created_at, created_by, published_at FROM releases `+where+` ORDER BY created_at DESC, name, version`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list releases: %w", err)
@@ -437,7 +462,7 @@ func (r *Releases) list(ctx context.Context, where string, args ...any) ([]Relea
 			published  sql.NullInt64
 		)
 		if err := rows.Scan(&rel.Name, &rel.Version, &rel.TargetPath, &rel.Length, &rel.SHA256, &rel.SHA512, &hw, &rel.Notes,
-			&custom, &rel.State, &rel.TargetsVersion, &created, &rel.CreatedBy, &published); err != nil {
+			&custom, &rel.State, &rel.Role, &rel.TargetsVersion, &created, &rel.CreatedBy, &published); err != nil {
 			return nil, fmt.Errorf("list releases: %w", err)
 		}
 		if err := json.Unmarshal([]byte(hw), &rel.Hardware); err != nil {

@@ -352,6 +352,20 @@ func (r *Repository) signChain(
 		files = append(files, metaFile{name: fmt.Sprintf("%d.targets.json", targets.Signed.Version), data: data})
 		snapshot.Signed.Meta["targets.json"] = metaFileFor(targets.Signed.Version, data)
 	}
+	return r.signSnapshotTimestamp(root, snapshot, prevTimestamp, s, files)
+}
+
+// signSnapshotTimestamp signs snapshot (whose version, expiry and entries
+// the caller set) and timestamp v+1 on prevTimestamp (nil at Init). It
+// returns files, then the snapshot, then timestamp.json: the order to
+// write them in.
+func (r *Repository) signSnapshotTimestamp(
+	root *metadata.Metadata[metadata.RootType],
+	snapshot *metadata.Metadata[metadata.SnapshotType],
+	prevTimestamp *metadata.Metadata[metadata.TimestampType],
+	s Signers,
+	files []metaFile,
+) ([]metaFile, error) {
 	if err := signRole(root, RoleSnapshot, snapshot, []signature.Signer{s.Snapshot}); err != nil {
 		return nil, fmt.Errorf("sign snapshot v%d: %w", snapshot.Signed.Version, err)
 	}
@@ -453,6 +467,9 @@ type state struct {
 	timestamp *metadata.Metadata[metadata.TimestampType]
 	snapshot  *metadata.Metadata[metadata.SnapshotType]
 	targets   *metadata.Metadata[metadata.TargetsType]
+	// delegated holds the published metadata of each delegated targets
+	// role the snapshot names (a role with no release yet has none).
+	delegated map[string]*metadata.Metadata[metadata.TargetsType]
 }
 
 // load reads the current repository: the newest root, timestamp.json, the
@@ -527,7 +544,45 @@ func (r *Repository) load(ctx context.Context) (*state, error) {
 	if st.targets.Signed.Version != targetsMeta.Version {
 		return nil, corrupt(targetsName, fmt.Errorf("version %d, snapshot names %d", st.targets.Signed.Version, targetsMeta.Version))
 	}
+	if err := r.loadDelegated(ctx, st); err != nil {
+		return nil, err
+	}
 	return st, nil
+}
+
+// loadDelegated reads and verifies the metadata of every delegated role
+// of st's targets that st's snapshot names.
+func (r *Repository) loadDelegated(ctx context.Context, st *state) error {
+	st.delegated = map[string]*metadata.Metadata[metadata.TargetsType]{}
+	if st.targets.Signed.Delegations == nil {
+		return nil
+	}
+	for _, role := range st.targets.Signed.Delegations.Roles {
+		m, ok := st.snapshot.Signed.Meta[role.Name+".json"]
+		if !ok {
+			continue // no release signed by the role yet
+		}
+		name := fmt.Sprintf("%d.%s.json", m.Version, role.Name)
+		data, err := r.read(ctx, name)
+		if err != nil {
+			return notFoundIsCorrupt(name, err)
+		}
+		if err := m.VerifyLengthHashes(data); err != nil {
+			return corrupt(name, err)
+		}
+		md, err := new(metadata.Metadata[metadata.TargetsType]).FromBytes(data)
+		if err != nil {
+			return corrupt(name, err)
+		}
+		if err := st.targets.VerifyDelegate(role.Name, md); err != nil {
+			return corrupt(name, err)
+		}
+		if md.Signed.Version != m.Version {
+			return corrupt(name, fmt.Errorf("version %d, snapshot names %d", md.Signed.Version, m.Version))
+		}
+		st.delegated[role.Name] = md
+	}
+	return nil
 }
 
 func corrupt(file string, err error) error {
@@ -623,16 +678,21 @@ func (r *Repository) Targets(ctx context.Context) (*metadata.Metadata[metadata.T
 }
 
 // Expiries returns when the current metadata of each top-level role
-// ("root", "targets", "snapshot", "timestamp") expires.
+// ("root", "targets", "snapshot", "timestamp") and of each delegated role
+// with published metadata expires.
 func (r *Repository) Expiries(ctx context.Context) (map[string]time.Time, error) {
 	st, err := r.load(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read expiries: %w", err)
 	}
-	return map[string]time.Time{
+	exp := map[string]time.Time{
 		RoleRoot:      st.root.Signed.Expires,
 		RoleTargets:   st.targets.Signed.Expires,
 		RoleSnapshot:  st.snapshot.Signed.Expires,
 		RoleTimestamp: st.timestamp.Signed.Expires,
-	}, nil
+	}
+	for role, md := range st.delegated {
+		exp[role] = md.Signed.Expires
+	}
+	return exp, nil
 }

@@ -1,0 +1,465 @@
+package signer
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/tufota/tufota"
+)
+
+// Delegated targets roles. A product line (say, infusion pumps) gets its
+// own targets role: the top-level targets metadata delegates the target
+// paths of the line ("pump/*/*") to the line's keys with a threshold, and
+// every release whose paths fall under the delegation is signed into that
+// role's metadata (N.pump.json) by the line's key holders, never by the
+// top-level targets keys. The server holds no delegated key: a pushed
+// release of the line waits, like a release under an offline targets
+// role, until the line's threshold of signatures has been uploaded
+// (SignRelease), then the server publishes N.pump.json, a snapshot that
+// names it and a timestamp.
+//
+// Delegations are terminating and searched in order, exactly as a TUF
+// client searches them, so the role the server publishes a path into is
+// the role every client consults for it. A path covered by a delegation is
+// refused in the top-level targets metadata. A delegated role lists
+// nothing until its first release, and the snapshot names its metadata
+// from then on.
+
+// Limits on a delegation.
+const (
+	maxDelegationPaths = 16
+	maxDelegationKeys  = 16
+)
+
+var delegationName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// DelegationRequest adds a delegated targets role. It is also the JSON
+// body of the server's delegation API.
+type DelegationRequest struct {
+	Name      string          `json:"name"`
+	Paths     []string        `json:"paths"`
+	Keys      []*metadata.Key `json:"keys"`
+	Threshold int             `json:"threshold"`
+}
+
+// Delegation describes a delegated targets role as the current metadata
+// has it.
+type Delegation struct {
+	Name      string   `json:"name"`
+	Paths     []string `json:"paths"`
+	KeyIDs    []string `json:"keyids"`
+	Threshold int      `json:"threshold"`
+	// TargetsVersion is the top-level targets version that delegates it.
+	TargetsVersion int64 `json:"targets_version"`
+	// Version is the version of the role's own metadata, 0 before its
+	// first release is published.
+	Version int64      `json:"version"`
+	Expires *time.Time `json:"expires,omitempty"`
+	Targets int        `json:"targets"`
+}
+
+// Validate checks every field and names the first problem.
+func (d DelegationRequest) Validate() error {
+	if !delegationName.MatchString(d.Name) {
+		return tufota.Errorf(tufota.EInvalid, "delegation name %q: want 1 to 63 lower-case letters, digits and '-', starting with a letter or digit", d.Name)
+	}
+	switch d.Name {
+	case RoleRoot, RoleTargets, RoleSnapshot, RoleTimestamp:
+		return tufota.Errorf(tufota.EInvalid, "delegation name %q is a top-level TUF role", d.Name)
+	}
+	if len(d.Paths) == 0 {
+		return tufota.Errorf(tufota.EInvalid, "delegation %s names no paths (e.g. --paths '%s/*/*')", d.Name, d.Name)
+	}
+	if len(d.Paths) > maxDelegationPaths {
+		return tufota.Errorf(tufota.EInvalid, "delegation %s names %d paths; at most %d", d.Name, len(d.Paths), maxDelegationPaths)
+	}
+	for i, p := range d.Paths {
+		if err := ValidateDelegationPath(p); err != nil {
+			return fmt.Errorf("delegation %s: %w", d.Name, err)
+		}
+		if slices.Contains(d.Paths[:i], p) {
+			return tufota.Errorf(tufota.EInvalid, "delegation %s: path %q is given twice", d.Name, p)
+		}
+	}
+	if len(d.Keys) == 0 {
+		return tufota.Errorf(tufota.EInvalid, "delegation %s has no keys", d.Name)
+	}
+	if len(d.Keys) > maxDelegationKeys {
+		return tufota.Errorf(tufota.EInvalid, "delegation %s has %d keys; at most %d", d.Name, len(d.Keys), maxDelegationKeys)
+	}
+	seen := map[string]bool{}
+	for i, k := range d.Keys {
+		id, err := checkPublicKey(k)
+		if err != nil {
+			return tufota.Errorf(tufota.EInvalid, "delegation %s: key %d: %v", d.Name, i+1, err)
+		}
+		if seen[id] {
+			return tufota.Errorf(tufota.EInvalid, "delegation %s: key %s is given twice", d.Name, id)
+		}
+		seen[id] = true
+	}
+	if d.Threshold < 1 || d.Threshold > len(d.Keys) {
+		return tufota.Errorf(tufota.EInvalid, "delegation %s: threshold %d must be between 1 and its %d keys", d.Name, d.Threshold, len(d.Keys))
+	}
+	return nil
+}
+
+// checkPublicKey checks that k is a public key go-tuf can verify with and
+// returns its key ID.
+func checkPublicKey(k *metadata.Key) (string, error) {
+	if k == nil {
+		return "", fmt.Errorf("no key")
+	}
+	if _, err := k.ToPublicKey(); err != nil {
+		return "", fmt.Errorf("not a usable public key: %v", err)
+	}
+	return k.ID()
+}
+
+// ValidateDelegationPath checks a delegation's path pattern. tufota target
+// paths are NAME/VERSION/FILE and TUF matches a pattern segment by segment,
+// so a pattern has three '/'-separated segments, each a name (as in
+// ValidateTargetPath) in which '*' and '?' are wildcards within the
+// segment: "pump/*/*", "pump-*/2.*/*", "pump/*/fw.bin". Errors are
+// tufota.EInvalid and say what to write instead.
+func ValidateDelegationPath(p string) error {
+	if p == "" {
+		return tufota.Errorf(tufota.EInvalid, "delegation path is empty")
+	}
+	if len(p) > maxTargetPathLen {
+		return tufota.Errorf(tufota.EInvalid, "delegation path is longer than %d bytes", maxTargetPathLen)
+	}
+	segs := strings.Split(p, "/")
+	if len(segs) != 3 {
+		hint := ""
+		trimmed := strings.TrimSuffix(p, "/")
+		if n := len(strings.Split(trimmed, "/")); n < 3 && !strings.HasPrefix(p, "/") {
+			hint = fmt.Sprintf(" (did you mean %q?)", trimmed+strings.Repeat("/*", 3-n))
+		}
+		return tufota.Errorf(tufota.EInvalid, "delegation path %q has %d segment(s): tufota target paths are NAME/VERSION/FILE and TUF matches patterns segment by segment, so a pattern needs three, e.g. \"pump/*/*\"%s", p, len(segs), hint)
+	}
+	for _, seg := range segs {
+		if seg == "" {
+			return tufota.Errorf(tufota.EInvalid, "delegation path %q has an empty segment", p)
+		}
+		lit := strings.NewReplacer("*", "x", "?", "x", "+", "_").Replace(seg)
+		if err := tufota.ValidateName("delegation path segment", lit); err != nil {
+			return tufota.Errorf(tufota.EInvalid, "delegation path %q: segment %q: only letters, digits, '.', '_', '-', '+' and the wildcards '*' and '?' are allowed, starting with a letter, digit or wildcard", p, seg)
+		}
+	}
+	return nil
+}
+
+// coveringRole returns the delegated role a TUF client consults first for
+// path under d (delegations are searched in order; tufota's are all
+// terminating), or nil.
+func coveringRole(d *metadata.Delegations, path string) *metadata.DelegatedRole {
+	if d == nil {
+		return nil
+	}
+	for i := range d.Roles {
+		if ok, err := d.Roles[i].IsDelegatedPath(path); err == nil && ok {
+			return &d.Roles[i]
+		}
+	}
+	return nil
+}
+
+// delegatedRole returns the delegation named name in st's targets, or nil.
+func (st *state) delegatedRole(name string) *metadata.DelegatedRole {
+	if st.targets.Signed.Delegations == nil {
+		return nil
+	}
+	for i := range st.targets.Signed.Delegations.Roles {
+		if st.targets.Signed.Delegations.Roles[i].Name == name {
+			return &st.targets.Signed.Delegations.Roles[i]
+		}
+	}
+	return nil
+}
+
+// roleVersion returns the current version of role's metadata: the
+// top-level targets, or a delegated role (0 before its first release).
+func (st *state) roleVersion(role string) int64 {
+	if role == RoleTargets {
+		return st.targets.Signed.Version
+	}
+	if md := st.delegated[role]; md != nil {
+		return md.Signed.Version
+	}
+	return 0
+}
+
+// published reports whether path is a target of the top-level targets or
+// of a delegated role.
+func (st *state) published(path string) bool {
+	if _, ok := st.targets.Signed.Targets[path]; ok {
+		return true
+	}
+	for _, md := range st.delegated {
+		if _, ok := md.Signed.Targets[path]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// delegator returns metadata whose VerifyDelegate(role, ...) checks role's
+// signatures: the root for the top-level targets, and for a delegated role
+// a root-shaped copy of its delegation (keys, key IDs and threshold from
+// the current targets), so that both go through go-tuf's own check.
+func (st *state) delegator(role string) (*metadata.Metadata[metadata.RootType], error) {
+	if role == RoleTargets {
+		return st.root, nil
+	}
+	dr := st.delegatedRole(role)
+	if dr == nil {
+		return nil, tufota.Errorf(tufota.EConflict, "targets v%d delegates to no role %s", st.targets.Signed.Version, role)
+	}
+	keys := map[string]*metadata.Key{}
+	for _, id := range dr.KeyIDs {
+		if k, ok := st.targets.Signed.Delegations.Keys[id]; ok {
+			keys[id] = k
+		}
+	}
+	return &metadata.Metadata[metadata.RootType]{Signed: metadata.RootType{
+		Version: st.targets.Signed.Version,
+		Keys:    keys,
+		Roles:   map[string]*metadata.Role{role: {KeyIDs: slices.Clone(dr.KeyIDs), Threshold: dr.Threshold}},
+	}}, nil
+}
+
+// roleFor returns the role that signs the given target paths: "targets",
+// or the delegated role that covers the first of them, which must then
+// cover all of them (a release and its SBOM are signed together).
+func (st *state) roleFor(paths []string) (string, error) {
+	if len(paths) == 0 {
+		return RoleTargets, nil
+	}
+	first := coveringRole(st.targets.Signed.Delegations, paths[0])
+	for _, p := range paths[1:] {
+		dr := coveringRole(st.targets.Signed.Delegations, p)
+		switch {
+		case first == nil && dr != nil:
+			return "", tufota.Errorf(tufota.EInvalid, "target %s falls under delegated role %s but %s does not; a release and its SBOM must be signed by one role (widen the role's paths to NAME/VERSION/*)", p, dr.Name, paths[0])
+		case first != nil && (dr == nil || dr.Name != first.Name):
+			return "", tufota.Errorf(tufota.EInvalid, "target %s is not covered by delegated role %s (paths %s) like %s; a release and its SBOM must be signed by one role (widen the role's paths to NAME/VERSION/*)", p, first.Name, strings.Join(first.Paths, ", "), paths[0])
+		}
+	}
+	if first == nil {
+		return RoleTargets, nil
+	}
+	return first.Name, nil
+}
+
+// pendingPayload builds the unsigned next metadata of role with add on top
+// of st (the top-level targets, or the delegated role's metadata, v1 when
+// it has none yet) and returns it with the version it replaces. st may be
+// modified.
+func (r *Repository) pendingPayload(ctx context.Context, st *state, role string, add []Target) (*metadata.Metadata[metadata.TargetsType], int64, error) {
+	if role == RoleTargets {
+		base := st.targets.Signed.Version
+		md, err := r.pendingTargets(ctx, st, add)
+		return md, base, err
+	}
+	if err := checkTargets(add); err != nil {
+		return nil, 0, err
+	}
+	dr := st.delegatedRole(role)
+	if dr == nil {
+		return nil, 0, tufota.Errorf(tufota.EConflict, "targets v%d delegates to no role %s", st.targets.Signed.Version, role)
+	}
+	for _, t := range add {
+		if got := coveringRole(st.targets.Signed.Delegations, t.Path); got == nil || got.Name != role {
+			return nil, 0, tufota.Errorf(tufota.EInvalid, "target %s is not covered by delegated role %s (paths %s)", t.Path, role, strings.Join(dr.Paths, ", "))
+		}
+		if st.published(t.Path) {
+			return nil, 0, tufota.Errorf(tufota.EConflict, "target %s is published already", t.Path)
+		}
+	}
+	md, base := st.delegated[role], int64(0)
+	if md != nil {
+		base = md.Signed.Version
+	} else {
+		md = metadata.Targets(r.expires(r.expiry.Targets))
+		md.Signed.Version = 0
+	}
+	if err := r.nextTargets(ctx, md, add); err != nil {
+		return nil, 0, err
+	}
+	return md, base, nil
+}
+
+// checkOnlyAdds refuses signed metadata md of role that changes anything
+// of the current targets cur but adding add's paths.
+func checkOnlyAdds(role string, cur map[string]*metadata.TargetFiles, md *metadata.Metadata[metadata.TargetsType], add []Target) error {
+	want := map[string]bool{}
+	for _, t := range add {
+		want[t.Path] = true
+		if _, ok := md.Signed.Targets[t.Path]; !ok {
+			return tufota.Errorf(tufota.EInternal, "pending %s v%d lacks %s", role, md.Signed.Version, t.Path)
+		}
+	}
+	if len(md.Signed.Targets) != len(cur)+len(add) {
+		return tufota.Errorf(tufota.EInternal, "pending %s v%d changes more than its new files", role, md.Signed.Version)
+	}
+	for p, tf := range cur {
+		got, ok := md.Signed.Targets[p]
+		if !ok || want[p] || !got.Equal(*tf) {
+			return tufota.Errorf(tufota.EInternal, "pending %s v%d changes published target %s", role, md.Signed.Version, p)
+		}
+	}
+	return nil
+}
+
+// publishDelegatedLocked publishes the metadata md of delegated role,
+// signed by the role's key holders, built on the role's version base with
+// add as its new files: N.ROLE.json, then a snapshot naming it and a
+// timestamp (signed with the server's online keys in s). The caller holds
+// the writer lock. The role moving past base is a stale payload
+// (tufota.EConflict).
+func (r *Repository) publishDelegatedLocked(ctx context.Context, st *state, role string, md *metadata.Metadata[metadata.TargetsType], base int64, add []Target, s Signers) (int64, error) {
+	if err := checkTargets(add); err != nil {
+		return 0, fmt.Errorf("publish: %w", err)
+	}
+	dr := st.delegatedRole(role)
+	if dr == nil {
+		return 0, tufota.Errorf(tufota.EConflict, "publish: targets v%d delegates to no role %s", st.targets.Signed.Version, role)
+	}
+	if cur := st.roleVersion(role); cur != base {
+		return 0, staleError("%s metadata is at v%d, the payload was built on v%d", role, cur, base)
+	}
+	if md.Signed.Version != base+1 {
+		return 0, tufota.Errorf(tufota.EInternal, "pending %s is v%d, want v%d", role, md.Signed.Version, base+1)
+	}
+	if md.Signed.Delegations != nil {
+		return 0, tufota.Errorf(tufota.EInternal, "pending %s v%d delegates further", role, md.Signed.Version)
+	}
+	var cur map[string]*metadata.TargetFiles
+	if prev := st.delegated[role]; prev != nil {
+		cur = prev.Signed.Targets
+	}
+	if err := checkOnlyAdds(role, cur, md, add); err != nil {
+		return 0, err
+	}
+	for _, t := range add {
+		if got := coveringRole(st.targets.Signed.Delegations, t.Path); got == nil || got.Name != role {
+			return 0, tufota.Errorf(tufota.EInternal, "pending %s v%d lists %s, which the role does not cover", role, md.Signed.Version, t.Path)
+		}
+		if err := r.checkStaged(ctx, t); err != nil {
+			return 0, fmt.Errorf("publish: %w", err)
+		}
+	}
+	v := md.Signed.Version
+	if err := st.targets.VerifyDelegate(role, md); err != nil {
+		return 0, tufota.Errorf(tufota.EInvalid, "%s v%d does not verify with the signatures collected: %v", role, v, err)
+	}
+	data, err := md.ToBytes(true)
+	if err != nil {
+		return 0, fmt.Errorf("encode %s v%d: %w", role, v, err)
+	}
+	snapshot := st.snapshot
+	snapshot.Signed.Version++
+	snapshot.Signed.Expires = r.expires(r.expiry.Snapshot)
+	snapshot.Signed.Meta[role+".json"] = metaFileFor(v, data)
+	files, err := r.signSnapshotTimestamp(st.root, snapshot, st.timestamp, s, []metaFile{{name: fmt.Sprintf("%d.%s.json", v, role), data: data}})
+	if err != nil {
+		return 0, fmt.Errorf("publish %s v%d: %w", role, v, err)
+	}
+	for _, t := range add {
+		if err := r.moveStaged(ctx, t); err != nil {
+			return 0, fmt.Errorf("publish %s v%d: %w", role, v, err)
+		}
+	}
+	if err := r.writeChain(ctx, files); err != nil {
+		return 0, fmt.Errorf("publish %s v%d: %w", role, v, err)
+	}
+	r.log.InfoContext(ctx, "delegated targets published", "role", role, "version", v, "signatures", len(md.Signatures))
+	return v, nil
+}
+
+// AddDelegation delegates req.Paths to a new targets role req.Name with
+// req.Keys and req.Threshold: the top-level targets metadata gets version
+// v+1 with the delegation appended (after the existing ones, terminating),
+// signed by the server's targets keys, and a new snapshot and timestamp.
+// Releases pushed afterwards whose paths the role covers wait for the
+// role's signatures. A bad request is tufota.EInvalid, an existing name
+// tufota.EConflict; with too few targets keys on the server (an offline
+// targets role) it is tufota.EForbidden and nothing changes.
+func (r *Releases) AddDelegation(ctx context.Context, req DelegationRequest) (Delegation, error) {
+	if err := req.Validate(); err != nil {
+		return Delegation{}, err
+	}
+	unlock, err := r.repo.lock(ctx)
+	if err != nil {
+		return Delegation{}, err
+	}
+	defer unlock()
+	st, err := r.repo.load(ctx)
+	if err != nil {
+		return Delegation{}, fmt.Errorf("add delegation %s: %w", req.Name, err)
+	}
+	if st.delegatedRole(req.Name) != nil {
+		return Delegation{}, tufota.Errorf(tufota.EConflict, "delegation %s exists already (targets v%d)", req.Name, st.targets.Signed.Version)
+	}
+	s := r.Signers()
+	if n, need := countRoleSigners(st.root, RoleTargets, s.Targets); n < need {
+		return Delegation{}, tufota.Errorf(tufota.EForbidden, "add delegation %s: the top-level targets metadata needs %d targets signatures and the server holds %d targets key(s); delegations are added by a server that holds the targets threshold", req.Name, need, n)
+	}
+	md := st.targets
+	md.Signed.Version++
+	md.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
+	if md.Signed.Delegations == nil {
+		md.Signed.Delegations = &metadata.Delegations{Keys: map[string]*metadata.Key{}}
+	}
+	role := metadata.DelegatedRole{Name: req.Name, Threshold: req.Threshold, Terminating: true, Paths: slices.Clone(req.Paths)}
+	for _, k := range req.Keys {
+		id, _ := k.ID() // checked by Validate
+		md.Signed.Delegations.Keys[id] = k
+		role.KeyIDs = append(role.KeyIDs, id)
+	}
+	md.Signed.Delegations.Roles = append(md.Signed.Delegations.Roles, role)
+	files, err := r.repo.signChain(st.root, md, false, st.snapshot, st.timestamp, s)
+	if err != nil {
+		return Delegation{}, fmt.Errorf("add delegation %s: %w", req.Name, err)
+	}
+	if err := r.repo.writeChain(ctx, files); err != nil {
+		return Delegation{}, fmt.Errorf("add delegation %s: %w", req.Name, err)
+	}
+	r.repo.log.InfoContext(ctx, "tuf delegation added", "role", req.Name, "paths", req.Paths, "threshold", req.Threshold, "keys", role.KeyIDs, "targets_version", md.Signed.Version)
+	return delegationOf(st, role), nil
+}
+
+// Delegations returns the delegated targets roles of the current
+// metadata, in the order clients search them.
+func (r *Releases) Delegations(ctx context.Context) ([]Delegation, error) {
+	st, err := r.repo.load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list delegations: %w", err)
+	}
+	out := []Delegation{}
+	if st.targets.Signed.Delegations != nil {
+		for _, dr := range st.targets.Signed.Delegations.Roles {
+			out = append(out, delegationOf(st, dr))
+		}
+	}
+	return out, nil
+}
+
+func delegationOf(st *state, dr metadata.DelegatedRole) Delegation {
+	d := Delegation{
+		Name: dr.Name, Paths: slices.Clone(dr.Paths), KeyIDs: slices.Clone(dr.KeyIDs), Threshold: dr.Threshold,
+		TargetsVersion: st.targets.Signed.Version,
+	}
+	if md := st.delegated[dr.Name]; md != nil {
+		exp := md.Signed.Expires.UTC()
+		d.Version, d.Expires, d.Targets = md.Signed.Version, &exp, len(md.Signed.Targets)
+	}
+	return d
+}

@@ -1,0 +1,301 @@
+package signer
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/tufota/tufota"
+)
+
+// tufKeyOf returns the public TUF key of sv.
+func tufKeyOf(t *testing.T, sv signature.SignerVerifier) *metadata.Key {
+	t.Helper()
+	k, err := tufKey(sv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// newOnlineEnv is a threshold environment whose server holds both targets
+// keys (the targets role is online), so that it can add delegations.
+func newOnlineEnv(t *testing.T) *thresholdEnv {
+	t.Helper()
+	e := newThresholdEnv(t)
+	e.open(e.keys.targets...)
+	return e
+}
+
+func TestDelegatedReleaseSignedByTheLineOnly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newOnlineEnv(t)
+	pump := []signature.SignerVerifier{newKey(t, true), newKey(t, false)}
+	d, err := e.rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, pump[0]), tufKeyOf(t, pump[1])}, Threshold: 2})
+	if err != nil {
+		t.Fatalf("AddDelegation: %v", err)
+	}
+	if d.TargetsVersion != 2 || d.Version != 0 || d.Threshold != 2 || len(d.KeyIDs) != 2 {
+		t.Fatalf("delegation = %+v, want targets v2 delegating to 2 keys, no metadata yet", d)
+	}
+
+	// Another product line is still signed online by the top-level role.
+	_, other := e.push("monitor", "1.0.0")
+	if other.State != StatePublished || other.Role != RoleTargets || !e.live(other.TargetPath) {
+		t.Fatalf("monitor release = %+v, want published by targets", other)
+	}
+
+	data, rel := e.push("pump", "1.0.0")
+	if rel.State != StatePending || rel.Role != "pump" || rel.Signing == nil || rel.Signing.Role != "pump" || rel.Signing.Needed != 2 || rel.Signing.Version != 1 {
+		t.Fatalf("pump release = %+v (signing %+v), want pending for role pump v1 needing 2", rel, rel.Signing)
+	}
+	if len(rel.Signing.ServerKeys) != 0 {
+		t.Fatalf("server keys counted for a delegated role: %v", rel.Signing.ServerKeys)
+	}
+	ts := serveBlobs(t, e.blobs)
+	if _, err := fetchTarget(t, ts, e.root, testEpoch, rel.TargetPath); err == nil {
+		t.Fatal("a client found a delegated release before its role signed it")
+	}
+	p := e.payload("pump", "1.0.0")
+	if p.Role != "pump" || !bytes.Contains(p.Payload, []byte(rel.TargetPath)) {
+		t.Fatalf("payload role %q, want pump with %s", p.Role, rel.TargetPath)
+	}
+
+	// The top-level targets keys cannot sign the line's firmware.
+	_, err = e.rels.SignRelease(ctx, "pump", "1.0.0", signUpload(t, e.keys.targets[0], p), "mallory")
+	wantCode(t, err, tufota.EForbidden)
+	if !strings.Contains(err.Error(), "not a key of delegated role pump") {
+		t.Fatalf("targets key signing for pump: %v", err)
+	}
+	// Nor can the line's key sign the top-level role.
+	if _, err := e.rels.repo.Publish(ctx, Signers{Targets: []signature.Signer{pump[0], pump[1]}, Snapshot: e.keys.snapshot, Timestamp: e.keys.timestamp},
+		Target{Path: "monitor/9.0.0/fw.bin", Staged: stage(t, e.rels.repo, []byte("x"))}); !errors.Is(err, tufota.ErrForbidden) {
+		t.Fatalf("publishing top-level targets with the pump keys: %v, want forbidden", err)
+	}
+	// A top-level publish of a path the role covers is refused.
+	_, err = e.rels.repo.Publish(ctx, e.rels.Signers(), Target{Path: "pump/9.0.0/fw.bin", Staged: stage(t, e.rels.repo, []byte("x"))})
+	wantCode(t, err, tufota.EInvalid)
+	if !strings.Contains(err.Error(), "delegated to role pump") {
+		t.Fatalf("top-level publish of pump/9.0.0/fw.bin: %v", err)
+	}
+
+	st, err := e.rels.SignRelease(ctx, "pump", "1.0.0", signUpload(t, pump[0], p), "petra")
+	if err != nil || st.Published || st.Needed != 1 {
+		t.Fatalf("first pump signature: %+v, %v", st, err)
+	}
+	_, err = e.rels.SignRelease(ctx, "pump", "1.0.0", signUpload(t, pump[0], p), "petra")
+	wantCode(t, err, tufota.EConflict)
+	st, err = e.rels.SignRelease(ctx, "pump", "1.0.0", signUpload(t, pump[1], p), "paul")
+	if err != nil || !st.Published {
+		t.Fatalf("second pump signature: %+v, %v", st, err)
+	}
+	got, err := e.rels.Get(ctx, "pump", "1.0.0")
+	if err != nil || got.State != StatePublished || got.Role != "pump" || got.TargetsVersion != 1 {
+		t.Fatalf("after publish: %+v, %v; want published as pump v1", got, err)
+	}
+	fetched, err := fetchTarget(t, ts, e.root, testEpoch, rel.TargetPath)
+	if err != nil || !bytes.Equal(fetched, data) {
+		t.Fatalf("stock go-tuf download of the delegated release: %v", err)
+	}
+	if e.live(rel.TargetPath) {
+		t.Fatal("the delegated release is in the top-level targets metadata")
+	}
+
+	// Two pending releases of the line: the second is rebuilt on the
+	// role's new version when the first publishes, and old signatures
+	// are refused as stale.
+	_, r11 := e.push("pump", "1.1.0")
+	_, r12 := e.push("pump", "1.2.0")
+	p11, p12 := e.payload("pump", "1.1.0"), e.payload("pump", "1.2.0")
+	if _, err := e.rels.SignRelease(ctx, "pump", "1.2.0", signUpload(t, pump[0], p12), "petra"); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range pump {
+		if _, err := e.rels.SignRelease(ctx, "pump", "1.1.0", signUpload(t, k, p11), "petra"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = e.rels.SignRelease(ctx, "pump", "1.2.0", signUpload(t, pump[1], p12), "paul")
+	wantCode(t, err, tufota.EConflict)
+	if !strings.Contains(err.Error(), "stale payload") || !strings.Contains(err.Error(), "pump v3") {
+		t.Fatalf("signature over a stale pump payload: %v", err)
+	}
+	p12 = e.payload("pump", "1.2.0")
+	if p12.Status.Version != 3 || len(p12.Status.Signatures) != 0 {
+		t.Fatalf("rebuilt payload = %+v, want pump v3 with no signatures", p12.Status)
+	}
+	for _, k := range pump {
+		if _, err := e.rels.SignRelease(ctx, "pump", "1.2.0", signUpload(t, k, p12), "petra"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, path := range []string{r11.TargetPath, r12.TargetPath, other.TargetPath} {
+		if _, err := fetchTarget(t, ts, e.root, testEpoch, path); err != nil {
+			t.Fatalf("stock download of %s: %v", path, err)
+		}
+	}
+
+	// A restart reads the delegated metadata back, and reports it.
+	e.open(e.keys.targets...)
+	ds, err := e.rels.Delegations(ctx)
+	if err != nil || len(ds) != 1 || ds[0].Version != 3 || ds[0].Targets != 3 || ds[0].Expires == nil {
+		t.Fatalf("Delegations = %+v, %v; want pump v3 with 3 targets", ds, err)
+	}
+	exp, err := e.rels.repo.Expiries(ctx)
+	if err != nil || exp["pump"].IsZero() {
+		t.Fatalf("Expiries = %v, %v; want the pump role", exp, err)
+	}
+	if _, err := e.rels.repo.Refresh(ctx, e.rels.Signers(), 0); err != nil {
+		t.Fatalf("Refresh with a delegated role: %v", err)
+	}
+	if _, err := fetchTarget(t, ts, e.root, testEpoch, r12.TargetPath); err != nil {
+		t.Fatalf("stock download after a refresh: %v", err)
+	}
+}
+
+func TestAddDelegationRejects(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newOnlineEnv(t)
+	k1, k2 := newKey(t, true), newKey(t, false)
+	keys := []*metadata.Key{tufKeyOf(t, k1), tufKeyOf(t, k2)}
+	if _, err := e.rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: keys[:1], Threshold: 1}); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshotBlobs(t, e.blobs)
+	bad := &metadata.Key{Type: "ecdsa", Scheme: "ecdsa-sha2-nistp256", Value: metadata.KeyVal{PublicKey: "not a key"}}
+	for _, tc := range []struct {
+		name string
+		req  DelegationRequest
+		code tufota.Code
+		msg  string
+	}{
+		{"upper case", DelegationRequest{Name: "Pump", Paths: []string{"x/*/*"}, Keys: keys, Threshold: 1}, tufota.EInvalid, "lower-case"},
+		{"top-level role", DelegationRequest{Name: "targets", Paths: []string{"x/*/*"}, Keys: keys, Threshold: 1}, tufota.EInvalid, "top-level TUF role"},
+		{"no paths", DelegationRequest{Name: "x", Keys: keys, Threshold: 1}, tufota.EInvalid, "names no paths"},
+		{"two segments", DelegationRequest{Name: "x", Paths: []string{"x/*"}, Keys: keys, Threshold: 1}, tufota.EInvalid, `did you mean "x/*/*"`},
+		{"dot-dot", DelegationRequest{Name: "x", Paths: []string{"x/../*"}, Keys: keys, Threshold: 1}, tufota.EInvalid, "segment"},
+		{"bracket", DelegationRequest{Name: "x", Paths: []string{"x/[a]/*"}, Keys: keys, Threshold: 1}, tufota.EInvalid, "wildcards"},
+		{"path twice", DelegationRequest{Name: "x", Paths: []string{"x/*/*", "x/*/*"}, Keys: keys, Threshold: 1}, tufota.EInvalid, "given twice"},
+		{"no keys", DelegationRequest{Name: "x", Paths: []string{"x/*/*"}, Threshold: 1}, tufota.EInvalid, "has no keys"},
+		{"key twice", DelegationRequest{Name: "x", Paths: []string{"x/*/*"}, Keys: []*metadata.Key{keys[0], keys[0]}, Threshold: 1}, tufota.EInvalid, "given twice"},
+		{"bad key", DelegationRequest{Name: "x", Paths: []string{"x/*/*"}, Keys: []*metadata.Key{bad}, Threshold: 1}, tufota.EInvalid, "not a usable public key"},
+		{"threshold 0", DelegationRequest{Name: "x", Paths: []string{"x/*/*"}, Keys: keys, Threshold: 0}, tufota.EInvalid, "between 1 and its 2 keys"},
+		{"threshold 3", DelegationRequest{Name: "x", Paths: []string{"x/*/*"}, Keys: keys, Threshold: 3}, tufota.EInvalid, "between 1 and its 2 keys"},
+		{"exists", DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: keys, Threshold: 1}, tufota.EConflict, "exists already"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.rels.AddDelegation(ctx, tc.req)
+			wantCode(t, err, tc.code)
+			if !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("error %q does not say %q", err, tc.msg)
+			}
+		})
+	}
+	if after := snapshotBlobs(t, e.blobs); len(after) != len(before) {
+		t.Fatal("a refused delegation changed the repository")
+	}
+
+	// An offline targets role cannot be changed by the server.
+	off := newThresholdEnv(t)
+	_, err := off.rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: keys, Threshold: 1})
+	wantCode(t, err, tufota.EForbidden)
+
+	// A release whose SBOM the role would not cover is refused before
+	// anything is staged.
+	if _, err := e.rels.AddDelegation(ctx, DelegationRequest{Name: "pump2", Paths: []string{"pump2/*/fw.bin"}, Keys: keys[:1], Threshold: 1}); err != nil {
+		t.Fatal(err)
+	}
+	staged := snapshotBlobs(t, e.blobs)
+	fw := make([]byte, 100)
+	_, _ = rand.Read(fw)
+	_, err = e.rels.Push(ctx, PushRequest{Name: "pump2", Version: "1.0.0", Hardware: []string{"hw-a"}, File: "fw.bin"}, bytes.NewReader(fw), 0, "alice", WithSBOM(readSBOM(t, "pump-fw.cdx.json")))
+	wantCode(t, err, tufota.EInvalid)
+	if !strings.Contains(err.Error(), "must be signed by one role") {
+		t.Fatalf("push with an uncovered SBOM: %v", err)
+	}
+	if len(snapshotBlobs(t, e.blobs)) != len(staged) {
+		t.Fatal("a refused push left blobs behind")
+	}
+}
+
+// A delegated role's metadata that lists a path outside the role's
+// patterns does not make that path trusted: a client searching for it
+// never consults the role. Here the pump key holders (and a compromised
+// server signing snapshot and timestamp) list an infusion image.
+func TestClientIgnoresDelegatedTargetsOutsideTheRole(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newOnlineEnv(t)
+	pk, ik := newKey(t, true), newKey(t, true)
+	for _, d := range []DelegationRequest{
+		{Name: "pump", Paths: []string{"pump/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, pk)}, Threshold: 1},
+		{Name: "infusion", Paths: []string{"infusion/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, ik)}, Threshold: 1},
+	} {
+		if _, err := e.rels.AddDelegation(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// infusion has published one release, so clients consult its metadata.
+	e.push("infusion", "1.0.0")
+	if _, err := e.rels.SignRelease(ctx, "infusion", "1.0.0", signUpload(t, ik, e.payload("infusion", "1.0.0")), "ines"); err != nil {
+		t.Fatal(err)
+	}
+	// The server itself refuses to build such a payload.
+	st, err := e.rels.repo.load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := Target{Path: "infusion/6.6.6/fw.bin", Staged: stage(t, e.rels.repo, []byte("evil image"))}
+	_, _, err = e.rels.repo.pendingPayload(ctx, st, "pump", []Target{evil})
+	wantCode(t, err, tufota.EInvalid)
+
+	// Forge it by hand: pump v1 lists the infusion path, signed by the
+	// pump key; snapshot and timestamp name it.
+	if err := e.rels.repo.moveStaged(ctx, evil); err != nil {
+		t.Fatal(err)
+	}
+	md := metadata.Targets(testEpoch.AddDate(0, 1, 0))
+	tf, err := metadata.TargetFile().FromBytes(evil.Path, []byte("evil image"), "sha256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	md.Signed.Targets[evil.Path] = tf
+	if _, err := md.Sign(pk); err != nil {
+		t.Fatal(err)
+	}
+	data, err := md.ToBytes(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.snapshot.Signed.Version++
+	st.snapshot.Signed.Meta["pump.json"] = metaFileFor(1, data)
+	files, err := e.rels.repo.signSnapshotTimestamp(st.root, st.snapshot, st.timestamp, e.rels.Signers(), []metaFile{{name: "1.pump.json", data: data}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rels.repo.writeChain(ctx, files); err != nil {
+		t.Fatal(err)
+	}
+	up := stockUpdater(t, serveBlobs(t, e.blobs), e.root, testEpoch)
+	if err := up.Refresh(); err != nil {
+		t.Fatalf("Refresh: %v", err)
+	}
+	if _, err := up.GetTargetInfo("infusion/1.0.0/fw.bin"); err != nil {
+		t.Fatalf("the infusion role's own release: %v", err)
+	}
+	ti, err := up.GetTargetInfo(evil.Path)
+	if err == nil || !strings.Contains(err.Error(), "target "+evil.Path+" not found") {
+		t.Fatalf("GetTargetInfo(%s) = %+v, %v; want not found: only the infusion role may list it", evil.Path, ti, err)
+	}
+	if pm := up.GetTrustedMetadataSet().Targets["pump"]; pm != nil {
+		t.Fatalf("the client loaded the pump role looking for an infusion path")
+	}
+}
