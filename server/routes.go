@@ -54,6 +54,9 @@ func (s *Server) Routes() []Route {
 		{Method: http.MethodGet, Path: "/api/v1/releases", Roles: people, Action: "release.list", handler: s.listReleases},
 		{Method: http.MethodGet, Path: "/api/v1/releases/:name/:version", Roles: people, Action: "release.show", handler: s.getRelease},
 
+		{Method: http.MethodPost, Path: "/api/v1/delegations", Roles: admin, Action: "delegation.add", handler: s.addDelegation},
+		{Method: http.MethodGet, Path: "/api/v1/delegations", Roles: people, Action: "delegation.list", handler: s.listDelegations},
+
 		{Method: http.MethodPost, Path: "/api/v1/tokens", Roles: admin, Action: "token.create", handler: s.createToken},
 		{Method: http.MethodGet, Path: "/api/v1/tokens", Roles: adminRO, Action: "token.list", handler: s.listTokens},
 		{Method: http.MethodDelete, Path: "/api/v1/tokens/:id", Roles: admin, Action: "token.revoke", handler: s.revokeToken},

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota/access"
 	"github.com/tufota/tufota/audit"
@@ -161,6 +162,12 @@ func (ts *testServer) validRequest(t *testing.T, r Route) *http.Request {
 	case "/api/v1/releases/:name/:version":
 		ts.push(t, "fixture", "1.0.0")
 		req = httptest.NewRequest(r.Method, u+"/api/v1/releases/fixture/1.0.0", nil)
+	case "/api/v1/delegations":
+		if r.Method == http.MethodPost {
+			req = jsonRequest(r.Method, u+r.Path, fmt.Sprintf(`{"name":"line-%d","paths":["line-%d/*/*"],"keys":[%s],"threshold":1}`, n, n, lineKeyJSON(t)))
+		} else {
+			req = httptest.NewRequest(r.Method, u+r.Path, nil)
+		}
 	case "/api/v1/tokens":
 		if r.Method == http.MethodPost {
 			req = httptest.NewRequest(r.Method, u+r.Path, strings.NewReader(fmt.Sprintf(`{"name":"t%d","role":"auditor"}`, n)))
@@ -334,4 +341,26 @@ func TestRouteRoleMatrix(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lineKeyJSON returns a new public key as TUF key JSON, for delegations.
+func lineKeyJSON(t *testing.T) string {
+	t.Helper()
+	sv, _, err := signature.NewDefaultECDSASignerVerifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := sv.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -228,11 +228,16 @@ func printRelease(w io.Writer, r signer.Release) {
 		row(w, "SBOM:", fmt.Sprintf("%s (%s, %s)", r.SBOM.Path, r.SBOM.Format, humanBytes(r.SBOM.Length)))
 		row(w, "SBOM SHA-256:", r.SBOM.SHA256)
 	}
-	row(w, "Targets version:", r.TargetsVersion)
+	if r.Role != "" && r.Role != signer.RoleTargets {
+		row(w, "Signed by role:", r.Role+" (delegated)")
+		row(w, r.Role+" version:", r.TargetsVersion)
+	} else {
+		row(w, "Targets version:", r.TargetsVersion)
+	}
 	row(w, "Pushed:", fmtTime(&r.CreatedAt)+" by "+r.CreatedBy)
 	row(w, "Published:", fmtTime(r.PublishedAt))
 	if s := r.Signing; s != nil {
-		row(w, "Pending:", fmt.Sprintf("targets v%d needs %d of its %d keys; %d more signature(s) needed", s.Version, s.Threshold, len(s.Keys), s.Needed))
+		row(w, "Pending:", fmt.Sprintf("%s v%d needs %d of its %d keys; %d more signature(s) needed", s.Role, s.Version, s.Threshold, len(s.Keys), s.Needed))
 		for _, sg := range s.Signatures {
 			row(w, "  signed:", fmt.Sprintf("%s by %s at %s", sg.KeyID, sg.SignedBy, fmtTime(&sg.SignedAt)))
 		}

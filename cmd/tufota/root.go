@@ -66,6 +66,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.keyCommand(),
 		a.serverCommand(),
 		a.releaseCommand(),
+		a.delegationCommand(),
 		a.trustRootCommand(),
 		a.tokenCommand(),
 		a.auditCommand(),

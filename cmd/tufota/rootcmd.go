@@ -386,13 +386,31 @@ func (a *app) releaseSignCommand() *cobra.Command {
 			if rootFile == "" {
 				return tufota.Errorf(tufota.EInvalid, "release sign: --root FILE is required: the repository's trust anchor (root.json), to verify what else the payload would sign")
 			}
-			cur, err := verifiedTargets(ctx, c, rootFile)
+			role := p.Role
+			if role == "" {
+				role = metadata.TARGETS
+			}
+			top, delegated, err := verifiedTargets(ctx, c, rootFile, role, p.Release.TargetPath)
 			if err != nil {
 				return err
 			}
 			allowed := []string{p.Release.TargetPath}
 			if p.Release.SBOM != nil {
 				allowed = append(allowed, p.Release.SBOM.Path)
+			}
+			if err := checkDelegatedPaths(&top.Signed, role, allowed); err != nil {
+				return err
+			}
+			cur := top
+			var dr *metadata.DelegatedRole
+			if role != metadata.TARGETS {
+				if dr, err = delegationOf(&top.Signed, role); err != nil {
+					return err
+				}
+				cur = delegated
+				if cur == nil { // the role's first release: nothing published yet
+					cur = &metadata.Metadata[metadata.TargetsType]{Signed: metadata.TargetsType{Type: metadata.TARGETS, Targets: map[string]*metadata.TargetFiles{}}}
+				}
 			}
 			if err := checkPayloadChanges(&cur.Signed, &signed, allowed...); err != nil {
 				return err
@@ -411,7 +429,10 @@ func (a *app) releaseSignCommand() *cobra.Command {
 				}
 				row(w, "SBOM:", fmt.Sprintf("%s (%s, %d bytes, SHA-256 %s)", sb.Path, p.Release.SBOM.Format, sb.Length, hex.EncodeToString(sb.Hashes["sha256"])))
 			}
-			row(w, "Targets version:", fmt.Sprintf("%d (%d files: the published %d, verified against %s, plus this release), expires %s", signed.Version, len(signed.Targets), len(cur.Signed.Targets), rootFile, signed.Expires.Format("2006-01-02")))
+			if dr != nil {
+				row(w, "Signed by role:", fmt.Sprintf("%s (delegated %s by targets v%d, threshold %d of %d)", role, strings.Join(dr.Paths, ", "), top.Signed.Version, dr.Threshold, len(dr.KeyIDs)))
+			}
+			row(w, role+" version:", fmt.Sprintf("%d (%d files: the published %d, verified against %s, plus this release), expires %s", signed.Version, len(signed.Targets), len(cur.Signed.Targets), rootFile, signed.Expires.Format("2006-01-02")))
 			row(w, "Signatures:", fmt.Sprintf("%d of %d so far", p.Status.Threshold-p.Status.Needed, p.Status.Threshold))
 			sv, err := a.openKey(ctx, keyURI)
 			if err != nil {
@@ -421,7 +442,10 @@ func (a *app) releaseSignCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := a.confirm(yes, fmt.Sprintf("Sign %s (targets v%d) with key %s?", args[0], signed.Version, up.KeyID)); err != nil {
+			if dr != nil && !slices.Contains(dr.KeyIDs, up.KeyID) {
+				return tufota.Errorf(tufota.EInvalid, "key %s is not a key of delegated role %s (its keys: %s); nothing uploaded", up.KeyID, role, strings.Join(dr.KeyIDs, ", "))
+			}
+			if err := a.confirm(yes, fmt.Sprintf("Sign %s (%s v%d) with key %s?", args[0], role, signed.Version, up.KeyID)); err != nil {
 				return err
 			}
 			var st signer.SigningStatus
@@ -430,14 +454,14 @@ func (a *app) releaseSignCommand() *cobra.Command {
 			}
 			return a.print(st, func(w io.Writer) {
 				if st.Published {
-					fmt.Fprintf(w, "%s published as targets v%d: threshold %d met.\n", args[0], st.Version, st.Threshold)
+					fmt.Fprintf(w, "%s published as %s v%d: threshold %d met.\n", args[0], role, st.Version, st.Threshold)
 					return
 				}
 				fmt.Fprintf(w, "Signed %s. %d more signature(s) needed (threshold %d).\n", args[0], st.Needed, st.Threshold)
 			})
 		},
 	}
-	cmd.Flags().StringVar(&keyURI, "key", "", "your targets key URI: file:PATH, pkcs11:..., awskms://... (required)")
+	cmd.Flags().StringVar(&keyURI, "key", "", "your key URI, a key of the role that signs the release (targets or its delegated role): file:PATH, pkcs11:..., awskms://... (required)")
 	cmd.Flags().BoolVar(&yes, "yes", false, "sign without asking")
 	cmd.Flags().StringVar(&rootFile, "root", a.env["TUFOTA_ROOT"], "the repository's trust anchor root.json (env TUFOTA_ROOT): the payload is checked against the verified published targets")
 	_ = cmd.MarkFlagRequired("key")

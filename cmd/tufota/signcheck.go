@@ -32,22 +32,25 @@ func (t tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // verifiedTargets returns the repository's current top-level targets
 // metadata as go-tuf's updater verifies it from the trust anchor in
 // rootFile (root chain, timestamp, snapshot, targets): what a signer
-// compares a payload with, without trusting the server.
-func verifiedTargets(ctx context.Context, c *apiClient, rootFile string) (*metadata.Metadata[metadata.TargetsType], error) {
+// compares a payload with, without trusting the server. For a delegated
+// role it also returns the role's current metadata, found the way a device
+// finds it (searching for probe, a path the role covers), or nil if the
+// verified snapshot names none yet.
+func verifiedTargets(ctx context.Context, c *apiClient, rootFile, role, probe string) (top, delegated *metadata.Metadata[metadata.TargetsType], err error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	root, err := os.ReadFile(rootFile)
 	if err != nil {
-		return nil, tufota.Errorf(tufota.EInvalid, "trust anchor: %v", err)
+		return nil, nil, tufota.Errorf(tufota.EInvalid, "trust anchor: %v", err)
 	}
 	cfg, err := config.New(c.base+"/tuf", root)
 	if err != nil {
-		return nil, tufota.Errorf(tufota.EInvalid, "trust anchor %s: %v", rootFile, err)
+		return nil, nil, tufota.Errorf(tufota.EInvalid, "trust anchor %s: %v", rootFile, err)
 	}
 	dir, err := os.MkdirTemp("", "tufota-sign-*")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer os.RemoveAll(dir)
 	cfg.LocalMetadataDir, cfg.LocalTargetsDir = dir, dir
@@ -56,20 +59,53 @@ func verifiedTargets(ctx context.Context, c *apiClient, rootFile string) (*metad
 		next = http.DefaultTransport
 	}
 	if err := cfg.SetDefaultFetcherTransport(tokenTransport{token: c.token, next: next}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	up, err := updater.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("verify the published repository: %w", err)
+		return nil, nil, fmt.Errorf("verify the published repository: %w", err)
 	}
 	if err := up.Refresh(); err != nil {
-		return nil, fmt.Errorf("verify the published repository against %s: %w", rootFile, err)
+		return nil, nil, fmt.Errorf("verify the published repository against %s: %w", rootFile, err)
 	}
-	t := up.GetTrustedMetadataSet().Targets[metadata.TARGETS]
-	if t == nil {
-		return nil, fmt.Errorf("verify the published repository: no targets metadata")
+	trusted := up.GetTrustedMetadataSet()
+	top = trusted.Targets[metadata.TARGETS]
+	if top == nil {
+		return nil, nil, fmt.Errorf("verify the published repository: no targets metadata")
 	}
-	return t, nil
+	if role == metadata.TARGETS {
+		return top, nil, nil
+	}
+	if _, named := trusted.Snapshot.Signed.Meta[role+".json"]; !named {
+		return top, nil, nil // the role's first release
+	}
+	_, ferr := up.GetTargetInfo(probe) // loads the role's metadata; probe is not published yet
+	if delegated = trusted.Targets[role]; delegated == nil {
+		return nil, nil, fmt.Errorf("verify the published metadata of delegated role %s: %v", role, ferr)
+	}
+	return top, delegated, nil
+}
+
+// checkDelegatedPaths refuses a payload of role that would sign paths the
+// verified top-level targets top does not give to role: each new path's
+// first delegated role (the one devices consult) must be role, or, for the
+// top-level targets role, there must be none.
+func checkDelegatedPaths(top *metadata.TargetsType, role string, paths []string) error {
+	for _, p := range paths {
+		first := ""
+		if top.Delegations != nil {
+			if rs := top.Delegations.GetRolesForTarget(p); len(rs) > 0 {
+				first = rs[0].Name
+			}
+		}
+		switch {
+		case role == metadata.TARGETS && first != "":
+			return tufota.Errorf(tufota.EInvalid, "%s is delegated to role %s: the top-level targets keys must not sign it; refusing to sign", p, first)
+		case role != metadata.TARGETS && first != role:
+			return tufota.Errorf(tufota.EInvalid, "the verified targets v%d does not delegate %s to role %s; refusing to sign", top.Version, p, role)
+		}
+	}
+	return nil
 }
 
 // checkPayloadChanges refuses a targets payload that does anything but add

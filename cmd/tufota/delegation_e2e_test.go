@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tufota/tufota/signer"
+)
+
+// TestDelegationCLI is a product line with its own keys: the admin
+// delegates pump/*/* to two keys in a SoftHSM2 token (2-of-2), held by the
+// pump team. A pump release pushed afterwards waits, invisible to devices,
+// until both pump keys sign it with `release sign`; the top-level targets
+// key cannot sign it, and a pump key cannot sign another line's release.
+// Then the tufota client and go-tuf's stock updater verify and download it
+// through the delegation; another line is still published at once by the
+// server's online targets key.
+func TestDelegationCLI(t *testing.T) {
+	_, uri, _ := softHSMKeys(t)
+	h := startHarness(t)
+	for _, object := range []string{"pump-1", "pump-2"} {
+		h.mustCLI("key", "create", "--uri", uri(object))
+	}
+	// A public key file works as well as a URI: the admin needs no access
+	// to the team's token. Here the second key comes as a PEM file.
+	var info struct {
+		PublicKey string `json:"public_key"`
+		KeyID     string `json:"keyid"`
+	}
+	if err := json.Unmarshal([]byte(h.mustCLI("key", "show", uri("pump-2"), "-o", "json")), &info); err != nil || info.PublicKey == "" {
+		t.Fatalf("key show: %v %+v", err, info)
+	}
+	pubFile := filepath.Join(t.TempDir(), "pump-2.pub")
+	if err := os.WriteFile(pubFile, []byte(info.PublicKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// Bad input first: each a clear error, nothing changes.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"delegation", "add", "pump", "--paths", "pump/*", "--key", uri("pump-1")}, `did you mean "pump/*/*"`},
+		{[]string{"delegation", "add", "pump", "--paths", "pump/*/*", "--key", uri("pump-1"), "--threshold", "2"}, "threshold 2 must be between 1 and its 1 keys"},
+		{[]string{"delegation", "add", "targets", "--paths", "x/*/*", "--key", uri("pump-1")}, "top-level TUF role"},
+		{[]string{"delegation", "add", "pump", "--paths", "pump/*/*", "--key", uri("no-such-object")}, "no-such-object"},
+	} {
+		if _, err := h.runCLI(tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%v: %v, want an error saying %q", tc.args, err, tc.want)
+		}
+	}
+	if out := h.mustCLI("delegation", "list"); strings.Contains(out, "pump") {
+		t.Fatalf("a refused delegation is listed:\n%s", out)
+	}
+
+	out := h.mustCLI("delegation", "add", "pump", "--paths", "pump/*/*", "--key", uri("pump-1"), "--key", pubFile, "--threshold", "2")
+	if !strings.Contains(out, "2 of 2 keys") || !strings.Contains(out, info.KeyID) {
+		t.Fatalf("delegation add:\n%s", out)
+	}
+	if _, err := h.runCLI("delegation", "add", "pump", "--paths", "pump/*/*", "--key", uri("pump-1")); err == nil || !strings.Contains(err.Error(), "exists already") {
+		t.Fatalf("second delegation add: %v", err)
+	}
+	h.mustCLI("delegation", "add", "monitor", "--paths", "monitor/*/*", "--key", uri("pump-1"), "--threshold", "1")
+	out = h.mustCLI("delegation", "list")
+	if !strings.Contains(out, "pump/*/*") || !strings.Contains(out, "2 of 2") || strings.Index(out, "pump") > strings.Index(out, "monitor") {
+		t.Fatalf("delegation list (pump first, then monitor):\n%s", out)
+	}
+
+	// Another line is signed by the online top-level targets key at once.
+	fwOther, wantOther := h.writeFirmware("vent.bin", 4000)
+	if out := h.mustCLI("release", "push", fwOther, "--name", "vent", "--version", "1.0.0", "--hardware", "vent-a"); strings.Contains(out, "pending") {
+		t.Fatalf("a release outside every delegation waits:\n%s", out)
+	}
+
+	fw, want := h.writeFirmware("pump.bin", 70<<10)
+	const path = "pump/2.0.0/pump.bin"
+	var rel signer.Release
+	if err := json.Unmarshal([]byte(h.mustCLI("release", "push", fw, "--name", "pump", "--version", "2.0.0", "--hardware", "pump-a", "-o", "json")), &rel); err != nil {
+		t.Fatal(err)
+	}
+	if rel.State != signer.StatePending || rel.Role != "pump" || rel.Signing == nil || rel.Signing.Needed != 2 {
+		t.Fatalf("pump push = state %s role %s signing %+v; want pending for role pump, 2 needed", rel.State, rel.Role, rel.Signing)
+	}
+	if _, err := h.download(h.root, path); err == nil {
+		t.Fatal("a TUF client downloaded a pump release no pump key signed")
+	}
+	if out := h.mustCLI("release", "show", "pump@2.0.0"); !strings.Contains(out, "pump v1 needs 2 of its 2 keys") || !strings.Contains(out, "Signed by role:") {
+		t.Fatalf("release show:\n%s", out)
+	}
+
+	// The top-level targets key is refused by the CLI before anything is
+	// uploaded (and by the server: signer tests).
+	targetsKey := "file:" + filepath.Join(h.dir, "keys", "targets.key")
+	if _, err := h.runCLI("release", "sign", "pump@2.0.0", "--key", targetsKey, "--yes"); err == nil || !strings.Contains(err.Error(), "not a key of delegated role pump") {
+		t.Fatalf("release sign with the top-level targets key: %v", err)
+	}
+	out = h.mustCLI("release", "sign", "pump@2.0.0", "--key", uri("pump-1"), "--yes")
+	if !strings.Contains(out, "1 more signature(s) needed") {
+		t.Fatalf("first pump signature:\n%s", out)
+	}
+	if _, err := h.download(h.root, path); err == nil {
+		t.Fatal("a TUF client downloaded a pump release with one signature of two")
+	}
+	if out := h.mustCLI("release", "sign", "pump@2.0.0", "--key", uri("pump-2"), "--yes"); !strings.Contains(out, "published as pump v1") {
+		t.Fatalf("second pump signature:\n%s", out)
+	}
+
+	// go-tuf's stock updater finds it through the delegation ...
+	got, err := h.download(h.root, path)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("stock updater download through the delegation: %v", err)
+	}
+	up, err := h.stockClient(h.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := up.GetTargetInfo(path); err != nil {
+		t.Fatal(err)
+	}
+	if pm := up.GetTrustedMetadataSet().Targets["pump"]; pm == nil || pm.Signed.Version != 1 || len(pm.Signatures) != 2 {
+		t.Fatalf("the client's pump metadata = %+v, want v1 with 2 signatures", pm)
+	}
+	if got, err := h.download(h.root, "vent/1.0.0/vent.bin"); err != nil || !bytes.Equal(got, wantOther) {
+		t.Fatalf("download of the other line: %v", err)
+	}
+	// ... and so does tufota's own client.
+	c := h.newClient(h.url, "dev-pump-1", "pump-a", "1.0.0")
+	h.mustCLI("device", "assign", "dev-pump-1", "pump@2.0.0", "--reason", "delegation test")
+	ctx := context.Background()
+	upd, err := c.Check(ctx)
+	if err != nil || upd == nil || upd.Version != "2.0.0" {
+		t.Fatalf("tufota client Check = %+v, %v; want pump 2.0.0", upd, err)
+	}
+	dst := filepath.Join(t.TempDir(), "image.bin")
+	if err := c.Download(ctx, upd, dst); err != nil {
+		t.Fatalf("tufota client Download: %v", err)
+	}
+	if b, err := os.ReadFile(dst); err != nil || !bytes.Equal(b, want) {
+		t.Fatalf("tufota client downloaded different bytes (err %v)", err)
+	}
+
+	// The pump-1 key is also the monitor line's key; the pump-2 key is
+	// not: it cannot publish a monitor release.
+	fwMon, _ := h.writeFirmware("mon.bin", 2000)
+	h.mustCLI("release", "push", fwMon, "--name", "monitor", "--version", "1.0.0", "--hardware", "mon-a")
+	if _, err := h.runCLI("release", "sign", "monitor@1.0.0", "--key", uri("pump-2"), "--yes"); err == nil || !strings.Contains(err.Error(), "not a key of delegated role monitor") {
+		t.Fatalf("pump-2 signing a monitor release: %v", err)
+	}
+	if _, err := h.download(h.root, "monitor/1.0.0/mon.bin"); err == nil {
+		t.Fatal("a monitor release was published without a monitor key")
+	}
+
+	// The audit trail names the delegation and every signature.
+	audit := h.mustCLI("audit", "log", "-o", "json")
+	for _, want := range []string{`"delegation.add"`, `"delegation/pump"`, `"release.sign"`, `"release.publish"`} {
+		if !strings.Contains(audit, want) {
+			t.Fatalf("audit log lacks %s", want)
+		}
+	}
+	// The status lists the pump role's expiry.
+	if out := h.mustCLI("status"); !strings.Contains(out, "pump") {
+		t.Fatalf("status does not list the pump role:\n%s", out)
+	}
+}
