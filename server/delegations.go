@@ -30,14 +30,63 @@ func (s *Server) addDelegation(c echo.Context) error {
 	}
 	details := map[string]string{"paths": strings.Join(req.Paths, ","), "threshold": strconv.Itoa(req.Threshold), "keyids": strings.Join(ids, ",")}
 	auditObject(c, object, details)
-	d, err := s.cfg.Releases.AddDelegation(c.Request().Context(), req)
+	d, err := s.cfg.Releases.AddDelegation(c.Request().Context(), req, principal(c).Name)
 	if err != nil {
 		return err
 	}
 	details["targets_version"] = strconv.FormatInt(d.TargetsVersion, 10)
+	if d.Signing != nil {
+		details["needed"] = strconv.Itoa(d.Signing.Needed)
+		auditObject(c, object, details)
+		s.log.Info("delegation waits for targets signatures", "role", d.Name, "targets_version", d.TargetsVersion, "needed", d.Signing.Needed)
+		return c.JSON(http.StatusAccepted, d)
+	}
 	auditObject(c, object, details)
 	s.log.Info("delegation added", "role", d.Name, "paths", d.Paths, "threshold", d.Threshold, "targets_version", d.TargetsVersion)
 	return c.JSON(http.StatusCreated, d)
+}
+
+// delegationSigning answers the signing payload of a pending delegation:
+// the next top-level targets metadata, which adds it.
+func (s *Server) delegationSigning(c echo.Context) error {
+	p, err := s.cfg.Releases.DelegationPayload(c.Request().Context(), c.Param("name"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+// signDelegation takes one targets signature over a pending delegation's
+// payload; it is published when the targets threshold is met.
+func (s *Server) signDelegation(c echo.Context) error {
+	name := c.Param("name")
+	var up signer.SignatureUpload
+	if err := decodeJSON(c, &up); err != nil {
+		return err
+	}
+	object := "delegation/" + name
+	auditObject(c, object, map[string]string{"keyid": up.KeyID, "payload_sha256": up.PayloadSHA256})
+	st, err := s.cfg.Releases.SignDelegation(c.Request().Context(), name, up, principal(c).Name)
+	if err != nil {
+		return err
+	}
+	auditObject(c, object, map[string]string{"keyid": up.KeyID, "payload_sha256": up.PayloadSHA256, "targets_version": strconv.FormatInt(st.Version, 10),
+		"signatures": strconv.Itoa(len(st.Signatures)), "needed": strconv.Itoa(st.Needed)})
+	if st.Published {
+		s.recordPublish(c, "delegation.publish", object, st)
+		s.log.Info("delegation published with offline signatures", "role", name, "targets_version", st.Version)
+	}
+	return c.JSON(http.StatusOK, st)
+}
+
+// cancelDelegation withdraws a pending delegation.
+func (s *Server) cancelDelegation(c echo.Context) error {
+	name := c.Param("name")
+	auditObject(c, "delegation/"+name, nil)
+	if err := s.cfg.Releases.CancelDelegation(c.Request().Context(), name); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
 }
 
 // listDelegations lists the delegated targets roles in search order.

@@ -96,6 +96,21 @@ func (ts *testServer) pendingRelease(t *testing.T, n int64) (string, string) {
 	return "twoperson", version
 }
 
+// pendingDelegation adds a delegation that waits for extraKey's targets
+// signature and returns its name.
+func (ts *testServer) pendingDelegation(t *testing.T, n int64) string {
+	t.Helper()
+	ts.requireTwoPerson(t)
+	name := fmt.Sprintf("pending-%d", n)
+	d, err := ts.cfg.Releases.AddDelegation(context.Background(), signer.DelegationRequest{
+		Name: name, Paths: []string{name + "/*/*"}, Keys: []*metadata.Key{tufPub(t, newSV(t))}, Threshold: 1,
+	}, "test")
+	if err != nil || d.Signing == nil {
+		t.Fatalf("pending delegation: %+v %v", d, err)
+	}
+	return name
+}
+
 // pendingRoot makes sure a root change is pending.
 func (ts *testServer) pendingRoot(t *testing.T) signer.SigningPayload {
 	t.Helper()
@@ -134,6 +149,18 @@ func (ts *testServer) signingRequest(t *testing.T, r Route, n int64) *http.Reque
 		}
 		b, _ := json.Marshal(upload(t, ts.extraKey, p))
 		return jsonRequest(r.Method, u+"/api/v1/releases/"+name+"/"+version+"/signatures", string(b))
+	case "/api/v1/delegations/:name/signing":
+		return httptest.NewRequest(r.Method, u+"/api/v1/delegations/"+ts.pendingDelegation(t, n)+"/signing", nil)
+	case "/api/v1/delegations/:name/signatures":
+		name := ts.pendingDelegation(t, n)
+		p, err := ts.cfg.Releases.DelegationPayload(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(upload(t, ts.extraKey, p))
+		return jsonRequest(r.Method, u+"/api/v1/delegations/"+name+"/signatures", string(b))
+	case "/api/v1/delegations/:name":
+		return httptest.NewRequest(r.Method, u+"/api/v1/delegations/"+ts.pendingDelegation(t, n), nil)
 	case "/api/v1/root":
 		if r.Method == http.MethodPost {
 			_ = ts.cfg.Releases.CancelRoot(ctx)

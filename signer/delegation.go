@@ -1,7 +1,10 @@
 package signer
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -62,6 +65,28 @@ type Delegation struct {
 	Version int64      `json:"version"`
 	Expires *time.Time `json:"expires,omitempty"`
 	Targets int        `json:"targets"`
+	// Signing is set while the delegation waits for offline targets
+	// signatures (the targets role's threshold is above what the server
+	// holds); TargetsVersion is then the version being signed.
+	Signing *SigningStatus `json:"signing,omitempty"`
+}
+
+func pendingDelegationID(name string) string { return "delegation/" + name }
+
+// withDelegation appends req to md's delegations, terminating, and returns
+// the new role; md's version and expiry are the caller's.
+func withDelegation(md *metadata.Metadata[metadata.TargetsType], req DelegationRequest) metadata.DelegatedRole {
+	if md.Signed.Delegations == nil {
+		md.Signed.Delegations = &metadata.Delegations{Keys: map[string]*metadata.Key{}}
+	}
+	role := metadata.DelegatedRole{Name: req.Name, Threshold: req.Threshold, Terminating: true, Paths: slices.Clone(req.Paths)}
+	for _, k := range req.Keys {
+		id, _ := k.ID() // checked by Validate
+		md.Signed.Delegations.Keys[id] = k
+		role.KeyIDs = append(role.KeyIDs, id)
+	}
+	md.Signed.Delegations.Roles = append(md.Signed.Delegations.Roles, role)
+	return role
 }
 
 // Validate checks every field and names the first problem.
@@ -389,10 +414,12 @@ func (r *Repository) publishDelegatedLocked(ctx context.Context, st *state, role
 // v+1 with the delegation appended (after the existing ones, terminating),
 // signed by the server's targets keys, and a new snapshot and timestamp.
 // Releases pushed afterwards whose paths the role covers wait for the
-// role's signatures. A bad request is tufota.EInvalid, an existing name
-// tufota.EConflict; with too few targets keys on the server (an offline
-// targets role) it is tufota.EForbidden and nothing changes.
-func (r *Releases) AddDelegation(ctx context.Context, req DelegationRequest) (Delegation, error) {
+// role's signatures. When the server holds fewer targets keys than the
+// targets threshold, the change waits instead (Delegation.Signing set)
+// for the targets key holders (DelegationPayload, SignDelegation), like a
+// release. A bad request is tufota.EInvalid; an existing or pending name
+// tufota.EConflict.
+func (r *Releases) AddDelegation(ctx context.Context, req DelegationRequest, actor string) (Delegation, error) {
 	if err := req.Validate(); err != nil {
 		return Delegation{}, err
 	}
@@ -408,23 +435,22 @@ func (r *Releases) AddDelegation(ctx context.Context, req DelegationRequest) (De
 	if st.delegatedRole(req.Name) != nil {
 		return Delegation{}, tufota.Errorf(tufota.EConflict, "delegation %s exists already (targets v%d)", req.Name, st.targets.Signed.Version)
 	}
-	s := r.Signers()
-	if n, need := countRoleSigners(st.root, RoleTargets, s.Targets); n < need {
-		return Delegation{}, tufota.Errorf(tufota.EForbidden, "add delegation %s: the top-level targets metadata needs %d targets signatures and the server holds %d targets key(s); delegations are added by a server that holds the targets threshold", req.Name, need, n)
+	if p, err := loadPending(ctx, r.db, pendingDelegationID(req.Name)); err == nil {
+		return Delegation{}, tufota.Errorf(tufota.EConflict, "delegation %s waits for targets signatures already (since %s, by %s): sign it (tufota delegation sign %s) or cancel it (tufota delegation cancel %s)",
+			req.Name, p.CreatedAt.Format(time.RFC3339), p.CreatedBy, req.Name, req.Name)
+	} else if !errors.Is(err, tufota.ErrNotFound) {
+		return Delegation{}, err
 	}
+	s := r.Signers()
 	md := st.targets
+	base := md.Signed.Version
+	md.ClearSignatures()
 	md.Signed.Version++
 	md.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
-	if md.Signed.Delegations == nil {
-		md.Signed.Delegations = &metadata.Delegations{Keys: map[string]*metadata.Key{}}
+	role := withDelegation(md, req)
+	if n, need := countRoleSigners(st.root, RoleTargets, s.Targets); n < need {
+		return r.createPendingDelegation(ctx, st, base, md, req, role, actor)
 	}
-	role := metadata.DelegatedRole{Name: req.Name, Threshold: req.Threshold, Terminating: true, Paths: slices.Clone(req.Paths)}
-	for _, k := range req.Keys {
-		id, _ := k.ID() // checked by Validate
-		md.Signed.Delegations.Keys[id] = k
-		role.KeyIDs = append(role.KeyIDs, id)
-	}
-	md.Signed.Delegations.Roles = append(md.Signed.Delegations.Roles, role)
 	files, err := r.repo.signChain(st.root, md, false, st.snapshot, st.timestamp, s)
 	if err != nil {
 		return Delegation{}, fmt.Errorf("add delegation %s: %w", req.Name, err)
@@ -434,6 +460,231 @@ func (r *Releases) AddDelegation(ctx context.Context, req DelegationRequest) (De
 	}
 	r.repo.log.InfoContext(ctx, "tuf delegation added", "role", req.Name, "paths", req.Paths, "threshold", req.Threshold, "keys", role.KeyIDs, "targets_version", md.Signed.Version)
 	return delegationOf(st, role), nil
+}
+
+// createPendingDelegation records md, the unsigned targets metadata that
+// adds req, for the targets key holders to sign.
+func (r *Releases) createPendingDelegation(ctx context.Context, st *state, base int64, md *metadata.Metadata[metadata.TargetsType], req DelegationRequest, role metadata.DelegatedRole, actor string) (Delegation, error) {
+	mdJSON, err := md.ToBytes(false)
+	if err != nil {
+		return Delegation{}, fmt.Errorf("encode pending targets: %w", err)
+	}
+	extra, err := json.Marshal(req)
+	if err != nil {
+		return Delegation{}, err
+	}
+	id, now := pendingDelegationID(req.Name), r.now().UTC().UnixNano()
+	if _, err := r.db.Exec(ctx, `INSERT INTO pending_metadata (id, role, base_version, version, metadata, extra, created_at, created_by, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, RoleTargets, base, md.Signed.Version, string(mdJSON), string(extra), now, actor, now); err != nil {
+		if errors.Is(err, tufota.ErrConflict) {
+			return Delegation{}, tufota.Errorf(tufota.EConflict, "delegation %s waits for targets signatures already", req.Name)
+		}
+		return Delegation{}, fmt.Errorf("record pending delegation %s: %w", req.Name, err)
+	}
+	p, err := loadPending(ctx, r.db, id)
+	if err != nil {
+		return Delegation{}, err
+	}
+	status, err := r.targetsStatus(st.root, p, md, nil)
+	if err != nil {
+		return Delegation{}, err
+	}
+	r.repo.log.InfoContext(ctx, "tuf delegation waits for targets signatures", "role", req.Name, "targets_version", md.Signed.Version, "needed", status.Needed)
+	d := delegationOf(st, role)
+	d.Signing = &status
+	return d, nil
+}
+
+// pendingDelegation loads the pending targets change that adds delegation
+// name, under the writer lock, rebuilding it on the current targets first
+// if they moved on (discarded is then how many signatures went, else -1).
+func (r *Releases) pendingDelegation(ctx context.Context, st *state, name string) (p pendingRow, md *metadata.Metadata[metadata.TargetsType], discarded int, err error) {
+	ref := "delegation " + name
+	p, err = loadPending(ctx, r.db, pendingDelegationID(name))
+	if errors.Is(err, tufota.ErrNotFound) {
+		if st.delegatedRole(name) != nil {
+			return p, nil, 0, tufota.Errorf(tufota.EConflict, "delegation %s is published already (targets v%d); there is nothing to sign", name, st.targets.Signed.Version)
+		}
+		return p, nil, 0, tufota.Errorf(tufota.ENotFound, "no delegation %s waits for signatures", name)
+	}
+	if err != nil {
+		return p, nil, 0, err
+	}
+	var req DelegationRequest
+	if err := json.Unmarshal(p.Extra, &req); err != nil {
+		return p, nil, 0, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
+	}
+	discarded = -1
+	if cur := st.targets.Signed.Version; p.Base != cur {
+		if st.delegatedRole(name) != nil {
+			return p, nil, 0, tufota.Errorf(tufota.EConflict, "delegation %s is published already (targets v%d); there is nothing to sign", name, cur)
+		}
+		fresh, err := r.repo.load(ctx) // a private copy
+		if err != nil {
+			return p, nil, 0, err
+		}
+		nmd := fresh.targets
+		nmd.ClearSignatures()
+		nmd.Signed.Version++
+		nmd.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
+		withDelegation(nmd, req)
+		if p, discarded, err = r.rebuildPending(ctx, p, cur, nmd, ref); err != nil {
+			return p, nil, 0, err
+		}
+	}
+	md, err = new(metadata.Metadata[metadata.TargetsType]).FromBytes(p.Metadata)
+	if err != nil {
+		return p, nil, 0, tufota.Errorf(tufota.EInternal, "pending targets of %s: %v", ref, err)
+	}
+	return p, md, discarded, nil
+}
+
+// DelegationPayload returns what a targets key holder signs to add the
+// pending delegation name: the next top-level targets metadata, which
+// differs from the current one only by the delegation. If other targets
+// metadata published since it was built, it is rebuilt first and the
+// signatures collected for the old payload are discarded. A published
+// delegation is tufota.EConflict, an unknown one tufota.ENotFound.
+func (r *Releases) DelegationPayload(ctx context.Context, name string) (SigningPayload, error) {
+	unlock, err := r.repo.lock(ctx)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	defer unlock()
+	st, err := r.repo.load(ctx)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	p, md, _, err := r.pendingDelegation(ctx, st, name)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	payload, sum, err := canonicalSigned(md)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	sigs, err := loadSigs(ctx, r.db, p.ID)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	status, err := r.targetsStatus(st.root, p, md, sigs)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	var req DelegationRequest
+	if err := json.Unmarshal(p.Extra, &req); err != nil {
+		return SigningPayload{}, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
+	}
+	return SigningPayload{Role: RoleTargets, Payload: payload, PayloadSHA256: sum, Delegation: &req, Status: status}, nil
+}
+
+// SignDelegation adds one targets signature to the pending delegation
+// name and publishes the new top-level targets (with the server's own
+// targets signatures, snapshot and timestamp) when the threshold is met.
+// Errors are those of SignRelease.
+func (r *Releases) SignDelegation(ctx context.Context, name string, up SignatureUpload, actor string) (SigningStatus, error) {
+	ref := "delegation " + name
+	if up.PayloadSHA256 == "" {
+		return SigningStatus{}, tufota.Errorf(tufota.EInvalid, "payload_sha256 is required: the SHA-256 of the payload you signed")
+	}
+	unlock, err := r.repo.lock(ctx)
+	if err != nil {
+		return SigningStatus{}, err
+	}
+	defer unlock()
+	st, err := r.repo.load(ctx)
+	if err != nil {
+		return SigningStatus{}, err
+	}
+	p, md, discarded, err := r.pendingDelegation(ctx, st, name)
+	if err != nil {
+		return SigningStatus{}, err
+	}
+	status, sigs, err := r.recordSignature(ctx, st, p, md, discarded, up, actor, ref, "tufota delegation sign "+name)
+	if err != nil || status.Needed > 0 {
+		return status, err
+	}
+	var req DelegationRequest
+	if err := json.Unmarshal(p.Extra, &req); err != nil {
+		return status, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
+	}
+	attachSignatures(md, status, sigs)
+	v, err := r.repo.publishDelegationLocked(ctx, st, md, p.Base, req, r.Signers())
+	if err != nil {
+		return status, fmt.Errorf("sign %s: signature recorded, threshold met, but publish failed: %w", ref, err)
+	}
+	if err := deletePending(context.WithoutCancel(ctx), r.db, p.ID); err != nil {
+		return status, fmt.Errorf("sign %s: published as targets v%d, but its pending row remains (it is refused as published): %w", ref, v, err)
+	}
+	status.Published = true
+	return status, nil
+}
+
+// CancelDelegation withdraws a pending delegation and the signatures
+// collected for it; nothing was published. A published delegation is
+// tufota.EConflict, an unknown one tufota.ENotFound.
+func (r *Releases) CancelDelegation(ctx context.Context, name string) error {
+	unlock, err := r.repo.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := r.repo.load(ctx)
+	if err != nil {
+		return err
+	}
+	if _, _, _, err := r.pendingDelegation(ctx, st, name); err != nil {
+		return fmt.Errorf("cancel delegation %s: %w", name, err)
+	}
+	if err := deletePending(ctx, r.db, pendingDelegationID(name)); err != nil {
+		return fmt.Errorf("cancel delegation %s: %w", name, err)
+	}
+	return nil
+}
+
+// publishDelegationLocked publishes top-level targets metadata md that
+// carries targets signatures made elsewhere and adds delegation req to
+// the targets version base, and nothing else (plus the server's own
+// targets signatures, snapshot and timestamp). The caller holds the
+// writer lock.
+func (r *Repository) publishDelegationLocked(ctx context.Context, st *state, md *metadata.Metadata[metadata.TargetsType], base int64, req DelegationRequest, s Signers) (int64, error) {
+	if st.targets.Signed.Version != base {
+		return 0, staleError("targets metadata is at v%d, the payload was built on v%d", st.targets.Signed.Version, base)
+	}
+	cur, err := st.targets.ToBytes(false)
+	if err != nil {
+		return 0, err
+	}
+	want, err := new(metadata.Metadata[metadata.TargetsType]).FromBytes(cur)
+	if err != nil {
+		return 0, err
+	}
+	want.ClearSignatures()
+	want.Signed.Version, want.Signed.Expires = base+1, md.Signed.Expires
+	withDelegation(want, req)
+	a, _, err := canonicalSigned(want)
+	if err != nil {
+		return 0, err
+	}
+	b, _, err := canonicalSigned(md)
+	if err != nil {
+		return 0, err
+	}
+	if !bytes.Equal(a, b) {
+		return 0, tufota.Errorf(tufota.EInternal, "pending targets v%d changes more than adding delegation %s", md.Signed.Version, req.Name)
+	}
+	if err := addServerTargetsSigs(st.root, md, s); err != nil {
+		return 0, err
+	}
+	files, err := r.signChain(st.root, md, true, st.snapshot, st.timestamp, s)
+	if err != nil {
+		return 0, fmt.Errorf("publish targets v%d: %w", md.Signed.Version, err)
+	}
+	if err := r.writeChain(ctx, files); err != nil {
+		return 0, fmt.Errorf("publish targets v%d: %w", md.Signed.Version, err)
+	}
+	r.log.InfoContext(ctx, "tuf delegation published with offline signatures", "role", req.Name, "targets_version", md.Signed.Version, "signatures", len(md.Signatures))
+	return md.Signed.Version, nil
 }
 
 // Delegations returns the delegated targets roles of the current

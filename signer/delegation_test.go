@@ -38,7 +38,7 @@ func TestDelegatedReleaseSignedByTheLineOnly(t *testing.T) {
 	ctx := context.Background()
 	e := newOnlineEnv(t)
 	pump := []signature.SignerVerifier{newKey(t, true), newKey(t, false)}
-	d, err := e.rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, pump[0]), tufKeyOf(t, pump[1])}, Threshold: 2})
+	d, err := e.rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, pump[0]), tufKeyOf(t, pump[1])}, Threshold: 2}, "admin")
 	if err != nil {
 		t.Fatalf("AddDelegation: %v", err)
 	}
@@ -166,7 +166,7 @@ func TestAddDelegationRejects(t *testing.T) {
 	e := newOnlineEnv(t)
 	k1, k2 := newKey(t, true), newKey(t, false)
 	keys := []*metadata.Key{tufKeyOf(t, k1), tufKeyOf(t, k2)}
-	if _, err := e.rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: keys[:1], Threshold: 1}); err != nil {
+	if _, err := e.rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: keys[:1], Threshold: 1}, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	before := snapshotBlobs(t, e.blobs)
@@ -192,7 +192,7 @@ func TestAddDelegationRejects(t *testing.T) {
 		{"exists", DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: keys, Threshold: 1}, tufota.EConflict, "exists already"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := e.rels.AddDelegation(ctx, tc.req)
+			_, err := e.rels.AddDelegation(ctx, tc.req, "admin")
 			wantCode(t, err, tc.code)
 			if !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("error %q does not say %q", err, tc.msg)
@@ -203,14 +203,10 @@ func TestAddDelegationRejects(t *testing.T) {
 		t.Fatal("a refused delegation changed the repository")
 	}
 
-	// An offline targets role cannot be changed by the server.
-	off := newThresholdEnv(t)
-	_, err := off.rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: keys, Threshold: 1})
-	wantCode(t, err, tufota.EForbidden)
-
+	var err error
 	// A release whose SBOM the role would not cover is refused before
 	// anything is staged.
-	if _, err := e.rels.AddDelegation(ctx, DelegationRequest{Name: "pump2", Paths: []string{"pump2/*/fw.bin"}, Keys: keys[:1], Threshold: 1}); err != nil {
+	if _, err := e.rels.AddDelegation(ctx, DelegationRequest{Name: "pump2", Paths: []string{"pump2/*/fw.bin"}, Keys: keys[:1], Threshold: 1}, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	staged := snapshotBlobs(t, e.blobs)
@@ -239,7 +235,7 @@ func TestClientIgnoresDelegatedTargetsOutsideTheRole(t *testing.T) {
 		{Name: "pump", Paths: []string{"pump/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, pk)}, Threshold: 1},
 		{Name: "infusion", Paths: []string{"infusion/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, ik)}, Threshold: 1},
 	} {
-		if _, err := e.rels.AddDelegation(ctx, d); err != nil {
+		if _, err := e.rels.AddDelegation(ctx, d, "admin"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -297,5 +293,96 @@ func TestClientIgnoresDelegatedTargetsOutsideTheRole(t *testing.T) {
 	}
 	if pm := up.GetTrustedMetadataSet().Targets["pump"]; pm != nil {
 		t.Fatalf("the client loaded the pump role looking for an infusion path")
+	}
+}
+
+// With an offline targets role (2-of-2, no key on the server), adding a
+// delegation is a pending top-level targets change that the targets key
+// holders sign like a release; it goes stale when other targets metadata
+// publishes first, and can be cancelled.
+func TestPendingDelegationUnderOfflineTargets(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newThresholdEnv(t)
+	pk := newKey(t, true)
+	req := DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, pk)}, Threshold: 1}
+	d, err := e.rels.AddDelegation(ctx, req, "admin")
+	if err != nil || d.Signing == nil || d.Signing.Needed != 2 || d.TargetsVersion != 2 {
+		t.Fatalf("AddDelegation under offline targets = %+v, %v; want pending targets v2 needing 2", d, err)
+	}
+	if ds, _ := e.rels.Delegations(ctx); len(ds) != 0 {
+		t.Fatalf("a pending delegation is listed as published: %+v", ds)
+	}
+	_, err = e.rels.AddDelegation(ctx, req, "admin")
+	wantCode(t, err, tufota.EConflict)
+	if err := e.rels.CancelDelegation(ctx, "pump"); err != nil {
+		t.Fatalf("CancelDelegation: %v", err)
+	}
+	_, err = e.rels.DelegationPayload(ctx, "pump")
+	wantCode(t, err, tufota.ENotFound)
+	if _, err := e.rels.AddDelegation(ctx, req, "admin"); err != nil {
+		t.Fatalf("AddDelegation after cancel: %v", err)
+	}
+	old := func() SigningPayload {
+		p, err := e.rels.DelegationPayload(ctx, "pump")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}()
+	if old.Delegation == nil || old.Delegation.Name != "pump" || !bytes.Contains(old.Payload, []byte(`"pump/*/*"`)) {
+		t.Fatalf("payload does not carry the delegation: %+v", old.Delegation)
+	}
+	if _, err := e.rels.SignDelegation(ctx, "pump", signUpload(t, e.keys.targets[0], old), "tina"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A release publishes first: the delegation's payload is rebuilt.
+	e.push("monitor", "1.0.0")
+	mp := e.payload("monitor", "1.0.0")
+	for _, k := range e.keys.targets {
+		if _, err := e.rels.SignRelease(ctx, "monitor", "1.0.0", signUpload(t, k, mp), "tina"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = e.rels.SignDelegation(ctx, "pump", signUpload(t, e.keys.targets[1], old), "tom")
+	wantCode(t, err, tufota.EConflict)
+	if !strings.Contains(err.Error(), "stale payload") || !strings.Contains(err.Error(), "tufota delegation sign pump") {
+		t.Fatalf("signature over the stale delegation payload: %v", err)
+	}
+	// A pump key cannot sign the top-level targets.
+	cur, err := e.rels.DelegationPayload(ctx, "pump")
+	if err != nil || cur.Status.Version != 3 || len(cur.Status.Signatures) != 0 {
+		t.Fatalf("rebuilt payload: %+v, %v; want targets v3 (monitor took v2), no signatures", cur.Status, err)
+	}
+	_, err = e.rels.SignDelegation(ctx, "pump", signUpload(t, pk, cur), "petra")
+	wantCode(t, err, tufota.EForbidden)
+	var st SigningStatus
+	for _, k := range e.keys.targets {
+		if st, err = e.rels.SignDelegation(ctx, "pump", signUpload(t, k, cur), "tina"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !st.Published || st.Version != 3 {
+		t.Fatalf("status after the threshold = %+v, want published targets v3", st)
+	}
+	_, err = e.rels.SignDelegation(ctx, "pump", signUpload(t, e.keys.targets[0], cur), "tina")
+	wantCode(t, err, tufota.EConflict)
+	if err := e.rels.CancelDelegation(ctx, "pump"); !errors.Is(err, tufota.ErrConflict) {
+		t.Fatalf("cancel of a published delegation: %v, want conflict", err)
+	}
+
+	// The delegation is live: a pump release waits for the pump key only,
+	// and a stock client downloads it through the delegation.
+	data, rel := e.push("pump", "1.0.0")
+	if rel.Role != "pump" || rel.Signing == nil || rel.Signing.Needed != 1 {
+		t.Fatalf("pump push = %+v", rel)
+	}
+	if st, err := e.rels.SignRelease(ctx, "pump", "1.0.0", signUpload(t, pk, e.payload("pump", "1.0.0")), "petra"); err != nil || !st.Published {
+		t.Fatalf("pump signature: %+v %v", st, err)
+	}
+	got, err := fetchTarget(t, serveBlobs(t, e.blobs), e.root, testEpoch, rel.TargetPath)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("stock download: %v", err)
 	}
 }

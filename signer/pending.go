@@ -88,6 +88,8 @@ type SigningPayload struct {
 	Payload       []byte   `json:"payload"` // canonical JSON, base64 in JSON
 	PayloadSHA256 string   `json:"payload_sha256"`
 	Release       *Release `json:"release,omitempty"`
+	// Delegation is, for a pending delegation, the role it adds.
+	Delegation *DelegationRequest `json:"delegation,omitempty"`
 	// Targets is, for a root change that needs it, the current targets
 	// metadata (version+1, same files) to be re-signed by the new root's
 	// targets keys; it is uploaded through the root signature API.
@@ -186,19 +188,8 @@ func (r *Repository) publishSignedLocked(ctx context.Context, st *state, md *met
 			return 0, fmt.Errorf("publish: %w", err)
 		}
 	}
-	// The server's own targets keys (if any) add their signatures.
-	rr := st.root.Signed.Roles[RoleTargets]
-	for _, k := range s.Targets {
-		if k == nil {
-			continue
-		}
-		id, err := KeyID(k)
-		if err != nil || !slices.Contains(rr.KeyIDs, id) || hasSig(md.Signatures, id) {
-			continue
-		}
-		if _, err := md.Sign(k); err != nil {
-			return 0, fmt.Errorf("sign targets v%d with server key %s: %w", md.Signed.Version, id, err)
-		}
+	if err := addServerTargetsSigs(st.root, md, s); err != nil {
+		return 0, err
 	}
 	v := md.Signed.Version
 	files, err := r.signChain(st.root, md, true, st.snapshot, st.timestamp, s)
@@ -493,30 +484,9 @@ func (r *Releases) pendingRelease(ctx context.Context, st *state, name, version 
 		if err != nil {
 			return p, nil, 0, fmt.Errorf("rebuild pending %s metadata of %s (cancel it with tufota release cancel %s and push it again): %w", p.Role, ref, ref, err)
 		}
-		mdJSON, err := nmd.ToBytes(false)
-		if err != nil {
+		if p, discarded, err = r.rebuildPending(ctx, p, cur, nmd, ref); err != nil {
 			return p, nil, 0, err
 		}
-		sigs, err := loadSigs(ctx, r.db, p.ID)
-		if err != nil {
-			return p, nil, 0, err
-		}
-		now := r.now().UTC()
-		err = r.db.Tx(ctx, func(tx *storage.Tx) error {
-			if _, err := tx.Exec(ctx, `DELETE FROM pending_signatures WHERE pending_id = ?`, p.ID); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, `UPDATE pending_metadata SET base_version = ?, version = ?, metadata = ?, updated_at = ? WHERE id = ?`,
-				cur, nmd.Signed.Version, string(mdJSON), now.UnixNano(), p.ID)
-			return err
-		})
-		if err != nil {
-			return p, nil, 0, fmt.Errorf("rebuild pending targets of %s: %w", ref, err)
-		}
-		r.repo.log.WarnContext(ctx, "pending release rebuilt on new metadata; collected signatures discarded",
-			"release", ref, "role", p.Role, "old_base", p.Base, "new_version", nmd.Signed.Version, "discarded", len(sigs))
-		p.Base, p.Ver, p.Metadata, p.UpdatedAt = cur, nmd.Signed.Version, mdJSON, now
-		discarded = len(sigs)
 	}
 	md, err = new(metadata.Metadata[metadata.TargetsType]).FromBytes(p.Metadata)
 	if err != nil {
@@ -607,53 +577,7 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 	if err != nil {
 		return SigningStatus{}, err
 	}
-	_, sum, err := canonicalSigned(md)
-	if err != nil {
-		return SigningStatus{}, err
-	}
-	if up.PayloadSHA256 != sum {
-		if discarded >= 0 {
-			return SigningStatus{}, staleError("another release was published after the payload of %s was built; it was rebuilt as %s v%d (sha256 %s) and the %d signature(s) collected for the old payload were discarded: fetch it again and sign (tufota release sign %s)",
-				ref, p.Role, p.Ver, sum, discarded, ref)
-		}
-		return SigningStatus{}, staleError("the signature is over payload sha256 %s but %s now waits for %s v%d (sha256 %s): fetch it again and sign (tufota release sign %s)",
-			up.PayloadSHA256, ref, p.Role, p.Ver, sum, ref)
-	}
-	delegator, err := st.delegator(p.Role)
-	if err != nil {
-		return SigningStatus{}, err
-	}
-	if dr := st.delegatedRole(p.Role); dr != nil && !slices.Contains(dr.KeyIDs, up.KeyID) {
-		return SigningStatus{}, tufota.Errorf(tufota.EForbidden, "sign %s: key %s is not a key of delegated role %s (targets v%d delegates %s to keys %s)",
-			ref, up.KeyID, p.Role, st.targets.Signed.Version, strings.Join(dr.Paths, ", "), strings.Join(dr.KeyIDs, ", "))
-	}
-	if err := verifyOne(delegator, p.Role, md, up); err != nil {
-		return SigningStatus{}, fmt.Errorf("sign %s: %w", ref, err)
-	}
-	sigs, err := loadSigs(ctx, r.db, p.ID)
-	if err != nil {
-		return SigningStatus{}, err
-	}
-	for _, s := range sigs {
-		if s.KeyID == up.KeyID {
-			return SigningStatus{}, tufota.Errorf(tufota.EConflict, "key %s has already signed %s (%s v%d, by %s at %s)", up.KeyID, ref, p.Role, p.Ver, s.SignedBy, s.CreatedAt.Format(time.RFC3339))
-		}
-	}
-	for _, k := range r.Signers().Targets {
-		if id, err := KeyID(k); err == nil && id == up.KeyID && p.Role == RoleTargets {
-			return SigningStatus{}, tufota.Errorf(tufota.EConflict, "key %s is held by the server, which signs with it itself", up.KeyID)
-		}
-	}
-	now := r.now().UTC()
-	if _, err := r.db.Exec(ctx, `INSERT INTO pending_signatures (pending_id, keyid, sig, payload_sha256, signed_by, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		p.ID, up.KeyID, up.Sig, sum, actor, now.UnixNano()); err != nil {
-		if errors.Is(err, tufota.ErrConflict) {
-			return SigningStatus{}, tufota.Errorf(tufota.EConflict, "key %s has already signed %s", up.KeyID, ref)
-		}
-		return SigningStatus{}, fmt.Errorf("sign %s: record signature: %w", ref, err)
-	}
-	sigs = append(sigs, pendingSig{KeyID: up.KeyID, Sig: up.Sig, PayloadSHA256: sum, SignedBy: actor, CreatedAt: now})
-	status, err := r.targetsStatus(delegator, p, md, sigs)
+	status, sigs, err := r.recordSignature(ctx, st, p, md, discarded, up, actor, ref, "tufota release sign "+ref)
 	if err != nil || status.Needed > 0 {
 		return status, err
 	}
@@ -663,15 +587,7 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 	if err := json.Unmarshal(p.Extra, &extra); err != nil {
 		return status, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
 	}
-	md.ClearSignatures()
-	for _, s := range status.Signatures {
-		for _, ps := range sigs {
-			if ps.KeyID == s.KeyID {
-				b, _ := hex.DecodeString(ps.Sig)
-				md.Signatures = append(md.Signatures, metadata.Signature{KeyID: ps.KeyID, Signature: b})
-			}
-		}
-	}
+	attachSignatures(md, status, sigs)
 	var v int64
 	if p.Role == RoleTargets {
 		v, err = r.repo.publishSignedLocked(ctx, st, md, p.Base, extra.targets(), r.Signers())
@@ -694,4 +610,125 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 	}
 	status.Published = true
 	return status, nil
+}
+
+// recordSignature checks one uploaded signature over the pending metadata
+// md of row p (ref names it in errors, resign is the command that signs it
+// again) and records it. It returns the signing status and every
+// signature now recorded; status.Needed 0 means the threshold is met. The
+// caller holds the writer lock; discarded is what pendingRelease (or
+// pendingDelegation) reported.
+func (r *Releases) recordSignature(ctx context.Context, st *state, p pendingRow, md *metadata.Metadata[metadata.TargetsType], discarded int, up SignatureUpload, actor, ref, resign string) (SigningStatus, []pendingSig, error) {
+	_, sum, err := canonicalSigned(md)
+	if err != nil {
+		return SigningStatus{}, nil, err
+	}
+	if up.PayloadSHA256 != sum {
+		if discarded >= 0 {
+			return SigningStatus{}, nil, staleError("other metadata was published after the payload of %s was built; it was rebuilt as %s v%d (sha256 %s) and the %d signature(s) collected for the old payload were discarded: fetch it again and sign (%s)",
+				ref, p.Role, p.Ver, sum, discarded, resign)
+		}
+		return SigningStatus{}, nil, staleError("the signature is over payload sha256 %s but %s now waits for %s v%d (sha256 %s): fetch it again and sign (%s)",
+			up.PayloadSHA256, ref, p.Role, p.Ver, sum, resign)
+	}
+	delegator, err := st.delegator(p.Role)
+	if err != nil {
+		return SigningStatus{}, nil, err
+	}
+	if dr := st.delegatedRole(p.Role); dr != nil && !slices.Contains(dr.KeyIDs, up.KeyID) {
+		return SigningStatus{}, nil, tufota.Errorf(tufota.EForbidden, "sign %s: key %s is not a key of delegated role %s (targets v%d delegates %s to keys %s)",
+			ref, up.KeyID, p.Role, st.targets.Signed.Version, strings.Join(dr.Paths, ", "), strings.Join(dr.KeyIDs, ", "))
+	}
+	if err := verifyOne(delegator, p.Role, md, up); err != nil {
+		return SigningStatus{}, nil, fmt.Errorf("sign %s: %w", ref, err)
+	}
+	sigs, err := loadSigs(ctx, r.db, p.ID)
+	if err != nil {
+		return SigningStatus{}, nil, err
+	}
+	for _, s := range sigs {
+		if s.KeyID == up.KeyID {
+			return SigningStatus{}, nil, tufota.Errorf(tufota.EConflict, "key %s has already signed %s (%s v%d, by %s at %s)", up.KeyID, ref, p.Role, p.Ver, s.SignedBy, s.CreatedAt.Format(time.RFC3339))
+		}
+	}
+	for _, k := range r.Signers().Targets {
+		if id, err := KeyID(k); err == nil && id == up.KeyID && p.Role == RoleTargets {
+			return SigningStatus{}, nil, tufota.Errorf(tufota.EConflict, "key %s is held by the server, which signs with it itself", up.KeyID)
+		}
+	}
+	now := r.now().UTC()
+	if _, err := r.db.Exec(ctx, `INSERT INTO pending_signatures (pending_id, keyid, sig, payload_sha256, signed_by, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		p.ID, up.KeyID, up.Sig, sum, actor, now.UnixNano()); err != nil {
+		if errors.Is(err, tufota.ErrConflict) {
+			return SigningStatus{}, nil, tufota.Errorf(tufota.EConflict, "key %s has already signed %s", up.KeyID, ref)
+		}
+		return SigningStatus{}, nil, fmt.Errorf("sign %s: record signature: %w", ref, err)
+	}
+	sigs = append(sigs, pendingSig{KeyID: up.KeyID, Sig: up.Sig, PayloadSHA256: sum, SignedBy: actor, CreatedAt: now})
+	status, err := r.targetsStatus(delegator, p, md, sigs)
+	return status, sigs, err
+}
+
+// attachSignatures replaces md's signatures with the recorded ones that
+// status counts.
+func attachSignatures(md *metadata.Metadata[metadata.TargetsType], status SigningStatus, sigs []pendingSig) {
+	md.ClearSignatures()
+	for _, s := range status.Signatures {
+		for _, ps := range sigs {
+			if ps.KeyID == s.KeyID {
+				b, _ := hex.DecodeString(ps.Sig)
+				md.Signatures = append(md.Signatures, metadata.Signature{KeyID: ps.KeyID, Signature: b})
+			}
+		}
+	}
+}
+
+// rebuildPending replaces the metadata of pending row p with nmd, built on
+// version base, and discards the signatures collected for the old
+// payload (they are over other bytes). It returns the updated row and how
+// many signatures went.
+func (r *Releases) rebuildPending(ctx context.Context, p pendingRow, base int64, nmd *metadata.Metadata[metadata.TargetsType], ref string) (pendingRow, int, error) {
+	mdJSON, err := nmd.ToBytes(false)
+	if err != nil {
+		return p, 0, err
+	}
+	sigs, err := loadSigs(ctx, r.db, p.ID)
+	if err != nil {
+		return p, 0, err
+	}
+	now := r.now().UTC()
+	err = r.db.Tx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM pending_signatures WHERE pending_id = ?`, p.ID); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE pending_metadata SET base_version = ?, version = ?, metadata = ?, updated_at = ? WHERE id = ?`,
+			base, nmd.Signed.Version, string(mdJSON), now.UnixNano(), p.ID)
+		return err
+	})
+	if err != nil {
+		return p, 0, fmt.Errorf("rebuild pending %s metadata of %s: %w", p.Role, ref, err)
+	}
+	r.repo.log.WarnContext(ctx, "pending metadata rebuilt on new metadata; collected signatures discarded",
+		"pending", ref, "role", p.Role, "old_base", p.Base, "new_version", nmd.Signed.Version, "discarded", len(sigs))
+	p.Base, p.Ver, p.Metadata, p.UpdatedAt = base, nmd.Signed.Version, mdJSON, now
+	return p, len(sigs), nil
+}
+
+// addServerTargetsSigs adds the signatures of the server's own targets
+// keys (if it holds any of root's targets keys) to md.
+func addServerTargetsSigs(root *metadata.Metadata[metadata.RootType], md *metadata.Metadata[metadata.TargetsType], s Signers) error {
+	rr := root.Signed.Roles[RoleTargets]
+	for _, k := range s.Targets {
+		if k == nil {
+			continue
+		}
+		id, err := KeyID(k)
+		if err != nil || !slices.Contains(rr.KeyIDs, id) || hasSig(md.Signatures, id) {
+			continue
+		}
+		if _, err := md.Sign(k); err != nil {
+			return fmt.Errorf("sign targets v%d with server key %s: %w", md.Signed.Version, id, err)
+		}
+	}
+	return nil
 }

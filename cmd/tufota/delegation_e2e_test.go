@@ -167,3 +167,65 @@ func TestDelegationCLI(t *testing.T) {
 		t.Fatalf("status does not list the pump role:\n%s", out)
 	}
 }
+
+// TestPendingDelegationCLI: under a 2-of-2 targets role whose keys the
+// server does not hold, `delegation add` is a pending targets change; the
+// two targets key holders sign it with `delegation sign` (each checking
+// the payload against the verified repository), and then the pump line's
+// own key publishes a pump release.
+func TestPendingDelegationCLI(t *testing.T) {
+	pass := "delegation-test-passphrase"
+	keyDir := t.TempDir()
+	key := func(name string) string {
+		p := filepath.Join(keyDir, name+".key")
+		if _, err := signer.GenerateFileKey(p, "ecdsa-p256", []byte(pass)); err != nil {
+			t.Fatal(err)
+		}
+		return "file:" + p
+	}
+	alice, bob, pump := key("alice"), key("bob"), key("pump")
+	h := startHarnessFull(t, map[string]string{"TUFOTA_KEY_PASSPHRASE": pass}, []string{
+		"--targets-key", alice, "--targets-key", bob, "--targets-threshold", "2",
+	})
+
+	out := h.mustCLI("delegation", "add", "pump", "--paths", "pump/*/*", "--key", pump)
+	if !strings.Contains(out, "Pending: targets v2 adds the delegation") || !strings.Contains(out, "2 more signature(s) needed") {
+		t.Fatalf("delegation add under an offline targets role:\n%s", out)
+	}
+	if out := h.mustCLI("delegation", "list"); strings.Contains(out, "pump/*/*") {
+		t.Fatalf("a pending delegation is listed:\n%s", out)
+	}
+	if _, err := h.runCLI("delegation", "sign", "pump", "--key", pump, "--yes"); err == nil || !strings.Contains(err.Error(), "is not a key of this repository") {
+		t.Fatalf("the pump key signing the top-level targets: %v", err)
+	}
+	if out := h.mustCLI("delegation", "sign", "pump", "--key", alice, "--yes"); !strings.Contains(out, "1 more signature(s) needed") {
+		t.Fatalf("first targets signature:\n%s", out)
+	}
+	if out := h.mustCLI("delegation", "sign", "pump", "--key", bob, "--yes"); !strings.Contains(out, "Delegation pump published as targets v2") {
+		t.Fatalf("second targets signature:\n%s", out)
+	}
+	if _, err := h.runCLI("delegation", "cancel", "pump"); err == nil || !strings.Contains(err.Error(), "published already") {
+		t.Fatalf("cancel of a published delegation: %v", err)
+	}
+	if out := h.mustCLI("delegation", "list"); !strings.Contains(out, "pump/*/*") {
+		t.Fatalf("delegation list after publish:\n%s", out)
+	}
+
+	fw, want := h.writeFirmware("pump.bin", 3000)
+	h.mustCLI("release", "push", fw, "--name", "pump", "--version", "1.0.0", "--hardware", "pump-a")
+	if _, err := h.runCLI("release", "sign", "pump@1.0.0", "--key", alice, "--yes"); err == nil || !strings.Contains(err.Error(), "not a key of delegated role pump") {
+		t.Fatalf("a targets key signing a pump release: %v", err)
+	}
+	if out := h.mustCLI("release", "sign", "pump@1.0.0", "--key", pump, "--yes"); !strings.Contains(out, "published as pump v1") {
+		t.Fatalf("pump signature:\n%s", out)
+	}
+	if got, err := h.download(h.root, "pump/1.0.0/pump.bin"); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("stock updater download: %v", err)
+	}
+	audit := h.mustCLI("audit", "log", "-o", "json")
+	for _, want := range []string{`"delegation.sign"`, `"delegation.publish"`} {
+		if !strings.Contains(audit, want) {
+			t.Fatalf("audit log lacks %s", want)
+		}
+	}
+}

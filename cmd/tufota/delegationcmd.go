@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -20,7 +22,7 @@ func (a *app) delegationCommand() *cobra.Command {
 		Use:   "delegation",
 		Short: "Delegate a product line's releases to its own signing keys",
 	}
-	cmd.AddCommand(a.delegationAddCommand(), a.delegationListCommand())
+	cmd.AddCommand(a.delegationAddCommand(), a.delegationListCommand(), a.delegationSignCommand(), a.delegationCancelCommand())
 	return cmd
 }
 
@@ -54,6 +56,11 @@ func (a *app) delegationAddCommand() *cobra.Command {
 			}
 			return a.print(d, func(w io.Writer) {
 				printDelegation(w, d)
+				if s := d.Signing; s != nil {
+					fmt.Fprintf(w, "Pending: targets v%d adds the delegation and needs %d of its %d targets keys; %d more signature(s) needed.\n", s.Version, s.Threshold, len(s.Keys), s.Needed)
+					fmt.Fprintf(w, "Targets key holders now run: tufota delegation sign %s --key URI\n", d.Name)
+					return
+				}
 				fmt.Fprintf(w, "Releases under %s now wait for %d of these keys: tufota release sign NAME@VERSION --key URI\n", strings.Join(d.Paths, ", "), d.Threshold)
 			})
 		},
@@ -111,4 +118,147 @@ func delegationOf(t *metadata.TargetsType, role string) (*metadata.DelegatedRole
 		}
 	}
 	return nil, tufota.Errorf(tufota.EInvalid, "the verified targets v%d delegates to no role %s; refusing to sign", t.Version, role)
+}
+
+// delegationSignCommand is `tufota delegation sign NAME --key URI`: a
+// targets key holder signs the top-level targets change that adds a
+// pending delegation.
+func (a *app) delegationSignCommand() *cobra.Command {
+	var keyURI, rootFile string
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "sign NAME --key URI [--root root.json] [--yes]",
+		Short: "Sign, with your targets key, the targets change that adds a pending delegation",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			name := args[0]
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			base := "/api/v1/delegations/" + url.PathEscape(name)
+			var p signer.SigningPayload
+			if err := c.getJSON(ctx, base+"/signing", &p); err != nil {
+				return err
+			}
+			var signed metadata.TargetsType
+			if err := decodeCanonical(p.Payload, &signed); err != nil || signed.Type != metadata.TARGETS || p.Role != metadata.TARGETS {
+				return tufota.Errorf(tufota.EInvalid, "the payload is not top-level targets metadata; refusing to sign")
+			}
+			if rootFile == "" {
+				return tufota.Errorf(tufota.EInvalid, "delegation sign: --root FILE is required: the repository's trust anchor (root.json), to verify what else the payload would sign")
+			}
+			top, _, err := verifiedTargets(ctx, c, rootFile, metadata.TARGETS, "")
+			if err != nil {
+				return err
+			}
+			dr, err := checkDelegationPayload(&top.Signed, &signed, name)
+			if err != nil {
+				return err
+			}
+			w := a.stderr
+			row(w, "Delegation:", dr.Name)
+			row(w, "Paths:", strings.Join(dr.Paths, ", "))
+			row(w, "Threshold:", fmt.Sprintf("%d of %d keys", dr.Threshold, len(dr.KeyIDs)))
+			for _, id := range dr.KeyIDs {
+				row(w, "  key:", id)
+			}
+			row(w, "targets version:", fmt.Sprintf("%d (the published %d, verified against %s, plus this delegation), expires %s", signed.Version, top.Signed.Version, rootFile, signed.Expires.Format("2006-01-02")))
+			row(w, "Signatures:", fmt.Sprintf("%d of %d so far", p.Status.Threshold-p.Status.Needed, p.Status.Threshold))
+			sv, err := a.openKey(ctx, keyURI)
+			if err != nil {
+				return err
+			}
+			up, err := signPayload(sv, p)
+			if err != nil {
+				return err
+			}
+			if err := a.confirm(yes, fmt.Sprintf("Sign delegation %s (targets v%d) with key %s?", name, signed.Version, up.KeyID)); err != nil {
+				return err
+			}
+			var st signer.SigningStatus
+			if err := c.sendJSON(ctx, http.MethodPost, base+"/signatures", up, &st); err != nil {
+				return err
+			}
+			return a.print(st, func(w io.Writer) {
+				if st.Published {
+					fmt.Fprintf(w, "Delegation %s published as targets v%d: threshold %d met.\n", name, st.Version, st.Threshold)
+					return
+				}
+				fmt.Fprintf(w, "Signed delegation %s. %d more signature(s) needed (threshold %d).\n", name, st.Needed, st.Threshold)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&keyURI, "key", "", "your targets key URI: file:PATH, pkcs11:..., awskms://... (required)")
+	cmd.Flags().BoolVar(&yes, "yes", false, "sign without asking")
+	cmd.Flags().StringVar(&rootFile, "root", a.env["TUFOTA_ROOT"], "the repository's trust anchor root.json (env TUFOTA_ROOT): the payload is checked against the verified published targets")
+	_ = cmd.MarkFlagRequired("key")
+	return cmd
+}
+
+func (a *app) delegationCancelCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel NAME",
+		Short: "Withdraw a delegation that waits for targets signatures",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/delegations/"+url.PathEscape(args[0]), nil, "", nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "Delegation %s cancelled; nothing was published.\n", args[0])
+			return nil
+		},
+	}
+}
+
+// checkDelegationPayload refuses a top-level targets payload that does
+// anything but add the delegated role name, last, to the verified current
+// targets cur (a compromised server could otherwise have a targets key
+// holder sign another image or another role), and returns the new role.
+func checkDelegationPayload(cur, next *metadata.TargetsType, name string) (*metadata.DelegatedRole, error) {
+	if next.Delegations == nil || len(next.Delegations.Roles) == 0 || next.Delegations.Roles[len(next.Delegations.Roles)-1].Name != name {
+		return nil, tufota.Errorf(tufota.EInvalid, "the payload does not add delegation %s as the last delegated role; refusing to sign", name)
+	}
+	if slices.ContainsFunc(next.Delegations.Roles[:len(next.Delegations.Roles)-1], func(r metadata.DelegatedRole) bool { return r.Name == name }) {
+		return nil, tufota.Errorf(tufota.EInvalid, "the payload lists delegation %s twice; refusing to sign", name)
+	}
+	dr := next.Delegations.Roles[len(next.Delegations.Roles)-1]
+	if !dr.Terminating || len(dr.PathHashPrefixes) > 0 || next.Delegations.SuccinctRoles != nil {
+		return nil, tufota.Errorf(tufota.EInvalid, "the payload's delegation %s is not a terminating path delegation; refusing to sign", name)
+	}
+	for _, p := range dr.Paths {
+		if err := signer.ValidateDelegationPath(p); err != nil {
+			return nil, fmt.Errorf("the payload's delegation %s: %w; refusing to sign", name, err)
+		}
+	}
+	// What remains once the new role (and keys only it uses) is taken out
+	// must be exactly the published targets, version aside.
+	stripped := *next
+	d := *next.Delegations
+	d.Roles = d.Roles[:len(d.Roles)-1]
+	d.Keys = map[string]*metadata.Key{}
+	for id, k := range next.Delegations.Keys {
+		used := slices.ContainsFunc(d.Roles, func(r metadata.DelegatedRole) bool { return slices.Contains(r.KeyIDs, id) })
+		if used || !slices.Contains(dr.KeyIDs, id) {
+			d.Keys[id] = k
+		}
+	}
+	for _, id := range dr.KeyIDs {
+		if _, ok := next.Delegations.Keys[id]; !ok {
+			return nil, tufota.Errorf(tufota.EInvalid, "the payload's delegation %s names key %s but lists no such key; refusing to sign", name, id)
+		}
+	}
+	stripped.Delegations = &d
+	if len(d.Roles) == 0 && len(d.Keys) == 0 && cur.Delegations == nil {
+		stripped.Delegations = nil
+	}
+	if err := checkPayloadChanges(cur, &stripped); err != nil {
+		return nil, err
+	}
+	return &dr, nil
 }

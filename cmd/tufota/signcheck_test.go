@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	sigsig "github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota"
@@ -161,5 +162,136 @@ func TestReleaseSignRefusesSmuggledTarget(t *testing.T) {
 	}
 	if _, err := h.runCLI("release", "cancel", "pump-fw@2.0.0"); err == nil || !strings.Contains(err.Error(), "only a pending release can be cancelled") {
 		t.Fatalf("cancel of a published release: %v", err)
+	}
+}
+
+// delegatedTargets returns targets metadata at version with the given
+// delegated roles (name → paths), each with one new key.
+func delegatedTargets(t *testing.T, version int64, roles ...[2]string) *metadata.TargetsType {
+	t.Helper()
+	tt := metadata.Targets(time.Now().Add(time.Hour)).Signed
+	tt.Version = version
+	if len(roles) == 0 {
+		return &tt
+	}
+	tt.Delegations = &metadata.Delegations{Keys: map[string]*metadata.Key{}}
+	for _, r := range roles {
+		k := tufKeyForTest(t)
+		id, _ := k.ID()
+		tt.Delegations.Keys[id] = k
+		tt.Delegations.Roles = append(tt.Delegations.Roles, metadata.DelegatedRole{Name: r[0], Paths: []string{r[1]}, KeyIDs: []string{id}, Threshold: 1, Terminating: true})
+	}
+	return &tt
+}
+
+func tufKeyForTest(t *testing.T) *metadata.Key {
+	t.Helper()
+	sv, _, err := sigsig.NewDefaultECDSASignerVerifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := sv.PublicKey()
+	k, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestCheckDelegatedPaths: a signer signs a path only in the role that
+// devices consult for it; a top-level targets key never signs a delegated
+// path (devices would trust it before the delegation).
+func TestCheckDelegatedPaths(t *testing.T) {
+	top := delegatedTargets(t, 3, [2]string{"pump", "pump/*/*"}, [2]string{"all", "*/*/*"})
+	for _, tc := range []struct {
+		role, path, want string
+	}{
+		{"targets", "vent/1.0.0/fw.bin", "is delegated to role all"},
+		{"targets", "pump/1.0.0/fw.bin", "is delegated to role pump"},
+		{"pump", "pump/1.0.0/fw.bin", ""},
+		{"all", "vent/1.0.0/fw.bin", ""},
+		{"all", "pump/1.0.0/fw.bin", "does not delegate pump/1.0.0/fw.bin to role all"},
+		{"pump", "vent/1.0.0/fw.bin", "does not delegate vent/1.0.0/fw.bin to role pump"},
+		{"nosuch", "pump/1.0.0/fw.bin", "to role nosuch"},
+	} {
+		err := checkDelegatedPaths(top, tc.role, []string{tc.path})
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%s signing %s: refused: %v", tc.role, tc.path, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) || tufota.ErrorCode(err) != tufota.EInvalid {
+			t.Errorf("%s signing %s: %v, want EInvalid %q", tc.role, tc.path, err, tc.want)
+		}
+	}
+	if err := checkDelegatedPaths(delegatedTargets(t, 1), "targets", []string{"pump/1.0.0/fw.bin"}); err != nil {
+		t.Errorf("no delegations: %v", err)
+	}
+}
+
+// TestCheckDelegationPayload: a targets key holder signing a new
+// delegation signs exactly "the published targets plus this role".
+func TestCheckDelegationPayload(t *testing.T) {
+	cur := delegatedTargets(t, 4, [2]string{"monitor", "monitor/*/*"})
+	add := func(base *metadata.TargetsType, version int64, name, path string) *metadata.TargetsType {
+		raw, _ := json.Marshal(base)
+		var next metadata.TargetsType
+		if err := json.Unmarshal(raw, &next); err != nil {
+			t.Fatal(err)
+		}
+		next.Version = version
+		if next.Delegations == nil {
+			next.Delegations = &metadata.Delegations{Keys: map[string]*metadata.Key{}}
+		}
+		extra := delegatedTargets(t, 0, [2]string{name, path})
+		for id, k := range extra.Delegations.Keys {
+			next.Delegations.Keys[id] = k
+		}
+		next.Delegations.Roles = append(next.Delegations.Roles, extra.Delegations.Roles...)
+		return &next
+	}
+	good := add(cur, 5, "pump", "pump/*/*")
+	widened := add(cur, 5, "pump", "pump/*/*")
+	widened.Delegations.Roles[0].Paths = []string{"*/*/*"}
+	twice := add(good, 5, "pump", "pump/*/*")
+	notLast := add(cur, 5, "pump", "pump/*/*")
+	notLast.Delegations.Roles[0], notLast.Delegations.Roles[1] = notLast.Delegations.Roles[1], notLast.Delegations.Roles[0]
+	notTerm := add(cur, 5, "pump", "pump/*/*")
+	notTerm.Delegations.Roles[1].Terminating = false
+	badPath := add(cur, 5, "pump", "pump/*")
+	withImage := add(cur, 5, "pump", "pump/*/*")
+	tf, _ := metadata.TargetFile().FromBytes("evil/1.0.0/x.bin", []byte("x"))
+	withImage.Targets[tf.Path] = tf
+	first := add(delegatedTargets(t, 1), 2, "pump", "pump/*/*")
+
+	for _, tc := range []struct {
+		name      string
+		cur, next *metadata.TargetsType
+		want      string
+	}{
+		{"adds the role", cur, good, ""},
+		{"first delegation", delegatedTargets(t, 1), first, ""},
+		{"widens another role", cur, widened, "changes the delegations"},
+		{"adds the role twice", cur, twice, "twice"},
+		{"not last", cur, notLast, "as the last delegated role"},
+		{"not terminating", cur, notTerm, "not a terminating path delegation"},
+		{"bad path", cur, badPath, "has 2 segment(s)"},
+		{"smuggles an image", cur, withImage, "adds evil/1.0.0/x.bin"},
+		{"other role", cur, add(cur, 5, "vent", "vent/*/*"), "does not add delegation pump"},
+		{"skips a version", cur, add(cur, 6, "pump", "pump/*/*"), "is targets v6"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dr, err := checkDelegationPayload(tc.cur, tc.next, "pump")
+			if tc.want == "" {
+				if err != nil || dr.Name != "pump" {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%v, want an error saying %q", err, tc.want)
+			}
+		})
 	}
 }
