@@ -1,6 +1,7 @@
 package server
 
 import (
+	"path"
 	"strings"
 	"testing"
 
@@ -36,6 +37,40 @@ func FuzzMetadataFileName(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		if metadataFile.MatchString(s) && (strings.ContainsAny(s, "/\\\x00") || strings.Contains(s, "..")) {
 			t.Fatalf("metadata route accepts %q", s)
+		}
+	})
+}
+
+// FuzzDecodeDelegationRequest feeds arbitrary bytes to the strict JSON
+// decoder and the validation the delegation endpoint runs: never a panic,
+// and an accepted request has a safe role name (it becomes a metadata file
+// name the /tuf/ route serves), three-segment patterns TUF can match, and
+// usable keys within the threshold.
+func FuzzDecodeDelegationRequest(f *testing.F) {
+	f.Add(`{"name":"pump","paths":["pump/*/*"],"keys":[{"keytype":"ed25519","scheme":"ed25519","keyval":{"public":"` + strings.Repeat("ab", 32) + `"}}],"threshold":1}`)
+	f.Add(`{"name":"../x","paths":["../*/*"],"keys":[],"threshold":0}`)
+	f.Add(`{"name":"pump","paths":["pump/[a-/*"],"keys":[null],"threshold":1}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		var req signer.DelegationRequest
+		if err := decodeStrict(strings.NewReader(body), &req); err != nil {
+			return
+		}
+		if err := req.Validate(); err != nil {
+			return
+		}
+		if !metadataFile.MatchString("1." + req.Name + ".json") {
+			t.Fatalf("accepted role name %q is not a servable metadata name", req.Name)
+		}
+		for _, p := range req.Paths {
+			if strings.Count(p, "/") != 2 || strings.Contains(p, "..") || strings.ContainsAny(p, "[\\") {
+				t.Fatalf("accepted path pattern %q", p)
+			}
+			if _, err := path.Match(p, "a/b/c"); err != nil {
+				t.Fatalf("accepted pattern %q does not compile: %v", p, err)
+			}
+		}
+		if req.Threshold < 1 || req.Threshold > len(req.Keys) {
+			t.Fatalf("accepted threshold %d with %d keys", req.Threshold, len(req.Keys))
 		}
 	})
 }

@@ -386,3 +386,28 @@ func TestPendingDelegationUnderOfflineTargets(t *testing.T) {
 		t.Fatalf("stock download: %v", err)
 	}
 }
+
+// FuzzValidateDelegationPath: an accepted pattern has three segments, no
+// way out of the targets tree, and compiles for TUF's segment matching; a
+// refusal is always tufota.EInvalid.
+func FuzzValidateDelegationPath(f *testing.F) {
+	for _, s := range []string{"pump/*/*", "pump/*", "*/*/*", "a/../b", "pump-?/2.*/fw.bin", "x/[a]/*", "/a/b", "a/b/", "a\\b/c/d"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		err := ValidateDelegationPath(p)
+		if err != nil {
+			if code := tufota.ErrorCode(err); code != tufota.EInvalid {
+				t.Fatalf("ValidateDelegationPath(%q) code %s: %v", p, code, err)
+			}
+			return
+		}
+		if strings.Count(p, "/") != 2 || strings.Contains(p, "..") || strings.ContainsAny(p, "[]\\\x00") {
+			t.Fatalf("accepted %q", p)
+		}
+		role := metadata.DelegatedRole{Name: "r", Paths: []string{p}}
+		if _, err := role.IsDelegatedPath("a/b/c"); err != nil {
+			t.Fatalf("accepted %q, which go-tuf cannot match: %v", p, err)
+		}
+	})
+}
