@@ -46,8 +46,23 @@ func (s *Server) addDelegation(c echo.Context) error {
 	return c.JSON(http.StatusCreated, d)
 }
 
-// delegationSigning answers the signing payload of a pending delegation:
-// the next top-level targets metadata, which adds it.
+// renewDelegation proposes the next version of a delegated role's
+// metadata, same targets, new expiry, for the role's key holders to sign.
+func (s *Server) renewDelegation(c echo.Context) error {
+	name := c.Param("name")
+	object := "delegation/" + name
+	auditObject(c, object, nil)
+	d, err := s.cfg.Releases.RenewDelegation(c.Request().Context(), name, principal(c).Name)
+	if err != nil {
+		return err
+	}
+	auditObject(c, object, map[string]string{"renewal_version": strconv.FormatInt(d.Signing.Version, 10), "needed": strconv.Itoa(d.Signing.Needed)})
+	return c.JSON(http.StatusAccepted, d)
+}
+
+// delegationSigning answers the signing payload of a pending delegation
+// (the next top-level targets metadata, which adds it) or of a pending
+// renewal (the role's next metadata).
 func (s *Server) delegationSigning(c echo.Context) error {
 	p, err := s.cfg.Releases.DelegationPayload(c.Request().Context(), c.Param("name"))
 	if err != nil {

@@ -168,6 +168,8 @@ func (ts *testServer) validRequest(t *testing.T, r Route) *http.Request {
 		} else {
 			req = httptest.NewRequest(r.Method, u+r.Path, nil)
 		}
+	case "/api/v1/delegations/:name/renew":
+		req = jsonRequest(r.Method, u+"/api/v1/delegations/"+ts.publishedDelegation(t, n)+"/renew", "")
 	case "/api/v1/tokens":
 		if r.Method == http.MethodPost {
 			req = httptest.NewRequest(r.Method, u+r.Path, strings.NewReader(fmt.Sprintf(`{"name":"t%d","role":"auditor"}`, n)))
@@ -363,4 +365,36 @@ func lineKeyJSON(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// publishedDelegation adds a delegation (while the targets role is
+// online) and publishes one release under it, so that the role has
+// metadata to renew; it returns the role's name.
+func (ts *testServer) publishedDelegation(t *testing.T, n int64) string {
+	t.Helper()
+	ctx := context.Background()
+	name := fmt.Sprintf("renew-%d", n)
+	key, _, err := signature.NewDefaultECDSASignerVerifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := key.PublicKey()
+	k, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.cfg.Releases.AddDelegation(ctx, signer.DelegationRequest{Name: name, Paths: []string{name + "/*/*"}, Keys: []*metadata.Key{k}, Threshold: 1}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.cfg.Releases.Push(ctx, signer.PushRequest{Name: name, Version: "1.0.0", Hardware: []string{"pump-a"}, File: "fw.bin"}, strings.NewReader("fw"), 1<<20, "test"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := ts.cfg.Releases.ReleasePayload(ctx, name, "1.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ts.cfg.Releases.SignRelease(ctx, name, "1.0.0", upload(t, key, p), "test"); err != nil || !st.Published {
+		t.Fatalf("publish under %s: %+v %v", name, st, err)
+	}
+	return name
 }

@@ -381,6 +381,14 @@ func (r *Repository) publishDelegatedLocked(ctx context.Context, st *state, role
 			return 0, fmt.Errorf("publish: %w", err)
 		}
 	}
+	return r.writeRoleLocked(ctx, st, role, md, add, s)
+}
+
+// writeRoleLocked verifies md, the signed metadata of delegated role,
+// against the delegation, moves add's staged blobs into place and writes
+// N.ROLE.json, a snapshot that names it and a timestamp. The caller holds
+// the writer lock and checked what md changes.
+func (r *Repository) writeRoleLocked(ctx context.Context, st *state, role string, md *metadata.Metadata[metadata.TargetsType], add []Target, s Signers) (int64, error) {
 	v := md.Signed.Version
 	if err := st.targets.VerifyDelegate(role, md); err != nil {
 		return 0, tufota.Errorf(tufota.EInvalid, "%s v%d does not verify with the signatures collected: %v", role, v, err)
@@ -495,6 +503,80 @@ func (r *Releases) createPendingDelegation(ctx context.Context, st *state, base 
 	return d, nil
 }
 
+// RenewDelegation proposes the next version of delegated role name's
+// metadata with the same targets and a new expiry date (expiry policy:
+// that of targets), for the role's key holders to sign (DelegationPayload,
+// SignDelegation): how an offline product line keeps its metadata valid
+// between releases. A role with no metadata yet (no release) or an
+// unknown role is tufota.EConflict or tufota.ENotFound; a renewal or other
+// change already pending, tufota.EConflict.
+func (r *Releases) RenewDelegation(ctx context.Context, name, actor string) (Delegation, error) {
+	unlock, err := r.repo.lock(ctx)
+	if err != nil {
+		return Delegation{}, err
+	}
+	defer unlock()
+	st, err := r.repo.load(ctx)
+	if err != nil {
+		return Delegation{}, fmt.Errorf("renew delegation %s: %w", name, err)
+	}
+	dr := st.delegatedRole(name)
+	if dr == nil {
+		return Delegation{}, tufota.Errorf(tufota.ENotFound, "renew delegation %s: targets v%d delegates to no role %s", name, st.targets.Signed.Version, name)
+	}
+	cur := st.delegated[name]
+	if cur == nil {
+		return Delegation{}, tufota.Errorf(tufota.EConflict, "renew delegation %s: the role has no metadata yet; its first release creates it", name)
+	}
+	if p, err := loadPending(ctx, r.db, pendingDelegationID(name)); err == nil {
+		return Delegation{}, tufota.Errorf(tufota.EConflict, "renew delegation %s: a change waits for signatures already (since %s, by %s): sign it (tufota delegation sign %s) or cancel it (tufota delegation cancel %s)",
+			name, p.CreatedAt.Format(time.RFC3339), p.CreatedBy, name, name)
+	} else if !errors.Is(err, tufota.ErrNotFound) {
+		return Delegation{}, err
+	}
+	base := cur.Signed.Version
+	md := renewed(cur, r.repo.expires(r.repo.expiry.Targets))
+	mdJSON, err := md.ToBytes(false)
+	if err != nil {
+		return Delegation{}, err
+	}
+	extra, err := json.Marshal(DelegationRequest{Name: name})
+	if err != nil {
+		return Delegation{}, err
+	}
+	id, now := pendingDelegationID(name), r.now().UTC().UnixNano()
+	if _, err := r.db.Exec(ctx, `INSERT INTO pending_metadata (id, role, base_version, version, metadata, extra, created_at, created_by, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, name, base, md.Signed.Version, string(mdJSON), string(extra), now, actor, now); err != nil {
+		return Delegation{}, fmt.Errorf("record renewal of %s: %w", name, err)
+	}
+	p, err := loadPending(ctx, r.db, id)
+	if err != nil {
+		return Delegation{}, err
+	}
+	delegator, err := st.delegator(name)
+	if err != nil {
+		return Delegation{}, err
+	}
+	status, err := r.targetsStatus(delegator, p, md, nil)
+	if err != nil {
+		return Delegation{}, err
+	}
+	d := delegationOf(st, *dr)
+	d.Signing = &status
+	return d, nil
+}
+
+// renewed returns a copy of cur, unsigned, at the next version with
+// expiry exp and the same targets.
+func renewed(cur *metadata.Metadata[metadata.TargetsType], exp time.Time) *metadata.Metadata[metadata.TargetsType] {
+	b, _ := cur.ToBytes(false)
+	md, _ := new(metadata.Metadata[metadata.TargetsType]).FromBytes(b)
+	md.ClearSignatures()
+	md.Signed.Version++
+	md.Signed.Expires = exp
+	return md
+}
+
 // pendingDelegation loads the pending targets change that adds delegation
 // name, under the writer lock, rebuilding it on the current targets first
 // if they moved on (discarded is then how many signatures went, else -1).
@@ -515,7 +597,17 @@ func (r *Releases) pendingDelegation(ctx context.Context, st *state, name string
 		return p, nil, 0, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
 	}
 	discarded = -1
-	if cur := st.targets.Signed.Version; p.Base != cur {
+	if p.Role != RoleTargets { // a renewal of the role's own metadata
+		if cur := st.roleVersion(p.Role); p.Base != cur {
+			prev := st.delegated[p.Role]
+			if prev == nil {
+				return p, nil, 0, tufota.Errorf(tufota.EInternal, "pending renewal of %s: the role has no metadata", name)
+			}
+			if p, discarded, err = r.rebuildPending(ctx, p, cur, renewed(prev, r.repo.expires(r.repo.expiry.Targets)), ref); err != nil {
+				return p, nil, 0, err
+			}
+		}
+	} else if cur := st.targets.Signed.Version; p.Base != cur {
 		if st.delegatedRole(name) != nil {
 			return p, nil, 0, tufota.Errorf(tufota.EConflict, "delegation %s is published already (targets v%d); there is nothing to sign", name, cur)
 		}
@@ -567,7 +659,11 @@ func (r *Releases) DelegationPayload(ctx context.Context, name string) (SigningP
 	if err != nil {
 		return SigningPayload{}, err
 	}
-	status, err := r.targetsStatus(st.root, p, md, sigs)
+	delegator, err := st.delegator(p.Role)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	status, err := r.targetsStatus(delegator, p, md, sigs)
 	if err != nil {
 		return SigningPayload{}, err
 	}
@@ -575,7 +671,7 @@ func (r *Releases) DelegationPayload(ctx context.Context, name string) (SigningP
 	if err := json.Unmarshal(p.Extra, &req); err != nil {
 		return SigningPayload{}, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
 	}
-	return SigningPayload{Role: RoleTargets, Payload: payload, PayloadSHA256: sum, Delegation: &req, Status: status}, nil
+	return SigningPayload{Role: p.Role, Payload: payload, PayloadSHA256: sum, Delegation: &req, Status: status}, nil
 }
 
 // SignDelegation adds one targets signature to the pending delegation
@@ -609,12 +705,17 @@ func (r *Releases) SignDelegation(ctx context.Context, name string, up Signature
 		return status, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
 	}
 	attachSignatures(md, status, sigs)
-	v, err := r.repo.publishDelegationLocked(ctx, st, md, p.Base, req, r.Signers())
+	var v int64
+	if p.Role == RoleTargets {
+		v, err = r.repo.publishDelegationLocked(ctx, st, md, p.Base, req, r.Signers())
+	} else {
+		v, err = r.repo.publishRenewalLocked(ctx, st, p.Role, md, p.Base, r.Signers())
+	}
 	if err != nil {
 		return status, fmt.Errorf("sign %s: signature recorded, threshold met, but publish failed: %w", ref, err)
 	}
 	if err := deletePending(context.WithoutCancel(ctx), r.db, p.ID); err != nil {
-		return status, fmt.Errorf("sign %s: published as targets v%d, but its pending row remains (it is refused as published): %w", ref, v, err)
+		return status, fmt.Errorf("sign %s: published as %s v%d, but its pending row remains: %w", ref, p.Role, v, err)
 	}
 	status.Published = true
 	return status, nil
@@ -685,6 +786,29 @@ func (r *Repository) publishDelegationLocked(ctx context.Context, st *state, md 
 	}
 	r.log.InfoContext(ctx, "tuf delegation published with offline signatures", "role", req.Name, "targets_version", md.Signed.Version, "signatures", len(md.Signatures))
 	return md.Signed.Version, nil
+}
+
+// publishRenewalLocked publishes md, the renewal of delegated role's
+// metadata signed by its key holders: the role's current metadata at
+// version base+1 with a new expiry and nothing else changed.
+func (r *Repository) publishRenewalLocked(ctx context.Context, st *state, role string, md *metadata.Metadata[metadata.TargetsType], base int64, s Signers) (int64, error) {
+	cur := st.delegated[role]
+	if cur == nil || cur.Signed.Version != base {
+		return 0, staleError("%s metadata is at v%d, the renewal was built on v%d", role, st.roleVersion(role), base)
+	}
+	want := renewed(cur, md.Signed.Expires)
+	a, _, err := canonicalSigned(want)
+	if err != nil {
+		return 0, err
+	}
+	b, _, err := canonicalSigned(md)
+	if err != nil {
+		return 0, err
+	}
+	if !bytes.Equal(a, b) {
+		return 0, tufota.Errorf(tufota.EInternal, "pending renewal of %s v%d changes more than its version and expiry", role, md.Signed.Version)
+	}
+	return r.writeRoleLocked(ctx, st, role, md, nil, s)
 }
 
 // Delegations returns the delegated targets roles of the current

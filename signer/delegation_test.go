@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -410,4 +411,86 @@ func FuzzValidateDelegationPath(f *testing.F) {
 			t.Fatalf("accepted %q, which go-tuf cannot match: %v", p, err)
 		}
 	})
+}
+
+// A product line's metadata expires like any targets metadata, and its
+// keys are offline: RenewDelegation is how the line's key holders keep it
+// valid without a release. Past expiry a client refuses the line's
+// releases; after the renewal it takes them again.
+func TestRenewDelegation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newOnlineEnv(t)
+	pk := newKey(t, false)
+	if _, err := e.rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, pk)}, Threshold: 1}, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.rels.RenewDelegation(ctx, "pump", "petra")
+	wantCode(t, err, tufota.EConflict) // no metadata before the first release
+	_, err = e.rels.RenewDelegation(ctx, "vent", "petra")
+	wantCode(t, err, tufota.ENotFound)
+
+	data, rel := e.push("pump", "1.0.0")
+	if _, err := e.rels.SignRelease(ctx, "pump", "1.0.0", signUpload(t, pk, e.payload("pump", "1.0.0")), "petra"); err != nil {
+		t.Fatal(err)
+	}
+	ts := serveBlobs(t, e.blobs)
+	late := testEpoch.Add(100 * 24 * time.Hour) // past the role's 90 days
+	e.clock.Set(late)
+	if _, err := e.rels.repo.Refresh(ctx, e.rels.Signers(), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fetchTarget(t, ts, e.root, late, rel.TargetPath); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("download past the pump role's expiry: %v, want expired", err)
+	}
+	if st, err := e.rels.repo.Expiries(ctx); err != nil || !st["pump"].Before(late) {
+		t.Fatalf("Expiries: %v %v", st, err)
+	}
+
+	d, err := e.rels.RenewDelegation(ctx, "pump", "petra")
+	if err != nil || d.Signing == nil || d.Signing.Role != "pump" || d.Signing.Version != 2 || d.Signing.Needed != 1 {
+		t.Fatalf("RenewDelegation = %+v, %v; want pending pump v2 needing 1", d, err)
+	}
+	_, err = e.rels.RenewDelegation(ctx, "pump", "petra")
+	wantCode(t, err, tufota.EConflict)
+	p, err := e.rels.DelegationPayload(ctx, "pump")
+	if err != nil || p.Role != "pump" {
+		t.Fatalf("renewal payload: %+v %v", p, err)
+	}
+	_, err = e.rels.SignDelegation(ctx, "pump", signUpload(t, e.keys.targets[0], p), "tina")
+	wantCode(t, err, tufota.EForbidden)
+	st, err := e.rels.SignDelegation(ctx, "pump", signUpload(t, pk, p), "petra")
+	if err != nil || !st.Published || st.Version != 2 {
+		t.Fatalf("renewal signature: %+v %v", st, err)
+	}
+	got, err := fetchTarget(t, ts, e.root, late, rel.TargetPath)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("download after the renewal: %v", err)
+	}
+	ds, err := e.rels.Delegations(ctx)
+	if err != nil || ds[0].Version != 2 || ds[0].Targets != 1 || !ds[0].Expires.After(late.Add(89*24*time.Hour)) {
+		t.Fatalf("Delegations after renewal = %+v, %v", ds, err)
+	}
+
+	// A release that publishes first makes a pending renewal stale: it is
+	// rebuilt on the new version and the old signature is refused.
+	if _, err := e.rels.RenewDelegation(ctx, "pump", "petra"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := e.rels.DelegationPayload(ctx, "pump")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.push("pump", "1.1.0")
+	if _, err := e.rels.SignRelease(ctx, "pump", "1.1.0", signUpload(t, pk, e.payload("pump", "1.1.0")), "petra"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.rels.SignDelegation(ctx, "pump", signUpload(t, pk, old), "petra")
+	wantCode(t, err, tufota.EConflict)
+	if !strings.Contains(err.Error(), "stale payload") {
+		t.Fatalf("stale renewal signature: %v", err)
+	}
+	if err := e.rels.CancelDelegation(ctx, "pump"); err != nil {
+		t.Fatalf("cancel the renewal: %v", err)
+	}
 }

@@ -144,6 +144,26 @@ func TestDelegationCLI(t *testing.T) {
 		t.Fatalf("tufota client downloaded different bytes (err %v)", err)
 	}
 
+	// The line renews its metadata (new expiry, same releases) with its
+	// own two keys; the top-level targets key cannot.
+	if out := h.mustCLI("delegation", "renew", "pump"); !strings.Contains(out, "Pending: pump v2 renews the role's metadata and needs 2 of its 2 keys") {
+		t.Fatalf("delegation renew:\n%s", out)
+	}
+	if _, err := h.runCLI("delegation", "sign", "pump", "--key", targetsKey, "--yes"); err == nil || !strings.Contains(err.Error(), "not a key of delegated role pump") {
+		t.Fatalf("the targets key signing the pump renewal: %v", err)
+	}
+	h.mustCLI("delegation", "sign", "pump", "--key", uri("pump-1"), "--yes")
+	if out := h.mustCLI("delegation", "sign", "pump", "--key", uri("pump-2"), "--yes"); !strings.Contains(out, "Delegation pump published as pump v2") {
+		t.Fatalf("renewal's second signature:\n%s", out)
+	}
+	var ds []signer.Delegation
+	if err := json.Unmarshal([]byte(h.mustCLI("delegation", "list", "-o", "json")), &ds); err != nil || len(ds) != 2 || ds[0].Name != "pump" || ds[0].Version != 2 || ds[0].Targets != 1 {
+		t.Fatalf("delegation list after the renewal = %+v, %v; want pump v2 with its release first", ds, err)
+	}
+	if got, err := h.download(h.root, path); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("download after the renewal: %v", err)
+	}
+
 	// The pump-1 key is also the monitor line's key; the pump-2 key is
 	// not: it cannot publish a monitor release.
 	fwMon, _ := h.writeFirmware("mon.bin", 2000)

@@ -22,7 +22,7 @@ func (a *app) delegationCommand() *cobra.Command {
 		Use:   "delegation",
 		Short: "Delegate a product line's releases to its own signing keys",
 	}
-	cmd.AddCommand(a.delegationAddCommand(), a.delegationListCommand(), a.delegationSignCommand(), a.delegationCancelCommand())
+	cmd.AddCommand(a.delegationAddCommand(), a.delegationListCommand(), a.delegationRenewCommand(), a.delegationSignCommand(), a.delegationCancelCommand())
 	return cmd
 }
 
@@ -120,9 +120,34 @@ func delegationOf(t *metadata.TargetsType, role string) (*metadata.DelegatedRole
 	return nil, tufota.Errorf(tufota.EInvalid, "the verified targets v%d delegates to no role %s; refusing to sign", t.Version, role)
 }
 
+func (a *app) delegationRenewCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "renew NAME",
+		Short: "Propose the role's next metadata version (same releases, new expiry) for its key holders to sign",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var d signer.Delegation
+			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/delegations/"+url.PathEscape(args[0])+"/renew", struct{}{}, &d); err != nil {
+				return err
+			}
+			return a.print(d, func(w io.Writer) {
+				printDelegation(w, d)
+				if s := d.Signing; s != nil {
+					fmt.Fprintf(w, "Pending: %s v%d renews the role's metadata and needs %d of its %d keys.\n", s.Role, s.Version, s.Threshold, len(s.Keys))
+					fmt.Fprintf(w, "The role's key holders now run: tufota delegation sign %s --key URI\n", d.Name)
+				}
+			})
+		},
+	}
+}
+
 // delegationSignCommand is `tufota delegation sign NAME --key URI`: a
 // targets key holder signs the top-level targets change that adds a
-// pending delegation.
+// pending delegation, or a key holder of the role signs its renewal.
 func (a *app) delegationSignCommand() *cobra.Command {
 	var keyURI, rootFile string
 	var yes bool
@@ -143,28 +168,44 @@ func (a *app) delegationSignCommand() *cobra.Command {
 				return err
 			}
 			var signed metadata.TargetsType
-			if err := decodeCanonical(p.Payload, &signed); err != nil || signed.Type != metadata.TARGETS || p.Role != metadata.TARGETS {
-				return tufota.Errorf(tufota.EInvalid, "the payload is not top-level targets metadata; refusing to sign")
+			renewal := p.Role == name
+			if err := decodeCanonical(p.Payload, &signed); err != nil || signed.Type != metadata.TARGETS || (p.Role != metadata.TARGETS && !renewal) {
+				return tufota.Errorf(tufota.EInvalid, "the payload is neither top-level targets metadata nor role %s's; refusing to sign", name)
 			}
 			if rootFile == "" {
 				return tufota.Errorf(tufota.EInvalid, "delegation sign: --root FILE is required: the repository's trust anchor (root.json), to verify what else the payload would sign")
 			}
-			top, _, err := verifiedTargets(ctx, c, rootFile, metadata.TARGETS, "")
-			if err != nil {
-				return err
-			}
-			dr, err := checkDelegationPayload(&top.Signed, &signed, name)
+			top, cur, err := verifiedTargets(ctx, c, rootFile, p.Role, probeFor(name))
 			if err != nil {
 				return err
 			}
 			w := a.stderr
-			row(w, "Delegation:", dr.Name)
-			row(w, "Paths:", strings.Join(dr.Paths, ", "))
-			row(w, "Threshold:", fmt.Sprintf("%d of %d keys", dr.Threshold, len(dr.KeyIDs)))
-			for _, id := range dr.KeyIDs {
-				row(w, "  key:", id)
+			var dr *metadata.DelegatedRole
+			if renewal {
+				if dr, err = delegationOf(&top.Signed, name); err != nil {
+					return err
+				}
+				if cur == nil {
+					return tufota.Errorf(tufota.EInvalid, "the verified repository has no metadata of role %s to renew; refusing to sign", name)
+				}
+				if err := checkPayloadChanges(&cur.Signed, &signed); err != nil {
+					return err
+				}
+				row(w, "Renewal of role:", fmt.Sprintf("%s (delegated %s by targets v%d, threshold %d of %d)", name, strings.Join(dr.Paths, ", "), top.Signed.Version, dr.Threshold, len(dr.KeyIDs)))
+				row(w, name+" version:", fmt.Sprintf("%d (the published %d, verified against %s, with the same %d release file(s)), expires %s (was %s)",
+					signed.Version, cur.Signed.Version, rootFile, len(signed.Targets), signed.Expires.Format("2006-01-02"), cur.Signed.Expires.Format("2006-01-02")))
+			} else {
+				if dr, err = checkDelegationPayload(&top.Signed, &signed, name); err != nil {
+					return err
+				}
+				row(w, "Delegation:", dr.Name)
+				row(w, "Paths:", strings.Join(dr.Paths, ", "))
+				row(w, "Threshold:", fmt.Sprintf("%d of %d keys", dr.Threshold, len(dr.KeyIDs)))
+				for _, id := range dr.KeyIDs {
+					row(w, "  key:", id)
+				}
+				row(w, "targets version:", fmt.Sprintf("%d (the published %d, verified against %s, plus this delegation), expires %s", signed.Version, top.Signed.Version, rootFile, signed.Expires.Format("2006-01-02")))
 			}
-			row(w, "targets version:", fmt.Sprintf("%d (the published %d, verified against %s, plus this delegation), expires %s", signed.Version, top.Signed.Version, rootFile, signed.Expires.Format("2006-01-02")))
 			row(w, "Signatures:", fmt.Sprintf("%d of %d so far", p.Status.Threshold-p.Status.Needed, p.Status.Threshold))
 			sv, err := a.openKey(ctx, keyURI)
 			if err != nil {
@@ -174,7 +215,10 @@ func (a *app) delegationSignCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := a.confirm(yes, fmt.Sprintf("Sign delegation %s (targets v%d) with key %s?", name, signed.Version, up.KeyID)); err != nil {
+			if renewal && !slices.Contains(dr.KeyIDs, up.KeyID) {
+				return tufota.Errorf(tufota.EInvalid, "key %s is not a key of delegated role %s (its keys: %s); nothing uploaded", up.KeyID, name, strings.Join(dr.KeyIDs, ", "))
+			}
+			if err := a.confirm(yes, fmt.Sprintf("Sign delegation %s (%s v%d) with key %s?", name, p.Role, signed.Version, up.KeyID)); err != nil {
 				return err
 			}
 			var st signer.SigningStatus
@@ -183,14 +227,14 @@ func (a *app) delegationSignCommand() *cobra.Command {
 			}
 			return a.print(st, func(w io.Writer) {
 				if st.Published {
-					fmt.Fprintf(w, "Delegation %s published as targets v%d: threshold %d met.\n", name, st.Version, st.Threshold)
+					fmt.Fprintf(w, "Delegation %s published as %s v%d: threshold %d met.\n", name, p.Role, st.Version, st.Threshold)
 					return
 				}
 				fmt.Fprintf(w, "Signed delegation %s. %d more signature(s) needed (threshold %d).\n", name, st.Needed, st.Threshold)
 			})
 		},
 	}
-	cmd.Flags().StringVar(&keyURI, "key", "", "your targets key URI: file:PATH, pkcs11:..., awskms://... (required)")
+	cmd.Flags().StringVar(&keyURI, "key", "", "your key URI (a targets key to add a delegation, a key of the role to renew it): file:PATH, pkcs11:..., awskms://... (required)")
 	cmd.Flags().BoolVar(&yes, "yes", false, "sign without asking")
 	cmd.Flags().StringVar(&rootFile, "root", a.env["TUFOTA_ROOT"], "the repository's trust anchor root.json (env TUFOTA_ROOT): the payload is checked against the verified published targets")
 	_ = cmd.MarkFlagRequired("key")
@@ -200,7 +244,7 @@ func (a *app) delegationSignCommand() *cobra.Command {
 func (a *app) delegationCancelCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel NAME",
-		Short: "Withdraw a delegation that waits for targets signatures",
+		Short: "Withdraw a delegation, or a renewal, that waits for signatures",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.api()
@@ -210,7 +254,7 @@ func (a *app) delegationCancelCommand() *cobra.Command {
 			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/delegations/"+url.PathEscape(args[0]), nil, "", nil); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "Delegation %s cancelled; nothing was published.\n", args[0])
+			fmt.Fprintf(a.stdout, "Pending change of delegation %s cancelled; nothing was published.\n", args[0])
 			return nil
 		},
 	}

@@ -390,7 +390,7 @@ func (a *app) releaseSignCommand() *cobra.Command {
 			if role == "" {
 				role = metadata.TARGETS
 			}
-			top, delegated, err := verifiedTargets(ctx, c, rootFile, role, p.Release.TargetPath)
+			top, delegated, err := verifiedTargets(ctx, c, rootFile, role, func(*metadata.TargetsType) string { return p.Release.TargetPath })
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
@@ -34,9 +35,9 @@ func (t tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // rootFile (root chain, timestamp, snapshot, targets): what a signer
 // compares a payload with, without trusting the server. For a delegated
 // role it also returns the role's current metadata, found the way a device
-// finds it (searching for probe, a path the role covers), or nil if the
-// verified snapshot names none yet.
-func verifiedTargets(ctx context.Context, c *apiClient, rootFile, role, probe string) (top, delegated *metadata.Metadata[metadata.TargetsType], err error) {
+// finds it (searching for the path probe returns, one the role covers), or
+// nil if the verified snapshot names none yet.
+func verifiedTargets(ctx context.Context, c *apiClient, rootFile, role string, probe func(top *metadata.TargetsType) string) (top, delegated *metadata.Metadata[metadata.TargetsType], err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
@@ -79,7 +80,7 @@ func verifiedTargets(ctx context.Context, c *apiClient, rootFile, role, probe st
 	if _, named := trusted.Snapshot.Signed.Meta[role+".json"]; !named {
 		return top, nil, nil // the role's first release
 	}
-	_, ferr := up.GetTargetInfo(probe) // loads the role's metadata; probe is not published yet
+	_, ferr := up.GetTargetInfo(probe(&top.Signed)) // loads the role's metadata
 	if delegated = trusted.Targets[role]; delegated == nil {
 		return nil, nil, fmt.Errorf("verify the published metadata of delegated role %s: %v", role, ferr)
 	}
@@ -161,4 +162,15 @@ func sameJSON(a, b any) bool {
 		}
 	}
 	return reflect.DeepEqual(va, vb)
+}
+
+// probeFor returns a target path that role's first pattern covers in top
+// (wildcards replaced by "x"), to make a TUF client load the role.
+func probeFor(role string) func(top *metadata.TargetsType) string {
+	return func(top *metadata.TargetsType) string {
+		if dr, err := delegationOf(top, role); err == nil && len(dr.Paths) > 0 {
+			return strings.NewReplacer("*", "x", "?", "x").Replace(dr.Paths[0])
+		}
+		return role + "/x/x"
+	}
 }
