@@ -89,7 +89,7 @@ func resignHint(role string) string {
 	case signer.RoleTargets:
 		return "tufota release sign"
 	default:
-		return "delegated role: its next release, signed with tufota release sign"
+		return "delegated role: tufota delegation renew " + role + ", then delegation sign"
 	}
 }
 
@@ -128,8 +128,8 @@ func newMetricsHandler(s *Server) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&metricsCollector{
 		s:       s,
-		expires: prometheus.NewDesc("tufota_tuf_metadata_expires_timestamp_seconds", "When each top-level TUF role's current metadata expires (unix seconds).", []string{"role"}, nil),
-		warning: prometheus.NewDesc("tufota_tuf_metadata_expiry_warning", "1 when a role's metadata has expired or, for offline roles (root, targets), expires within the warning period.", []string{"role"}, nil),
+		expires: prometheus.NewDesc("tufota_tuf_metadata_expires_timestamp_seconds", "When each TUF role's current metadata expires (unix seconds): the top-level roles and every delegated role with metadata.", []string{"role"}, nil),
+		warning: prometheus.NewDesc("tufota_tuf_metadata_expiry_warning", "1 when a role's metadata has expired or, for offline roles (root, targets, delegated roles), expires within the warning period.", []string{"role"}, nil),
 		leader:  prometheus.NewDesc("tufota_leader", "1 while this replica holds the leader lease and runs the background jobs.", nil, nil),
 	})
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError})

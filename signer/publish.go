@@ -312,7 +312,7 @@ func (r *Repository) Refresh(ctx context.Context, s Signers, margin time.Duratio
 	}
 	for role, md := range st.delegated {
 		if due(md.Signed.Expires) {
-			r.log.WarnContext(ctx, "delegated targets metadata expires soon; its key holders must sign a new version (the next release of the role does)",
+			r.log.WarnContext(ctx, "delegated targets metadata expires soon; its key holders must sign a new version (tufota delegation renew, or the role's next release)",
 				"role", role, "expires", md.Signed.Expires)
 		}
 	}
