@@ -348,19 +348,7 @@ func TestRouteRoleMatrix(t *testing.T) {
 // lineKeyJSON returns a new public key as TUF key JSON, for delegations.
 func lineKeyJSON(t *testing.T) string {
 	t.Helper()
-	sv, _, err := signature.NewDefaultECDSASignerVerifier()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := sv.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := metadata.KeyFromPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := json.Marshal(k)
+	b, err := json.Marshal(tufPub(t, newSV(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,16 +362,8 @@ func (ts *testServer) publishedDelegation(t *testing.T, n int64) string {
 	t.Helper()
 	ctx := context.Background()
 	name := fmt.Sprintf("renew-%d", n)
-	key, _, err := signature.NewDefaultECDSASignerVerifier()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := key.PublicKey()
-	k, err := metadata.KeyFromPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ts.cfg.Releases.AddDelegation(ctx, signer.DelegationRequest{Name: name, Paths: []string{name + "/*/*"}, Keys: []*metadata.Key{k}, Threshold: 1}, "test"); err != nil {
+	key := newSV(t)
+	if _, err := ts.cfg.Releases.AddDelegation(ctx, signer.DelegationRequest{Name: name, Paths: []string{name + "/*/*"}, Keys: []*metadata.Key{tufPub(t, key)}, Threshold: 1}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ts.cfg.Releases.Push(ctx, signer.PushRequest{Name: name, Version: "1.0.0", Hardware: []string{"pump-a"}, File: "fw.bin"}, strings.NewReader("fw"), 1<<20, "test"); err != nil {

@@ -431,15 +431,11 @@ func (r *Releases) AddDelegation(ctx context.Context, req DelegationRequest, act
 	if err := req.Validate(); err != nil {
 		return Delegation{}, err
 	}
-	unlock, err := r.repo.lock(ctx)
-	if err != nil {
-		return Delegation{}, err
-	}
-	defer unlock()
-	st, err := r.repo.load(ctx)
+	st, unlock, err := r.lockedState(ctx)
 	if err != nil {
 		return Delegation{}, fmt.Errorf("add delegation %s: %w", req.Name, err)
 	}
+	defer unlock()
 	if st.delegatedRole(req.Name) != nil {
 		return Delegation{}, tufota.Errorf(tufota.EConflict, "delegation %s exists already (targets v%d)", req.Name, st.targets.Signed.Version)
 	}
@@ -511,15 +507,11 @@ func (r *Releases) createPendingDelegation(ctx context.Context, st *state, base 
 // unknown role is tufota.EConflict or tufota.ENotFound; a renewal or other
 // change already pending, tufota.EConflict.
 func (r *Releases) RenewDelegation(ctx context.Context, name, actor string) (Delegation, error) {
-	unlock, err := r.repo.lock(ctx)
-	if err != nil {
-		return Delegation{}, err
-	}
-	defer unlock()
-	st, err := r.repo.load(ctx)
+	st, unlock, err := r.lockedState(ctx)
 	if err != nil {
 		return Delegation{}, fmt.Errorf("renew delegation %s: %w", name, err)
 	}
+	defer unlock()
 	dr := st.delegatedRole(name)
 	if dr == nil {
 		return Delegation{}, tufota.Errorf(tufota.ENotFound, "renew delegation %s: targets v%d delegates to no role %s", name, st.targets.Signed.Version, name)
@@ -638,32 +630,16 @@ func (r *Releases) pendingDelegation(ctx context.Context, st *state, name string
 // signatures collected for the old payload are discarded. A published
 // delegation is tufota.EConflict, an unknown one tufota.ENotFound.
 func (r *Releases) DelegationPayload(ctx context.Context, name string) (SigningPayload, error) {
-	unlock, err := r.repo.lock(ctx)
+	st, unlock, err := r.lockedState(ctx)
 	if err != nil {
 		return SigningPayload{}, err
 	}
 	defer unlock()
-	st, err := r.repo.load(ctx)
-	if err != nil {
-		return SigningPayload{}, err
-	}
 	p, md, _, err := r.pendingDelegation(ctx, st, name)
 	if err != nil {
 		return SigningPayload{}, err
 	}
-	payload, sum, err := canonicalSigned(md)
-	if err != nil {
-		return SigningPayload{}, err
-	}
-	sigs, err := loadSigs(ctx, r.db, p.ID)
-	if err != nil {
-		return SigningPayload{}, err
-	}
-	delegator, err := st.delegator(p.Role)
-	if err != nil {
-		return SigningPayload{}, err
-	}
-	status, err := r.targetsStatus(delegator, p, md, sigs)
+	sp, err := r.payloadOf(ctx, st, p, md)
 	if err != nil {
 		return SigningPayload{}, err
 	}
@@ -671,7 +647,8 @@ func (r *Releases) DelegationPayload(ctx context.Context, name string) (SigningP
 	if err := json.Unmarshal(p.Extra, &req); err != nil {
 		return SigningPayload{}, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
 	}
-	return SigningPayload{Role: p.Role, Payload: payload, PayloadSHA256: sum, Delegation: &req, Status: status}, nil
+	sp.Delegation = &req
+	return sp, nil
 }
 
 // SignDelegation adds one targets signature to the pending delegation
@@ -683,15 +660,11 @@ func (r *Releases) SignDelegation(ctx context.Context, name string, up Signature
 	if up.PayloadSHA256 == "" {
 		return SigningStatus{}, tufota.Errorf(tufota.EInvalid, "payload_sha256 is required: the SHA-256 of the payload you signed")
 	}
-	unlock, err := r.repo.lock(ctx)
+	st, unlock, err := r.lockedState(ctx)
 	if err != nil {
 		return SigningStatus{}, err
 	}
 	defer unlock()
-	st, err := r.repo.load(ctx)
-	if err != nil {
-		return SigningStatus{}, err
-	}
 	p, md, discarded, err := r.pendingDelegation(ctx, st, name)
 	if err != nil {
 		return SigningStatus{}, err
@@ -725,15 +698,11 @@ func (r *Releases) SignDelegation(ctx context.Context, name string, up Signature
 // collected for it; nothing was published. A published delegation is
 // tufota.EConflict, an unknown one tufota.ENotFound.
 func (r *Releases) CancelDelegation(ctx context.Context, name string) error {
-	unlock, err := r.repo.lock(ctx)
+	st, unlock, err := r.lockedState(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	st, err := r.repo.load(ctx)
-	if err != nil {
-		return err
-	}
 	if _, _, _, err := r.pendingDelegation(ctx, st, name); err != nil {
 		return fmt.Errorf("cancel delegation %s: %w", name, err)
 	}
@@ -763,16 +732,8 @@ func (r *Repository) publishDelegationLocked(ctx context.Context, st *state, md 
 	want.ClearSignatures()
 	want.Signed.Version, want.Signed.Expires = base+1, md.Signed.Expires
 	withDelegation(want, req)
-	a, _, err := canonicalSigned(want)
-	if err != nil {
-		return 0, err
-	}
-	b, _, err := canonicalSigned(md)
-	if err != nil {
-		return 0, err
-	}
-	if !bytes.Equal(a, b) {
-		return 0, tufota.Errorf(tufota.EInternal, "pending targets v%d changes more than adding delegation %s", md.Signed.Version, req.Name)
+	if same, err := sameSigned(want, md); err != nil || !same {
+		return 0, errors.Join(err, tufota.Errorf(tufota.EInternal, "pending targets v%d changes more than adding delegation %s", md.Signed.Version, req.Name))
 	}
 	if err := addServerTargetsSigs(st.root, md, s); err != nil {
 		return 0, err
@@ -797,18 +758,23 @@ func (r *Repository) publishRenewalLocked(ctx context.Context, st *state, role s
 		return 0, staleError("%s metadata is at v%d, the renewal was built on v%d", role, st.roleVersion(role), base)
 	}
 	want := renewed(cur, md.Signed.Expires)
-	a, _, err := canonicalSigned(want)
-	if err != nil {
-		return 0, err
-	}
-	b, _, err := canonicalSigned(md)
-	if err != nil {
-		return 0, err
-	}
-	if !bytes.Equal(a, b) {
-		return 0, tufota.Errorf(tufota.EInternal, "pending renewal of %s v%d changes more than its version and expiry", role, md.Signed.Version)
+	if same, err := sameSigned(want, md); err != nil || !same {
+		return 0, errors.Join(err, tufota.Errorf(tufota.EInternal, "pending renewal of %s v%d changes more than its version and expiry", role, md.Signed.Version))
 	}
 	return r.writeRoleLocked(ctx, st, role, md, nil, s)
+}
+
+// sameSigned reports whether a and b sign the same canonical bytes.
+func sameSigned(a, b *metadata.Metadata[metadata.TargetsType]) (bool, error) {
+	x, _, err := canonicalSigned(a)
+	if err != nil {
+		return false, err
+	}
+	y, _, err := canonicalSigned(b)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(x, y), nil
 }
 
 // Delegations returns the delegated targets roles of the current

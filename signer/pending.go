@@ -501,15 +501,11 @@ func (r *Releases) pendingRelease(ctx context.Context, st *state, name, version 
 // signatures collected for the old payload are discarded. A published
 // release is tufota.EConflict; an unknown one tufota.ENotFound.
 func (r *Releases) ReleasePayload(ctx context.Context, name, version string) (SigningPayload, error) {
-	unlock, err := r.repo.lock(ctx)
+	st, unlock, err := r.lockedState(ctx)
 	if err != nil {
 		return SigningPayload{}, err
 	}
 	defer unlock()
-	st, err := r.repo.load(ctx)
-	if err != nil {
-		return SigningPayload{}, err
-	}
 	p, md, _, err := r.pendingRelease(ctx, st, name, version)
 	if err != nil {
 		return SigningPayload{}, err
@@ -518,19 +514,7 @@ func (r *Releases) ReleasePayload(ctx context.Context, name, version string) (Si
 }
 
 func (r *Releases) releasePayload(ctx context.Context, st *state, p pendingRow, md *metadata.Metadata[metadata.TargetsType]) (SigningPayload, error) {
-	payload, sum, err := canonicalSigned(md)
-	if err != nil {
-		return SigningPayload{}, err
-	}
-	sigs, err := loadSigs(ctx, r.db, p.ID)
-	if err != nil {
-		return SigningPayload{}, err
-	}
-	delegator, err := st.delegator(p.Role)
-	if err != nil {
-		return SigningPayload{}, err
-	}
-	status, err := r.targetsStatus(delegator, p, md, sigs)
+	sp, err := r.payloadOf(ctx, st, p, md)
 	if err != nil {
 		return SigningPayload{}, err
 	}
@@ -543,7 +527,8 @@ func (r *Releases) releasePayload(ctx context.Context, st *state, p pendingRow, 
 		rel = &rels[0]
 		rel.TargetsVersion = p.Ver
 	}
-	return SigningPayload{Role: p.Role, Payload: payload, PayloadSHA256: sum, Release: rel, Status: status}, nil
+	sp.Release = rel
+	return sp, nil
 }
 
 // SignRelease adds one signature to the pending release NAME@VERSION and
@@ -564,15 +549,11 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 	if up.PayloadSHA256 == "" {
 		return SigningStatus{}, tufota.Errorf(tufota.EInvalid, "payload_sha256 is required: the SHA-256 of the payload you signed")
 	}
-	unlock, err := r.repo.lock(ctx)
+	st, unlock, err := r.lockedState(ctx)
 	if err != nil {
 		return SigningStatus{}, err
 	}
 	defer unlock()
-	st, err := r.repo.load(ctx)
-	if err != nil {
-		return SigningStatus{}, err
-	}
 	p, md, discarded, err := r.pendingRelease(ctx, st, name, version)
 	if err != nil {
 		return SigningStatus{}, err
@@ -731,4 +712,41 @@ func addServerTargetsSigs(root *metadata.Metadata[metadata.RootType], md *metada
 		}
 	}
 	return nil
+}
+
+// lockedState takes the repository's writer lock and loads its verified
+// state; the caller runs unlock when done.
+func (r *Releases) lockedState(ctx context.Context) (*state, func(), error) {
+	unlock, err := r.repo.lock(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := r.repo.load(ctx)
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return st, unlock, nil
+}
+
+// payloadOf is the signing payload of pending row p with metadata md: its
+// canonical bytes and who has signed so far.
+func (r *Releases) payloadOf(ctx context.Context, st *state, p pendingRow, md *metadata.Metadata[metadata.TargetsType]) (SigningPayload, error) {
+	payload, sum, err := canonicalSigned(md)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	sigs, err := loadSigs(ctx, r.db, p.ID)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	delegator, err := st.delegator(p.Role)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	status, err := r.targetsStatus(delegator, p, md, sigs)
+	if err != nil {
+		return SigningPayload{}, err
+	}
+	return SigningPayload{Role: p.Role, Payload: payload, PayloadSHA256: sum, Status: status}, nil
 }

@@ -144,15 +144,11 @@ func diffRoots(old, new *metadata.Metadata[metadata.RootType]) []string {
 // metadata is tufota.EInvalid; a root change already pending is
 // tufota.EConflict (cancel it with CancelRoot).
 func (r *Releases) ProposeRoot(ctx context.Context, ch RootChange, actor string) (SigningPayload, error) {
-	unlock, err := r.repo.lock(ctx)
+	st, unlock, err := r.lockedState(ctx)
 	if err != nil {
 		return SigningPayload{}, err
 	}
 	defer unlock()
-	st, err := r.repo.load(ctx)
-	if err != nil {
-		return SigningPayload{}, err
-	}
 	if p, err := loadPending(ctx, r.db, pendingRootID); err == nil {
 		return SigningPayload{}, tufota.Errorf(tufota.EConflict, "root v%d is pending already (proposed by %s); sign it (tufota root sign) or cancel it (tufota root cancel)", p.Ver, p.CreatedBy)
 	} else if !errors.Is(err, tufota.ErrNotFound) {
@@ -393,15 +389,11 @@ func rootStatus(old, nr *metadata.Metadata[metadata.RootType], p pendingRow, sig
 
 // RootInfo returns the current root and the pending change, if any.
 func (r *Releases) RootInfo(ctx context.Context) (RootInfo, error) {
-	unlock, err := r.repo.lock(ctx)
+	st, unlock, err := r.lockedState(ctx)
 	if err != nil {
 		return RootInfo{}, err
 	}
 	defer unlock()
-	st, err := r.repo.load(ctx)
-	if err != nil {
-		return RootInfo{}, err
-	}
 	info := RootInfo{Current: summarize(st.root)}
 	p, nr, err := r.pendingRoot(ctx, st)
 	switch {
@@ -425,15 +417,11 @@ func (r *Releases) RootInfo(ctx context.Context) (RootInfo, error) {
 // RootPayload returns the pending root's canonical bytes and summary;
 // tufota.ENotFound if nothing is pending, tufota.EConflict if it went stale.
 func (r *Releases) RootPayload(ctx context.Context) (SigningPayload, error) {
-	unlock, err := r.repo.lock(ctx)
+	st, unlock, err := r.lockedState(ctx)
 	if err != nil {
 		return SigningPayload{}, err
 	}
 	defer unlock()
-	st, err := r.repo.load(ctx)
-	if err != nil {
-		return SigningPayload{}, err
-	}
 	p, nr, err := r.pendingRoot(ctx, st)
 	if err != nil {
 		return SigningPayload{}, err
@@ -488,15 +476,11 @@ func (r *Releases) SignRoot(ctx context.Context, up SignatureUpload, actor strin
 	if up.PayloadSHA256 == "" {
 		return SigningStatus{}, tufota.Errorf(tufota.EInvalid, "payload_sha256 is required: the SHA-256 of the payload you signed")
 	}
-	unlock, err := r.repo.lock(ctx)
+	st, unlock, err := r.lockedState(ctx)
 	if err != nil {
 		return SigningStatus{}, err
 	}
 	defer unlock()
-	st, err := r.repo.load(ctx)
-	if err != nil {
-		return SigningStatus{}, err
-	}
 	p, nr, err := r.pendingRoot(ctx, st)
 	if err != nil {
 		return SigningStatus{}, err
