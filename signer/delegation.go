@@ -14,6 +14,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/storage"
 )
 
 // Delegated targets roles. A product line (say, infusion pumps) gets its
@@ -69,6 +70,9 @@ type Delegation struct {
 	// signatures (the targets role's threshold is above what the server
 	// holds); TargetsVersion is then the version being signed.
 	Signing *SigningStatus `json:"signing,omitempty"`
+	// Resign is set while a key change waits for the role's new keys to
+	// re-sign its published metadata (UpdateDelegation).
+	Resign *SigningStatus `json:"resign,omitempty"`
 }
 
 func pendingDelegationID(name string) string { return "delegation/" + name }
@@ -584,8 +588,8 @@ func (r *Releases) pendingDelegation(ctx context.Context, st *state, name string
 	if err != nil {
 		return p, nil, 0, err
 	}
-	var req DelegationRequest
-	if err := json.Unmarshal(p.Extra, &req); err != nil {
+	var x pendingDelegationExtra
+	if err := json.Unmarshal(p.Extra, &x); err != nil {
 		return p, nil, 0, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
 	}
 	discarded = -1
@@ -600,18 +604,21 @@ func (r *Releases) pendingDelegation(ctx context.Context, st *state, name string
 			}
 		}
 	} else if cur := st.targets.Signed.Version; p.Base != cur {
-		if st.delegatedRole(name) != nil {
+		if !x.Update && st.delegatedRole(name) != nil {
 			return p, nil, 0, tufota.Errorf(tufota.EConflict, "delegation %s is published already (targets v%d); there is nothing to sign", name, cur)
 		}
-		fresh, err := r.repo.load(ctx) // a private copy
+		nmd, err := cloneTargets(st.targets)
 		if err != nil {
 			return p, nil, 0, err
 		}
-		nmd := fresh.targets
 		nmd.ClearSignatures()
 		nmd.Signed.Version++
 		nmd.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
-		withDelegation(nmd, req)
+		if x.Update {
+			replaceDelegation(nmd, x.DelegationRequest)
+		} else {
+			withDelegation(nmd, x.DelegationRequest)
+		}
 		if p, discarded, err = r.rebuildPending(ctx, p, cur, nmd, ref); err != nil {
 			return p, nil, 0, err
 		}
@@ -643,11 +650,30 @@ func (r *Releases) DelegationPayload(ctx context.Context, name string) (SigningP
 	if err != nil {
 		return SigningPayload{}, err
 	}
-	var req DelegationRequest
-	if err := json.Unmarshal(p.Extra, &req); err != nil {
+	var x pendingDelegationExtra
+	if err := json.Unmarshal(p.Extra, &x); err != nil {
 		return SigningPayload{}, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
 	}
-	sp.Delegation = &req
+	sp.Delegation = &x.DelegationRequest
+	if x.Update {
+		rp, rmd, _, ok, err := r.pendingRoleResign(ctx, st, name)
+		if err != nil || !ok {
+			return sp, err
+		}
+		deleg, err := delegatorOf(md, name)
+		if err != nil {
+			return SigningPayload{}, err
+		}
+		payload, sum, err := canonicalSigned(rmd)
+		if err != nil {
+			return SigningPayload{}, err
+		}
+		rs, _, err := r.statusOf(ctx, deleg, rp, rmd)
+		if err != nil {
+			return SigningPayload{}, err
+		}
+		sp.Resign = &SigningPayload{Role: name, Payload: payload, PayloadSHA256: sum, Status: rs}
+	}
 	return sp, nil
 }
 
@@ -669,7 +695,14 @@ func (r *Releases) SignDelegation(ctx context.Context, name string, up Signature
 	if err != nil {
 		return SigningStatus{}, err
 	}
-	status, sigs, err := r.recordSignature(ctx, st, p, md, discarded, up, actor, ref, "tufota delegation sign "+name)
+	var x pendingDelegationExtra
+	if err := json.Unmarshal(p.Extra, &x); err != nil {
+		return SigningStatus{}, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
+	}
+	if x.Update {
+		return r.signUpdate(ctx, st, name, p, md, discarded, x, up, actor)
+	}
+	status, sigs, err := r.recordSignature(ctx, st, nil, p, md, discarded, up, actor, ref, "tufota delegation sign "+name)
 	if err != nil || status.Needed > 0 {
 		return status, err
 	}
@@ -706,7 +739,13 @@ func (r *Releases) CancelDelegation(ctx context.Context, name string) error {
 	if _, _, _, err := r.pendingDelegation(ctx, st, name); err != nil {
 		return fmt.Errorf("cancel delegation %s: %w", name, err)
 	}
-	if err := deletePending(ctx, r.db, pendingDelegationID(name)); err != nil {
+	err = r.db.Tx(ctx, func(tx *storage.Tx) error {
+		if err := deletePending(ctx, tx, pendingDelegationID(name)); err != nil {
+			return err
+		}
+		return deletePending(ctx, tx, pendingRoleResignID(name))
+	})
+	if err != nil {
 		return fmt.Errorf("cancel delegation %s: %w", name, err)
 	}
 	return nil

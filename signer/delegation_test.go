@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -492,5 +493,181 @@ func TestRenewDelegation(t *testing.T) {
 	}
 	if err := e.rels.CancelDelegation(ctx, "pump"); err != nil {
 		t.Fatalf("cancel the renewal: %v", err)
+	}
+}
+
+// A product line's key is compromised: the admin revokes it. The role's
+// published metadata is signed only by that key, so the change carries a
+// re-signing by the remaining key, and both publish together; afterwards
+// devices refuse anything the revoked key signs for the line.
+func TestUpdateDelegationRevokesALineKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newOnlineEnv(t)
+	k1, k2, k3 := newKey(t, true), newKey(t, false), newKey(t, true)
+	id1, _ := KeyID(k1)
+	if _, err := e.rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, k1), tufKeyOf(t, k2)}, Threshold: 1}, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	data, rel := e.push("pump", "1.0.0")
+	if _, err := e.rels.SignRelease(ctx, "pump", "1.0.0", signUpload(t, k1, e.payload("pump", "1.0.0")), "petra"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Bad changes, each refused with nothing changed.
+	before := snapshotBlobs(t, e.blobs)
+	for _, tc := range []struct {
+		name string
+		role string
+		ch   DelegationChange
+		code tufota.Code
+		msg  string
+	}{
+		{"unknown role", "vent", DelegationChange{Threshold: 1}, tufota.ENotFound, "delegates to no role vent"},
+		{"no change", "pump", DelegationChange{Threshold: 1}, tufota.EInvalid, "changes nothing"},
+		{"revoke a stranger", "pump", DelegationChange{RevokeKeys: []string{strings.Repeat("ab", 32)}}, tufota.EInvalid, "is not a key of the role"},
+		{"add a member", "pump", DelegationChange{AddKeys: []*metadata.Key{tufKeyOf(t, k2)}}, tufota.EInvalid, "a key of the role already"},
+		{"threshold above keys", "pump", DelegationChange{Threshold: 3}, tufota.EInvalid, "between 1 and its 2 keys"},
+		{"revoke every key", "pump", DelegationChange{RevokeKeys: []string{id1, mustKeyID(t, k2)}}, tufota.EInvalid, "has no keys"},
+	} {
+		_, err := e.rels.UpdateDelegation(ctx, tc.role, tc.ch, "admin")
+		wantCode(t, err, tc.code)
+		if !strings.Contains(err.Error(), tc.msg) {
+			t.Fatalf("%s: %v, want %q", tc.name, err, tc.msg)
+		}
+	}
+	if len(snapshotBlobs(t, e.blobs)) != len(before) {
+		t.Fatal("a refused change wrote metadata")
+	}
+
+	// Adding a key needs no re-signing: it publishes at once.
+	d, err := e.rels.UpdateDelegation(ctx, "pump", DelegationChange{AddKeys: []*metadata.Key{tufKeyOf(t, k3)}}, "admin")
+	if err != nil || d.Signing != nil || d.Resign != nil || len(d.KeyIDs) != 3 || d.TargetsVersion != 3 {
+		t.Fatalf("add a key = %+v, %v; want published targets v3 with 3 keys", d, err)
+	}
+
+	// Revoking k1, the only signer of pump v1, needs k2 or k3 to re-sign.
+	d, err = e.rels.UpdateDelegation(ctx, "pump", DelegationChange{RevokeKeys: []string{id1}}, "admin")
+	if err != nil || d.Signing == nil || d.Signing.Needed != 0 || d.Resign == nil || d.Resign.Needed != 1 || d.Resign.Version != 2 || slices.Contains(d.KeyIDs, id1) {
+		t.Fatalf("revoke k1 = %+v (signing %+v, resign %+v), %v; want a pending re-signing of pump v2 by the new keys", d, d.Signing, d.Resign, err)
+	}
+	_, err = e.rels.UpdateDelegation(ctx, "pump", DelegationChange{Threshold: 2}, "admin")
+	wantCode(t, err, tufota.EConflict)
+	_, err = e.rels.RenewDelegation(ctx, "pump", "petra")
+	wantCode(t, err, tufota.EConflict)
+	p, err := e.rels.DelegationPayload(ctx, "pump")
+	if err != nil || p.Resign == nil || p.Resign.Role != "pump" {
+		t.Fatalf("payload of the change: %+v, %v; want a pump re-signing", p, err)
+	}
+	_, err = e.rels.SignDelegation(ctx, "pump", signUpload(t, k1, *p.Resign), "mallory")
+	wantCode(t, err, tufota.EForbidden) // the revoked key does not count for the new role
+	st, err := e.rels.SignDelegation(ctx, "pump", signUpload(t, k2, *p.Resign), "paul")
+	if err != nil || !st.Published {
+		t.Fatalf("re-signing by k2: %+v %v; want published", st, err)
+	}
+	ts := serveBlobs(t, e.blobs)
+	if got, err := fetchTarget(t, ts, e.root, testEpoch, rel.TargetPath); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("download after the rotation: %v", err)
+	}
+	ds, _ := e.rels.Delegations(ctx)
+	if len(ds) != 1 || ds[0].Version != 2 || len(ds[0].KeyIDs) != 2 || slices.Contains(ds[0].KeyIDs, id1) {
+		t.Fatalf("after the rotation: %+v", ds)
+	}
+
+	// The revoked key signs nothing for the line any more: not through
+	// the server, and not by a forged pump v3 served to a device.
+	e.push("pump", "1.1.0")
+	_, err = e.rels.SignRelease(ctx, "pump", "1.1.0", signUpload(t, k1, e.payload("pump", "1.1.0")), "mallory")
+	wantCode(t, err, tufota.EForbidden)
+	if st, err := e.rels.SignRelease(ctx, "pump", "1.1.0", signUpload(t, k3, e.payload("pump", "1.1.0")), "kim"); err != nil || !st.Published {
+		t.Fatalf("k3 signing 1.1.0: %+v %v", st, err)
+	}
+	cur, err := e.rels.repo.load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := renewed(cur.delegated["pump"], testEpoch.AddDate(0, 1, 0))
+	if _, err := forged.Sign(k1); err != nil {
+		t.Fatal(err)
+	}
+	fdata, _ := forged.ToBytes(true)
+	cur.snapshot.Signed.Version++
+	cur.snapshot.Signed.Meta["pump.json"] = metaFileFor(forged.Signed.Version, fdata)
+	files, err := e.rels.repo.signSnapshotTimestamp(cur.root, cur.snapshot, cur.timestamp, e.rels.Signers(), []metaFile{{name: "4.pump.json", data: fdata}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rels.repo.writeChain(ctx, files); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fetchTarget(t, ts, e.root, testEpoch, rel.TargetPath); err == nil || !strings.Contains(err.Error(), "not enough signatures") {
+		t.Fatalf("download with pump metadata signed by the revoked key: %v, want not enough signatures", err)
+	}
+}
+
+// Under an offline targets role the same rotation needs the targets key
+// holders too; a release that publishes first makes the re-signing
+// stale, and it is rebuilt.
+func TestUpdateDelegationUnderOfflineTargets(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newThresholdEnv(t)
+	k1, k2 := newKey(t, true), newKey(t, true)
+	id1 := mustKeyID(t, k1)
+	if _, err := e.rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, k1), tufKeyOf(t, k2)}, Threshold: 1}, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	add, err := e.rels.DelegationPayload(ctx, "pump")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range e.keys.targets {
+		if _, err := e.rels.SignDelegation(ctx, "pump", signUpload(t, k, add), "tina"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.push("pump", "1.0.0")
+	if _, err := e.rels.SignRelease(ctx, "pump", "1.0.0", signUpload(t, k1, e.payload("pump", "1.0.0")), "petra"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.rels.UpdateDelegation(ctx, "pump", DelegationChange{RevokeKeys: []string{id1}}, "admin")
+	if err != nil || d.Signing == nil || d.Signing.Needed != 2 || d.Resign == nil || d.Resign.Needed != 1 {
+		t.Fatalf("revoke under offline targets = %+v, %v", d, err)
+	}
+	old, err := e.rels.DelegationPayload(ctx, "pump")
+	if err != nil || old.Resign == nil {
+		t.Fatalf("payload: %+v %v", old, err)
+	}
+	// A pump release published with k1 before the change completes: the
+	// re-signing is rebuilt on pump v2.
+	e.push("pump", "1.1.0")
+	if _, err := e.rels.SignRelease(ctx, "pump", "1.1.0", signUpload(t, k1, e.payload("pump", "1.1.0")), "petra"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.rels.SignDelegation(ctx, "pump", signUpload(t, k2, *old.Resign), "paul")
+	wantCode(t, err, tufota.EConflict)
+	cur, err := e.rels.DelegationPayload(ctx, "pump")
+	if err != nil || cur.Resign == nil || cur.Resign.Status.Version != 3 {
+		t.Fatalf("rebuilt re-signing: %+v %v; want pump v3", cur.Resign, err)
+	}
+	if st, err := e.rels.SignDelegation(ctx, "pump", signUpload(t, k2, *cur.Resign), "paul"); err != nil || st.Published {
+		t.Fatalf("re-signing before the targets signatures: %+v %v; want recorded, not published", st, err)
+	}
+	var st SigningStatus
+	for _, k := range e.keys.targets {
+		if st, err = e.rels.SignDelegation(ctx, "pump", signUpload(t, k, cur), "tina"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !st.Published {
+		t.Fatalf("after both thresholds: %+v", st)
+	}
+	for _, v := range []string{"1.0.0", "1.1.0"} {
+		if _, err := fetchTarget(t, serveBlobs(t, e.blobs), e.root, testEpoch, "pump/"+v+"/fw.bin"); err != nil {
+			t.Fatalf("download of pump %s after the rotation: %v", v, err)
+		}
+	}
+	if err := e.rels.CancelDelegation(ctx, "pump"); !errors.Is(err, tufota.ErrConflict) {
+		t.Fatalf("cancel after publish: %v", err)
 	}
 }

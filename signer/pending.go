@@ -88,8 +88,13 @@ type SigningPayload struct {
 	Payload       []byte   `json:"payload"` // canonical JSON, base64 in JSON
 	PayloadSHA256 string   `json:"payload_sha256"`
 	Release       *Release `json:"release,omitempty"`
-	// Delegation is, for a pending delegation, the role it adds.
+	// Delegation is, for a pending delegation, the role it adds or the
+	// role as a pending key change makes it.
 	Delegation *DelegationRequest `json:"delegation,omitempty"`
+	// Resign is, for a delegation key change that needs it, the role's
+	// metadata (version+1, same releases) to be re-signed by its new
+	// keys; it is uploaded through the same signature API.
+	Resign *SigningPayload `json:"resign,omitempty"`
 	// Targets is, for a root change that needs it, the current targets
 	// metadata (version+1, same files) to be re-signed by the new root's
 	// targets keys; it is uploaded through the root signature API.
@@ -558,7 +563,7 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 	if err != nil {
 		return SigningStatus{}, err
 	}
-	status, sigs, err := r.recordSignature(ctx, st, p, md, discarded, up, actor, ref, "tufota release sign "+ref)
+	status, sigs, err := r.recordSignature(ctx, st, nil, p, md, discarded, up, actor, ref, "tufota release sign "+ref)
 	if err != nil || status.Needed > 0 {
 		return status, err
 	}
@@ -599,7 +604,11 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 // signature now recorded; status.Needed 0 means the threshold is met. The
 // caller holds the writer lock; discarded is what pendingRelease (or
 // pendingDelegation) reported.
-func (r *Releases) recordSignature(ctx context.Context, st *state, p pendingRow, md *metadata.Metadata[metadata.TargetsType], discarded int, up SignatureUpload, actor, ref, resign string) (SigningStatus, []pendingSig, error) {
+//
+// delegator (nil: the current one, st.delegator) holds the keys and
+// threshold the signature is checked against: a delegation change checks
+// the role's re-signing against the role as it will be.
+func (r *Releases) recordSignature(ctx context.Context, st *state, delegator *metadata.Metadata[metadata.RootType], p pendingRow, md *metadata.Metadata[metadata.TargetsType], discarded int, up SignatureUpload, actor, ref, resign string) (SigningStatus, []pendingSig, error) {
 	_, sum, err := canonicalSigned(md)
 	if err != nil {
 		return SigningStatus{}, nil, err
@@ -612,13 +621,18 @@ func (r *Releases) recordSignature(ctx context.Context, st *state, p pendingRow,
 		return SigningStatus{}, nil, staleError("the signature is over payload sha256 %s but %s now waits for %s v%d (sha256 %s): fetch it again and sign (%s)",
 			up.PayloadSHA256, ref, p.Role, p.Ver, sum, resign)
 	}
-	delegator, err := st.delegator(p.Role)
-	if err != nil {
-		return SigningStatus{}, nil, err
+	if delegator == nil {
+		if delegator, err = st.delegator(p.Role); err != nil {
+			return SigningStatus{}, nil, err
+		}
 	}
-	if dr := st.delegatedRole(p.Role); dr != nil && !slices.Contains(dr.KeyIDs, up.KeyID) {
-		return SigningStatus{}, nil, tufota.Errorf(tufota.EForbidden, "sign %s: key %s is not a key of delegated role %s (targets v%d delegates %s to keys %s)",
-			ref, up.KeyID, p.Role, st.targets.Signed.Version, strings.Join(dr.Paths, ", "), strings.Join(dr.KeyIDs, ", "))
+	if rr := delegator.Signed.Roles[p.Role]; p.Role != RoleTargets && (rr == nil || !slices.Contains(rr.KeyIDs, up.KeyID)) {
+		var keys []string
+		if rr != nil {
+			keys = rr.KeyIDs
+		}
+		return SigningStatus{}, nil, tufota.Errorf(tufota.EForbidden, "sign %s: key %s is not a key of delegated role %s (its keys: %s)",
+			ref, up.KeyID, p.Role, strings.Join(keys, ", "))
 	}
 	if err := verifyOne(delegator, p.Role, md, up); err != nil {
 		return SigningStatus{}, nil, fmt.Errorf("sign %s: %w", ref, err)
