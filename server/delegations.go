@@ -46,6 +46,40 @@ func (s *Server) addDelegation(c echo.Context) error {
 	return c.JSON(http.StatusCreated, d)
 }
 
+// updateDelegation adds and revokes a delegated role's keys and changes
+// its threshold (admin only).
+func (s *Server) updateDelegation(c echo.Context) error {
+	name := c.Param("name")
+	var ch signer.DelegationChange
+	if err := decodeJSON(c, &ch); err != nil {
+		return err
+	}
+	object := "delegation/" + name
+	var added []string
+	for _, k := range ch.AddKeys {
+		if k == nil {
+			continue
+		}
+		if id, err := k.ID(); err == nil {
+			added = append(added, id)
+		}
+	}
+	details := map[string]string{"add_keys": strings.Join(added, ","), "revoke_keys": strings.Join(ch.RevokeKeys, ","), "threshold": strconv.Itoa(ch.Threshold)}
+	auditObject(c, object, details)
+	d, err := s.cfg.Releases.UpdateDelegation(c.Request().Context(), name, ch, principal(c).Name)
+	if err != nil {
+		return err
+	}
+	details["targets_version"] = strconv.FormatInt(d.TargetsVersion, 10)
+	auditObject(c, object, details)
+	if d.Signing != nil {
+		s.log.Info("delegation change waits for signatures", "role", name, "targets_version", d.TargetsVersion, "resign", d.Resign != nil)
+		return c.JSON(http.StatusAccepted, d)
+	}
+	s.log.Info("delegation updated", "role", name, "keys", len(d.KeyIDs), "threshold", d.Threshold, "targets_version", d.TargetsVersion)
+	return c.JSON(http.StatusOK, d)
+}
+
 // renewDelegation proposes the next version of a delegated role's
 // metadata, same targets, new expiry, for the role's key holders to sign.
 func (s *Server) renewDelegation(c echo.Context) error {

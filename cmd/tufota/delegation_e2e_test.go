@@ -164,6 +164,45 @@ func TestDelegationCLI(t *testing.T) {
 		t.Fatalf("download after the renewal: %v", err)
 	}
 
+	// Both pump keys are retired for a new one: pump v2 is signed only by
+	// revoked keys, so the change carries its re-signing by pump-3, and
+	// the targets change (signed by the server's online targets key)
+	// publishes with it.
+	h.mustCLI("key", "create", "--uri", uri("pump-3"))
+	var k1 struct {
+		KeyID string `json:"keyid"`
+	}
+	if err := json.Unmarshal([]byte(h.mustCLI("key", "show", uri("pump-1"), "-o", "json")), &k1); err != nil || k1.KeyID == "" {
+		t.Fatalf("key show pump-1: %v", err)
+	}
+	if _, err := h.runCLI("delegation", "update", "pump", "--revoke-key", strings.Repeat("ab", 32)); err == nil || !strings.Contains(err.Error(), "is not a key of the role") {
+		t.Fatalf("revoking a stranger: %v", err)
+	}
+	out = h.mustCLI("delegation", "update", "pump", "--add-key", uri("pump-3"), "--revoke-key", k1.KeyID, "--revoke-key", info.KeyID, "--threshold", "1")
+	if !strings.Contains(out, "must be re-signed by 1 of them") {
+		t.Fatalf("delegation update:\n%s", out)
+	}
+	if _, err := h.runCLI("delegation", "sign", "pump", "--key", uri("pump-1"), "--yes"); err == nil || !strings.Contains(err.Error(), "not a targets key") && !strings.Contains(err.Error(), "is not a key of this repository") {
+		t.Fatalf("a revoked key signing the change: %v", err)
+	}
+	if out := h.mustCLI("delegation", "sign", "pump", "--key", uri("pump-3"), "--yes"); !strings.Contains(out, "Delegation pump published as pump v3") {
+		t.Fatalf("re-signing by the new key:\n%s", out)
+	}
+	if got, err := h.download(h.root, path); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("download after the key rotation: %v", err)
+	}
+	fw21, want21 := h.writeFirmware("pump.bin", 4000)
+	h.mustCLI("release", "push", fw21, "--name", "pump", "--version", "2.1.0", "--hardware", "pump-a")
+	if _, err := h.runCLI("release", "sign", "pump@2.1.0", "--key", uri("pump-1"), "--yes"); err == nil || !strings.Contains(err.Error(), "not a key of delegated role pump") {
+		t.Fatalf("a revoked pump key signing a release: %v", err)
+	}
+	if out := h.mustCLI("release", "sign", "pump@2.1.0", "--key", uri("pump-3"), "--yes"); !strings.Contains(out, "published as pump v4") {
+		t.Fatalf("the new pump key signing a release:\n%s", out)
+	}
+	if got, err := h.download(h.root, "pump/2.1.0/pump.bin"); err != nil || !bytes.Equal(got, want21) {
+		t.Fatalf("download of a release signed by the new key: %v", err)
+	}
+
 	// The pump-1 key is also the monitor line's key; the pump-2 key is
 	// not: it cannot publish a monitor release.
 	fwMon, _ := h.writeFirmware("mon.bin", 2000)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,7 +23,7 @@ func (a *app) delegationCommand() *cobra.Command {
 		Use:   "delegation",
 		Short: "Delegate a product line's releases to its own signing keys",
 	}
-	cmd.AddCommand(a.delegationAddCommand(), a.delegationListCommand(), a.delegationRenewCommand(), a.delegationSignCommand(), a.delegationCancelCommand())
+	cmd.AddCommand(a.delegationAddCommand(), a.delegationListCommand(), a.delegationUpdateCommand(), a.delegationRenewCommand(), a.delegationSignCommand(), a.delegationCancelCommand())
 	return cmd
 }
 
@@ -120,6 +121,52 @@ func delegationOf(t *metadata.TargetsType, role string) (*metadata.DelegatedRole
 	return nil, tufota.Errorf(tufota.EInvalid, "the verified targets v%d delegates to no role %s; refusing to sign", t.Version, role)
 }
 
+func (a *app) delegationUpdateCommand() *cobra.Command {
+	var adds, revokes []string
+	var threshold int
+	cmd := &cobra.Command{
+		Use:   "update NAME [--add-key URI|PUBKEYFILE]... [--revoke-key KEYID]... [--threshold N]",
+		Short: "Add or revoke a delegated role's keys, or change its threshold",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			ch := signer.DelegationChange{RevokeKeys: revokes, Threshold: threshold}
+			for _, ref := range adds {
+				k, _, err := a.publicKeyOf(ctx, ref)
+				if err != nil {
+					return fmt.Errorf("--add-key %s: %w", signer.RedactKeyURI(ref), err)
+				}
+				ch.AddKeys = append(ch.AddKeys, k)
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var d signer.Delegation
+			if err := c.sendJSON(ctx, http.MethodPatch, "/api/v1/delegations/"+url.PathEscape(args[0]), ch, &d); err != nil {
+				return err
+			}
+			return a.print(d, func(w io.Writer) {
+				printDelegation(w, d)
+				if d.Signing == nil {
+					fmt.Fprintf(w, "Published as targets v%d.\n", d.TargetsVersion)
+					return
+				}
+				fmt.Fprintf(w, "Pending: targets v%d needs %d more targets signature(s).\n", d.Signing.Version, d.Signing.Needed)
+				if d.Resign != nil {
+					fmt.Fprintf(w, "The role's published metadata does not verify under the new keys: %s v%d must be re-signed by %d of them (%d more needed).\n", d.Name, d.Resign.Version, d.Resign.Threshold, d.Resign.Needed)
+				}
+				fmt.Fprintf(w, "Key holders now run: tufota delegation sign %s --key URI\n", d.Name)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&adds, "add-key", nil, "a key to add: a key URI or a PEM public key file (repeatable)")
+	f.StringArrayVar(&revokes, "revoke-key", nil, "the TUF key ID of a key to revoke (repeatable)")
+	f.IntVar(&threshold, "threshold", 0, "the new threshold (default: unchanged)")
+	return cmd
+}
+
 func (a *app) delegationRenewCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "renew NAME",
@@ -147,13 +194,14 @@ func (a *app) delegationRenewCommand() *cobra.Command {
 
 // delegationSignCommand is `tufota delegation sign NAME --key URI`: a
 // targets key holder signs the top-level targets change that adds a
-// pending delegation, or a key holder of the role signs its renewal.
+// pending delegation or changes its keys, or a key holder of the role
+// signs its renewal or the re-signing a key change carries.
 func (a *app) delegationSignCommand() *cobra.Command {
 	var keyURI, rootFile string
 	var yes bool
 	cmd := &cobra.Command{
 		Use:   "sign NAME --key URI [--root root.json] [--yes]",
-		Short: "Sign, with your targets key, the targets change that adds a pending delegation",
+		Short: "Sign a pending delegation change: with a targets key (add, key change) or a key of the role (renewal, re-signing)",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -175,13 +223,19 @@ func (a *app) delegationSignCommand() *cobra.Command {
 			if rootFile == "" {
 				return tufota.Errorf(tufota.EInvalid, "delegation sign: --root FILE is required: the repository's trust anchor (root.json), to verify what else the payload would sign")
 			}
-			top, cur, err := verifiedTargets(ctx, c, rootFile, p.Role, probeFor(name))
+			verifyRole := p.Role
+			if p.Resign != nil {
+				verifyRole = name // a key change that re-signs the role's metadata
+			}
+			top, cur, err := verifiedTargets(ctx, c, rootFile, verifyRole, probeFor(name))
 			if err != nil {
 				return err
 			}
 			w := a.stderr
-			var dr *metadata.DelegatedRole
-			if renewal {
+			var dr, newRole *metadata.DelegatedRole
+			existing, _ := delegationOf(&top.Signed, name)
+			switch {
+			case renewal:
 				if dr, err = delegationOf(&top.Signed, name); err != nil {
 					return err
 				}
@@ -194,7 +248,34 @@ func (a *app) delegationSignCommand() *cobra.Command {
 				row(w, "Renewal of role:", fmt.Sprintf("%s (delegated %s by targets v%d, threshold %d of %d)", name, strings.Join(dr.Paths, ", "), top.Signed.Version, dr.Threshold, len(dr.KeyIDs)))
 				row(w, name+" version:", fmt.Sprintf("%d (the published %d, verified against %s, with the same %d release file(s)), expires %s (was %s)",
 					signed.Version, cur.Signed.Version, rootFile, len(signed.Targets), signed.Expires.Format("2006-01-02"), cur.Signed.Expires.Format("2006-01-02")))
-			} else {
+			case existing != nil:
+				if newRole, err = checkDelegationUpdatePayload(&top.Signed, &signed, name); err != nil {
+					return err
+				}
+				added, revoked := keyDiff(existing.KeyIDs, newRole.KeyIDs)
+				row(w, "Key change of role:", fmt.Sprintf("%s (%s)", name, strings.Join(existing.Paths, ", ")))
+				row(w, "Threshold:", fmt.Sprintf("%d of %d keys -> %d of %d keys", existing.Threshold, len(existing.KeyIDs), newRole.Threshold, len(newRole.KeyIDs)))
+				for _, id := range added {
+					row(w, "  add key:", id)
+				}
+				for _, id := range revoked {
+					row(w, "  revoke key:", id)
+				}
+				row(w, "targets version:", fmt.Sprintf("%d (the published %d, verified against %s, with only this change)", signed.Version, top.Signed.Version, rootFile))
+				if p.Resign != nil {
+					var rs metadata.TargetsType
+					if err := decodeCanonical(p.Resign.Payload, &rs); err != nil || rs.Type != metadata.TARGETS || p.Resign.Role != name {
+						return tufota.Errorf(tufota.EInvalid, "the re-signing payload is not role %s's metadata; refusing to sign", name)
+					}
+					if cur == nil {
+						return tufota.Errorf(tufota.EInvalid, "the verified repository has no metadata of role %s to re-sign; refusing to sign", name)
+					}
+					if err := checkPayloadChanges(&cur.Signed, &rs); err != nil {
+						return err
+					}
+					row(w, "Re-signing:", fmt.Sprintf("%s v%d (the published %d with the same %d release file(s)) by the role's new keys, expires %s", name, rs.Version, cur.Signed.Version, len(rs.Targets), rs.Expires.Format("2006-01-02")))
+				}
+			default:
 				if dr, err = checkDelegationPayload(&top.Signed, &signed, name); err != nil {
 					return err
 				}
@@ -211,14 +292,25 @@ func (a *app) delegationSignCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			up, err := signPayload(sv, p)
+			defer closeKey(sv)
+			id, err := signer.KeyID(sv)
+			if err != nil {
+				return err
+			}
+			toSign := p
+			if newRole != nil && p.Resign != nil && slices.Contains(newRole.KeyIDs, id) {
+				// A key of the role as the change makes it: it signs the
+				// re-signing of the role's metadata.
+				toSign, dr, renewal = *p.Resign, newRole, true
+			}
+			up, err := signPayload(sv, toSign)
 			if err != nil {
 				return err
 			}
 			if renewal && !slices.Contains(dr.KeyIDs, up.KeyID) {
 				return tufota.Errorf(tufota.EInvalid, "key %s is not a key of delegated role %s (its keys: %s); nothing uploaded", up.KeyID, name, strings.Join(dr.KeyIDs, ", "))
 			}
-			if err := a.confirm(yes, fmt.Sprintf("Sign delegation %s (%s v%d) with key %s?", name, p.Role, signed.Version, up.KeyID)); err != nil {
+			if err := a.confirm(yes, fmt.Sprintf("Sign delegation %s (%s v%d) with key %s?", name, toSign.Role, toSign.Status.Version, up.KeyID)); err != nil {
 				return err
 			}
 			var st signer.SigningStatus
@@ -227,10 +319,13 @@ func (a *app) delegationSignCommand() *cobra.Command {
 			}
 			return a.print(st, func(w io.Writer) {
 				if st.Published {
-					fmt.Fprintf(w, "Delegation %s published as %s v%d: threshold %d met.\n", name, p.Role, st.Version, st.Threshold)
+					fmt.Fprintf(w, "Delegation %s published as %s v%d: threshold %d met.\n", name, toSign.Role, st.Version, st.Threshold)
 					return
 				}
-				fmt.Fprintf(w, "Signed delegation %s. %d more signature(s) needed (threshold %d).\n", name, st.Needed, st.Threshold)
+				fmt.Fprintf(w, "Signed delegation %s (%s v%d). %d more signature(s) needed (threshold %d).\n", name, toSign.Role, st.Version, st.Needed, st.Threshold)
+				if p.Resign != nil && st.Needed == 0 {
+					fmt.Fprintf(w, "The change publishes once the targets change and the role's re-signing both have their signatures.\n")
+				}
 			})
 		},
 	}
@@ -244,7 +339,7 @@ func (a *app) delegationSignCommand() *cobra.Command {
 func (a *app) delegationCancelCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel NAME",
-		Short: "Withdraw a delegation, or a renewal, that waits for signatures",
+		Short: "Withdraw a pending delegation change (an add, a key change or a renewal)",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.api()
@@ -305,4 +400,72 @@ func checkDelegationPayload(cur, next *metadata.TargetsType, name string) (*meta
 		return nil, err
 	}
 	return &dr, nil
+}
+
+// checkDelegationUpdatePayload refuses a top-level targets payload that
+// does anything but change the keys and threshold of the existing
+// delegated role name in the verified current targets cur (same place in
+// the search order, same paths), and returns the role as it would be.
+func checkDelegationUpdatePayload(cur, next *metadata.TargetsType, name string) (*metadata.DelegatedRole, error) {
+	old, err := delegationOf(cur, name)
+	if err != nil {
+		return nil, err
+	}
+	nr, err := delegationOf(next, name)
+	if err != nil {
+		return nil, tufota.Errorf(tufota.EInvalid, "the payload removes delegation %s; refusing to sign", name)
+	}
+	want := *old
+	want.KeyIDs, want.Threshold = nr.KeyIDs, nr.Threshold
+	if !sameJSON(want, *nr) {
+		return nil, tufota.Errorf(tufota.EInvalid, "the payload changes more of delegation %s than its keys and threshold; refusing to sign", name)
+	}
+	// The published targets with only this role's keys and threshold
+	// changed must be exactly the payload, version aside.
+	raw, err := json.Marshal(cur)
+	if err != nil {
+		return nil, err
+	}
+	var expected metadata.TargetsType
+	if err := json.Unmarshal(raw, &expected); err != nil {
+		return nil, err
+	}
+	d := expected.Delegations
+	for i := range d.Roles {
+		if d.Roles[i].Name == name {
+			d.Roles[i].KeyIDs, d.Roles[i].Threshold = nr.KeyIDs, nr.Threshold
+		}
+	}
+	for _, id := range nr.KeyIDs {
+		k, ok := next.Delegations.Keys[id]
+		if !ok {
+			return nil, tufota.Errorf(tufota.EInvalid, "the payload's delegation %s names key %s but lists no such key; refusing to sign", name, id)
+		}
+		d.Keys[id] = k
+	}
+	for id := range d.Keys {
+		if !slices.ContainsFunc(d.Roles, func(r metadata.DelegatedRole) bool { return slices.Contains(r.KeyIDs, id) }) {
+			delete(d.Keys, id)
+		}
+	}
+	if err := checkPayloadChanges(&expected, next); err != nil {
+		return nil, err
+	}
+	return nr, nil
+}
+
+// keyDiff returns the key IDs in next but not in prev, and those in prev
+// but not in next.
+func keyDiff(prev, next []string) (added, removed []string) {
+	for _, id := range next {
+		if !slices.Contains(prev, id) {
+			added = append(added, id)
+		}
+	}
+	for _, id := range prev {
+		if !slices.Contains(next, id) {
+			removed = append(removed, id)
+		}
+	}
+	return added, removed
 }

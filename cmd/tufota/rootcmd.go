@@ -176,6 +176,7 @@ func (a *app) publicKeyOf(ctx context.Context, ref string) (*metadata.Key, bool,
 	if err != nil {
 		return nil, true, err
 	}
+	defer closeKey(sv)
 	pub, err := sv.PublicKey()
 	if err != nil {
 		return nil, true, err
@@ -185,6 +186,14 @@ func (a *app) publicKeyOf(ctx context.Context, ref string) (*metadata.Key, bool,
 		return nil, true, tufota.Errorf(tufota.EInvalid, "%s: %v", ref, err)
 	}
 	return k, true, nil
+}
+
+// closeKey releases what an opened key holds (a PKCS#11 key's session
+// pool; the module is unloaded when its last key closes).
+func closeKey(sv signature.SignerVerifier) {
+	if c, ok := sv.(io.Closer); ok {
+		_ = c.Close()
+	}
 }
 
 func (a *app) openKey(ctx context.Context, uri string) (signature.SignerVerifier, error) {
@@ -248,6 +257,7 @@ func (a *app) rootSignCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer closeKey(sv)
 			id, err := signer.KeyID(sv)
 			if err != nil {
 				return err
@@ -438,6 +448,7 @@ func (a *app) releaseSignCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer closeKey(sv)
 			up, err := signPayload(sv, p)
 			if err != nil {
 				return err

@@ -295,3 +295,59 @@ func TestCheckDelegationPayload(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckDelegationUpdatePayload: a targets key holder signing a key
+// change of a delegation signs exactly "the published targets with that
+// role's keys and threshold changed".
+func TestCheckDelegationUpdatePayload(t *testing.T) {
+	cur := delegatedTargets(t, 4, [2]string{"monitor", "monitor/*/*"}, [2]string{"pump", "pump/*/*"})
+	change := func(mut func(next *metadata.TargetsType)) *metadata.TargetsType {
+		raw, _ := json.Marshal(cur)
+		var next metadata.TargetsType
+		if err := json.Unmarshal(raw, &next); err != nil {
+			t.Fatal(err)
+		}
+		next.Version = 5
+		// pump: its key is replaced by a new one, threshold 1 → 1.
+		nk := tufKeyForTest(t)
+		id, _ := nk.ID()
+		delete(next.Delegations.Keys, next.Delegations.Roles[1].KeyIDs[0])
+		next.Delegations.Keys[id] = nk
+		next.Delegations.Roles[1].KeyIDs = []string{id}
+		if mut != nil {
+			mut(&next)
+		}
+		return &next
+	}
+	for _, tc := range []struct {
+		name string
+		next *metadata.TargetsType
+		want string
+	}{
+		{"rotates the key", change(nil), ""},
+		{"widens the paths", change(func(n *metadata.TargetsType) { n.Delegations.Roles[1].Paths = []string{"*/*/*"} }), "more of delegation pump than its keys"},
+		{"moves the role first", change(func(n *metadata.TargetsType) {
+			n.Delegations.Roles[0], n.Delegations.Roles[1] = n.Delegations.Roles[1], n.Delegations.Roles[0]
+		}), "changes the delegations"},
+		{"also changes another role", change(func(n *metadata.TargetsType) { n.Delegations.Roles[0].Threshold = 2 }), "changes the delegations"},
+		{"removes the role", change(func(n *metadata.TargetsType) { n.Delegations.Roles = n.Delegations.Roles[:1] }), "removes delegation pump"},
+		{"smuggles an image", change(func(n *metadata.TargetsType) {
+			tf, _ := metadata.TargetFile().FromBytes("evil/1.0.0/x.bin", []byte("x"))
+			n.Targets[tf.Path] = tf
+		}), "adds evil/1.0.0/x.bin"},
+		{"names a key it does not list", change(func(n *metadata.TargetsType) { n.Delegations.Roles[1].KeyIDs = []string{strings.Repeat("cd", 32)} }), "lists no such key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nr, err := checkDelegationUpdatePayload(cur, tc.next, "pump")
+			if tc.want == "" {
+				if err != nil || nr.Name != "pump" {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
