@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -257,6 +258,32 @@ func TestPendingDelegationCLI(t *testing.T) {
 	if _, err := h.runCLI("delegation", "sign", "pump", "--key", pump, "--yes"); err == nil || !strings.Contains(err.Error(), "is not a key of this repository") {
 		t.Fatalf("the pump key signing the top-level targets: %v", err)
 	}
+	// A server (or a man in the middle) that slips an image into the
+	// targets change is refused before anything is signed.
+	proxy := mitm(t, h, func(path string, body []byte) []byte {
+		if !strings.HasSuffix(path, "/signing") {
+			return body
+		}
+		var p map[string]any
+		if err := json.Unmarshal(body, &p); err != nil {
+			t.Errorf("signing payload: %v", err)
+			return body
+		}
+		raw, _ := base64.StdEncoding.DecodeString(p["payload"].(string))
+		var md map[string]any
+		if err := decodeCanonical(raw, &md); err != nil {
+			t.Errorf("payload: %v", err)
+			return body
+		}
+		md["targets"].(map[string]any)["evil/9.9.9/implant.bin"] = map[string]any{"length": 3, "hashes": map[string]any{"sha256": strings.Repeat("ab", 32)}}
+		raw, _ = json.Marshal(md)
+		p["payload"] = base64.StdEncoding.EncodeToString(raw)
+		out, _ := json.Marshal(p)
+		return out
+	})
+	if _, err := h.runCLI("delegation", "sign", "pump", "--key", alice, "--yes", "--server", proxy); err == nil || !strings.Contains(err.Error(), "adds evil/9.9.9/implant.bin") {
+		t.Fatalf("delegation sign through a server that smuggles an image: %v, want a refusal naming it", err)
+	}
 	if out := h.mustCLI("delegation", "sign", "pump", "--key", alice, "--yes"); !strings.Contains(out, "1 more signature(s) needed") {
 		t.Fatalf("first targets signature:\n%s", out)
 	}
@@ -286,5 +313,20 @@ func TestPendingDelegationCLI(t *testing.T) {
 		if !strings.Contains(audit, want) {
 			t.Fatalf("audit log lacks %s", want)
 		}
+	}
+
+	// Backup and restore keep the line: restore verifies every published
+	// release, the delegated one through the delegation.
+	bdir := filepath.Join(t.TempDir(), "backup")
+	var br backupResult
+	if err := json.Unmarshal([]byte(h.mustCLI("backup", "--dir", h.dir, "--to", bdir, "-o", "json")), &br); err != nil {
+		t.Fatal(err)
+	}
+	var rr restoreResult
+	if err := json.Unmarshal([]byte(h.mustCLI("restore", "--from", bdir, "--dir", filepath.Join(t.TempDir(), "restored"), "--manifest-sha256", br.ManifestSHA256, "-o", "json")), &rr); err != nil {
+		t.Fatal(err)
+	}
+	if rr.Repository.Releases != 1 || rr.Repository.Targets != 1 {
+		t.Fatalf("restore verified %d releases and %d targets, want the pump release through its delegation", rr.Repository.Releases, rr.Repository.Targets)
 	}
 }
