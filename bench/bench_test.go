@@ -11,7 +11,9 @@
 //     sha256sum followed by sha512sum.
 //   - BenchmarkUpdateCheck: a device's full metadata refresh from an empty
 //     cache (root, timestamp, snapshot, targets; the assignment lookup too
-//     for tufota's client) against go-tuf's updater Refresh.
+//     for tufota's client) against go-tuf's updater Refresh, for a release
+//     signed by the top-level targets role and for one signed by a
+//     delegated role (one more metadata file to fetch and verify).
 //
 // Run with `make bench` (or go test -run '^$' -bench . -benchmem ./bench/).
 // The fixture (a tufota binary, a repository, a server, a release and a
@@ -59,6 +61,9 @@ type fixture struct {
 	image       string // local copy of the published image
 	target      string // its TUF target path
 	deviceToken string
+	// A release of a product line delegated to its own key, assigned to
+	// device bench-line.
+	lineTarget, lineToken string
 	hc          *http.Client
 }
 
@@ -164,7 +169,47 @@ func newFixture() (f *fixture, err error) {
 	if err := f.cli(env, nil, "device", "assign", "bench-1", "pump-fw@2.0.0", "--reason", "benchmark"); err != nil {
 		return nil, err
 	}
+	if err := f.delegatedRelease(env, initRes.Root); err != nil {
+		return nil, err
+	}
 	return f, nil
+}
+
+// delegatedRelease delegates line/*/* to a new file key, pushes a 64 KiB
+// release of the line, signs it with that key and assigns it to device
+// bench-line.
+func (f *fixture) delegatedRelease(env []string, rootFile string) error {
+	key := "file:" + filepath.Join(f.tmp, "line.key")
+	if err := f.cli(env, nil, "key", "create", "--uri", key); err != nil {
+		return err
+	}
+	if err := f.cli(env, nil, "delegation", "add", "line", "--paths", "line/*/*", "--key", key, "-o", "json"); err != nil {
+		return err
+	}
+	img := filepath.Join(f.tmp, "line.bin")
+	b := make([]byte, 64<<10)
+	_, _ = rand.Read(b)
+	if err := os.WriteFile(img, b, 0o600); err != nil {
+		return err
+	}
+	var rel struct {
+		TargetPath string `json:"target_path"`
+	}
+	if err := f.cli(env, &rel, "release", "push", img, "--name", "line", "--version", "2.0.0", "--hardware", "line-a", "-o", "json"); err != nil {
+		return err
+	}
+	f.lineTarget = rel.TargetPath
+	if err := f.cli(env, nil, "release", "sign", "line@2.0.0", "--key", key, "--root", rootFile, "--yes", "-o", "json"); err != nil {
+		return err
+	}
+	var dev struct {
+		Token string `json:"token"`
+	}
+	if err := f.cli(env, &dev, "device", "register", "bench-line", "--hardware", "line-a", "--current-version", "1.0.0", "-o", "json"); err != nil {
+		return err
+	}
+	f.lineToken = dev.Token
+	return f.cli(env, nil, "device", "assign", "bench-line", "line@2.0.0", "--reason", "benchmark")
 }
 
 // cli runs the tufota binary and decodes its JSON output into v (if not nil).
@@ -195,9 +240,14 @@ func (f *fixture) close() {
 
 func (f *fixture) newClient(b *testing.B) *client.Client {
 	b.Helper()
+	return f.newDeviceClient(b, "bench-1", f.deviceToken, "pump-a")
+}
+
+func (f *fixture) newDeviceClient(b *testing.B, id, token, hw string) *client.Client {
+	b.Helper()
 	c, err := client.New(client.Config{
 		ServerURL: f.url, TrustedRoot: f.root, StateDir: b.TempDir(),
-		DeviceID: "bench-1", Token: f.deviceToken, HardwareID: "pump-a", CurrentVersion: "1.0.0", HTTPClient: f.hc,
+		DeviceID: id, Token: token, HardwareID: hw, CurrentVersion: "1.0.0", HTTPClient: f.hc,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -388,6 +438,27 @@ func BenchmarkUpdateCheck(b *testing.B) {
 				b.Fatal(err)
 			}
 			if _, err := up.GetTargetInfo(f.target); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("tufota-client-delegated", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			upd, err := f.newDeviceClient(b, "bench-line", f.lineToken, "line-a").Check(ctx)
+			if err != nil || upd == nil {
+				b.Fatalf("Check = %+v, %v", upd, err)
+			}
+		}
+	})
+	b.Run("go-tuf-updater-delegated", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			up, _ := f.newUpdater(b)
+			if err := up.Refresh(); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := up.GetTargetInfo(f.lineTarget); err != nil {
 				b.Fatal(err)
 			}
 		}
