@@ -308,6 +308,10 @@ func TestPendingDelegationCLI(t *testing.T) {
 	if got, err := h.download(h.root, "pump/1.0.0/pump.bin"); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("stock updater download: %v", err)
 	}
+	var rels []signer.Release
+	if err := json.Unmarshal([]byte(h.mustCLI("release", "list", "-o", "json")), &rels); err != nil || len(rels) != 1 || rels[0].Role != "pump" || rels[0].TargetsVersion != 1 || rels[0].State != signer.StatePublished {
+		t.Fatalf("release list = %+v, %v; want pump@1.0.0 published as pump v1", rels, err)
+	}
 	audit := h.mustCLI("audit", "log", "-o", "json")
 	for _, want := range []string{`"delegation.sign"`, `"delegation.publish"`} {
 		if !strings.Contains(audit, want) {

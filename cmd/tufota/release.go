@@ -178,9 +178,9 @@ func (a *app) releaseListCommand() *cobra.Command {
 				return err
 			}
 			return a.print(rels, func(w io.Writer) {
-				row(w, "NAME", "VERSION", "HARDWARE", "SIZE", "STATE", "PUBLISHED", "BY")
+				row(w, "NAME", "VERSION", "HARDWARE", "SIZE", "STATE", "SIGNED BY", "PUBLISHED", "BY")
 				for _, r := range rels {
-					row(w, r.Name, r.Version, strings.Join(r.Hardware, ","), humanBytes(r.Length), r.State, fmtTime(r.PublishedAt), r.CreatedBy)
+					row(w, r.Name, r.Version, strings.Join(r.Hardware, ","), humanBytes(r.Length), r.State, r.Role, fmtTime(r.PublishedAt), r.CreatedBy)
 				}
 			})
 		},
