@@ -73,6 +73,9 @@ type Delegation struct {
 	// Resign is set while a key change waits for the role's new keys to
 	// re-sign its published metadata (UpdateDelegation).
 	Resign *SigningStatus `json:"resign,omitempty"`
+	// Pending names the change waiting for signatures, if any: "add",
+	// "key change" or "renewal" (Delegations).
+	Pending string `json:"pending,omitempty"`
 }
 
 func pendingDelegationID(name string) string { return "delegation/" + name }
@@ -828,6 +831,74 @@ func (r *Releases) Delegations(ctx context.Context) ([]Delegation, error) {
 		for _, dr := range st.targets.Signed.Delegations.Roles {
 			out = append(out, delegationOf(st, dr))
 		}
+	}
+	return r.withPending(ctx, st, out)
+}
+
+// withPending marks the delegations in out that have a change waiting for
+// signatures and appends the pending additions, with their signing status
+// as recorded (a stale payload is rebuilt when it is next fetched).
+func (r *Releases) withPending(ctx context.Context, st *state, out []Delegation) ([]Delegation, error) {
+	rows, err := r.db.Query(ctx, `SELECT id FROM pending_metadata WHERE id LIKE 'delegation/%' ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list pending delegations: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("list pending delegations: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list pending delegations: %w", err)
+	}
+	for _, id := range ids {
+		p, err := loadPending(ctx, r.db, id)
+		if errors.Is(err, tufota.ErrNotFound) {
+			continue // published or cancelled meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		var x pendingDelegationExtra
+		if err := json.Unmarshal(p.Extra, &x); err != nil {
+			return nil, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
+		}
+		md, err := new(metadata.Metadata[metadata.TargetsType]).FromBytes(p.Metadata)
+		if err != nil {
+			return nil, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
+		}
+		delegator := st.root
+		kind := "add"
+		switch {
+		case p.Role != RoleTargets:
+			kind = "renewal"
+			if delegator, err = st.delegator(p.Role); err != nil {
+				continue // the role is gone: nothing to show
+			}
+		case x.Update:
+			kind = "key change"
+		}
+		status, _, err := r.statusOf(ctx, delegator, p, md)
+		if err != nil {
+			return nil, err
+		}
+		i := slices.IndexFunc(out, func(d Delegation) bool { return d.Name == strings.TrimPrefix(id, "delegation/") })
+		if i < 0 {
+			d := Delegation{Name: x.Name, Paths: x.Paths, Threshold: x.Threshold, TargetsVersion: p.Ver}
+			for _, k := range x.Keys {
+				if kid, err := k.ID(); err == nil {
+					d.KeyIDs = append(d.KeyIDs, kid)
+				}
+			}
+			out = append(out, d)
+			i = len(out) - 1
+		}
+		out[i].Pending, out[i].Signing = kind, &status
 	}
 	return out, nil
 }

@@ -312,8 +312,8 @@ func TestPendingDelegationUnderOfflineTargets(t *testing.T) {
 	if err != nil || d.Signing == nil || d.Signing.Needed != 2 || d.TargetsVersion != 2 {
 		t.Fatalf("AddDelegation under offline targets = %+v, %v; want pending targets v2 needing 2", d, err)
 	}
-	if ds, _ := e.rels.Delegations(ctx); len(ds) != 0 {
-		t.Fatalf("a pending delegation is listed as published: %+v", ds)
+	if ds, err := e.rels.Delegations(ctx); err != nil || len(ds) != 1 || ds[0].Pending != "add" || ds[0].Version != 0 || ds[0].Signing == nil || ds[0].Signing.Needed != 2 {
+		t.Fatalf("Delegations with a pending add = %+v, %v; want it marked pending, 2 signatures needed", ds, err)
 	}
 	_, err = e.rels.AddDelegation(ctx, req, "admin")
 	wantCode(t, err, tufota.EConflict)
@@ -454,6 +454,9 @@ func TestRenewDelegation(t *testing.T) {
 	}
 	_, err = e.rels.RenewDelegation(ctx, "pump", "petra")
 	wantCode(t, err, tufota.EConflict)
+	if ds, err := e.rels.Delegations(ctx); err != nil || len(ds) != 1 || ds[0].Pending != "renewal" || ds[0].Signing.Needed != 1 {
+		t.Fatalf("Delegations with a pending renewal = %+v, %v", ds, err)
+	}
 	p, err := e.rels.DelegationPayload(ctx, "pump")
 	if err != nil || p.Role != "pump" {
 		t.Fatalf("renewal payload: %+v %v", p, err)
@@ -550,6 +553,9 @@ func TestUpdateDelegationRevokesALineKey(t *testing.T) {
 	d, err = e.rels.UpdateDelegation(ctx, "pump", DelegationChange{RevokeKeys: []string{id1}}, "admin")
 	if err != nil || d.Signing == nil || d.Signing.Needed != 0 || d.Resign == nil || d.Resign.Needed != 1 || d.Resign.Version != 2 || slices.Contains(d.KeyIDs, id1) {
 		t.Fatalf("revoke k1 = %+v (signing %+v, resign %+v), %v; want a pending re-signing of pump v2 by the new keys", d, d.Signing, d.Resign, err)
+	}
+	if ds, err := e.rels.Delegations(ctx); err != nil || len(ds) != 1 || ds[0].Pending != "key change" || ds[0].Version != 1 {
+		t.Fatalf("Delegations with a pending key change = %+v, %v", ds, err)
 	}
 	_, err = e.rels.UpdateDelegation(ctx, "pump", DelegationChange{Threshold: 2}, "admin")
 	wantCode(t, err, tufota.EConflict)

@@ -78,7 +78,7 @@ func (a *app) delegationAddCommand() *cobra.Command {
 func (a *app) delegationListCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
-		Short: "List delegated roles in the order devices search them",
+		Short: "List delegated roles in the order devices search them, and changes waiting for signatures",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.api()
@@ -90,9 +90,13 @@ func (a *app) delegationListCommand() *cobra.Command {
 				return err
 			}
 			return a.print(ds, func(w io.Writer) {
-				row(w, "ROLE", "PATHS", "THRESHOLD", "VERSION", "TARGETS", "EXPIRES")
+				row(w, "ROLE", "PATHS", "THRESHOLD", "VERSION", "TARGETS", "EXPIRES", "PENDING")
 				for _, d := range ds {
-					row(w, d.Name, strings.Join(d.Paths, ","), fmt.Sprintf("%d of %d", d.Threshold, len(d.KeyIDs)), d.Version, d.Targets, fmtTime(d.Expires))
+					pending := "-"
+					if d.Pending != "" && d.Signing != nil {
+						pending = fmt.Sprintf("%s: %d more signature(s)", d.Pending, d.Signing.Needed)
+					}
+					row(w, d.Name, strings.Join(d.Paths, ","), fmt.Sprintf("%d of %d", d.Threshold, len(d.KeyIDs)), d.Version, d.Targets, fmtTime(d.Expires), pending)
 				}
 			})
 		},
