@@ -64,7 +64,7 @@ type fixture struct {
 	// A release of a product line delegated to its own key, assigned to
 	// device bench-line.
 	lineTarget, lineToken string
-	hc          *http.Client
+	hc                    *http.Client
 }
 
 var (
