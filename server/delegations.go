@@ -80,6 +80,24 @@ func (s *Server) updateDelegation(c echo.Context) error {
 	return c.JSON(http.StatusOK, d)
 }
 
+// removeDelegation removes a delegation that has no releases (admin
+// only: it changes the top-level targets metadata).
+func (s *Server) removeDelegation(c echo.Context) error {
+	name := c.Param("name")
+	object := "delegation/" + name
+	auditObject(c, object, nil)
+	d, err := s.cfg.Releases.RemoveDelegation(c.Request().Context(), name, principal(c).Name)
+	if err != nil {
+		return err
+	}
+	auditObject(c, object, map[string]string{"targets_version": strconv.FormatInt(d.TargetsVersion, 10)})
+	if d.Signing != nil {
+		return c.JSON(http.StatusAccepted, d)
+	}
+	s.log.Info("delegation removed", "role", name, "targets_version", d.TargetsVersion)
+	return c.JSON(http.StatusOK, d)
+}
+
 // renewDelegation proposes the next version of a delegated role's
 // metadata, same targets, new expiry, for the role's key holders to sign.
 func (s *Server) renewDelegation(c echo.Context) error {

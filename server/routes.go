@@ -57,6 +57,7 @@ func (s *Server) Routes() []Route {
 		{Method: http.MethodPost, Path: "/api/v1/delegations", Roles: admin, Action: "delegation.add", handler: s.addDelegation},
 		{Method: http.MethodGet, Path: "/api/v1/delegations", Roles: people, Action: "delegation.list", handler: s.listDelegations},
 		{Method: http.MethodPatch, Path: "/api/v1/delegations/:name", Roles: admin, Action: "delegation.update", handler: s.updateDelegation},
+		{Method: http.MethodPost, Path: "/api/v1/delegations/:name/remove", Roles: admin, Action: "delegation.remove", handler: s.removeDelegation},
 		{Method: http.MethodPost, Path: "/api/v1/delegations/:name/renew", Roles: pushers, Action: "delegation.renew", handler: s.renewDelegation},
 
 		{Method: http.MethodPost, Path: "/api/v1/tokens", Roles: admin, Action: "token.create", handler: s.createToken},

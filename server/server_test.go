@@ -174,6 +174,12 @@ func (ts *testServer) validRequest(t *testing.T, r Route) *http.Request {
 			t.Fatal(err)
 		}
 		req = jsonRequest(r.Method, u+"/api/v1/delegations/"+name, fmt.Sprintf(`{"add_keys":[%s]}`, lineKeyJSON(t)))
+	case "/api/v1/delegations/:name/remove":
+		name := fmt.Sprintf("remove-%d", n)
+		if _, err := ts.cfg.Releases.AddDelegation(context.Background(), signer.DelegationRequest{Name: name, Paths: []string{name + "/*/*"}, Keys: []*metadata.Key{tufPub(t, newSV(t))}, Threshold: 1}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		req = jsonRequest(r.Method, u+"/api/v1/delegations/"+name+"/remove", "")
 	case "/api/v1/delegations/:name/renew":
 		req = jsonRequest(r.Method, u+"/api/v1/delegations/"+ts.publishedDelegation(t, n)+"/renew", "")
 	case "/api/v1/tokens":

@@ -74,7 +74,7 @@ type Delegation struct {
 	// re-sign its published metadata (UpdateDelegation).
 	Resign *SigningStatus `json:"resign,omitempty"`
 	// Pending names the change waiting for signatures, if any: "add",
-	// "key change" or "renewal" (Delegations).
+	// "key change", "removal" or "renewal" (Delegations).
 	Pending string `json:"pending,omitempty"`
 }
 
@@ -607,8 +607,11 @@ func (r *Releases) pendingDelegation(ctx context.Context, st *state, name string
 			}
 		}
 	} else if cur := st.targets.Signed.Version; p.Base != cur {
-		if !x.Update && st.delegatedRole(name) != nil {
+		if !x.Update && !x.Remove && st.delegatedRole(name) != nil {
 			return p, nil, 0, tufota.Errorf(tufota.EConflict, "delegation %s is published already (targets v%d); there is nothing to sign", name, cur)
+		}
+		if x.Remove && st.delegatedRole(name) == nil {
+			return p, nil, 0, tufota.Errorf(tufota.EConflict, "delegation %s is removed already (targets v%d); there is nothing to sign", name, cur)
 		}
 		nmd, err := cloneTargets(st.targets)
 		if err != nil {
@@ -617,11 +620,7 @@ func (r *Releases) pendingDelegation(ctx context.Context, st *state, name string
 		nmd.ClearSignatures()
 		nmd.Signed.Version++
 		nmd.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
-		if x.Update {
-			replaceDelegation(nmd, x.DelegationRequest)
-		} else {
-			withDelegation(nmd, x.DelegationRequest)
-		}
+		x.apply(nmd)
 		if p, discarded, err = r.rebuildPending(ctx, p, cur, nmd, ref); err != nil {
 			return p, nil, 0, err
 		}
@@ -709,14 +708,10 @@ func (r *Releases) SignDelegation(ctx context.Context, name string, up Signature
 	if err != nil || status.Needed > 0 {
 		return status, err
 	}
-	var req DelegationRequest
-	if err := json.Unmarshal(p.Extra, &req); err != nil {
-		return status, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
-	}
 	attachSignatures(md, status, sigs)
 	var v int64
 	if p.Role == RoleTargets {
-		v, err = r.repo.publishDelegationLocked(ctx, st, md, p.Base, req, r.Signers())
+		v, err = r.repo.publishDelegationLocked(ctx, st, md, p.Base, x, r.Signers())
 	} else {
 		v, err = r.repo.publishRenewalLocked(ctx, st, p.Role, md, p.Base, r.Signers())
 	}
@@ -755,13 +750,17 @@ func (r *Releases) CancelDelegation(ctx context.Context, name string) error {
 }
 
 // publishDelegationLocked publishes top-level targets metadata md that
-// carries targets signatures made elsewhere and adds delegation req to
-// the targets version base, and nothing else (plus the server's own
-// targets signatures, snapshot and timestamp). The caller holds the
-// writer lock.
-func (r *Repository) publishDelegationLocked(ctx context.Context, st *state, md *metadata.Metadata[metadata.TargetsType], base int64, req DelegationRequest, s Signers) (int64, error) {
+// carries targets signatures made elsewhere and adds (or removes)
+// delegation x to the targets version base, and nothing else (plus the
+// server's own targets signatures, snapshot and timestamp). The caller
+// holds the writer lock.
+func (r *Repository) publishDelegationLocked(ctx context.Context, st *state, md *metadata.Metadata[metadata.TargetsType], base int64, x pendingDelegationExtra, s Signers) (int64, error) {
+	req := x.DelegationRequest
 	if st.targets.Signed.Version != base {
 		return 0, staleError("targets metadata is at v%d, the payload was built on v%d", st.targets.Signed.Version, base)
+	}
+	if x.Remove && st.delegated[req.Name] != nil {
+		return 0, tufota.Errorf(tufota.EConflict, "delegation %s has published releases now; it cannot be removed", req.Name)
 	}
 	cur, err := st.targets.ToBytes(false)
 	if err != nil {
@@ -773,9 +772,9 @@ func (r *Repository) publishDelegationLocked(ctx context.Context, st *state, md 
 	}
 	want.ClearSignatures()
 	want.Signed.Version, want.Signed.Expires = base+1, md.Signed.Expires
-	withDelegation(want, req)
+	x.apply(want)
 	if same, err := sameSigned(want, md); err != nil || !same {
-		return 0, errors.Join(err, tufota.Errorf(tufota.EInternal, "pending targets v%d changes more than adding delegation %s", md.Signed.Version, req.Name))
+		return 0, errors.Join(err, tufota.Errorf(tufota.EInternal, "pending targets v%d changes more than delegation %s", md.Signed.Version, req.Name))
 	}
 	if err := addServerTargetsSigs(st.root, md, s); err != nil {
 		return 0, err
@@ -882,6 +881,8 @@ func (r *Releases) withPending(ctx context.Context, st *state, out []Delegation)
 			}
 		case x.Update:
 			kind = "key change"
+		case x.Remove:
+			kind = "removal"
 		}
 		status, _, err := r.statusOf(ctx, delegator, p, md)
 		if err != nil {

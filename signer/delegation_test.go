@@ -677,3 +677,98 @@ func TestUpdateDelegationUnderOfflineTargets(t *testing.T) {
 		t.Fatalf("cancel after publish: %v", err)
 	}
 }
+
+// A delegation made by mistake (no release yet) can be removed, and its
+// paths go back to the top-level role; one with releases cannot.
+func TestRemoveDelegation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newOnlineEnv(t)
+	k := newKey(t, true)
+	for _, name := range []string{"pmup", "pump"} {
+		if _, err := e.rels.AddDelegation(ctx, DelegationRequest{Name: name, Paths: []string{name + "/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, k)}, Threshold: 1}, "admin"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.push("pump", "1.0.0")
+	if _, err := e.rels.SignRelease(ctx, "pump", "1.0.0", signUpload(t, k, e.payload("pump", "1.0.0")), "petra"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.rels.RemoveDelegation(ctx, "pump", "admin")
+	wantCode(t, err, tufota.EConflict)
+	if !strings.Contains(err.Error(), "has published releases") {
+		t.Fatalf("removing a role with releases: %v", err)
+	}
+	_, err = e.rels.RemoveDelegation(ctx, "vent", "admin")
+	wantCode(t, err, tufota.ENotFound)
+	e.push("pmup", "1.0.0") // pending under the mistaken role
+	_, err = e.rels.RemoveDelegation(ctx, "pmup", "admin")
+	wantCode(t, err, tufota.EConflict)
+	if !strings.Contains(err.Error(), "pmup@1.0.0") {
+		t.Fatalf("removing a role with a pending release: %v", err)
+	}
+	if _, err := e.rels.CancelRelease(ctx, "pmup", "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.rels.RemoveDelegation(ctx, "pmup", "admin")
+	if err != nil || d.Signing != nil {
+		t.Fatalf("RemoveDelegation = %+v, %v; want published", d, err)
+	}
+	ds, _ := e.rels.Delegations(ctx)
+	if len(ds) != 1 || ds[0].Name != "pump" {
+		t.Fatalf("after removal: %+v", ds)
+	}
+	// Its paths are the top-level role's again: published at once.
+	_, rel := e.push("pmup", "1.0.0")
+	if rel.State != StatePublished || rel.Role != RoleTargets {
+		t.Fatalf("push after the removal = %+v", rel)
+	}
+	if _, err := fetchTarget(t, serveBlobs(t, e.blobs), e.root, testEpoch, "pump/1.0.0/fw.bin"); err != nil {
+		t.Fatalf("the other line after the removal: %v", err)
+	}
+}
+
+// Under an offline targets role a removal waits for the targets keys.
+func TestRemoveDelegationUnderOfflineTargets(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newThresholdEnv(t)
+	req := DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, newKey(t, true))}, Threshold: 1}
+	if _, err := e.rels.AddDelegation(ctx, req, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	sign := func() SigningStatus {
+		t.Helper()
+		p, err := e.rels.DelegationPayload(ctx, "pump")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st SigningStatus
+		for _, k := range e.keys.targets {
+			if st, err = e.rels.SignDelegation(ctx, "pump", signUpload(t, k, p), "tina"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return st
+	}
+	if st := sign(); !st.Published {
+		t.Fatalf("add: %+v", st)
+	}
+	d, err := e.rels.RemoveDelegation(ctx, "pump", "admin")
+	if err != nil || d.Signing == nil || d.Signing.Needed != 2 || d.Pending != "removal" {
+		t.Fatalf("RemoveDelegation under offline targets = %+v, %v", d, err)
+	}
+	if ds, _ := e.rels.Delegations(ctx); len(ds) != 1 || ds[0].Pending != "removal" {
+		t.Fatalf("Delegations with a pending removal: %+v", ds)
+	}
+	if st := sign(); !st.Published {
+		t.Fatalf("removal: %+v", st)
+	}
+	if ds, _ := e.rels.Delegations(ctx); len(ds) != 0 {
+		t.Fatalf("after the removal: %+v", ds)
+	}
+	tg, err := e.rels.repo.Targets(ctx)
+	if err != nil || tg.Signed.Delegations != nil {
+		t.Fatalf("targets after removing the last delegation: %+v, %v", tg.Signed.Delegations, err)
+	}
+}

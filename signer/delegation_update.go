@@ -33,12 +33,123 @@ type DelegationChange struct {
 	Threshold  int             `json:"threshold,omitempty"` // 0: unchanged
 }
 
-// pendingDelegationExtra is the extra column of a pending delegation add
-// or change: the role as it will be.
+// pendingDelegationExtra is the extra column of a pending delegation add,
+// key change or removal: the role as it will be (its name, for a removal).
 type pendingDelegationExtra struct {
 	DelegationRequest
 	Update  bool     `json:"update,omitempty"`
+	Remove  bool     `json:"remove,omitempty"`
 	Revoked []string `json:"revoked,omitempty"`
+}
+
+// apply makes the change in top-level targets metadata md.
+func (x pendingDelegationExtra) apply(md *metadata.Metadata[metadata.TargetsType]) {
+	switch {
+	case x.Remove:
+		removeDelegation(md, x.Name)
+	case x.Update:
+		replaceDelegation(md, x.DelegationRequest)
+	default:
+		withDelegation(md, x.DelegationRequest)
+	}
+}
+
+// removeDelegation takes role name, and the keys only it used, out of md.
+func removeDelegation(md *metadata.Metadata[metadata.TargetsType], name string) {
+	d := md.Signed.Delegations
+	if d == nil {
+		return
+	}
+	d.Roles = slices.DeleteFunc(d.Roles, func(r metadata.DelegatedRole) bool { return r.Name == name })
+	for id := range d.Keys {
+		if !slices.ContainsFunc(d.Roles, func(r metadata.DelegatedRole) bool { return slices.Contains(r.KeyIDs, id) }) {
+			delete(d.Keys, id)
+		}
+	}
+	if len(d.Roles) == 0 {
+		md.Signed.Delegations = nil
+	}
+}
+
+// RemoveDelegation removes delegation name, one made by mistake: a role
+// with no published release and none pending (a role with releases stays,
+// or devices could no longer find them). The paths it covered go back to
+// the top-level targets role. Like an add, it publishes at once when the
+// server holds the targets threshold and otherwise waits for the targets
+// key holders (Delegation.Signing; DelegationPayload, SignDelegation).
+func (r *Releases) RemoveDelegation(ctx context.Context, name, actor string) (Delegation, error) {
+	st, unlock, err := r.lockedState(ctx)
+	if err != nil {
+		return Delegation{}, fmt.Errorf("remove delegation %s: %w", name, err)
+	}
+	defer unlock()
+	dr := st.delegatedRole(name)
+	if dr == nil {
+		return Delegation{}, tufota.Errorf(tufota.ENotFound, "remove delegation %s: targets v%d delegates to no role %s", name, st.targets.Signed.Version, name)
+	}
+	if md := st.delegated[name]; md != nil {
+		return Delegation{}, tufota.Errorf(tufota.EConflict, "remove delegation %s: the role has published releases (%s v%d, %d file(s)); devices could no longer find them, so it stays", name, name, md.Signed.Version, len(md.Signed.Targets))
+	}
+	var pending []string
+	rows, err := r.list(ctx, `WHERE role = ? AND state = ?`, name, StatePending)
+	if err != nil {
+		return Delegation{}, err
+	}
+	for _, rel := range rows {
+		pending = append(pending, rel.Name+"@"+rel.Version)
+	}
+	if len(pending) > 0 {
+		return Delegation{}, tufota.Errorf(tufota.EConflict, "remove delegation %s: releases wait for its signatures (%s); cancel them first (tufota release cancel)", name, strings.Join(pending, ", "))
+	}
+	if p, err := loadPending(ctx, r.db, pendingDelegationID(name)); err == nil {
+		return Delegation{}, tufota.Errorf(tufota.EConflict, "remove delegation %s: a change waits for signatures already (since %s, by %s): sign it or cancel it (tufota delegation cancel %s)",
+			name, p.CreatedAt.Format(time.RFC3339), p.CreatedBy, name)
+	} else if !errors.Is(err, tufota.ErrNotFound) {
+		return Delegation{}, err
+	}
+	d := delegationOf(st, *dr)
+	x := pendingDelegationExtra{DelegationRequest: DelegationRequest{Name: name}, Remove: true}
+	base := st.targets.Signed.Version
+	md, err := cloneTargets(st.targets)
+	if err != nil {
+		return Delegation{}, err
+	}
+	md.ClearSignatures()
+	md.Signed.Version++
+	md.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
+	x.apply(md)
+	d.TargetsVersion = md.Signed.Version
+	s := r.Signers()
+	if n, need := countRoleSigners(st.root, RoleTargets, s.Targets); n >= need {
+		files, err := r.repo.signChain(st.root, md, false, st.snapshot, st.timestamp, s)
+		if err != nil {
+			return Delegation{}, fmt.Errorf("remove delegation %s: %w", name, err)
+		}
+		if err := r.repo.writeChain(ctx, files); err != nil {
+			return Delegation{}, fmt.Errorf("remove delegation %s: %w", name, err)
+		}
+		r.repo.log.InfoContext(ctx, "tuf delegation removed", "role", name, "targets_version", md.Signed.Version)
+		return d, nil
+	}
+	extra, err := json.Marshal(x)
+	if err != nil {
+		return Delegation{}, err
+	}
+	mdJSON, err := md.ToBytes(false)
+	if err != nil {
+		return Delegation{}, err
+	}
+	id, now := pendingDelegationID(name), r.now().UTC().UnixNano()
+	if _, err := r.db.Exec(ctx, `INSERT INTO pending_metadata (id, role, base_version, version, metadata, extra, created_at, created_by, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, RoleTargets, base, md.Signed.Version, string(mdJSON), string(extra), now, actor, now); err != nil {
+		return Delegation{}, fmt.Errorf("remove delegation %s: record the pending change: %w", name, err)
+	}
+	status, _, err := r.statusOf(ctx, st.root, pendingRow{ID: id, Role: RoleTargets, Ver: md.Signed.Version, Base: base, CreatedBy: actor}, md)
+	if err != nil {
+		return Delegation{}, err
+	}
+	d.Pending, d.Signing = "removal", &status
+	return d, nil
 }
 
 func pendingRoleResignID(name string) string { return "delegation-role/" + name }

@@ -66,6 +66,11 @@ func TestDelegationCLI(t *testing.T) {
 	if _, err := h.runCLI("delegation", "add", "pump", "--paths", "pump/*/*", "--key", uri("pump-1")); err == nil || !strings.Contains(err.Error(), "exists already") {
 		t.Fatalf("second delegation add: %v", err)
 	}
+	// A delegation made by mistake (a typo in the name) is removed again.
+	h.mustCLI("delegation", "add", "pmup", "--paths", "pmup/*/*", "--key", uri("pump-1"))
+	if out := h.mustCLI("delegation", "remove", "pmup"); !strings.Contains(out, "Delegation pmup removed") {
+		t.Fatalf("delegation remove:\n%s", out)
+	}
 	h.mustCLI("delegation", "add", "monitor", "--paths", "monitor/*/*", "--key", uri("pump-1"), "--threshold", "1")
 	out = h.mustCLI("delegation", "list")
 	if !strings.Contains(out, "pump/*/*") || !strings.Contains(out, "2 of 2") || strings.Index(out, "pump") > strings.Index(out, "monitor") {
@@ -215,9 +220,14 @@ func TestDelegationCLI(t *testing.T) {
 		t.Fatal("a monitor release was published without a monitor key")
 	}
 
+	// A role with releases cannot be removed.
+	if _, err := h.runCLI("delegation", "remove", "pump"); err == nil || !strings.Contains(err.Error(), "has published releases") {
+		t.Fatalf("removing a role with releases: %v", err)
+	}
+
 	// The audit trail names the delegation and every signature.
 	audit := h.mustCLI("audit", "log", "-o", "json")
-	for _, want := range []string{`"delegation.add"`, `"delegation/pump"`, `"release.sign"`, `"release.publish"`} {
+	for _, want := range []string{`"delegation.add"`, `"delegation/pump"`, `"delegation.remove"`, `"delegation.update"`, `"delegation.renew"`, `"release.sign"`, `"release.publish"`} {
 		if !strings.Contains(audit, want) {
 			t.Fatalf("audit log lacks %s", want)
 		}

@@ -23,7 +23,7 @@ func (a *app) delegationCommand() *cobra.Command {
 		Use:   "delegation",
 		Short: "Delegate a product line's releases to its own signing keys",
 	}
-	cmd.AddCommand(a.delegationAddCommand(), a.delegationListCommand(), a.delegationUpdateCommand(), a.delegationRenewCommand(), a.delegationSignCommand(), a.delegationCancelCommand())
+	cmd.AddCommand(a.delegationAddCommand(), a.delegationListCommand(), a.delegationUpdateCommand(), a.delegationRemoveCommand(), a.delegationRenewCommand(), a.delegationSignCommand(), a.delegationCancelCommand())
 	return cmd
 }
 
@@ -171,6 +171,31 @@ func (a *app) delegationUpdateCommand() *cobra.Command {
 	return cmd
 }
 
+func (a *app) delegationRemoveCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Remove a delegation that has no releases (one made by mistake); its paths go back to the top-level targets role",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var d signer.Delegation
+			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/delegations/"+url.PathEscape(args[0])+"/remove", struct{}{}, &d); err != nil {
+				return err
+			}
+			return a.print(d, func(w io.Writer) {
+				if d.Signing != nil {
+					fmt.Fprintf(w, "Pending: targets v%d removes delegation %s and needs %d more targets signature(s): tufota delegation sign %s --key URI\n", d.TargetsVersion, d.Name, d.Signing.Needed, d.Name)
+					return
+				}
+				fmt.Fprintf(w, "Delegation %s removed (targets v%d); %s are the top-level targets role's again.\n", d.Name, d.TargetsVersion, strings.Join(d.Paths, ", "))
+			})
+		},
+	}
+}
+
 func (a *app) delegationRenewCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "renew NAME",
@@ -227,11 +252,9 @@ func (a *app) delegationSignCommand() *cobra.Command {
 			if rootFile == "" {
 				return tufota.Errorf(tufota.EInvalid, "delegation sign: --root FILE is required: the repository's trust anchor (root.json), to verify what else the payload would sign")
 			}
-			verifyRole := p.Role
-			if p.Resign != nil {
-				verifyRole = name // a key change that re-signs the role's metadata
-			}
-			top, cur, err := verifiedTargets(ctx, c, rootFile, verifyRole, probeFor(name))
+			// The role's own verified metadata too, if it has any (renewal,
+			// re-signing, and to refuse removing a role with releases).
+			top, cur, err := verifiedTargets(ctx, c, rootFile, name, probeFor(name))
 			if err != nil {
 				return err
 			}
@@ -252,6 +275,15 @@ func (a *app) delegationSignCommand() *cobra.Command {
 				row(w, "Renewal of role:", fmt.Sprintf("%s (delegated %s by targets v%d, threshold %d of %d)", name, strings.Join(dr.Paths, ", "), top.Signed.Version, dr.Threshold, len(dr.KeyIDs)))
 				row(w, name+" version:", fmt.Sprintf("%d (the published %d, verified against %s, with the same %d release file(s)), expires %s (was %s)",
 					signed.Version, cur.Signed.Version, rootFile, len(signed.Targets), signed.Expires.Format("2006-01-02"), cur.Signed.Expires.Format("2006-01-02")))
+			case existing != nil && !hasRole(&signed, name):
+				if cur != nil {
+					return tufota.Errorf(tufota.EInvalid, "the payload removes delegation %s, which has published releases (%s v%d); refusing to sign", name, name, cur.Signed.Version)
+				}
+				if err := checkDelegationRemovalPayload(&top.Signed, &signed, name); err != nil {
+					return err
+				}
+				row(w, "Removal of role:", fmt.Sprintf("%s (%s; no releases)", name, strings.Join(existing.Paths, ", ")))
+				row(w, "targets version:", fmt.Sprintf("%d (the published %d, verified against %s, without this delegation)", signed.Version, top.Signed.Version, rootFile))
 			case existing != nil:
 				if newRole, err = checkDelegationUpdatePayload(&top.Signed, &signed, name); err != nil {
 					return err
@@ -472,4 +504,35 @@ func keyDiff(prev, next []string) (added, removed []string) {
 		}
 	}
 	return added, removed
+}
+
+func hasRole(t *metadata.TargetsType, name string) bool {
+	_, err := delegationOf(t, name)
+	return err == nil
+}
+
+// checkDelegationRemovalPayload refuses a top-level targets payload that
+// does anything but take delegation name (and keys only it used) out of
+// the verified current targets cur.
+func checkDelegationRemovalPayload(cur, next *metadata.TargetsType, name string) error {
+	raw, err := json.Marshal(cur)
+	if err != nil {
+		return err
+	}
+	var expected metadata.TargetsType
+	if err := json.Unmarshal(raw, &expected); err != nil {
+		return err
+	}
+	if d := expected.Delegations; d != nil {
+		d.Roles = slices.DeleteFunc(d.Roles, func(r metadata.DelegatedRole) bool { return r.Name == name })
+		for id := range d.Keys {
+			if !slices.ContainsFunc(d.Roles, func(r metadata.DelegatedRole) bool { return slices.Contains(r.KeyIDs, id) }) {
+				delete(d.Keys, id)
+			}
+		}
+		if len(d.Roles) == 0 {
+			expected.Delegations = nil
+		}
+	}
+	return checkPayloadChanges(&expected, next)
 }

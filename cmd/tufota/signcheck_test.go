@@ -351,3 +351,50 @@ func TestCheckDelegationUpdatePayload(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckDelegationRemovalPayload: removing a delegation signs exactly
+// "the published targets without that role (and keys only it used)".
+func TestCheckDelegationRemovalPayload(t *testing.T) {
+	cur := delegatedTargets(t, 4, [2]string{"monitor", "monitor/*/*"}, [2]string{"pmup", "pmup/*/*"})
+	without := func(mut func(n *metadata.TargetsType)) *metadata.TargetsType {
+		raw, _ := json.Marshal(cur)
+		var n metadata.TargetsType
+		if err := json.Unmarshal(raw, &n); err != nil {
+			t.Fatal(err)
+		}
+		n.Version = 5
+		delete(n.Delegations.Keys, n.Delegations.Roles[1].KeyIDs[0])
+		n.Delegations.Roles = n.Delegations.Roles[:1]
+		if mut != nil {
+			mut(&n)
+		}
+		return &n
+	}
+	for _, tc := range []struct {
+		name string
+		next *metadata.TargetsType
+		want string
+	}{
+		{"removes the role", without(nil), ""},
+		{"also widens another role", without(func(n *metadata.TargetsType) { n.Delegations.Roles[0].Paths = []string{"*/*/*"} }), "changes the delegations"},
+		{"keeps the removed role's key", without(func(n *metadata.TargetsType) {
+			for id, k := range cur.Delegations.Keys {
+				n.Delegations.Keys[id] = k
+			}
+		}), "changes the delegations"},
+		{"removes every role", without(func(n *metadata.TargetsType) { n.Delegations = nil }), "changes the delegations"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkDelegationRemovalPayload(cur, tc.next, "pmup")
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
