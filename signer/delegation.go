@@ -3,6 +3,7 @@ package signer
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -446,10 +447,7 @@ func (r *Releases) AddDelegation(ctx context.Context, req DelegationRequest, act
 	if st.delegatedRole(req.Name) != nil {
 		return Delegation{}, tufota.Errorf(tufota.EConflict, "delegation %s exists already (targets v%d)", req.Name, st.targets.Signed.Version)
 	}
-	if p, err := loadPending(ctx, r.db, pendingDelegationID(req.Name)); err == nil {
-		return Delegation{}, tufota.Errorf(tufota.EConflict, "delegation %s waits for targets signatures already (since %s, by %s): sign it (tufota delegation sign %s) or cancel it (tufota delegation cancel %s)",
-			req.Name, p.CreatedAt.Format(time.RFC3339), p.CreatedBy, req.Name, req.Name)
-	} else if !errors.Is(err, tufota.ErrNotFound) {
+	if err := r.noPendingChange(ctx, req.Name, "add"); err != nil {
 		return Delegation{}, err
 	}
 	s := r.Signers()
@@ -527,10 +525,7 @@ func (r *Releases) RenewDelegation(ctx context.Context, name, actor string) (Del
 	if cur == nil {
 		return Delegation{}, tufota.Errorf(tufota.EConflict, "renew delegation %s: the role has no metadata yet; its first release creates it", name)
 	}
-	if p, err := loadPending(ctx, r.db, pendingDelegationID(name)); err == nil {
-		return Delegation{}, tufota.Errorf(tufota.EConflict, "renew delegation %s: a change waits for signatures already (since %s, by %s): sign it (tufota delegation sign %s) or cancel it (tufota delegation cancel %s)",
-			name, p.CreatedAt.Format(time.RFC3339), p.CreatedBy, name, name)
-	} else if !errors.Is(err, tufota.ErrNotFound) {
+	if err := r.noPendingChange(ctx, name, "renew"); err != nil {
 		return Delegation{}, err
 	}
 	base := cur.Signed.Version
@@ -842,17 +837,8 @@ func (r *Releases) withPending(ctx context.Context, st *state, out []Delegation)
 	if err != nil {
 		return nil, fmt.Errorf("list pending delegations: %w", err)
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("list pending delegations: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	ids, err := scanIDs(rows)
+	if err != nil {
 		return nil, fmt.Errorf("list pending delegations: %w", err)
 	}
 	for _, id := range ids {
@@ -914,4 +900,19 @@ func delegationOf(st *state, dr metadata.DelegatedRole) Delegation {
 		d.Version, d.Expires, d.Targets = md.Signed.Version, &exp, len(md.Signed.Targets)
 	}
 	return d
+}
+
+// scanIDs reads one string column from rows and closes them, so that the
+// caller can query again (SQLite has one connection).
+func scanIDs(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }

@@ -61,11 +61,7 @@ func removeDelegation(md *metadata.Metadata[metadata.TargetsType], name string) 
 		return
 	}
 	d.Roles = slices.DeleteFunc(d.Roles, func(r metadata.DelegatedRole) bool { return r.Name == name })
-	for id := range d.Keys {
-		if !slices.ContainsFunc(d.Roles, func(r metadata.DelegatedRole) bool { return slices.Contains(r.KeyIDs, id) }) {
-			delete(d.Keys, id)
-		}
-	}
+	dropUnusedKeys(d)
 	if len(d.Roles) == 0 {
 		md.Signed.Delegations = nil
 	}
@@ -101,10 +97,7 @@ func (r *Releases) RemoveDelegation(ctx context.Context, name, actor string) (De
 	if len(pending) > 0 {
 		return Delegation{}, tufota.Errorf(tufota.EConflict, "remove delegation %s: releases wait for its signatures (%s); cancel them first (tufota release cancel)", name, strings.Join(pending, ", "))
 	}
-	if p, err := loadPending(ctx, r.db, pendingDelegationID(name)); err == nil {
-		return Delegation{}, tufota.Errorf(tufota.EConflict, "remove delegation %s: a change waits for signatures already (since %s, by %s): sign it or cancel it (tufota delegation cancel %s)",
-			name, p.CreatedAt.Format(time.RFC3339), p.CreatedBy, name)
-	} else if !errors.Is(err, tufota.ErrNotFound) {
+	if err := r.noPendingChange(ctx, name, "remove"); err != nil {
 		return Delegation{}, err
 	}
 	d := delegationOf(st, *dr)
@@ -196,11 +189,7 @@ func replaceDelegation(md *metadata.Metadata[metadata.TargetsType], req Delegati
 			d.Roles[i].KeyIDs = append(d.Roles[i].KeyIDs, id)
 		}
 	}
-	for id := range d.Keys {
-		if !slices.ContainsFunc(d.Roles, func(r metadata.DelegatedRole) bool { return slices.Contains(r.KeyIDs, id) }) {
-			delete(d.Keys, id)
-		}
-	}
+	dropUnusedKeys(d)
 }
 
 // changedRole applies ch to the current definition of role name in st.
@@ -260,10 +249,7 @@ func (r *Releases) UpdateDelegation(ctx context.Context, name string, ch Delegat
 	if err != nil {
 		return Delegation{}, err
 	}
-	if p, err := loadPending(ctx, r.db, pendingDelegationID(name)); err == nil {
-		return Delegation{}, tufota.Errorf(tufota.EConflict, "update delegation %s: a change waits for signatures already (since %s, by %s): sign it (tufota delegation sign %s) or cancel it (tufota delegation cancel %s)",
-			name, p.CreatedAt.Format(time.RFC3339), p.CreatedBy, name, name)
-	} else if !errors.Is(err, tufota.ErrNotFound) {
+	if err := r.noPendingChange(ctx, name, "update"); err != nil {
 		return Delegation{}, err
 	}
 	base := st.targets.Signed.Version
@@ -533,4 +519,27 @@ func (r *Repository) publishUpdateLocked(ctx context.Context, st *state, base in
 	}
 	r.log.InfoContext(ctx, "tuf delegation change published", "role", req.Name, "targets_version", md.Signed.Version, "resigned", resign != nil)
 	return md.Signed.Version, nil
+}
+
+// noPendingChange refuses (tufota.EConflict) a change of delegation name
+// (verb: add, update, remove, renew) while another waits for signatures.
+func (r *Releases) noPendingChange(ctx context.Context, name, verb string) error {
+	p, err := loadPending(ctx, r.db, pendingDelegationID(name))
+	if errors.Is(err, tufota.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return tufota.Errorf(tufota.EConflict, "%s delegation %s: a change waits for signatures already (since %s, by %s): sign it (tufota delegation sign %s) or cancel it (tufota delegation cancel %s)",
+		verb, name, p.CreatedAt.Format(time.RFC3339), p.CreatedBy, name, name)
+}
+
+// dropUnusedKeys removes from d the keys no role lists.
+func dropUnusedKeys(d *metadata.Delegations) {
+	for id := range d.Keys {
+		if !slices.ContainsFunc(d.Roles, func(r metadata.DelegatedRole) bool { return slices.Contains(r.KeyIDs, id) }) {
+			delete(d.Keys, id)
+		}
+	}
 }

@@ -479,11 +479,7 @@ func checkDelegationUpdatePayload(cur, next *metadata.TargetsType, name string) 
 		}
 		d.Keys[id] = k
 	}
-	for id := range d.Keys {
-		if !slices.ContainsFunc(d.Roles, func(r metadata.DelegatedRole) bool { return slices.Contains(r.KeyIDs, id) }) {
-			delete(d.Keys, id)
-		}
-	}
+	pruneUnusedKeys(d)
 	if err := checkPayloadChanges(&expected, next); err != nil {
 		return nil, err
 	}
@@ -525,14 +521,20 @@ func checkDelegationRemovalPayload(cur, next *metadata.TargetsType, name string)
 	}
 	if d := expected.Delegations; d != nil {
 		d.Roles = slices.DeleteFunc(d.Roles, func(r metadata.DelegatedRole) bool { return r.Name == name })
-		for id := range d.Keys {
-			if !slices.ContainsFunc(d.Roles, func(r metadata.DelegatedRole) bool { return slices.Contains(r.KeyIDs, id) }) {
-				delete(d.Keys, id)
-			}
-		}
+		pruneUnusedKeys(d)
 		if len(d.Roles) == 0 {
 			expected.Delegations = nil
 		}
 	}
 	return checkPayloadChanges(&expected, next)
+}
+
+// pruneUnusedKeys removes from d the keys no role lists (as the server
+// does after a key change or a removal).
+func pruneUnusedKeys(d *metadata.Delegations) {
+	for id := range d.Keys {
+		if !slices.ContainsFunc(d.Roles, func(r metadata.DelegatedRole) bool { return slices.Contains(r.KeyIDs, id) }) {
+			delete(d.Keys, id)
+		}
+	}
 }
