@@ -56,6 +56,7 @@ func TestSecurityAlerts(t *testing.T) {
 	req := jsonRequest(http.MethodPost, ts.http.URL+"/api/v1/device/status", `{"device_id":"dev-1","target":"fw/1.0.0/fw.bin","version":"1.0.0","state":"failed","error_code":"hash_mismatch"}`)
 	req.RequestURI = ""
 	ts.do(t, req, ts.tokens[access.RoleDevice])
+	line := ts.publishedDelegation(t, 1) // a delegated role with metadata: offline too
 	ts.cfg.OfflineExpiryWarning = 100 * 365 * 24 * time.Hour
 	ts.RefreshOnce(context.Background())
 	ts.RefreshOnce(context.Background()) // deduplicated
@@ -68,7 +69,7 @@ func TestSecurityAlerts(t *testing.T) {
 		kinds = append(kinds, a.Kind+":"+a.Details["role"])
 	}
 	sort.Strings(kinds)
-	want := []string{AlertAuthFailures + ":", AlertDeviceVerification + ":", AlertOfflineRoleExpiring + ":root", AlertOfflineRoleExpiring + ":targets"}
+	want := []string{AlertAuthFailures + ":", AlertDeviceVerification + ":", AlertOfflineRoleExpiring + ":" + line, AlertOfflineRoleExpiring + ":root", AlertOfflineRoleExpiring + ":targets"}
 	if strings.Join(kinds, " ") != strings.Join(want, " ") {
 		t.Fatalf("alerts = %v, want %v", kinds, want)
 	}

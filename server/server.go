@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -190,8 +191,16 @@ func (s *Server) refreshLoop(ctx context.Context) {
 // logs what it did.
 func (s *Server) RefreshOnce(ctx context.Context) {
 	if exp, err := s.cfg.Repo.Expiries(ctx); err == nil {
-		for _, role := range []string{"root", "targets"} {
-			if t, ok := exp[role]; ok && t.Sub(s.now()) < s.cfg.OfflineExpiryWarning {
+		// Offline roles: root, targets and every delegated role.
+		roles := make([]string, 0, len(exp))
+		for role := range exp {
+			if role != signer.RoleSnapshot && role != signer.RoleTimestamp {
+				roles = append(roles, role)
+			}
+		}
+		slices.Sort(roles)
+		for _, role := range roles {
+			if t := exp[role]; t.Sub(s.now()) < s.cfg.OfflineExpiryWarning {
 				s.log.Warn("offline role nears expiry", "role", role, "expires", t)
 				s.cfg.Alerts.OfflineRoleExpiring(role, t)
 			}
