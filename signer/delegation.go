@@ -206,15 +206,7 @@ func coveringRole(d *metadata.Delegations, path string) *metadata.DelegatedRole 
 
 // delegatedRole returns the delegation named name in st's targets, or nil.
 func (st *state) delegatedRole(name string) *metadata.DelegatedRole {
-	if st.targets.Signed.Delegations == nil {
-		return nil
-	}
-	for i := range st.targets.Signed.Delegations.Roles {
-		if st.targets.Signed.Delegations.Roles[i].Name == name {
-			return &st.targets.Signed.Delegations.Roles[i]
-		}
-	}
-	return nil
+	return roleIn(st.targets, name)
 }
 
 // roleVersion returns the current version of role's metadata: the
@@ -251,21 +243,7 @@ func (st *state) delegator(role string) (*metadata.Metadata[metadata.RootType], 
 	if role == RoleTargets {
 		return st.root, nil
 	}
-	dr := st.delegatedRole(role)
-	if dr == nil {
-		return nil, tufota.Errorf(tufota.EConflict, "targets v%d delegates to no role %s", st.targets.Signed.Version, role)
-	}
-	keys := map[string]*metadata.Key{}
-	for _, id := range dr.KeyIDs {
-		if k, ok := st.targets.Signed.Delegations.Keys[id]; ok {
-			keys[id] = k
-		}
-	}
-	return &metadata.Metadata[metadata.RootType]{Signed: metadata.RootType{
-		Version: st.targets.Signed.Version,
-		Keys:    keys,
-		Roles:   map[string]*metadata.Role{role: {KeyIDs: slices.Clone(dr.KeyIDs), Threshold: dr.Threshold}},
-	}}, nil
+	return delegatorOf(st.targets, role)
 }
 
 // roleFor returns the role that signs the given target paths: "targets",
@@ -451,11 +429,8 @@ func (r *Releases) AddDelegation(ctx context.Context, req DelegationRequest, act
 		return Delegation{}, err
 	}
 	s := r.Signers()
-	md := st.targets
-	base := md.Signed.Version
-	md.ClearSignatures()
-	md.Signed.Version++
-	md.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
+	base := st.targets.Signed.Version
+	md := renewed(st.targets, r.repo.expires(r.repo.expiry.Targets))
 	role := withDelegation(md, req)
 	if n, need := countRoleSigners(st.root, RoleTargets, s.Targets); n < need {
 		return r.createPendingDelegation(ctx, st, base, md, req, role, actor)
@@ -468,7 +443,7 @@ func (r *Releases) AddDelegation(ctx context.Context, req DelegationRequest, act
 		return Delegation{}, fmt.Errorf("add delegation %s: %w", req.Name, err)
 	}
 	r.repo.log.InfoContext(ctx, "tuf delegation added", "role", req.Name, "paths", req.Paths, "threshold", req.Threshold, "keys", role.KeyIDs, "targets_version", md.Signed.Version)
-	return delegationOf(st, role), nil
+	return delegationOf(st, md, role.Name), nil
 }
 
 // createPendingDelegation records md, the unsigned targets metadata that
@@ -499,7 +474,7 @@ func (r *Releases) createPendingDelegation(ctx context.Context, st *state, base 
 		return Delegation{}, err
 	}
 	r.repo.log.InfoContext(ctx, "tuf delegation waits for targets signatures", "role", req.Name, "targets_version", md.Signed.Version, "needed", status.Needed)
-	d := delegationOf(st, role)
+	d := delegationOf(st, md, role.Name)
 	d.Signing = &status
 	return d, nil
 }
@@ -555,13 +530,14 @@ func (r *Releases) RenewDelegation(ctx context.Context, name, actor string) (Del
 	if err != nil {
 		return Delegation{}, err
 	}
-	d := delegationOf(st, *dr)
+	d := delegationOf(st, st.targets, dr.Name)
 	d.Signing = &status
 	return d, nil
 }
 
 // renewed returns a copy of cur, unsigned, at the next version with
-// expiry exp and the same targets.
+// expiry exp and the same contents: the base of every change to targets
+// metadata (top-level or delegated) that tufota builds.
 func renewed(cur *metadata.Metadata[metadata.TargetsType], exp time.Time) *metadata.Metadata[metadata.TargetsType] {
 	b, _ := cur.ToBytes(false)
 	md, _ := new(metadata.Metadata[metadata.TargetsType]).FromBytes(b)
@@ -608,13 +584,7 @@ func (r *Releases) pendingDelegation(ctx context.Context, st *state, name string
 		if x.Remove && st.delegatedRole(name) == nil {
 			return p, nil, 0, tufota.Errorf(tufota.EConflict, "delegation %s is removed already (targets v%d); there is nothing to sign", name, cur)
 		}
-		nmd, err := cloneTargets(st.targets)
-		if err != nil {
-			return p, nil, 0, err
-		}
-		nmd.ClearSignatures()
-		nmd.Signed.Version++
-		nmd.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
+		nmd := renewed(st.targets, r.repo.expires(r.repo.expiry.Targets))
 		x.apply(nmd)
 		if p, discarded, err = r.rebuildPending(ctx, p, cur, nmd, ref); err != nil {
 			return p, nil, 0, err
@@ -751,25 +721,11 @@ func (r *Releases) CancelDelegation(ctx context.Context, name string) error {
 // holds the writer lock.
 func (r *Repository) publishDelegationLocked(ctx context.Context, st *state, md *metadata.Metadata[metadata.TargetsType], base int64, x pendingDelegationExtra, s Signers) (int64, error) {
 	req := x.DelegationRequest
-	if st.targets.Signed.Version != base {
-		return 0, staleError("targets metadata is at v%d, the payload was built on v%d", st.targets.Signed.Version, base)
-	}
 	if x.Remove && st.delegated[req.Name] != nil {
 		return 0, tufota.Errorf(tufota.EConflict, "delegation %s has published releases now; it cannot be removed", req.Name)
 	}
-	cur, err := st.targets.ToBytes(false)
-	if err != nil {
+	if err := checkTopChange(st, md, base, x); err != nil {
 		return 0, err
-	}
-	want, err := new(metadata.Metadata[metadata.TargetsType]).FromBytes(cur)
-	if err != nil {
-		return 0, err
-	}
-	want.ClearSignatures()
-	want.Signed.Version, want.Signed.Expires = base+1, md.Signed.Expires
-	x.apply(want)
-	if same, err := sameSigned(want, md); err != nil || !same {
-		return 0, errors.Join(err, tufota.Errorf(tufota.EInternal, "pending targets v%d changes more than delegation %s", md.Signed.Version, req.Name))
 	}
 	if err := addServerTargetsSigs(st.root, md, s); err != nil {
 		return 0, err
@@ -783,6 +739,22 @@ func (r *Repository) publishDelegationLocked(ctx context.Context, st *state, md 
 	}
 	r.log.InfoContext(ctx, "tuf delegation published with offline signatures", "role", req.Name, "targets_version", md.Signed.Version, "signatures", len(md.Signatures))
 	return md.Signed.Version, nil
+}
+
+// checkTopChange checks that md, signed elsewhere, is exactly the current
+// top-level targets (version base) with change x made, at version base+1:
+// a moved repository is a stale payload (tufota.EConflict), anything else
+// tufota.EInternal.
+func checkTopChange(st *state, md *metadata.Metadata[metadata.TargetsType], base int64, x pendingDelegationExtra) error {
+	if st.targets.Signed.Version != base {
+		return staleError("targets metadata is at v%d, the payload was built on v%d", st.targets.Signed.Version, base)
+	}
+	want := renewed(st.targets, md.Signed.Expires)
+	x.apply(want)
+	if same, err := sameSigned(want, md); err != nil || !same {
+		return errors.Join(err, tufota.Errorf(tufota.EInternal, "pending targets v%d changes more than delegation %s", md.Signed.Version, x.Name))
+	}
+	return nil
 }
 
 // publishRenewalLocked publishes md, the renewal of delegated role's
@@ -823,7 +795,7 @@ func (r *Releases) Delegations(ctx context.Context) ([]Delegation, error) {
 	out := []Delegation{}
 	if st.targets.Signed.Delegations != nil {
 		for _, dr := range st.targets.Signed.Delegations.Roles {
-			out = append(out, delegationOf(st, dr))
+			out = append(out, delegationOf(st, st.targets, dr.Name))
 		}
 	}
 	return r.withPending(ctx, st, out)
@@ -890,10 +862,14 @@ func (r *Releases) withPending(ctx context.Context, st *state, out []Delegation)
 	return out, nil
 }
 
-func delegationOf(st *state, dr metadata.DelegatedRole) Delegation {
+// delegationOf describes role name as targets (the current top-level
+// metadata, or one being signed) delegates it, with the role's published
+// metadata in st.
+func delegationOf(st *state, targets *metadata.Metadata[metadata.TargetsType], name string) Delegation {
+	dr := roleIn(targets, name)
 	d := Delegation{
 		Name: dr.Name, Paths: slices.Clone(dr.Paths), KeyIDs: slices.Clone(dr.KeyIDs), Threshold: dr.Threshold,
-		TargetsVersion: st.targets.Signed.Version,
+		TargetsVersion: targets.Signed.Version,
 	}
 	if md := st.delegated[dr.Name]; md != nil {
 		exp := md.Signed.Expires.UTC()

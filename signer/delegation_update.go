@@ -100,16 +100,10 @@ func (r *Releases) RemoveDelegation(ctx context.Context, name, actor string) (De
 	if err := r.noPendingChange(ctx, name, "remove"); err != nil {
 		return Delegation{}, err
 	}
-	d := delegationOf(st, *dr)
+	d := delegationOf(st, st.targets, dr.Name)
 	x := pendingDelegationExtra{DelegationRequest: DelegationRequest{Name: name}, Remove: true}
 	base := st.targets.Signed.Version
-	md, err := cloneTargets(st.targets)
-	if err != nil {
-		return Delegation{}, err
-	}
-	md.ClearSignatures()
-	md.Signed.Version++
-	md.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
+	md := renewed(st.targets, r.repo.expires(r.repo.expiry.Targets))
 	x.apply(md)
 	d.TargetsVersion = md.Signed.Version
 	s := r.Signers()
@@ -150,14 +144,7 @@ func pendingRoleResignID(name string) string { return "delegation-role/" + name 
 // delegatorOf is state.delegator for the delegations of targets metadata
 // md (the current one or one being signed).
 func delegatorOf(md *metadata.Metadata[metadata.TargetsType], role string) (*metadata.Metadata[metadata.RootType], error) {
-	var dr *metadata.DelegatedRole
-	if md.Signed.Delegations != nil {
-		for i := range md.Signed.Delegations.Roles {
-			if md.Signed.Delegations.Roles[i].Name == role {
-				dr = &md.Signed.Delegations.Roles[i]
-			}
-		}
-	}
+	dr := roleIn(md, role)
 	if dr == nil {
 		return nil, tufota.Errorf(tufota.EConflict, "targets v%d delegates to no role %s", md.Signed.Version, role)
 	}
@@ -253,13 +240,7 @@ func (r *Releases) UpdateDelegation(ctx context.Context, name string, ch Delegat
 		return Delegation{}, err
 	}
 	base := st.targets.Signed.Version
-	md, err := cloneTargets(st.targets)
-	if err != nil {
-		return Delegation{}, err
-	}
-	md.ClearSignatures()
-	md.Signed.Version++
-	md.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
+	md := renewed(st.targets, r.repo.expires(r.repo.expiry.Targets))
 	replaceDelegation(md, req)
 	var resign *metadata.Metadata[metadata.TargetsType]
 	if cur := st.delegated[name]; cur != nil && md.VerifyDelegate(name, cur) != nil {
@@ -275,7 +256,7 @@ func (r *Releases) UpdateDelegation(ctx context.Context, name string, ch Delegat
 			return Delegation{}, fmt.Errorf("update delegation %s: %w", name, err)
 		}
 		r.repo.log.InfoContext(ctx, "tuf delegation updated", "role", name, "keys", len(req.Keys), "threshold", req.Threshold, "targets_version", md.Signed.Version)
-		return delegationOf(&state{targets: md, delegated: st.delegated}, *roleIn(md, name)), nil
+		return delegationOf(st, md, name), nil
 	}
 
 	// Pending: the targets change, and the role's re-signing if needed.
@@ -310,7 +291,7 @@ func (r *Releases) UpdateDelegation(ctx context.Context, name string, ch Delegat
 		}
 		return Delegation{}, fmt.Errorf("update delegation %s: record the pending change: %w", name, err)
 	}
-	d := delegationOf(&state{targets: md, delegated: st.delegated}, *roleIn(md, name))
+	d := delegationOf(st, md, name)
 	top, err := loadPending(ctx, r.db, pendingDelegationID(name))
 	if err != nil {
 		return Delegation{}, err
@@ -339,22 +320,17 @@ func (r *Releases) UpdateDelegation(ctx context.Context, name string, ch Delegat
 	return d, nil
 }
 
+// roleIn returns the delegated role name of targets metadata md, or nil.
 func roleIn(md *metadata.Metadata[metadata.TargetsType], name string) *metadata.DelegatedRole {
+	if md.Signed.Delegations == nil {
+		return nil
+	}
 	for i := range md.Signed.Delegations.Roles {
 		if md.Signed.Delegations.Roles[i].Name == name {
 			return &md.Signed.Delegations.Roles[i]
 		}
 	}
 	return nil
-}
-
-// cloneTargets returns a deep copy of md.
-func cloneTargets(md *metadata.Metadata[metadata.TargetsType]) (*metadata.Metadata[metadata.TargetsType], error) {
-	b, err := md.ToBytes(false)
-	if err != nil {
-		return nil, err
-	}
-	return new(metadata.Metadata[metadata.TargetsType]).FromBytes(b)
 }
 
 // pendingRoleResign loads the re-signing of role name that a pending change
@@ -470,18 +446,8 @@ func (r *Releases) statusOf(ctx context.Context, delegator *metadata.Metadata[me
 // roleBase+1 re-signed by its new keys. It writes N.ROLE.json, then
 // targets, snapshot and timestamp. The caller holds the writer lock.
 func (r *Repository) publishUpdateLocked(ctx context.Context, st *state, base int64, md *metadata.Metadata[metadata.TargetsType], roleBase int64, resign *metadata.Metadata[metadata.TargetsType], req DelegationRequest, s Signers) (int64, error) {
-	if st.targets.Signed.Version != base {
-		return 0, staleError("targets metadata is at v%d, the payload was built on v%d", st.targets.Signed.Version, base)
-	}
-	want, err := cloneTargets(st.targets)
-	if err != nil {
+	if err := checkTopChange(st, md, base, pendingDelegationExtra{DelegationRequest: req, Update: true}); err != nil {
 		return 0, err
-	}
-	want.ClearSignatures()
-	want.Signed.Version, want.Signed.Expires = base+1, md.Signed.Expires
-	replaceDelegation(want, req)
-	if same, err := sameSigned(want, md); err != nil || !same {
-		return 0, errors.Join(err, tufota.Errorf(tufota.EInternal, "pending targets v%d changes more than delegation %s's keys and threshold", md.Signed.Version, req.Name))
 	}
 	if err := addServerTargetsSigs(st.root, md, s); err != nil {
 		return 0, err
