@@ -99,7 +99,7 @@ func checkRestored(t *testing.T, h *harness, dir string, f restoredFleet) {
 	cfg.LocalMetadataDir, cfg.LocalTargetsDir = t.TempDir(), t.TempDir()
 	cfg.RemoteTargetsURL = url + "/tuf/targets"
 	cfg.PrefixTargetsWithHash = true
-	if err := cfg.SetDefaultFetcherTransport(bearer{token: f.devToken, next: hc.Transport}); err != nil {
+	if err := cfg.SetDefaultFetcherTransport(tokenTransport{token: f.devToken, next: hc.Transport}); err != nil {
 		t.Fatal(err)
 	}
 	up, err := updater.New(cfg)

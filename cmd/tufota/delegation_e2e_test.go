@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -270,27 +269,7 @@ func TestPendingDelegationCLI(t *testing.T) {
 	}
 	// A server (or a man in the middle) that slips an image into the
 	// targets change is refused before anything is signed.
-	proxy := mitm(t, h, func(path string, body []byte) []byte {
-		if !strings.HasSuffix(path, "/signing") {
-			return body
-		}
-		var p map[string]any
-		if err := json.Unmarshal(body, &p); err != nil {
-			t.Errorf("signing payload: %v", err)
-			return body
-		}
-		raw, _ := base64.StdEncoding.DecodeString(p["payload"].(string))
-		var md map[string]any
-		if err := decodeCanonical(raw, &md); err != nil {
-			t.Errorf("payload: %v", err)
-			return body
-		}
-		md["targets"].(map[string]any)["evil/9.9.9/implant.bin"] = map[string]any{"length": 3, "hashes": map[string]any{"sha256": strings.Repeat("ab", 32)}}
-		raw, _ = json.Marshal(md)
-		p["payload"] = base64.StdEncoding.EncodeToString(raw)
-		out, _ := json.Marshal(p)
-		return out
-	})
+	proxy := mitm(t, h, smuggleImage(t))
 	if _, err := h.runCLI("delegation", "sign", "pump", "--key", alice, "--yes", "--server", proxy); err == nil || !strings.Contains(err.Error(), "adds evil/9.9.9/implant.bin") {
 		t.Fatalf("delegation sign through a server that smuggles an image: %v, want a refusal naming it", err)
 	}

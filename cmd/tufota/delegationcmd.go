@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -47,15 +48,7 @@ func (a *app) delegationAddCommand() *cobra.Command {
 			if err := req.Validate(); err != nil {
 				return err
 			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var d signer.Delegation
-			if err := c.sendJSON(ctx, http.MethodPost, "/api/v1/delegations", req, &d); err != nil {
-				return err
-			}
-			return a.print(d, func(w io.Writer) {
+			return a.sendDelegation(ctx, http.MethodPost, "/api/v1/delegations", req, func(w io.Writer, d signer.Delegation) {
 				printDelegation(w, d)
 				if s := d.Signing; s != nil {
 					fmt.Fprintf(w, "Pending: targets v%d adds the delegation and needs %d of its %d targets keys; %d more signature(s) needed.\n", s.Version, s.Threshold, len(s.Keys), s.Needed)
@@ -103,6 +96,20 @@ func (a *app) delegationListCommand() *cobra.Command {
 	}
 }
 
+// sendDelegation sends body to a delegation route and prints the
+// delegation it answers (JSON with -o json, else with show).
+func (a *app) sendDelegation(ctx context.Context, method, path string, body any, show func(io.Writer, signer.Delegation)) error {
+	c, err := a.api()
+	if err != nil {
+		return err
+	}
+	var d signer.Delegation
+	if err := c.sendJSON(ctx, method, path, body, &d); err != nil {
+		return err
+	}
+	return a.print(d, func(w io.Writer) { show(w, d) })
+}
+
 func printDelegation(w io.Writer, d signer.Delegation) {
 	row(w, "Role:", d.Name+" (delegated by targets v"+fmt.Sprint(d.TargetsVersion)+")")
 	row(w, "Paths:", strings.Join(d.Paths, ", "))
@@ -142,15 +149,7 @@ func (a *app) delegationUpdateCommand() *cobra.Command {
 				}
 				ch.AddKeys = append(ch.AddKeys, k)
 			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var d signer.Delegation
-			if err := c.sendJSON(ctx, http.MethodPatch, "/api/v1/delegations/"+url.PathEscape(args[0]), ch, &d); err != nil {
-				return err
-			}
-			return a.print(d, func(w io.Writer) {
+			return a.sendDelegation(ctx, http.MethodPatch, "/api/v1/delegations/"+url.PathEscape(args[0]), ch, func(w io.Writer, d signer.Delegation) {
 				printDelegation(w, d)
 				if d.Signing == nil {
 					fmt.Fprintf(w, "Published as targets v%d.\n", d.TargetsVersion)
@@ -177,15 +176,7 @@ func (a *app) delegationRemoveCommand() *cobra.Command {
 		Short: "Remove a delegation that has no releases (one made by mistake); its paths go back to the top-level targets role",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var d signer.Delegation
-			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/delegations/"+url.PathEscape(args[0])+"/remove", struct{}{}, &d); err != nil {
-				return err
-			}
-			return a.print(d, func(w io.Writer) {
+			return a.sendDelegation(cmd.Context(), http.MethodPost, "/api/v1/delegations/"+url.PathEscape(args[0])+"/remove", struct{}{}, func(w io.Writer, d signer.Delegation) {
 				if d.Signing != nil {
 					fmt.Fprintf(w, "Pending: targets v%d removes delegation %s and needs %d more targets signature(s): tufota delegation sign %s --key URI\n", d.TargetsVersion, d.Name, d.Signing.Needed, d.Name)
 					return
@@ -202,15 +193,7 @@ func (a *app) delegationRenewCommand() *cobra.Command {
 		Short: "Propose the role's next metadata version (same releases, new expiry) for its key holders to sign",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var d signer.Delegation
-			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/delegations/"+url.PathEscape(args[0])+"/renew", struct{}{}, &d); err != nil {
-				return err
-			}
-			return a.print(d, func(w io.Writer) {
+			return a.sendDelegation(cmd.Context(), http.MethodPost, "/api/v1/delegations/"+url.PathEscape(args[0])+"/renew", struct{}{}, func(w io.Writer, d signer.Delegation) {
 				printDelegation(w, d)
 				if s := d.Signing; s != nil {
 					fmt.Fprintf(w, "Pending: %s v%d renews the role's metadata and needs %d of its %d keys.\n", s.Role, s.Version, s.Threshold, len(s.Keys))

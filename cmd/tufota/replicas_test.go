@@ -376,7 +376,7 @@ func stockUpdater(t *testing.T, h *harness, url string) *updater.Updater {
 	cfg.LocalTargetsDir = t.TempDir()
 	cfg.RemoteTargetsURL = url + "/tuf/targets"
 	cfg.PrefixTargetsWithHash = true
-	if err := cfg.SetDefaultFetcherTransport(bearer{token: h.adminToken, next: h.hc.Transport}); err != nil {
+	if err := cfg.SetDefaultFetcherTransport(tokenTransport{token: h.adminToken, next: h.hc.Transport}); err != nil {
 		t.Fatal(err)
 	}
 	if err := cfg.SetDefaultFetcherRetry(0, 1); err != nil {

@@ -105,27 +105,7 @@ func TestReleaseSignRefusesSmuggledTarget(t *testing.T) {
 	fw, _ := h.writeFirmware("pump.bin", 4096)
 	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "2.0.0", "--hardware", "pump-a")
 
-	proxy := mitm(t, h, func(path string, body []byte) []byte {
-		if !strings.HasSuffix(path, "/signing") {
-			return body
-		}
-		var p map[string]any
-		if err := json.Unmarshal(body, &p); err != nil {
-			t.Errorf("signing payload: %v", err)
-			return body
-		}
-		raw, _ := base64.StdEncoding.DecodeString(p["payload"].(string))
-		var md map[string]any
-		if err := decodeCanonical(raw, &md); err != nil {
-			t.Errorf("payload: %v", err)
-			return body
-		}
-		md["targets"].(map[string]any)["evil/9.9.9/implant.bin"] = map[string]any{"length": 3, "hashes": map[string]any{"sha256": strings.Repeat("ab", 32)}}
-		raw, _ = json.Marshal(md)
-		p["payload"] = base64.StdEncoding.EncodeToString(raw)
-		out, _ := json.Marshal(p)
-		return out
-	})
+	proxy := mitm(t, h, smuggleImage(t))
 	_, err := h.runCLI("release", "sign", "pump-fw@2.0.0", "--key", "file:"+engPath, "--yes", "--server", proxy)
 	if err == nil || !strings.Contains(err.Error(), "adds evil/9.9.9/implant.bin") {
 		t.Fatalf("release sign through a server that smuggles an image: %v, want a refusal naming it", err)
@@ -396,5 +376,31 @@ func TestCheckDelegationRemovalPayload(t *testing.T) {
 				t.Fatalf("%v, want an error saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// smuggleImage is a man in the middle's rewrite of signing payloads: it
+// adds evil/9.9.9/implant.bin to the targets metadata the signer gets.
+func smuggleImage(t *testing.T) func(path string, body []byte) []byte {
+	return func(path string, body []byte) []byte {
+		if !strings.HasSuffix(path, "/signing") {
+			return body
+		}
+		var p map[string]any
+		if err := json.Unmarshal(body, &p); err != nil {
+			t.Errorf("signing payload: %v", err)
+			return body
+		}
+		raw, _ := base64.StdEncoding.DecodeString(p["payload"].(string))
+		var md map[string]any
+		if err := decodeCanonical(raw, &md); err != nil {
+			t.Errorf("payload: %v", err)
+			return body
+		}
+		md["targets"].(map[string]any)["evil/9.9.9/implant.bin"] = map[string]any{"length": 3, "hashes": map[string]any{"sha256": strings.Repeat("ab", 32)}}
+		raw, _ = json.Marshal(md)
+		p["payload"] = base64.StdEncoding.EncodeToString(raw)
+		out, _ := json.Marshal(p)
+		return out
 	}
 }

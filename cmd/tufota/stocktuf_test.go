@@ -2,25 +2,12 @@ package main
 
 import (
 	"bytes"
-	"net/http"
 	"path/filepath"
 	"testing"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 )
-
-// bearer adds a token to every request of the stock go-tuf fetcher.
-type bearer struct {
-	token string
-	next  http.RoundTripper
-}
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
-	return b.next.RoundTrip(r)
-}
 
 // TestStockGoTUFUpdaterVerifiesRepository checks that what tufota publishes
 // is a valid TUF repository for go-tuf's own updater, not only for tufota's
@@ -40,7 +27,7 @@ func TestStockGoTUFUpdaterVerifiesRepository(t *testing.T) {
 	cfg.LocalTargetsDir = t.TempDir()
 	cfg.RemoteTargetsURL = h.url + "/tuf/targets"
 	cfg.PrefixTargetsWithHash = true
-	if err := cfg.SetDefaultFetcherTransport(bearer{token: h.deviceToken("stock-go-tuf"), next: h.hc.Transport}); err != nil {
+	if err := cfg.SetDefaultFetcherTransport(tokenTransport{token: h.deviceToken("stock-go-tuf"), next: h.hc.Transport}); err != nil {
 		t.Fatal(err)
 	}
 	if err := cfg.SetDefaultFetcherRetry(0, 1); err != nil {

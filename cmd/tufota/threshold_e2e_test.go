@@ -22,7 +22,7 @@ func (h *harness) stockClient(root []byte) (*updater.Updater, error) {
 	}
 	cfg.LocalMetadataDir, cfg.LocalTargetsDir = h.t.TempDir(), h.t.TempDir()
 	cfg.RemoteTargetsURL, cfg.PrefixTargetsWithHash = h.url+"/tuf/targets", true
-	if err := cfg.SetDefaultFetcherTransport(bearer{token: h.adminToken, next: h.hc.Transport}); err != nil {
+	if err := cfg.SetDefaultFetcherTransport(tokenTransport{token: h.adminToken, next: h.hc.Transport}); err != nil {
 		h.t.Fatal(err)
 	}
 	_ = cfg.SetDefaultFetcherRetry(0, 1)
