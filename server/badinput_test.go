@@ -72,27 +72,10 @@ func TestPushBadInputOverAPI(t *testing.T) {
 			req.RequestURI = ""
 			req.Header.Set("Content-Type", ct)
 			resp, out := ts.do(t, req, ts.tokens[access.RoleReleaseEngineer])
-			if resp.StatusCode != tc.status {
-				t.Fatalf("status = %d, want %d (%s)", resp.StatusCode, tc.status, out)
-			}
-			if _, msg := errorOf(t, out); !strings.Contains(msg, tc.want) {
-				t.Fatalf("message = %q, want it to contain %q", msg, tc.want)
-			}
+			wantError(t, resp, out, tc.status, tc.want)
 		})
 	}
-	after, err := ts.cfg.Repo.Targets(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after.Signed.Version != before.Signed.Version || len(after.Signed.Targets) != 0 {
-		t.Fatalf("bad pushes changed targets: v%d → v%d, %d targets", before.Signed.Version, after.Signed.Version, len(after.Signed.Targets))
-	}
-	if rels, _ := ts.cfg.Releases.List(ctx); len(rels) != 0 {
-		t.Fatalf("bad pushes left %d release rows", len(rels))
-	}
-	if staged, _ := ts.cfg.Blobs.List(ctx, "staging/"); len(staged) != 0 {
-		t.Fatalf("bad pushes left %d staged blobs", len(staged))
-	}
+	ts.assertNothingPushed(t, before.Signed.Version)
 }
 
 func TestAuthenticationFailures(t *testing.T) {
@@ -187,5 +170,37 @@ func TestMetadataPathTricks(t *testing.T) {
 		if resp.StatusCode != http.StatusNotFound {
 			t.Errorf("GET %s: status = %d, want 404 (%s)", p, resp.StatusCode, body)
 		}
+	}
+}
+
+// wantError checks an API answer's status and that its error message
+// contains want.
+func wantError(t *testing.T, resp *http.Response, out []byte, status int, want string) {
+	t.Helper()
+	if resp.StatusCode != status {
+		t.Fatalf("status = %d, want %d (%s)", resp.StatusCode, status, out)
+	}
+	if _, msg := errorOf(t, out); !strings.Contains(msg, want) {
+		t.Fatalf("message = %q, want it to contain %q", msg, want)
+	}
+}
+
+// assertNothingPushed checks that refused pushes left the targets at
+// version v with no target, no release row and no staged blob.
+func (ts *testServer) assertNothingPushed(t *testing.T, v int64) {
+	t.Helper()
+	ctx := context.Background()
+	after, err := ts.cfg.Repo.Targets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Signed.Version != v || len(after.Signed.Targets) != 0 {
+		t.Fatalf("bad pushes changed targets: v%d → v%d, %d targets", v, after.Signed.Version, len(after.Signed.Targets))
+	}
+	if rels, _ := ts.cfg.Releases.List(ctx); len(rels) != 0 {
+		t.Fatalf("bad pushes left %d release rows", len(rels))
+	}
+	if staged, _ := ts.cfg.Blobs.List(ctx, "staging/"); len(staged) != 0 {
+		t.Fatalf("bad pushes left %d staged blobs", len(staged))
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/tufota/tufota/access"
@@ -127,25 +126,8 @@ func TestPushBadSBOMOverAPI(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ts.cfg.RequireSBOM = tc.require
 			resp, out := ts.pushParts(t, tc.parts...)
-			if resp.StatusCode != tc.status {
-				t.Fatalf("status = %d, want %d (%s)", resp.StatusCode, tc.status, out)
-			}
-			if _, msg := errorOf(t, out); !strings.Contains(msg, tc.want) {
-				t.Fatalf("message = %q, want it to contain %q", msg, tc.want)
-			}
+			wantError(t, resp, out, tc.status, tc.want)
 		})
 	}
-	after, err := ts.cfg.Repo.Targets(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after.Signed.Version != before.Signed.Version || len(after.Signed.Targets) != 0 {
-		t.Fatalf("bad pushes changed targets: v%d → v%d, %d targets", before.Signed.Version, after.Signed.Version, len(after.Signed.Targets))
-	}
-	if rels, _ := ts.cfg.Releases.List(ctx); len(rels) != 0 {
-		t.Fatalf("bad pushes left %d release rows", len(rels))
-	}
-	if staged, _ := ts.cfg.Blobs.List(ctx, "staging/"); len(staged) != 0 {
-		t.Fatalf("bad pushes left %d staged blobs", len(staged))
-	}
+	ts.assertNothingPushed(t, before.Signed.Version)
 }
