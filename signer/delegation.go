@@ -487,15 +487,11 @@ func (r *Releases) createPendingDelegation(ctx context.Context, st *state, base 
 // unknown role is tufota.EConflict or tufota.ENotFound; a renewal or other
 // change already pending, tufota.EConflict.
 func (r *Releases) RenewDelegation(ctx context.Context, name, actor string) (Delegation, error) {
-	st, unlock, err := r.lockedState(ctx)
+	st, dr, unlock, err := r.lockedRole(ctx, name, "renew")
 	if err != nil {
-		return Delegation{}, fmt.Errorf("renew delegation %s: %w", name, err)
+		return Delegation{}, err
 	}
 	defer unlock()
-	dr := st.delegatedRole(name)
-	if dr == nil {
-		return Delegation{}, tufota.Errorf(tufota.ENotFound, "renew delegation %s: targets v%d delegates to no role %s", name, st.targets.Signed.Version, name)
-	}
 	cur := st.delegated[name]
 	if cur == nil {
 		return Delegation{}, tufota.Errorf(tufota.EConflict, "renew delegation %s: the role has no metadata yet; its first release creates it", name)
@@ -590,9 +586,9 @@ func (r *Releases) pendingDelegation(ctx context.Context, st *state, name string
 			return p, nil, 0, err
 		}
 	}
-	md, err = new(metadata.Metadata[metadata.TargetsType]).FromBytes(p.Metadata)
+	md, err = p.targets()
 	if err != nil {
-		return p, nil, 0, tufota.Errorf(tufota.EInternal, "pending targets of %s: %v", ref, err)
+		return p, nil, 0, err
 	}
 	return p, md, discarded, nil
 }
@@ -825,9 +821,9 @@ func (r *Releases) withPending(ctx context.Context, st *state, out []Delegation)
 		if err := json.Unmarshal(p.Extra, &x); err != nil {
 			return nil, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
 		}
-		md, err := new(metadata.Metadata[metadata.TargetsType]).FromBytes(p.Metadata)
+		md, err := p.targets()
 		if err != nil {
-			return nil, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
+			return nil, err
 		}
 		delegator := st.root
 		kind := "add"

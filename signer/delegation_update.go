@@ -74,15 +74,11 @@ func removeDelegation(md *metadata.Metadata[metadata.TargetsType], name string) 
 // server holds the targets threshold and otherwise waits for the targets
 // key holders (Delegation.Signing; DelegationPayload, SignDelegation).
 func (r *Releases) RemoveDelegation(ctx context.Context, name, actor string) (Delegation, error) {
-	st, unlock, err := r.lockedState(ctx)
+	st, dr, unlock, err := r.lockedRole(ctx, name, "remove")
 	if err != nil {
-		return Delegation{}, fmt.Errorf("remove delegation %s: %w", name, err)
+		return Delegation{}, err
 	}
 	defer unlock()
-	dr := st.delegatedRole(name)
-	if dr == nil {
-		return Delegation{}, tufota.Errorf(tufota.ENotFound, "remove delegation %s: targets v%d delegates to no role %s", name, st.targets.Signed.Version, name)
-	}
 	if md := st.delegated[name]; md != nil {
 		return Delegation{}, tufota.Errorf(tufota.EConflict, "remove delegation %s: the role has published releases (%s v%d, %d file(s)); devices could no longer find them, so it stays", name, name, md.Signed.Version, len(md.Signed.Targets))
 	}
@@ -350,9 +346,9 @@ func (r *Releases) pendingRoleResign(ctx context.Context, st *state, name string
 			return p, nil, 0, false, err
 		}
 	}
-	md, err = new(metadata.Metadata[metadata.TargetsType]).FromBytes(p.Metadata)
+	md, err = p.targets()
 	if err != nil {
-		return p, nil, 0, false, tufota.Errorf(tufota.EInternal, "pending re-signing of %s: %v", name, err)
+		return p, nil, 0, false, err
 	}
 	return p, md, discarded, true, nil
 }
@@ -508,4 +504,20 @@ func dropUnusedKeys(d *metadata.Delegations) {
 			delete(d.Keys, id)
 		}
 	}
+}
+
+// lockedRole takes the writer lock, loads the state and finds delegated
+// role name (tufota.ENotFound if targets delegates to no such role); verb
+// names the operation in errors. The caller runs unlock when done.
+func (r *Releases) lockedRole(ctx context.Context, name, verb string) (*state, *metadata.DelegatedRole, func(), error) {
+	st, unlock, err := r.lockedState(ctx)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s delegation %s: %w", verb, name, err)
+	}
+	dr := st.delegatedRole(name)
+	if dr == nil {
+		unlock()
+		return nil, nil, nil, tufota.Errorf(tufota.ENotFound, "%s delegation %s: targets v%d delegates to no role %s", verb, name, st.targets.Signed.Version, name)
+	}
+	return st, dr, unlock, nil
 }

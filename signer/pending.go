@@ -112,6 +112,16 @@ type pendingRow struct {
 	CreatedBy               string
 }
 
+// targets decodes the row's metadata as targets metadata (a release's,
+// a delegation change's, a role's re-signing).
+func (p pendingRow) targets() (*metadata.Metadata[metadata.TargetsType], error) {
+	md, err := new(metadata.Metadata[metadata.TargetsType]).FromBytes(p.Metadata)
+	if err != nil {
+		return nil, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
+	}
+	return md, nil
+}
+
 type pendingSig struct {
 	KeyID, Sig, PayloadSHA256, SignedBy string
 	CreatedAt                           time.Time
@@ -434,9 +444,9 @@ func (r *Releases) releaseStatus(ctx context.Context, name, version string) (Sig
 	if err != nil {
 		return SigningStatus{}, err
 	}
-	md, err := new(metadata.Metadata[metadata.TargetsType]).FromBytes(p.Metadata)
+	md, err := p.targets()
 	if err != nil {
-		return SigningStatus{}, tufota.Errorf(tufota.EInternal, "pending targets of %s@%s: %v", name, version, err)
+		return SigningStatus{}, err
 	}
 	sigs, err := loadSigs(ctx, r.db, p.ID)
 	if err != nil {
@@ -493,9 +503,9 @@ func (r *Releases) pendingRelease(ctx context.Context, st *state, name, version 
 			return p, nil, 0, err
 		}
 	}
-	md, err = new(metadata.Metadata[metadata.TargetsType]).FromBytes(p.Metadata)
+	md, err = p.targets()
 	if err != nil {
-		return p, nil, 0, tufota.Errorf(tufota.EInternal, "pending targets of %s: %v", ref, err)
+		return p, nil, 0, err
 	}
 	return p, md, discarded, nil
 }

@@ -456,9 +456,9 @@ func (r *Releases) pendingResign(ctx context.Context) (*pendingRow, *metadata.Me
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	md, err := new(metadata.Metadata[metadata.TargetsType]).FromBytes(p.Metadata)
+	md, err := p.targets()
 	if err != nil {
-		return nil, nil, nil, tufota.Errorf(tufota.EInternal, "pending targets re-signing: %v", err)
+		return nil, nil, nil, err
 	}
 	sigs, err := loadSigs(ctx, r.db, p.ID)
 	if err != nil {
