@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/internal/seen"
 	"github.com/tufota/tufota/storage"
 )
 
@@ -76,8 +77,10 @@ type Token struct {
 // Tokens stores and checks API tokens in the state database. It is safe for
 // concurrent use.
 type Tokens struct {
-	db  *storage.DB
-	now func() time.Time
+	db    *storage.DB
+	now   func() time.Time
+	cache *tokenCache
+	used  *seen.Times
 }
 
 // NewTokens returns a token store on db. now may be nil (time.Now).
@@ -85,7 +88,9 @@ func NewTokens(db *storage.DB, now func() time.Time) *Tokens {
 	if now == nil {
 		now = time.Now
 	}
-	return &Tokens{db: db, now: now}
+	t := &Tokens{db: db, now: now, cache: newTokenCache(DefaultCacheSize)}
+	t.used = seen.New(t.storeLastUsed, nil)
+	return t
 }
 
 const (
@@ -159,11 +164,47 @@ func (t *Tokens) Create(ctx context.Context, q storage.Querier, n NewToken, acto
 // Authenticate returns the principal a token secret belongs to. Unknown,
 // malformed, expired and revoked tokens fail with EUnauthorized and a message
 // that says which (the id part is public, so naming the reason leaks nothing).
+//
+// A token seen before is checked from memory (the secret's hash compared in
+// constant time with the stored one, expiry against the clock), so that a
+// device poll reads and writes nothing in the database; its last use is
+// coalesced and written by Run at most once per flush interval. A
+// revocation on this server takes effect at once; one on another replica
+// within the poll interval of Run (see Revoke).
 func (t *Tokens) Authenticate(ctx context.Context, token string) (Principal, error) {
 	id, sec, ok := splitToken(token)
 	if !ok {
 		return Principal{}, tufota.Errorf(tufota.EUnauthorized, "malformed token: want tft_<id>_<secret>")
 	}
+	sum := hashSecret(sec)
+	e, ok := t.cache.get(id)
+	if !ok {
+		var err error
+		if e, err = t.load(ctx, id); err != nil {
+			if tufota.ErrorCode(err) == tufota.EUnauthorized {
+				// Compare anyway so that unknown ids cost the same as known ones.
+				subtle.ConstantTimeCompare([]byte(sum), []byte(hashSecret("")))
+			}
+			return Principal{}, err
+		}
+	}
+	if subtle.ConstantTimeCompare([]byte(sum), []byte(e.hash)) != 1 {
+		return Principal{}, tufota.Errorf(tufota.EUnauthorized, "unknown token")
+	}
+	now := t.now()
+	if e.revoked {
+		return Principal{}, tufota.Errorf(tufota.EUnauthorized, "token %s was revoked", id)
+	}
+	if e.expires != 0 && !now.Before(time.Unix(0, e.expires)) {
+		return Principal{}, tufota.Errorf(tufota.EUnauthorized, "token %s expired at %s", id, time.Unix(0, e.expires).UTC().Format(time.RFC3339))
+	}
+	t.used.Touch(id, now)
+	return e.principal, nil
+}
+
+// load reads token id from the database into the cache.
+func (t *Tokens) load(ctx context.Context, id string) (cachedToken, error) {
+	epoch := t.cache.epoch()
 	var (
 		name, role, hash string
 		expires, revoked sql.NullInt64
@@ -172,30 +213,26 @@ func (t *Tokens) Authenticate(ctx context.Context, token string) (Principal, err
 	err := t.db.QueryRow(ctx, `SELECT name, role, hash, expires_at, revoked_at, device_id, scope FROM tokens WHERE id = ?`, id).
 		Scan(&name, &role, &hash, &expires, &revoked, &device, &scope)
 	if errors.Is(err, tufota.ErrNotFound) {
-		// Compare anyway so that unknown ids cost the same as known ones.
-		subtle.ConstantTimeCompare([]byte(hashSecret(sec)), []byte(hashSecret("")))
-		return Principal{}, tufota.Errorf(tufota.EUnauthorized, "unknown token")
+		return cachedToken{}, tufota.Errorf(tufota.EUnauthorized, "unknown token")
 	}
 	if err != nil {
-		return Principal{}, fmt.Errorf("authenticate: %w", err)
+		return cachedToken{}, fmt.Errorf("authenticate: %w", err)
 	}
-	if subtle.ConstantTimeCompare([]byte(hashSecret(sec)), []byte(hash)) != 1 {
-		return Principal{}, tufota.Errorf(tufota.EUnauthorized, "unknown token")
+	e := cachedToken{
+		hash:      hash,
+		expires:   expires.Int64,
+		revoked:   revoked.Valid,
+		principal: Principal{Name: name, Role: Role(role), TokenID: id, DeviceID: device.String, Scope: scope.String},
 	}
-	now := t.now()
-	if revoked.Valid {
-		return Principal{}, tufota.Errorf(tufota.EUnauthorized, "token %s was revoked", id)
-	}
-	if expires.Valid && !now.Before(time.Unix(0, expires.Int64)) {
-		return Principal{}, tufota.Errorf(tufota.EUnauthorized, "token %s expired at %s", id, time.Unix(0, expires.Int64).UTC().Format(time.RFC3339))
-	}
-	// Best effort: a failed last-used update must not fail the request.
-	_, _ = t.db.Exec(ctx, `UPDATE tokens SET last_used_at = ? WHERE id = ?`, now.UnixNano(), id)
-	return Principal{Name: name, Role: Role(role), TokenID: id, DeviceID: device.String, Scope: scope.String}, nil
+	t.cache.put(id, e, epoch)
+	return e, nil
 }
 
 // List returns every token, newest first.
 func (t *Tokens) List(ctx context.Context) ([]Token, error) {
+	if err := t.used.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
 	rows, err := t.db.Query(ctx, `SELECT id, name, role, device_id, created_at, created_by, expires_at, revoked_at, last_used_at
 		FROM tokens ORDER BY created_at DESC, id`)
 	if err != nil {
@@ -226,7 +263,10 @@ func (t *Tokens) List(ctx context.Context) ([]Token, error) {
 }
 
 // Revoke revokes the token with the given id (or name, if exactly one live
-// token has it). Revoking an already revoked token is a conflict.
+// token has it). Revoking an already revoked token is a conflict. This
+// server refuses the token from the moment Revoke returns; other replicas
+// (sharing the PostgreSQL database) within one poll interval of their Run,
+// because the revocation bumps the tokens generation in its transaction.
 func (t *Tokens) Revoke(ctx context.Context, idOrName string) (Token, error) {
 	toks, err := t.List(ctx)
 	if err != nil {
@@ -251,7 +291,18 @@ func (t *Tokens) Revoke(ctx context.Context, idOrName string) (Token, error) {
 		return Token{}, tufota.Errorf(tufota.EConflict, "token %s is already revoked", match[0].ID)
 	}
 	now := t.now().UTC()
-	if _, err := t.db.Exec(ctx, `UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`, now.UnixNano(), match[0].ID); err != nil {
+	err = t.db.Tx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`, now.UnixNano(), match[0].ID); err != nil {
+			return err
+		}
+		g, err := t.db.Bump(ctx, tx, storage.GenTokens)
+		if err != nil {
+			return err
+		}
+		tx.OnCommit(func() { t.cache.revoked(match[0].ID, g) })
+		return nil
+	})
+	if err != nil {
 		return Token{}, fmt.Errorf("revoke token %s: %w", match[0].ID, err)
 	}
 	match[0].RevokedAt = &now

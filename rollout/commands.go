@@ -272,6 +272,9 @@ func (s *Service) rollbackOnce(ctx context.Context, id, to, actor, reason string
 				WHERE id = ?`, t.ref, t.path, r.ID, actor, nanos(now), nanos(now), id); err != nil {
 				return fmt.Errorf("assign %s to device %s: %w", t.ref, id, err)
 			}
+			if err := s.deviceChanged(ctx, tx, id); err != nil {
+				return err
+			}
 		}
 		return insertEvent(ctx, tx, &ev)
 	})
@@ -349,6 +352,9 @@ func (s *Service) assignRollback(ctx context.Context, tx *storage.Tx, r *Rollout
 	if _, err := tx.Exec(ctx, `UPDATE devices SET target_release = ?, target_path = ?, target_rollout = ?, target_by = ?, target_at = ?, updated_at = ?
 		WHERE id = ?`, t.ref, t.path, r.ID, ControllerActor, nanos(now), nanos(now), deviceID); err != nil {
 		return nil, fmt.Errorf("assign %s to device %s: %w", t.ref, deviceID, err)
+	}
+	if err := s.deviceChanged(ctx, tx, deviceID); err != nil {
+		return nil, err
 	}
 	return []Event{{Time: now, Actor: ControllerActor, Kind: EventDeviceAssigned,
 		Reason:  fmt.Sprintf("device %s installed %s after rollout %s was rolled back; assigned %s", deviceID, r.Release, r.ID, t.ref),

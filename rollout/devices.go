@@ -28,11 +28,16 @@ func (s *Service) RegisterDevice(ctx context.Context, d Device, actor string) er
 		return err
 	}
 	now := nanos(s.clock())
-	_, err := s.db.Exec(ctx, `INSERT INTO devices (id, hardware, current_version, attrs, created_at, created_by, updated_at)
+	err := s.db.Tx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO devices (id, hardware, current_version, attrs, created_at, created_by, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET hardware = excluded.hardware, current_version = excluded.current_version,
 			attrs = excluded.attrs, updated_at = excluded.updated_at`,
-		d.ID, d.Hardware, d.Version, encodeAttrs(d), now, actor, now)
+			d.ID, d.Hardware, d.Version, encodeAttrs(d), now, actor, now); err != nil {
+			return err
+		}
+		return s.deviceChanged(ctx, tx, d.ID)
+	})
 	if err != nil {
 		return fmt.Errorf("register device %s: %w", d.ID, err)
 	}
@@ -118,6 +123,9 @@ func (s *Service) device(ctx context.Context, q storage.Querier, id string) (dev
 
 // Device returns a registered device; ENotFound if there is none.
 func (s *Service) Device(ctx context.Context, id string) (Device, error) {
+	if err := s.flushSeen(ctx); err != nil {
+		return Device{}, err
+	}
 	r, err := s.device(ctx, s.db, id)
 	return r.Device, err
 }
@@ -157,6 +165,9 @@ func (s *Service) Devices(ctx context.Context, f DeviceFilter) ([]Device, error)
 }
 
 func (s *Service) allDevices(ctx context.Context) ([]deviceRow, error) {
+	if err := s.flushSeen(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := s.db.Query(ctx, `SELECT `+deviceColumns+` FROM devices ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list devices: %w", err)
@@ -211,16 +222,20 @@ func (s *Service) Assignment(ctx context.Context, q Query) (*Assignment, error) 
 			return nil, err
 		}
 	}
-	d, err := s.device(ctx, s.db, q.DeviceID)
+	e, err := s.cachedDevice(ctx, q.DeviceID)
 	if err != nil {
 		return nil, err
 	}
+	d := e.row
 	if q.Hardware != "" && q.Hardware != d.Hardware {
 		return nil, tufota.Errorf(tufota.EConflict, "device %s is registered as hardware %s but reports %s", d.ID, d.Hardware, q.Hardware)
 	}
 	now := s.clock()
-	if err := s.touch(ctx, &d, q.Version); err != nil {
-		return nil, err
+	s.hot.seen.Touch(d.ID, now)
+	if q.Version != "" && q.Version != d.Version {
+		if err := s.runsVersion(ctx, &d, q.Version, now); err != nil {
+			return nil, err
+		}
 	}
 
 	// A release assigned to this device alone comes first.
@@ -230,26 +245,25 @@ func (s *Service) Assignment(ctx context.Context, q Query) (*Assignment, error) 
 			return &Assignment{Target: d.targetPath, Name: releaseName(d.TargetRelease), Version: version, RolloutID: d.targetRollout}, nil
 		}
 		// The device runs it (it said so without a report): done.
-		if _, err := s.db.Exec(ctx, `UPDATE devices SET current_release = ?, target_release = '', target_path = '', target_rollout = '',
+		err := s.db.Tx(ctx, func(tx *storage.Tx) error {
+			if _, err := tx.Exec(ctx, `UPDATE devices SET current_release = ?, target_release = '', target_path = '', target_rollout = '',
 			updated_at = ? WHERE id = ? AND target_path = ?`, d.TargetRelease, nanos(now), d.ID, d.targetPath); err != nil {
+				return err
+			}
+			return s.deviceChanged(ctx, tx, d.ID)
+		})
+		if err != nil {
 			return nil, fmt.Errorf("device %s reached %s: %w", d.ID, d.TargetRelease, err)
 		}
 	}
 
-	active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?, ?) ORDER BY created_at, id`, activeStates...)
-	if err != nil {
-		return nil, err
-	}
-	if len(active) == 0 {
-		return nil, nil
-	}
-	statuses, err := s.deviceStatuses(ctx, d.ID)
+	active, err := s.activeRollouts(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for i := range active {
 		r := &active[i]
-		st, offered := statuses[r.ID]
+		st, offered := e.statuses[r.ID]
 		if !offered {
 			if !r.eligible(d.Device) {
 				continue
@@ -274,24 +288,24 @@ func releaseName(nameAtVersion string) string {
 	return name
 }
 
-// touch records that the device was seen and the version it reports.
-func (s *Service) touch(ctx context.Context, d *deviceRow, version string) error {
-	now := nanos(s.clock())
-	if version == "" || version == d.Version {
-		if _, err := s.db.Exec(ctx, `UPDATE devices SET last_seen = ? WHERE id = ?`, now, d.ID); err != nil {
-			return fmt.Errorf("device %s seen: %w", d.ID, err)
-		}
-		return nil
-	}
-	// The device runs something else than recorded: believe it, and forget
-	// the release name unless it still matches.
+// runsVersion records that the device runs version, which is not the
+// version on record: the device is the authority on what it runs. The
+// release name is forgotten unless it still matches.
+func (s *Service) runsVersion(ctx context.Context, d *deviceRow, version string, now time.Time) error {
 	current := d.CurrentRelease
 	if !strings.HasSuffix(current, "@"+version) {
 		current = ""
 	}
-	if _, err := s.db.Exec(ctx, `UPDATE devices SET last_seen = ?, current_version = ?, current_release = ?, updated_at = ? WHERE id = ?`,
-		now, version, current, now, d.ID); err != nil {
-		return fmt.Errorf("device %s seen: %w", d.ID, err)
+	t := nanos(now)
+	err := s.db.Tx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE devices SET last_seen = ?, current_version = ?, current_release = ?, updated_at = ? WHERE id = ?`,
+			t, version, current, t, d.ID); err != nil {
+			return err
+		}
+		return s.deviceChanged(ctx, tx, d.ID)
+	})
+	if err != nil {
+		return fmt.Errorf("device %s runs %s: %w", d.ID, version, err)
 	}
 	d.Version, d.CurrentRelease = version, current
 	return nil
@@ -311,21 +325,33 @@ func (s *Service) offer(ctx context.Context, r *Rollout, d deviceRow, now time.T
 		return nil, nil
 	}
 	t := nanos(now)
-	// Insert only if the rollout has not changed since it was read: a pause
-	// or an abort between the read and now wins.
-	res, err := s.db.Exec(ctx, `INSERT INTO device_status (rollout_id, device_id, state, wave, offered_at, updated_at, previous_release, previous_version)
+	inserted := false
+	err := s.db.Tx(ctx, func(tx *storage.Tx) error {
+		// Insert only if the rollout has not changed since it was read: a
+		// pause or an abort between the read and now wins.
+		res, err := tx.Exec(ctx, `INSERT INTO device_status (rollout_id, device_id, state, wave, offered_at, updated_at, previous_release, previous_version)
 		SELECT ?, ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), ?, ?
 		WHERE EXISTS (SELECT 1 FROM rollouts WHERE id = ? AND revision = CAST(? AS BIGINT))`,
-		r.ID, d.ID, string(StatusOffered), wave, t, t, d.CurrentRelease, d.Version, r.ID, r.revision)
+			r.ID, d.ID, string(StatusOffered), wave, t, t, d.CurrentRelease, d.Version, r.ID, r.revision)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err // the rollout changed; the device asks again later
+		}
+		inserted = true
+		return s.deviceChanged(ctx, tx, d.ID)
+	})
 	switch {
 	case errors.Is(err, tufota.ErrConflict):
 		// Another replica offered it at the same moment.
+		s.hot.dropDevice(d.ID)
 		return r.assignment(), nil
 	case err != nil:
 		return nil, fmt.Errorf("offer %s to device %s: %w", r.ID, d.ID, err)
-	}
-	if n, err := res.RowsAffected(); err == nil && n == 0 {
-		return nil, nil // the rollout changed; the device asks again later
+	case !inserted:
+		s.hot.dropView() // our view of the rollout is stale
+		return nil, nil
 	}
 	return r.assignment(), nil
 }
@@ -450,6 +476,9 @@ func (s *Service) Report(ctx context.Context, deviceID string, r Report) error {
 		t := nanos(now)
 		if _, err := tx.Exec(ctx, `UPDATE devices SET last_seen = ? WHERE id = ?`, t, d.ID); err != nil {
 			return fmt.Errorf("device %s seen: %w", d.ID, err)
+		}
+		if err := s.deviceChanged(ctx, tx, d.ID); err != nil {
+			return err
 		}
 
 		// A report on a release assigned to this device alone (or by a
@@ -637,8 +666,14 @@ func (s *Service) AssignDevice(ctx context.Context, deviceID, name, version, act
 	}
 	now := s.clock()
 	ref := name + "@" + version
-	if _, err := s.db.Exec(ctx, `UPDATE devices SET target_release = ?, target_path = ?, target_rollout = '', target_by = ?, target_at = ?, updated_at = ? WHERE id = ?`,
-		ref, rel.TargetPath, actor, nanos(now), nanos(now), d.ID); err != nil {
+	err = s.db.Tx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE devices SET target_release = ?, target_path = ?, target_rollout = '', target_by = ?, target_at = ?, updated_at = ? WHERE id = ?`,
+			ref, rel.TargetPath, actor, nanos(now), nanos(now), d.ID); err != nil {
+			return err
+		}
+		return s.deviceChanged(ctx, tx, d.ID)
+	})
+	if err != nil {
 		return fmt.Errorf("assign %s to device %s: %w", ref, d.ID, err)
 	}
 	s.notify(ctx, Event{Time: now, Actor: actor, Kind: EventDeviceAssigned,

@@ -22,6 +22,9 @@ type FleetEntry struct {
 
 // Fleet returns every device's update record, by device ID.
 func (s *Service) Fleet(ctx context.Context) ([]FleetEntry, error) {
+	if err := s.flushSeen(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := s.db.Query(ctx, `SELECT d.id, d.hardware, d.current_version, d.last_seen,
 		(SELECT MAX(r.time) FROM status_reports r WHERE r.device_id = d.id AND r.state = 'installed'),
 		(SELECT COUNT(*) FROM status_reports r WHERE r.device_id = d.id AND r.state IN ('failed', 'rolled-back'))

@@ -324,6 +324,9 @@ func (s *Service) CreateRollout(ctx context.Context, spec Spec, actor string) (R
 				string(Draft), -1, nullNanos(startAt), actor, nanos(now), nanos(now), 1); err != nil {
 				return err
 			}
+			if err := s.rolloutChanged(ctx, tx); err != nil {
+				return err
+			}
 			return insertEvent(ctx, tx, &ev)
 		})
 		if errors.Is(err, tufota.ErrConflict) && attempt < 3 {
@@ -705,6 +708,9 @@ func (s *Service) update(ctx context.Context, tx *storage.Tx, revision int64, ne
 	}
 	if n == 0 {
 		return errChanged
+	}
+	if err := s.rolloutChanged(ctx, tx); err != nil {
+		return err
 	}
 	next.revision = revision + 1
 	return nil

@@ -89,6 +89,7 @@ type Service struct {
 	log      *slog.Logger
 	newID    func() string
 	observer func(context.Context, Event)
+	hot      *hotCache
 }
 
 // Option configures a Service.
@@ -120,6 +121,7 @@ func NewService(db *storage.DB, releases ReleaseLookup, opts ...Option) *Service
 	for _, o := range opts {
 		o(s)
 	}
+	s.hot = newHotCache(s)
 	return s
 }
 

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -68,8 +69,15 @@ type Config struct {
 	RequireSBOM bool
 	// MaxUploadBytes bounds one firmware image (default 2 GiB).
 	MaxUploadBytes int64
-	Logger         *slog.Logger
-	Now            func() time.Time
+	// CachePoll is how often the hot-path caches (verified tokens,
+	// devices, active rollouts) look for changes made by other replicas:
+	// the bound on how long a token revoked elsewhere is still accepted
+	// here (default 1s). SeenFlush is how often coalesced token last-use
+	// and device last-seen times are written (default 10s).
+	CachePoll time.Duration
+	SeenFlush time.Duration
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Server serves one tufota repository. Create it with New.
@@ -153,6 +161,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Conf
 	defer func() {
 		stopBG()
 		<-bgDone // jobs stopped and the leader lease released before the DB closes
+	}()
+
+	// The hot-path caches run on every replica: they learn of changes
+	// other replicas make and write coalesced last-use and last-seen
+	// times. They stop after the HTTP server, so that their last flush
+	// covers every request served.
+	hot, stopHot := context.WithCancel(context.WithoutCancel(ctx))
+	var hotDone sync.WaitGroup
+	hotDone.Add(2)
+	go func() { defer hotDone.Done(); s.cfg.Tokens.Run(hot, s.cfg.CachePoll, s.cfg.SeenFlush, s.log) }()
+	go func() { defer hotDone.Done(); s.cfg.Rollouts.RunCaches(hot, s.cfg.CachePoll, s.cfg.SeenFlush) }()
+	defer func() {
+		stopHot()
+		hotDone.Wait()
 	}()
 
 	errc := make(chan error, 1)

@@ -166,7 +166,8 @@ func (d *DB) Tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 			_ = stx.Rollback()
 		}
 	}()
-	if err := fn(&Tx{tx: stx, d: d}); err != nil {
+	tx := &Tx{tx: stx, d: d}
+	if err := fn(tx); err != nil {
 		return err
 	}
 	if err := stx.Commit(); err != nil {
@@ -174,6 +175,9 @@ func (d *DB) Tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 		return d.translate("commit", err)
 	}
 	committed = true
+	for _, f := range tx.onCommit {
+		f()
+	}
 	return nil
 }
 
@@ -181,9 +185,15 @@ func (d *DB) Tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 // only during that call and must not be used from other goroutines at the
 // same time.
 type Tx struct {
-	tx *sql.Tx
-	d  *DB
+	tx       *sql.Tx
+	d        *DB
+	onCommit []func()
 }
+
+// OnCommit registers f to run after the transaction commits (in order of
+// registration, before DB.Tx returns); it does not run on rollback. Use it
+// to drop in-memory copies of what the transaction changed.
+func (t *Tx) OnCommit(f func()) { t.onCommit = append(t.onCommit, f) }
 
 // Exec runs a statement that returns no rows in the transaction.
 func (t *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {

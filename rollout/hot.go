@@ -1,0 +1,259 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/tufota/tufota/internal/seen"
+	"github.com/tufota/tufota/storage"
+)
+
+// The device poll's hot path. A poll reads what it needs from memory: the
+// active rollouts (one view, rebuilt after any rollout changes) and the
+// polling device's row and rollout statuses (cached per device, dropped when
+// the device changes). It writes nothing unless the poll changes state (the
+// first offer of a release, a version the device runs that the server did
+// not know). The device's last-seen time is coalesced in memory and written
+// in batches.
+//
+// Every write to a rollout bumps the rollouts generation, and every write
+// to a device row or its statuses bumps the devices generation and stamps
+// the row (devices.change_gen), in the transaction of the write. This
+// server drops its copies when the transaction commits; other replicas
+// notice within the poll interval of RunCaches.
+
+// DefaultCachePoll and DefaultSeenFlush are RunCaches' default intervals.
+const (
+	DefaultCachePoll = time.Second
+	DefaultSeenFlush = 10 * time.Second
+	// maxCachedDevices bounds the device cache; past it an arbitrary entry
+	// of the shard makes room.
+	maxCachedDevices = 1 << 21
+	deviceShards     = 64
+)
+
+// deviceEntry is a cached device and its statuses by rollout. Entries are
+// never modified once cached; a change replaces or drops them.
+type deviceEntry struct {
+	row      deviceRow
+	statuses map[string]statusRow
+}
+
+type deviceShard struct {
+	mu sync.RWMutex
+	ep uint64
+	m  map[string]*deviceEntry
+}
+
+// activeView is the active rollouts in ownership order (created_at, id).
+type activeView struct {
+	rollouts []Rollout
+}
+
+type hotCache struct {
+	seed   maphash.Seed
+	shards [deviceShards]deviceShard
+
+	viewMu sync.Mutex // serialises view rebuilds
+	viewEp uint64     // guarded by viewMu
+	view   *activeView
+
+	seen *seen.Times
+}
+
+func newHotCache(s *Service) *hotCache {
+	h := &hotCache{seed: maphash.MakeSeed()}
+	for i := range h.shards {
+		h.shards[i].m = map[string]*deviceEntry{}
+	}
+	h.seen = seen.New(func(ctx context.Context, batch map[string]int64) error {
+		if err := seen.Store(ctx, s.db, batch, `UPDATE devices SET last_seen = ? WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)`); err != nil {
+			return fmt.Errorf("store device last-seen times: %w", err)
+		}
+		return nil
+	}, s.log)
+	return h
+}
+
+func (h *hotCache) shard(id string) *deviceShard {
+	return &h.shards[maphash.String(h.seed, id)%deviceShards]
+}
+
+// dropDevice forgets device id (after it changed).
+func (h *hotCache) dropDevice(id string) {
+	sh := h.shard(id)
+	sh.mu.Lock()
+	delete(sh.m, id)
+	sh.ep++
+	sh.mu.Unlock()
+}
+
+// dropAllDevices forgets every device.
+func (h *hotCache) dropAllDevices() {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		sh.m = map[string]*deviceEntry{}
+		sh.ep++
+		sh.mu.Unlock()
+	}
+}
+
+// dropView forgets the active rollouts (after one changed).
+func (h *hotCache) dropView() {
+	h.viewMu.Lock()
+	h.view = nil
+	h.viewEp++
+	h.viewMu.Unlock()
+}
+
+// cachedDevice returns device id and its statuses, from memory or read
+// from the database (and then cached, unless it changed meanwhile).
+func (s *Service) cachedDevice(ctx context.Context, id string) (*deviceEntry, error) {
+	sh := s.hot.shard(id)
+	sh.mu.RLock()
+	e, ok := sh.m[id]
+	ep := sh.ep
+	sh.mu.RUnlock()
+	if ok {
+		return e, nil
+	}
+	row, err := s.device(ctx, s.db, id)
+	if err != nil {
+		return nil, err
+	}
+	statuses, err := s.deviceStatuses(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	e = &deviceEntry{row: row, statuses: statuses}
+	sh.mu.Lock()
+	if sh.ep == ep {
+		if len(sh.m) >= maxCachedDevices/deviceShards {
+			for k := range sh.m {
+				delete(sh.m, k)
+				break
+			}
+		}
+		sh.m[id] = e
+	}
+	sh.mu.Unlock()
+	return e, nil
+}
+
+// activeRollouts returns the active rollouts in ownership order, from
+// memory or rebuilt from the database. The caller must not modify them.
+func (s *Service) activeRollouts(ctx context.Context) ([]Rollout, error) {
+	h := s.hot
+	h.viewMu.Lock()
+	v, ep := h.view, h.viewEp
+	h.viewMu.Unlock()
+	if v != nil {
+		return v.rollouts, nil
+	}
+	active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?, ?) ORDER BY created_at, id`, activeStates...)
+	if err != nil {
+		return nil, err
+	}
+	h.viewMu.Lock()
+	if h.viewEp == ep {
+		h.view = &activeView{rollouts: active}
+	}
+	h.viewMu.Unlock()
+	return active, nil
+}
+
+// deviceChanged records in tx that device id (its row or statuses)
+// changed: the devices generation moves and stamps the row, and this
+// server's copy is dropped once tx commits.
+func (s *Service) deviceChanged(ctx context.Context, tx *storage.Tx, id string) error {
+	g, err := s.db.Bump(ctx, tx, storage.GenDevices)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE devices SET change_gen = ? WHERE id = ?`, g, id); err != nil {
+		return fmt.Errorf("device %s changed: %w", id, err)
+	}
+	tx.OnCommit(func() { s.hot.dropDevice(id) })
+	return nil
+}
+
+// rolloutChanged records in tx that a rollout was created or changed: the
+// rollouts generation moves, and this server rebuilds its view of the
+// active rollouts once tx commits.
+func (s *Service) rolloutChanged(ctx context.Context, tx *storage.Tx) error {
+	if _, err := s.db.Bump(ctx, tx, storage.GenRollouts); err != nil {
+		return err
+	}
+	tx.OnCommit(s.hot.dropView)
+	return nil
+}
+
+// flushSeen writes the coalesced last-seen times, so that a read of the
+// devices table that shows them is current.
+func (s *Service) flushSeen(ctx context.Context) error {
+	if err := s.hot.seen.Flush(ctx); err != nil {
+		return fmt.Errorf("devices: %w", err)
+	}
+	return nil
+}
+
+// RunCaches keeps this server's hot-path caches in step with the database
+// until ctx ends: every poll it reads the rollouts and devices generations
+// and drops what another replica changed; every flush it writes the
+// coalesced device last-seen times (and once more when ctx ends, so that a
+// graceful shutdown loses none). poll and flush <= 0 take the defaults.
+// Run it on every replica, not only the leader.
+func (s *Service) RunCaches(ctx context.Context, poll, flush time.Duration) {
+	if poll <= 0 {
+		poll = DefaultCachePoll
+	}
+	if flush <= 0 {
+		flush = DefaultSeenFlush
+	}
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		s.hot.seen.Run(ctx, flush)
+	}()
+	go func() {
+		defer wg.Done()
+		_ = s.db.Watch(ctx, storage.GenRollouts, poll, s.log, func(_, _ int64) { s.hot.dropView() })
+	}()
+	go func() {
+		defer wg.Done()
+		_ = s.db.Watch(ctx, storage.GenDevices, poll, s.log, func(from, _ int64) {
+			if err := s.dropChangedDevices(ctx, from); err != nil && ctx.Err() == nil {
+				s.log.WarnContext(ctx, "drop changed devices: dropping every cached device", "err", err)
+				s.hot.dropAllDevices()
+			}
+		})
+	}()
+	wg.Wait()
+}
+
+// dropChangedDevices drops the cached devices changed after generation
+// from (all of them when from is unknown, -1).
+func (s *Service) dropChangedDevices(ctx context.Context, from int64) error {
+	if from < 0 {
+		s.hot.dropAllDevices()
+		return nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT id FROM devices WHERE change_gen > ?`, from)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		s.hot.dropDevice(id)
+	}
+	return rows.Err()
+}
