@@ -86,6 +86,7 @@ type Server struct {
 	log  *slog.Logger
 	now  func() time.Time
 	echo *echo.Echo
+	meta *metaCache // TUF metadata served from memory
 }
 
 // Default limits.
@@ -124,7 +125,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxUploadBytes <= 0 {
 		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, meta: newMetaCache(cfg.Blobs, time.Now)}
+	cfg.Repo.OnMetadataWrite(s.meta.written)
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError

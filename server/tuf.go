@@ -24,12 +24,7 @@ func (s *Server) tufMetadata(c echo.Context) error {
 	if !metadataFile.MatchString(name) {
 		return tufota.Errorf(tufota.ENotFound, "no metadata file %q", name)
 	}
-	if name == "timestamp.json" || name == "root.json" {
-		c.Response().Header().Set("Cache-Control", "no-cache")
-	} else {
-		c.Response().Header().Set("Cache-Control", "public, max-age=31536000, immutable")
-	}
-	return s.serveBlob(c, "metadata/"+name, "application/json")
+	return s.serveMeta(c, name)
 }
 
 // WithTargetsURL returns cfg with TargetsURL set to base, after checking

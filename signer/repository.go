@@ -128,6 +128,7 @@ type Repository struct {
 	log    *slog.Logger
 	locker Locker
 	sem    chan struct{} // in-process writer lock, usable with a context
+	writes watchers      // told of every metadata file written
 }
 
 // NewRepository returns a repository over blobs. It does no I/O.
@@ -420,6 +421,7 @@ func (r *Repository) put(ctx context.Context, file string, data []byte) error {
 	if _, err := r.blobs.Put(ctx, metaKey(file), strings.NewReader(string(data))); err != nil {
 		return fmt.Errorf("write %s: %w", file, err)
 	}
+	r.writes.notify(file, data)
 	return nil
 }
 
