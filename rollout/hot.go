@@ -166,29 +166,71 @@ func (s *Service) activeRollouts(ctx context.Context) ([]Rollout, error) {
 	return active, nil
 }
 
-// deviceChanged records in tx that device id (its row or statuses)
-// changed: the devices generation moves and stamps the row, and this
-// server's copy is dropped once tx commits.
-func (s *Service) deviceChanged(ctx context.Context, tx *storage.Tx, id string) error {
-	g, err := s.db.Bump(ctx, tx, storage.GenDevices)
-	if err != nil {
-		return err
+// txChanges is what a transaction changed, for the bumps before its commit.
+type txChanges struct {
+	rollouts bool
+	devices  map[string]struct{}
+}
+
+type txChangesKey struct{}
+
+// changes returns tx's record of changes; the first call registers the
+// hook that bumps the generations just before tx commits: rollouts before
+// devices, after every other row lock of the transaction (storage.DB.Bump).
+func (s *Service) changes(ctx context.Context, tx *storage.Tx) *txChanges {
+	if v, ok := tx.Value(txChangesKey{}).(*txChanges); ok {
+		return v
 	}
-	if _, err := tx.Exec(ctx, `UPDATE devices SET change_gen = ? WHERE id = ?`, g, id); err != nil {
+	c := &txChanges{devices: map[string]struct{}{}}
+	tx.SetValue(txChangesKey{}, c)
+	tx.BeforeCommit(func() error {
+		if c.rollouts {
+			if _, err := s.db.Bump(ctx, tx, storage.GenRollouts); err != nil {
+				return err
+			}
+		}
+		if len(c.devices) == 0 {
+			return nil
+		}
+		g, err := s.db.Bump(ctx, tx, storage.GenDevices)
+		if err != nil {
+			return err
+		}
+		for id := range c.devices {
+			if _, err := tx.Exec(ctx, `UPDATE devices SET change_gen = ? WHERE id = ?`, g, id); err != nil {
+				return fmt.Errorf("device %s changed: %w", id, err)
+			}
+		}
+		return nil
+	})
+	return c
+}
+
+// deviceChanged records in tx that device id (its row or statuses)
+// changed: the row is locked now; just before tx commits, the devices
+// generation moves and stamps every device the transaction changed; this
+// server's copies are dropped once tx commits.
+func (s *Service) deviceChanged(ctx context.Context, tx *storage.Tx, id string) error {
+	if _, err := tx.Exec(ctx, `UPDATE devices SET change_gen = change_gen WHERE id = ?`, id); err != nil {
 		return fmt.Errorf("device %s changed: %w", id, err)
 	}
-	tx.OnCommit(func() { s.hot.dropDevice(id) })
+	c := s.changes(ctx, tx)
+	if _, ok := c.devices[id]; !ok {
+		c.devices[id] = struct{}{}
+		tx.OnCommit(func() { s.hot.dropDevice(id) })
+	}
 	return nil
 }
 
-// rolloutChanged records in tx that a rollout was created or changed: the
-// rollouts generation moves, and this server rebuilds its view of the
-// active rollouts once tx commits.
+// rolloutChanged records in tx that a rollout was created or changed: just
+// before tx commits the rollouts generation moves, and this server rebuilds
+// its view of the active rollouts once tx commits.
 func (s *Service) rolloutChanged(ctx context.Context, tx *storage.Tx) error {
-	if _, err := s.db.Bump(ctx, tx, storage.GenRollouts); err != nil {
-		return err
+	c := s.changes(ctx, tx)
+	if !c.rollouts {
+		c.rollouts = true
+		tx.OnCommit(s.hot.dropView)
 	}
-	tx.OnCommit(s.hot.dropView)
 	return nil
 }
 

@@ -52,3 +52,10 @@ func TestPostgres(t *testing.T) {
 		})
 	}
 }
+
+// postgresURL returns the URL of a fresh PostgreSQL database of the
+// integration environment; skipped under -short.
+func postgresURL(t *testing.T) string {
+	t.Helper()
+	return testenv.Postgres(t)
+}

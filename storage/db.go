@@ -170,6 +170,11 @@ func (d *DB) Tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	if err := fn(tx); err != nil {
 		return err
 	}
+	for i := 0; i < len(tx.beforeCommit); i++ { // a hook may add hooks
+		if err := tx.beforeCommit[i](); err != nil {
+			return err
+		}
+	}
 	if err := stx.Commit(); err != nil {
 		committed = true // a failed commit has ended the transaction
 		return d.translate("commit", err)
@@ -185,10 +190,31 @@ func (d *DB) Tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 // only during that call and must not be used from other goroutines at the
 // same time.
 type Tx struct {
-	tx       *sql.Tx
-	d        *DB
-	onCommit []func()
+	tx           *sql.Tx
+	d            *DB
+	onCommit     []func()
+	beforeCommit []func() error
+	values       map[any]any
 }
+
+// Value returns what SetValue stored under key in this transaction, or nil.
+func (t *Tx) Value(key any) any { return t.values[key] }
+
+// SetValue keeps v with the transaction under key (for code that collects
+// what a transaction changed, e.g. for a BeforeCommit hook).
+func (t *Tx) SetValue(key, v any) {
+	if t.values == nil {
+		t.values = map[any]any{}
+	}
+	t.values[key] = v
+}
+
+// BeforeCommit registers f to run after the transaction's function
+// returned without error, before the commit; an error from f rolls the
+// transaction back and is returned by DB.Tx.
+// Use it for the last writes of a transaction, such as bumping a change
+// counter, whose row lock must be the last one the transaction takes.
+func (t *Tx) BeforeCommit(f func() error) { t.beforeCommit = append(t.beforeCommit, f) }
 
 // OnCommit registers f to run after the transaction commits (in order of
 // registration, before DB.Tx returns); it does not run on rollback. Use it

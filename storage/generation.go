@@ -18,7 +18,10 @@ const (
 // the change it announces) and returns the new value. On PostgreSQL the
 // counter's row stays locked until q commits, so bumps of one counter
 // commit in counter order: a replica that has seen generation g has seen
-// every change numbered g or lower.
+// every change numbered g or lower. Because of that lock, bump last in a
+// transaction (Tx.BeforeCommit), after every other row it locks, and bump
+// several counters in the order of the Gen constants below; otherwise two
+// transactions can deadlock.
 func (d *DB) Bump(ctx context.Context, q Querier, name string) (int64, error) {
 	var g int64
 	if err := q.QueryRow(ctx, `UPDATE generations SET gen = gen + 1 WHERE name = ? RETURNING gen`, name).Scan(&g); err != nil {
