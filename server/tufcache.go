@@ -144,4 +144,3 @@ func (s *Server) serveMeta(c echo.Context, name string) error {
 	http.ServeContent(c.Response(), c.Request(), name, e.mod, bytes.NewReader(e.body))
 	return nil
 }
-
