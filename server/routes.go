@@ -78,6 +78,7 @@ func (s *Server) Routes() []Route {
 		{Method: http.MethodGet, Path: "/api/v1/fleet/report", Roles: people, Action: "fleet.report", handler: s.fleetReport},
 		{Method: http.MethodGet, Path: "/api/v1/status", Roles: people, Action: "status.read", handler: s.getStatus},
 		{Method: http.MethodGet, Path: "/metrics", Roles: people, Action: "metrics.read", handler: echo.WrapHandler(newMetricsHandler(s))},
+		{Method: http.MethodGet, Path: "/debug/pprof/*", Roles: admin, Action: "debug.pprof", handler: s.pprofHandler()},
 
 		{Method: http.MethodPost, Path: "/api/v1/cohorts", Roles: operator, Action: "cohort.create", handler: s.createCohort},
 		{Method: http.MethodGet, Path: "/api/v1/cohorts", Roles: people, Action: "cohort.list", handler: s.listCohorts},
