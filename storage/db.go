@@ -195,6 +195,7 @@ type Tx struct {
 	onCommit     []func()
 	beforeCommit []func() error
 	values       map[any]any
+	savepoints   int
 }
 
 // Value returns what SetValue stored under key in this transaction, or nil.

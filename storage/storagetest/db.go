@@ -36,6 +36,8 @@ func RunDB(t *testing.T, newDB func(t *testing.T) *storage.DB) {
 		{"TxRollbackOnPanic", testTxRollbackOnPanic},
 		{"TxStatementError", testTxStatementError},
 		{"ConcurrentWriters", testConcurrentWriters},
+		{"GroupCommit", testGroupCommit},
+		{"Generations", testGenerations},
 		{"NanosecondTimes", testNanosecondTimes},
 		{"Placeholders", testPlaceholders},
 		{"ContextCancel", testDBContextCancel},
