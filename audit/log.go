@@ -161,48 +161,83 @@ func (l *Log) Append(ctx context.Context, e Entry) (Entry, error) {
 
 func (l *Log) appendOnce(ctx context.Context, e Entry) (Entry, error) {
 	err := l.db.Tx(ctx, func(tx *storage.Tx) error {
-		next, err := nextSeq(ctx, tx)
-		if err != nil {
-			return err
-		}
-		e.Seq = next
-		e.Time = l.now().UTC().Round(0)
-		canon, err := CanonicalJSON(e)
-		if err != nil {
-			return err
-		}
-		leaf := tlog.RecordHash(canon)
-		e.Hash = hashHex(leaf)
-		stored, err := tlog.StoredHashesForRecordHash(next, leaf, hashReader{ctx, tx})
-		if err != nil {
-			return fmt.Errorf("compute tree hashes: %w", err)
-		}
-		details, err := encodeDetails(e.Details)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO audit_entries
-			(seq, time, actor, role, source, action, object, outcome, details, leaf)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			e.Seq, e.Time.UnixNano(), e.Actor, e.Role, e.Source, e.Action, e.Object, e.Outcome,
-			details, e.Hash); err != nil {
-			return fmt.Errorf("insert entry %d: %w", e.Seq, err)
-		}
-		q := "INSERT INTO audit_hashes (idx, hash) VALUES " + strings.TrimSuffix(strings.Repeat("(?, ?), ", len(stored)), ", ")
-		args := make([]any, 0, 2*len(stored))
-		base := tlog.StoredHashIndex(0, next)
-		for i, h := range stored {
-			args = append(args, base+int64(i), hashHex(h))
-		}
-		if _, err := tx.Exec(ctx, q, args...); err != nil {
-			return fmt.Errorf("insert tree hashes of entry %d: %w", e.Seq, err)
-		}
-		return nil
+		return l.insert(ctx, tx, &e)
 	})
 	if err != nil {
 		return Entry{}, err
 	}
 	return e, nil
+}
+
+// appendLock serialises appends across replicas on PostgreSQL, for the
+// rest of the appending transaction.
+const appendLock = "audit-append"
+
+// AppendTx adds e to the log inside tx, the transaction of the change it
+// records, so that the change and its entry commit together or not at all.
+// It returns e as Append does; the entry exists only if tx commits. On
+// PostgreSQL it holds the log's append lock until tx ends, so keep the
+// rest of tx short and append after the rows tx locks. Errors as Append's;
+// on error tx should be rolled back (or the call's savepoint).
+func (l *Log) AppendTx(ctx context.Context, tx *storage.Tx, e Entry) (Entry, error) {
+	if err := validateNew(e); err != nil {
+		return Entry{}, err
+	}
+	e.Details = maps.Clone(e.Details)
+	if e.Details == nil {
+		e.Details = map[string]string{}
+	}
+	if err := checkStrings(e); err != nil {
+		return Entry{}, err
+	}
+	if err := l.insert(ctx, tx, &e); err != nil {
+		return Entry{}, fmt.Errorf("audit append %s: %w", e.Action, err)
+	}
+	return e, nil
+}
+
+// insert appends e as the next entry of the log, in tx.
+func (l *Log) insert(ctx context.Context, tx *storage.Tx, e *Entry) error {
+	if err := tx.LockXact(ctx, appendLock); err != nil {
+		return err
+	}
+	next, err := nextSeq(ctx, tx)
+	if err != nil {
+		return err
+	}
+	e.Seq = next
+	e.Time = l.now().UTC().Round(0)
+	canon, err := CanonicalJSON(*e)
+	if err != nil {
+		return err
+	}
+	leaf := tlog.RecordHash(canon)
+	e.Hash = hashHex(leaf)
+	stored, err := tlog.StoredHashesForRecordHash(next, leaf, hashReader{ctx, tx})
+	if err != nil {
+		return fmt.Errorf("compute tree hashes: %w", err)
+	}
+	details, err := encodeDetails(e.Details)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO audit_entries
+			(seq, time, actor, role, source, action, object, outcome, details, leaf)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.Seq, e.Time.UnixNano(), e.Actor, e.Role, e.Source, e.Action, e.Object, e.Outcome,
+		details, e.Hash); err != nil {
+		return fmt.Errorf("insert entry %d: %w", e.Seq, err)
+	}
+	q := "INSERT INTO audit_hashes (idx, hash) VALUES " + strings.TrimSuffix(strings.Repeat("(?, ?), ", len(stored)), ", ")
+	args := make([]any, 0, 2*len(stored))
+	base := tlog.StoredHashIndex(0, next)
+	for i, h := range stored {
+		args = append(args, base+int64(i), hashHex(h))
+	}
+	if _, err := tx.Exec(ctx, q, args...); err != nil {
+		return fmt.Errorf("insert tree hashes of entry %d: %w", e.Seq, err)
+	}
+	return nil
 }
 
 // encodeDetails is the stored form of Details: a JSON object, sorted keys.

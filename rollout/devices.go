@@ -453,112 +453,136 @@ func (r *Report) validate() error {
 // EConflict for a report on a rollout that never offered the device the
 // release or that contradicts a final outcome.
 func (s *Service) Report(ctx context.Context, deviceID string, r Report) error {
-	if err := r.validate(); err != nil {
-		return err
-	}
-	var events []Event
+	var after func()
 	err := s.db.Tx(ctx, func(tx *storage.Tx) error {
-		events = nil
-		d, err := s.device(ctx, tx, deviceID)
-		if err != nil {
-			return err
-		}
-		now := s.clock()
-		ro, st, err := s.reportSubject(ctx, tx, d, &r)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO status_reports (id, device_id, rollout_id, target, version, state, error_code, message, time)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, randomHex(16), d.ID, r.RolloutID, r.Target, r.Version, string(r.State),
-			r.ErrorCode, r.Message, nanos(now)); err != nil {
-			return fmt.Errorf("record report of device %s: %w", d.ID, err)
-		}
-		t := nanos(now)
-		if _, err := tx.Exec(ctx, `UPDATE devices SET last_seen = ? WHERE id = ?`, t, d.ID); err != nil {
-			return fmt.Errorf("device %s seen: %w", d.ID, err)
-		}
-		if err := s.deviceChanged(ctx, tx, d.ID); err != nil {
-			return err
-		}
-
-		// A report on a release assigned to this device alone (or by a
-		// rollback).
-		if d.targetPath != "" && r.Target == d.targetPath {
-			if r.State == StatusInstalled {
-				_, version, _ := ParseRelease(d.TargetRelease)
-				if _, err := tx.Exec(ctx, `UPDATE devices SET current_version = ?, current_release = ?, target_release = '', target_path = '',
-					target_rollout = '', updated_at = ? WHERE id = ?`, version, d.TargetRelease, t, d.ID); err != nil {
-					return fmt.Errorf("device %s installed %s: %w", d.ID, d.TargetRelease, err)
-				}
-				if d.targetRollout != "" {
-					if _, err := tx.Exec(ctx, `UPDATE device_status SET state = ?, updated_at = ? WHERE rollout_id = ? AND device_id = ?`,
-						string(StatusReverted), t, d.targetRollout, d.ID); err != nil {
-						return fmt.Errorf("device %s reverted: %w", d.ID, err)
-					}
-				}
-			}
-			if r.State == StatusFailed || r.State == StatusRolledBack {
-				// Do not make the device try again at every poll: the
-				// assignment ends, and people are told.
-				if _, err := tx.Exec(ctx, `UPDATE devices SET target_release = '', target_path = '', target_rollout = '', updated_at = ? WHERE id = ?`,
-					t, d.ID); err != nil {
-					return fmt.Errorf("device %s failed %s: %w", d.ID, d.TargetRelease, err)
-				}
-				events = append(events, Event{RolloutID: "", Time: now, Actor: d.ID, Kind: EventDeviceAssignmentFailed,
-					Reason:  fmt.Sprintf("device %s reported %s for %s (%s): the assignment ends", d.ID, r.State, d.TargetRelease, orNone(r.ErrorCode)),
-					Details: map[string]string{"device": d.ID, "release": d.TargetRelease, "rollout": d.targetRollout, "error_code": r.ErrorCode, "message": r.Message}})
-			}
-			return nil
-		}
-		if ro == nil {
-			return nil // history only: a report on nothing tufota assigned
-		}
-		if st.State == r.State {
-			_, err := tx.Exec(ctx, `UPDATE device_status SET updated_at = ?, error_code = ?, message = ? WHERE rollout_id = ? AND device_id = ?`,
-				t, r.ErrorCode, r.Message, ro.ID, d.ID)
-			return err
-		}
-		switch {
-		case st.State == StatusInstalled && (r.State == StatusFailed || r.State == StatusRolledBack):
-		case final(st.State):
-			return tufota.Errorf(tufota.EConflict, "device %s: its outcome in rollout %s is %s, which is final; cannot become %s", d.ID, ro.ID, st.State, r.State)
-		}
-		installedAt := st.installedAt
-		if r.State == StatusInstalled {
-			installedAt = now
-		}
-		if _, err := tx.Exec(ctx, `UPDATE device_status SET state = ?, error_code = ?, message = ?, updated_at = ?, installed_at = ?
-			WHERE rollout_id = ? AND device_id = ?`, string(r.State), r.ErrorCode, r.Message, t, nullNanos(installedAt), ro.ID, d.ID); err != nil {
-			return fmt.Errorf("device %s status in rollout %s: %w", d.ID, ro.ID, err)
-		}
-		switch r.State {
-		case StatusInstalled:
-			if _, err := tx.Exec(ctx, `UPDATE devices SET current_version = ?, current_release = ?, updated_at = ? WHERE id = ?`,
-				ro.ReleaseVersion, ro.Release, t, d.ID); err != nil {
-				return fmt.Errorf("device %s installed %s: %w", d.ID, ro.Release, err)
-			}
-			// Installed after its rollout was rolled back: take it back too.
-			if ro.State == RolledBack {
-				ev, err := s.assignRollback(ctx, tx, ro, d.ID, st, now)
-				if err != nil {
-					return err
-				}
-				events = append(events, ev...)
-			}
-		case StatusRolledBack:
-			if st.previousVersion != "" && d.Version == ro.ReleaseVersion {
-				if _, err := tx.Exec(ctx, `UPDATE devices SET current_version = ?, current_release = ?, updated_at = ? WHERE id = ?`,
-					st.previousVersion, st.previousRelease, t, d.ID); err != nil {
-					return fmt.Errorf("device %s rolled back: %w", d.ID, err)
-				}
-			}
-		}
-		return nil
+		var err error
+		after, err = s.ReportIn(ctx, tx, deviceID, r)
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	s.notify(ctx, events...)
+	after()
+	return nil
+}
+
+// ReportIn records a device's status report as Report does, inside tx (the
+// caller's transaction, e.g. one shared by concurrent reports with their
+// audit entries). after must be called once tx has committed: it tells the
+// observer of the events the report caused. Errors as Report's.
+func (s *Service) ReportIn(ctx context.Context, tx *storage.Tx, deviceID string, r Report) (after func(), err error) {
+	if err := r.validate(); err != nil {
+		return nil, err
+	}
+	var events []Event
+	c := s.changes(ctx, tx)
+	_, had := c.devices[deviceID]
+	if err := s.report(ctx, tx, deviceID, r, &events); err != nil {
+		if !had {
+			// The caller rolls this report back (its savepoint): the device
+			// row is not to be stamped after the generations are locked.
+			delete(c.devices, deviceID)
+		}
+		return nil, err
+	}
+	return func() { s.notify(ctx, events...) }, nil
+}
+
+func (s *Service) report(ctx context.Context, tx *storage.Tx, deviceID string, r Report, events *[]Event) error {
+	d, err := s.device(ctx, tx, deviceID)
+	if err != nil {
+		return err
+	}
+	now := s.clock()
+	ro, st, err := s.reportSubject(ctx, tx, d, &r)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO status_reports (id, device_id, rollout_id, target, version, state, error_code, message, time)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, randomHex(16), d.ID, r.RolloutID, r.Target, r.Version, string(r.State),
+		r.ErrorCode, r.Message, nanos(now)); err != nil {
+		return fmt.Errorf("record report of device %s: %w", d.ID, err)
+	}
+	t := nanos(now)
+	if _, err := tx.Exec(ctx, `UPDATE devices SET last_seen = ? WHERE id = ?`, t, d.ID); err != nil {
+		return fmt.Errorf("device %s seen: %w", d.ID, err)
+	}
+	if err := s.deviceChanged(ctx, tx, d.ID); err != nil {
+		return err
+	}
+
+	// A report on a release assigned to this device alone (or by a
+	// rollback).
+	if d.targetPath != "" && r.Target == d.targetPath {
+		if r.State == StatusInstalled {
+			_, version, _ := ParseRelease(d.TargetRelease)
+			if _, err := tx.Exec(ctx, `UPDATE devices SET current_version = ?, current_release = ?, target_release = '', target_path = '',
+				target_rollout = '', updated_at = ? WHERE id = ?`, version, d.TargetRelease, t, d.ID); err != nil {
+				return fmt.Errorf("device %s installed %s: %w", d.ID, d.TargetRelease, err)
+			}
+			if d.targetRollout != "" {
+				if _, err := tx.Exec(ctx, `UPDATE device_status SET state = ?, updated_at = ? WHERE rollout_id = ? AND device_id = ?`,
+					string(StatusReverted), t, d.targetRollout, d.ID); err != nil {
+					return fmt.Errorf("device %s reverted: %w", d.ID, err)
+				}
+			}
+		}
+		if r.State == StatusFailed || r.State == StatusRolledBack {
+			// Do not make the device try again at every poll: the
+			// assignment ends, and people are told.
+			if _, err := tx.Exec(ctx, `UPDATE devices SET target_release = '', target_path = '', target_rollout = '', updated_at = ? WHERE id = ?`,
+				t, d.ID); err != nil {
+				return fmt.Errorf("device %s failed %s: %w", d.ID, d.TargetRelease, err)
+			}
+			*events = append(*events, Event{RolloutID: "", Time: now, Actor: d.ID, Kind: EventDeviceAssignmentFailed,
+				Reason:  fmt.Sprintf("device %s reported %s for %s (%s): the assignment ends", d.ID, r.State, d.TargetRelease, orNone(r.ErrorCode)),
+				Details: map[string]string{"device": d.ID, "release": d.TargetRelease, "rollout": d.targetRollout, "error_code": r.ErrorCode, "message": r.Message}})
+		}
+		return nil
+	}
+	if ro == nil {
+		return nil // history only: a report on nothing tufota assigned
+	}
+	if st.State == r.State {
+		_, err := tx.Exec(ctx, `UPDATE device_status SET updated_at = ?, error_code = ?, message = ? WHERE rollout_id = ? AND device_id = ?`,
+			t, r.ErrorCode, r.Message, ro.ID, d.ID)
+		return err
+	}
+	switch {
+	case st.State == StatusInstalled && (r.State == StatusFailed || r.State == StatusRolledBack):
+	case final(st.State):
+		return tufota.Errorf(tufota.EConflict, "device %s: its outcome in rollout %s is %s, which is final; cannot become %s", d.ID, ro.ID, st.State, r.State)
+	}
+	installedAt := st.installedAt
+	if r.State == StatusInstalled {
+		installedAt = now
+	}
+	if _, err := tx.Exec(ctx, `UPDATE device_status SET state = ?, error_code = ?, message = ?, updated_at = ?, installed_at = ?
+		WHERE rollout_id = ? AND device_id = ?`, string(r.State), r.ErrorCode, r.Message, t, nullNanos(installedAt), ro.ID, d.ID); err != nil {
+		return fmt.Errorf("device %s status in rollout %s: %w", d.ID, ro.ID, err)
+	}
+	switch r.State {
+	case StatusInstalled:
+		if _, err := tx.Exec(ctx, `UPDATE devices SET current_version = ?, current_release = ?, updated_at = ? WHERE id = ?`,
+			ro.ReleaseVersion, ro.Release, t, d.ID); err != nil {
+			return fmt.Errorf("device %s installed %s: %w", d.ID, ro.Release, err)
+		}
+		// Installed after its rollout was rolled back: take it back too.
+		if ro.State == RolledBack {
+			ev, err := s.assignRollback(ctx, tx, ro, d.ID, st, now)
+			if err != nil {
+				return err
+			}
+			*events = append(*events, ev...)
+		}
+	case StatusRolledBack:
+		if st.previousVersion != "" && d.Version == ro.ReleaseVersion {
+			if _, err := tx.Exec(ctx, `UPDATE devices SET current_version = ?, current_release = ?, updated_at = ? WHERE id = ?`,
+				st.previousVersion, st.previousRelease, t, d.ID); err != nil {
+				return fmt.Errorf("device %s rolled back: %w", d.ID, err)
+			}
+		}
+	}
 	return nil
 }
 

@@ -16,6 +16,9 @@ import (
 const (
 	auditObjectKey  = "tufota.audit.object"
 	auditDetailsKey = "tufota.audit.details"
+	// auditDoneKey marks a request whose handler wrote its audit entry in
+	// the transaction of its change.
+	auditDoneKey = "tufota.audit.done"
 )
 
 // auditObject names the object a handler acted on, with optional details,
@@ -33,6 +36,9 @@ func auditObject(c echo.Context, object string, details map[string]string) {
 func (s *Server) audited(r Route, next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		err := next(c)
+		if done, _ := c.Get(auditDoneKey).(bool); done {
+			return err
+		}
 		denied := tufota.ErrorCode(err) == tufota.EForbidden
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			if !denied {

@@ -1,12 +1,16 @@
 package server
 
 import (
+	"context"
+	"maps"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/rollout"
+	"github.com/tufota/tufota/storage"
 )
 
 // UpdateResponse answers a device's "what should I run?".
@@ -54,26 +58,58 @@ func (s *Server) deviceUpdate(c echo.Context) error {
 	return c.JSON(http.StatusOK, UpdateResponse{Target: a.Target, Name: a.Name, Version: a.Version, RolloutID: a.RolloutID})
 }
 
+// deviceStatus records a device's status report and its audit entry in
+// one transaction, shared with the reports that arrive meanwhile (group
+// commit): the 204 means both are durable.
 func (s *Server) deviceStatus(c echo.Context) error {
 	var r StatusReport
 	if err := decodeJSON(c, &r); err != nil {
 		return err
 	}
-	auditObject(c, "device/"+principal(c).DeviceID, map[string]string{
+	p := principal(c)
+	object := "device/" + p.DeviceID
+	details := map[string]string{
 		"target": r.Target, "version": r.Version, "state": r.State, "error_code": r.ErrorCode, "rollout": r.RolloutID,
-	})
+	}
+	auditObject(c, object, details)
 	if err := ownDevice(c, r.DeviceID); err != nil {
 		return err
 	}
 	// A verification failure may be an attack on the device: alert even if
 	// the report itself is refused below.
-	s.cfg.Alerts.DeviceReport(principal(c).DeviceID, r.State, r.ErrorCode, r.Target, r.Message)
-	err := s.cfg.Rollouts.Report(c.Request().Context(), principal(c).DeviceID, rollout.Report{
+	s.cfg.Alerts.DeviceReport(p.DeviceID, r.State, r.ErrorCode, r.Target, r.Message)
+	report := rollout.Report{
 		Target: r.Target, Version: r.Version, State: rollout.DeviceState(r.State),
 		ErrorCode: r.ErrorCode, Message: r.Message, RolloutID: r.RolloutID,
+	}
+	ctx := context.WithoutCancel(c.Request().Context())
+	var (
+		after     func()
+		reportErr error
+	)
+	err := s.reports.Do(c.Request().Context(), func(tx *storage.Tx) error {
+		reportErr = tx.Savepoint(ctx, func(tx *storage.Tx) error {
+			var err error
+			after, err = s.cfg.Rollouts.ReportIn(ctx, tx, p.DeviceID, report)
+			return err
+		})
+		e := audit.Entry{Actor: p.Name, Role: string(p.Role), Source: c.RealIP(), Action: "device.report", Object: object,
+			Outcome: audit.OutcomeOK, Details: maps.Clone(details)}
+		if reportErr != nil {
+			e.Outcome = outcomeOf(reportErr)
+			e.Details["error"] = truncate(reportErr.Error(), 512)
+			e.Details["code"] = string(tufota.ErrorCode(reportErr))
+		}
+		_, err := s.cfg.Audit.AppendTx(ctx, tx, e)
+		return err
 	})
 	if err != nil {
-		return err
+		return err // nothing was recorded; the middleware audits the failure
 	}
+	c.Set(auditDoneKey, true)
+	if reportErr != nil {
+		return reportErr
+	}
+	after()
 	return c.NoContent(http.StatusNoContent)
 }

@@ -87,6 +87,9 @@ type Server struct {
 	now  func() time.Time
 	echo *echo.Echo
 	meta *metaCache // TUF metadata served from memory
+	// reports commits device status reports with their audit entries,
+	// concurrent ones in shared transactions.
+	reports *storage.Group
 }
 
 // Default limits.
@@ -125,7 +128,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxUploadBytes <= 0 {
 		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, meta: newMetaCache(cfg.Blobs, time.Now)}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, meta: newMetaCache(cfg.Blobs, time.Now), reports: cfg.DB.NewGroup(256)}
 	cfg.Repo.OnMetadataWrite(s.meta.written)
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

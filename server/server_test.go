@@ -39,11 +39,26 @@ type testServer struct {
 
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
+	return newTestServerIn(t, t.TempDir(), true)
+}
+
+// newTestServerIn is newTestServer in dir: fresh makes keys, repository,
+// device and tokens there; otherwise it opens what a fresh call made (as a
+// restarted server process would) and makes no tokens.
+func newTestServerIn(t *testing.T, dir string, fresh bool) *testServer {
+	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
 	pass := []byte("test passphrase")
 	key := func(name string) signature.SignerVerifier {
-		sv, err := signer.GenerateFileKey(filepath.Join(dir, name+".key"), "ed25519", pass)
+		path := filepath.Join(dir, name+".key")
+		if !fresh {
+			sv, err := signer.Open(ctx, "file:"+path, signer.WithPassphrase(func() ([]byte, error) { return pass, nil }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return sv
+		}
+		sv, err := signer.GenerateFileKey(path, "ed25519", pass)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,12 +75,14 @@ func newTestServer(t *testing.T) *testServer {
 	}
 	t.Cleanup(func() { db.Close() })
 	repo := signer.NewRepository(blobs)
-	if _, err := repo.Init(ctx, signer.RoleKeys{
-		Root: []signature.SignerVerifier{root}, RootThreshold: 1,
-		Targets: []signature.SignerVerifier{targets}, TargetsThreshold: 1,
-		Snapshot: snapshot, Timestamp: timestamp,
-	}); err != nil {
-		t.Fatal(err)
+	if fresh {
+		if _, err := repo.Init(ctx, signer.RoleKeys{
+			Root: []signature.SignerVerifier{root}, RootThreshold: 1,
+			Targets: []signature.SignerVerifier{targets}, TargetsThreshold: 1,
+			Snapshot: snapshot, Timestamp: timestamp,
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	signers := signer.Signers{Targets: []signature.Signer{targets}, Snapshot: snapshot, Timestamp: timestamp}
 	tokens := access.NewTokens(db, nil)
@@ -88,6 +105,9 @@ func newTestServer(t *testing.T) *testServer {
 	}
 	ts := &testServer{Server: s, tokens: map[access.Role]string{}, deviceID: "dev-1", rootKey: root}
 	for _, role := range access.Roles {
+		if !fresh {
+			break
+		}
 		n := access.NewToken{Name: "test-" + string(role), Role: role}
 		switch role {
 		case access.RoleDevice:

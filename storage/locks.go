@@ -94,3 +94,18 @@ func (d *DB) now(ctx context.Context, q Querier) (int64, error) {
 	}
 	return micros * 1000, nil
 }
+
+// LockXact takes the lock name for the rest of the transaction: on
+// PostgreSQL a transaction-level advisory lock (pg_advisory_xact_lock),
+// released at commit or rollback; on SQLite nothing, because the
+// transaction holds the database's write lock already. Take it after the
+// rows the transaction locks and before Tx.BeforeCommit hooks run.
+func (t *Tx) LockXact(ctx context.Context, name string) error {
+	if t.d.dialect != DialectPostgres {
+		return nil
+	}
+	if _, err := t.Exec(ctx, `SELECT pg_advisory_xact_lock(?)`, lockKey(name)); err != nil {
+		return fmt.Errorf("lock %q: %w", name, err)
+	}
+	return nil
+}
