@@ -593,6 +593,9 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 	if err != nil {
 		return status, fmt.Errorf("sign %s: signature recorded, threshold met, but publish failed: %w", ref, err)
 	}
+	if err := r.repo.step("mark " + ref + " published"); err != nil {
+		return status, fmt.Errorf("sign %s: published as targets v%d but not recorded (Reconcile fixes this): %w", ref, v, err)
+	}
 	pub := r.now().UTC()
 	err = r.db.Tx(context.WithoutCancel(ctx), func(tx *storage.Tx) error {
 		if _, err := tx.Exec(ctx, `UPDATE releases SET state = ?, targets_version = ?, published_at = ? WHERE name = ? AND version = ?`,

@@ -248,6 +248,9 @@ func (r *Repository) moveStaged(ctx context.Context, t Target) error {
 		}
 		return nil
 	}
+	if err := r.step("move " + dst); err != nil {
+		return err
+	}
 	if m, ok := r.blobs.(storage.Mover); ok {
 		if err := m.Move(ctx, src, dst); err != nil {
 			return fmt.Errorf("move %s to %s: %w", src, dst, err)

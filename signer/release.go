@@ -258,6 +258,9 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 		Notes: req.Notes, AllowDowngradeFrom: req.AllowDowngradeFrom, SBOM: sbom, State: StatePending, Role: role,
 		CreatedAt: now, CreatedBy: actor,
 	}
+	if err := r.repo.step("record " + ref); err != nil {
+		return Release{}, fmt.Errorf("push %s: %w", ref, err)
+	}
 	_, err = r.db.Exec(ctx, `INSERT INTO releases (name, version, target_path, length, sha256, sha512, hardware, notes, custom, state, role, created_at, created_by)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		rel.Name, rel.Version, rel.TargetPath, rel.Length, rel.SHA256, rel.SHA512, string(hw), rel.Notes, string(custom), StatePending, role, now.UnixNano(), actor)
@@ -304,6 +307,9 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 		return Release{}, fmt.Errorf("push %s: %w", ref, err)
 	}
 	published = true
+	if err := r.repo.step("mark " + ref + " published"); err != nil {
+		return Release{}, fmt.Errorf("push %s: published as targets v%d but not recorded (Reconcile fixes this): %w", ref, v, err)
+	}
 	pub := r.now().UTC()
 	if _, err := r.db.Exec(context.WithoutCancel(ctx), `UPDATE releases SET state = ?, targets_version = ?, published_at = ? WHERE name = ? AND version = ?`,
 		StatePublished, v, pub.UnixNano(), rel.Name, rel.Version); err != nil {

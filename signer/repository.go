@@ -83,6 +83,16 @@ type Locker interface {
 // RepoOption configures NewRepository.
 type RepoOption func(*Repository)
 
+// WithStepHook calls hook before each durable step of a write: moving a
+// staged blob into place ("move KEY"), writing a metadata file ("write
+// N.targets.json", "write timestamp.json"), and recording a release in the
+// state database ("record NAME@VERSION", "mark NAME@VERSION published").
+// A non-nil error fails that step, as a storage error would. Crash tests
+// use it to kill the process at every step; production code sets none.
+func WithStepHook(hook func(step string) error) RepoOption {
+	return func(r *Repository) { r.hook = hook }
+}
+
 // WithNow sets the clock used for expiry dates (tests inject a fixed time).
 func WithNow(now func() time.Time) RepoOption {
 	return func(r *Repository) { r.now = now }
@@ -128,6 +138,18 @@ type Repository struct {
 	log    *slog.Logger
 	locker Locker
 	sem    chan struct{} // in-process writer lock, usable with a context
+	hook   func(step string) error
+}
+
+// step runs the step hook (WithStepHook), if any, before a durable step.
+func (r *Repository) step(name string) error {
+	if r.hook == nil {
+		return nil
+	}
+	if err := r.hook(name); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
 }
 
 // NewRepository returns a repository over blobs. It does no I/O.
@@ -409,6 +431,9 @@ func metaFileFor(version int64, data []byte) *metadata.MetaFiles {
 // writeChain writes files in order; the caller put timestamp.json last.
 func (r *Repository) writeChain(ctx context.Context, files []metaFile) error {
 	for _, f := range files {
+		if err := r.step("write " + f.name); err != nil {
+			return err
+		}
 		if err := r.put(ctx, f.name, f.data); err != nil {
 			return err
 		}

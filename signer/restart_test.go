@@ -1,0 +1,491 @@
+package signer
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/storage"
+)
+
+// envCrashChild carries the JSON crashSpec of a publish crash child.
+const envCrashChild = "TUFOTA_PUBLISH_CRASH_CHILD"
+
+// crashStores names where a crash scenario keeps its blobs and state.
+type crashStores struct {
+	BlobsURL    string `json:"blobs_url"` // file:DIR or s3://…
+	DBURL       string `json:"db_url"`    // sqlite:PATH or postgres://…
+	S3AccessKey string `json:"s3_access_key,omitempty"`
+	S3SecretKey string `json:"s3_secret_key,omitempty"`
+}
+
+// crashSpec is what the child process does: one push, or one signature
+// upload that meets the threshold, with the server's keys, SIGKILLing
+// itself before durable step CrashAt (0: never).
+type crashSpec struct {
+	Stores  crashStores     `json:"stores"`
+	Keys    crashKeyDER     `json:"keys"`
+	Op      string          `json:"op"` // "push" or "sign"
+	Name    string          `json:"name"`
+	Version string          `json:"version"`
+	Image   []byte          `json:"image,omitempty"`
+	Upload  SignatureUpload `json:"upload"`
+	CrashAt int             `json:"crash_at"`
+}
+
+// crashKeyDER are the server's keys as PKCS#8 DER in hex; Targets is empty
+// when the server holds no targets key.
+type crashKeyDER struct {
+	Targets, Snapshot, Timestamp string
+}
+
+// crashKey is a key with its private part in PKCS#8 DER hex, so that the
+// child process can load it.
+type crashKey struct {
+	sv  signature.SignerVerifier
+	der string
+}
+
+func newCrashKey(t *testing.T, useECDSA bool) crashKey {
+	t.Helper()
+	var priv crypto.PrivateKey
+	if useECDSA {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv = k
+	} else {
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv = k
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return crashKey{sv: loadCrashKey(t, hex.EncodeToString(der)), der: hex.EncodeToString(der)}
+}
+
+func loadCrashKey(t *testing.T, derHex string) signature.SignerVerifier {
+	t.Helper()
+	if derHex == "" {
+		return nil
+	}
+	der, err := hex.DecodeString(derHex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sv signature.SignerVerifier
+	switch k := priv.(type) {
+	case *ecdsa.PrivateKey:
+		sv, err = signature.LoadECDSASignerVerifier(k, crypto.SHA256)
+	case ed25519.PrivateKey:
+		sv, err = signature.LoadED25519SignerVerifier(k)
+	default:
+		t.Fatalf("key type %T", priv)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sv
+}
+
+func (k crashKeyDER) signers(t *testing.T) Signers {
+	t.Helper()
+	s := Signers{Snapshot: loadCrashKey(t, k.Snapshot), Timestamp: loadCrashKey(t, k.Timestamp)}
+	if k.Targets != "" {
+		s.Targets = []signature.Signer{loadCrashKey(t, k.Targets)}
+	}
+	return s
+}
+
+// crashServer is one run of the server's signing side over stores: what a
+// process opens at start.
+type crashServer struct {
+	blobs storage.Blobs
+	db    *storage.DB
+	repo  *Repository
+	rels  *Releases
+}
+
+func openCrashServer(t *testing.T, st crashStores, s Signers, opts ...RepoOption) *crashServer {
+	t.Helper()
+	ctx := context.Background()
+	var bopts []storage.BlobsOption
+	if st.S3AccessKey != "" {
+		bopts = append(bopts, storage.WithS3Credentials(st.S3AccessKey, st.S3SecretKey), storage.WithCreateBucket())
+	}
+	blobs, err := storage.OpenBlobs(ctx, st.BlobsURL, "", bopts...)
+	if err != nil {
+		t.Fatalf("OpenBlobs: %v", err)
+	}
+	db, err := storage.OpenDB(ctx, st.DBURL)
+	if err != nil {
+		t.Fatalf("OpenDB: %v", err)
+	}
+	cs := &crashServer{blobs: blobs, db: db}
+	cs.repo = NewRepository(blobs, append([]RepoOption{WithNow(func() time.Time { return testEpoch })}, opts...)...)
+	cs.rels = NewReleases(db, cs.repo, s, WithClock(func() time.Time { return testEpoch }))
+	return cs
+}
+
+// close ends the process's hold on the stores (a clean shutdown).
+func (cs *crashServer) close() {
+	_ = cs.db.Close()
+	if c, ok := cs.blobs.(io.Closer); ok {
+		_ = c.Close()
+	}
+}
+
+// TestPublishCrashChild is not a test: TestCrashAtEveryPublishStep
+// re-executes the test binary to run one push or signature upload as the
+// server would, SIGKILLed before one of its durable steps.
+func TestPublishCrashChild(t *testing.T) {
+	raw := os.Getenv(envCrashChild)
+	if raw == "" {
+		return // not a child process
+	}
+	var spec crashSpec
+	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
+		t.Fatal(err)
+	}
+	steps := 0
+	hook := func(step string) error {
+		steps++
+		fmt.Printf("step %d: %s\n", steps, step)
+		if steps == spec.CrashAt {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way
+		}
+		return nil
+	}
+	cs := openCrashServer(t, spec.Stores, spec.Keys.signers(t), WithStepHook(hook))
+	defer cs.close()
+	ctx := context.Background()
+	switch spec.Op {
+	case "push":
+		req := PushRequest{Name: spec.Name, Version: spec.Version, Hardware: []string{"hw-a"}, File: "fw.bin"}
+		if _, err := cs.rels.Push(ctx, req, bytes.NewReader(spec.Image), 0, "alice"); err != nil {
+			t.Fatalf("Push: %v", err)
+		}
+	case "sign":
+		st, err := cs.rels.SignRelease(ctx, spec.Name, spec.Version, spec.Upload, "bob")
+		if err != nil || !st.Published {
+			t.Fatalf("SignRelease = %+v, %v; want published", st, err)
+		}
+	default:
+		t.Fatalf("op %q", spec.Op)
+	}
+	fmt.Printf("steps=%d\n", steps)
+}
+
+// crashScenario is a repository and the publish that the child runs.
+type crashScenario struct {
+	name string
+	// online: the server holds the targets key (threshold 1); otherwise
+	// the key is offline and every top-level release waits for it.
+	online bool
+	// delegated: pump/* is delegated to a product-line role whose key
+	// signs the crashed release.
+	delegated bool
+}
+
+// crashRepo is the keys of one scenario.
+type crashRepo struct {
+	sc                            crashScenario
+	root, targets, snap, ts, line crashKey
+	rootJSON                      []byte
+	image, other, prior           []byte
+	serverKeys                    crashKeyDER
+}
+
+func newCrashRepo(t *testing.T, sc crashScenario) *crashRepo {
+	t.Helper()
+	cr := &crashRepo{sc: sc,
+		// ECDSA signatures differ on every signing: a metadata file
+		// written twice under one name would differ.
+		root: newCrashKey(t, false), targets: newCrashKey(t, true), snap: newCrashKey(t, true),
+		ts: newCrashKey(t, false), line: newCrashKey(t, true),
+		image: []byte("pump firmware 1.0.0"), other: []byte("monitor firmware 2.0.0, another release"), prior: []byte("monitor firmware 0.9.0"),
+	}
+	cr.serverKeys = crashKeyDER{Snapshot: cr.snap.der, Timestamp: cr.ts.der}
+	if sc.online {
+		cr.serverKeys.Targets = cr.targets.der
+	}
+	return cr
+}
+
+// release pushes NAME@VERSION and, when it waits for signatures, signs it
+// with the offline key of its role; it must end up published.
+func (cr *crashRepo) release(t *testing.T, cs *crashServer, name, version string, data []byte) Release {
+	t.Helper()
+	ctx := context.Background()
+	rel, err := cs.rels.Push(ctx, PushRequest{Name: name, Version: version, Hardware: []string{"hw-a"}, File: "fw.bin"}, bytes.NewReader(data), 0, "alice")
+	if err != nil {
+		t.Fatalf("Push(%s@%s): %v", name, version, err)
+	}
+	if rel.State == StatePublished {
+		return rel
+	}
+	if _, err := cs.rels.SignRelease(ctx, name, version, cr.upload(t, cs, name, version, rel.Role), "bob"); err != nil {
+		t.Fatalf("SignRelease(%s@%s): %v", name, version, err)
+	}
+	if rel, err = cs.rels.Get(ctx, name, version); err != nil || rel.State != StatePublished {
+		t.Fatalf("release %s@%s after signing = %+v, %v; want published", name, version, rel, err)
+	}
+	return rel
+}
+
+// upload is the offline key holder's signature over the pending payload.
+func (cr *crashRepo) upload(t *testing.T, cs *crashServer, name, version, role string) SignatureUpload {
+	t.Helper()
+	p, err := cs.rels.ReleasePayload(context.Background(), name, version)
+	if err != nil {
+		t.Fatalf("ReleasePayload(%s@%s): %v", name, version, err)
+	}
+	k := cr.targets.sv
+	if role != RoleTargets {
+		k = cr.line.sv
+	}
+	return signUpload(t, k, p)
+}
+
+// setup builds the repository in st as it was before the crash and
+// returns what the child does: a published monitor@0.9.0, the pump
+// delegation if any, and pump@1.0.0 about to be pushed (online top-level)
+// or pending with the signature that publishes it in hand.
+func (cr *crashRepo) setup(t *testing.T, st crashStores) crashSpec {
+	t.Helper()
+	ctx := context.Background()
+	cs := openCrashServer(t, st, cr.serverKeys.signers(t))
+	defer cs.close()
+	var err error
+	keys := RoleKeys{Root: []signature.SignerVerifier{cr.root.sv}, Targets: []signature.SignerVerifier{cr.targets.sv}, Snapshot: cr.snap.sv, Timestamp: cr.ts.sv}
+	if cr.rootJSON, err = cs.repo.Init(ctx, keys); err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+	cr.release(t, cs, "monitor", "0.9.0", cr.prior)
+	if cr.sc.delegated {
+		if _, err := cs.rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, cr.line.sv)}, Threshold: 1}, "admin"); err != nil {
+			t.Fatalf("AddDelegation: %v", err)
+		}
+	}
+	spec := crashSpec{Stores: st, Keys: cr.serverKeys, Name: "pump", Version: "1.0.0"}
+	if cr.sc.online && !cr.sc.delegated {
+		spec.Op, spec.Image = "push", cr.image
+		return spec
+	}
+	rel, err := cs.rels.Push(ctx, PushRequest{Name: "pump", Version: "1.0.0", Hardware: []string{"hw-a"}, File: "fw.bin"}, bytes.NewReader(cr.image), 0, "alice")
+	if err != nil || rel.State != StatePending {
+		t.Fatalf("Push(pump@1.0.0) = %+v, %v; want pending", rel, err)
+	}
+	spec.Op, spec.Upload = "sign", cr.upload(t, cs, "pump", "1.0.0", rel.Role)
+	return spec
+}
+
+// runCrashChild runs spec in a child process and returns its output.
+func runCrashChild(t *testing.T, spec crashSpec) (string, error) {
+	t.Helper()
+	b, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestPublishCrashChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envCrashChild+"="+string(b))
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// versionedMetadata returns every metadata file but timestamp.json: the
+// files served as immutable, which must never change once written.
+func versionedMetadata(t *testing.T, b storage.Blobs) map[string][]byte {
+	t.Helper()
+	infos, err := b.List(context.Background(), MetadataPrefix)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	out := map[string][]byte{}
+	for _, in := range infos {
+		if in.Key != MetadataPrefix+"timestamp.json" {
+			out[in.Key] = readBlob(t, b, in.Key)
+		}
+	}
+	return out
+}
+
+// TestCrashAtEveryPublishStep kills a server process (the re-executed
+// test binary, SIGKILL) before each durable step of a publish in turn: a
+// push with online targets keys, a threshold-meeting signature of an
+// offline top-level targets key, and of a delegated role's key. After a
+// restart (new Repository and Releases on the same stores, start-up
+// Reconcile) the stock go-tuf updater verifies the repository, the release
+// is either published in signed metadata or pending and cancellable (the
+// cancel removes its blobs), a metadata file the crash left is never
+// re-written with other bytes by the next publishes, and the same
+// name@version can be pushed and published again.
+func TestCrashAtEveryPublishStep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SKIPPING publish crash test: -short (it runs a subprocess per step)")
+	}
+	t.Parallel()
+	fileStores := func(t *testing.T) crashStores {
+		dir := t.TempDir()
+		return crashStores{BlobsURL: "file:" + filepath.Join(dir, "blobs"), DBURL: "sqlite:" + filepath.Join(dir, "state.db")}
+	}
+	runCrashScenarios(t, fileStores)
+}
+
+// runCrashScenarios runs every crash scenario over stores made by fresh.
+func runCrashScenarios(t *testing.T, fresh func(t *testing.T) crashStores) {
+	for _, sc := range []crashScenario{
+		{name: "top-level-online-push", online: true},
+		{name: "top-level-offline-sign"},
+		{name: "delegated-role-sign", online: true, delegated: true},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			cr := newCrashRepo(t, sc)
+			// A run without a crash counts and names the steps.
+			spec := cr.setup(t, fresh(t))
+			out, err := runCrashChild(t, spec)
+			if err != nil {
+				t.Fatalf("child without a crash: %v\n%s", err, out)
+			}
+			i := strings.LastIndex(out, "steps=")
+			if i < 0 {
+				t.Fatalf("child printed no step count\n%s", out)
+			}
+			total, err := strconv.Atoi(strings.Fields(out[i+len("steps="):])[0])
+			if err != nil || total < 4 {
+				t.Fatalf("child made %d steps (%v), want at least blob, metadata and row steps\n%s", total, err, out)
+			}
+			var names []string
+			for _, line := range strings.Split(out, "\n") {
+				if _, name, ok := strings.Cut(line, ": "); ok && strings.HasPrefix(line, "step ") {
+					names = append(names, name)
+				}
+			}
+			for n := 1; n <= total; n++ {
+				crashAndRestart(t, cr, fresh(t), n, names[n-1])
+			}
+		})
+	}
+}
+
+// crashAndRestart kills the child before step n (called name), restarts and checks.
+func crashAndRestart(t *testing.T, cr *crashRepo, stores crashStores, n int, name string) {
+	t.Helper()
+	ctx := context.Background()
+	where := fmt.Sprintf("crash before step %d (%s)", n, name)
+	spec := cr.setup(t, stores)
+	spec.CrashAt = n
+	out, err := runCrashChild(t, spec)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("%s: child ended with %v, want SIGKILL\n%s", where, err, out)
+	}
+
+	// Restart: what the server does at start, then what users do.
+	cs := openCrashServer(t, stores, cr.serverKeys.signers(t))
+	defer cs.close()
+	orphans := versionedMetadata(t, cs.blobs)
+	if _, err := cs.rels.Reconcile(ctx); err != nil {
+		t.Fatalf("%s: Reconcile: %v", where, err)
+	}
+	srv := serveBlobs(t, cs.blobs)
+	if got, err := fetchTarget(t, srv, cr.rootJSON, testEpoch, "monitor/0.9.0/fw.bin"); err != nil || !bytes.Equal(got, cr.prior) {
+		t.Fatalf("%s: stock updater after restart: %q, %v", where, got, err)
+	}
+	const path = "pump/1.0.0/fw.bin"
+	_, liveErr := fetchTarget(t, srv, cr.rootJSON, testEpoch, path)
+	rel, err := cs.rels.Get(ctx, "pump", "1.0.0")
+	switch {
+	case errors.Is(err, tufota.ErrNotFound):
+		// The crash came before the push recorded anything.
+		if liveErr == nil {
+			t.Fatalf("%s: %s is in signed metadata without a release row", where, path)
+		}
+	case err != nil:
+		t.Fatalf("%s: Get: %v", where, err)
+	case rel.State == StatePublished:
+		if liveErr != nil {
+			t.Fatalf("%s: release recorded published (targets v%d) but the stock updater cannot fetch it: %v", where, rel.TargetsVersion, liveErr)
+		}
+	case rel.State == StatePending:
+		if liveErr == nil {
+			t.Fatalf("%s: release is pending but already in signed metadata", where)
+		}
+		if _, err := cs.rels.CancelRelease(ctx, "pump", "1.0.0"); err != nil {
+			t.Fatalf("%s: a pending release after restart must be cancellable: %v", where, err)
+		}
+		if _, err := cs.rels.Get(ctx, "pump", "1.0.0"); !errors.Is(err, tufota.ErrNotFound) {
+			t.Fatalf("%s: Get after cancel: %v, want not found", where, err)
+		}
+		infos, err := cs.blobs.List(ctx, StagingPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(infos) != 0 {
+			t.Fatalf("%s: staged blobs after cancel: %v", where, infos)
+		}
+		sum := sha256Hex(cr.image)
+		if _, err := cs.blobs.Stat(ctx, TargetBlobKey(path, sum)); !errors.Is(err, tufota.ErrNotFound) {
+			t.Fatalf("%s: the cancelled release's target blob remains (%v)", where, err)
+		}
+	default:
+		t.Fatalf("%s: release state %q", where, rel.State)
+	}
+
+	// The next publishes: another release, then the same name@version
+	// again if it is not published.
+	cr.release(t, cs, "monitor", "2.0.0", cr.other)
+	if rel.State != StatePublished {
+		cr.release(t, cs, "pump", "1.0.0", cr.image)
+	}
+	for key, want := range orphans {
+		got, err := cs.blobs.Stat(ctx, key)
+		if err != nil || !bytes.Equal(readBlob(t, cs.blobs, key), want) {
+			t.Fatalf("%s: %s, present after the crash, was re-written with other bytes (or removed: %+v, %v)", where, key, got, err)
+		}
+	}
+	for p, want := range map[string][]byte{path: cr.image, "monitor/2.0.0/fw.bin": cr.other, "monitor/0.9.0/fw.bin": cr.prior} {
+		if got, err := fetchTarget(t, srv, cr.rootJSON, testEpoch, p); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: stock updater at the end: %s: %q, %v", where, p, got, err)
+		}
+	}
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
