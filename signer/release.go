@@ -485,11 +485,43 @@ func (r *Releases) rollBack(ctx context.Context, st *state, rel Release) error {
 			moved++
 		}
 	}
-	if moved > 0 || p.Ver != st.next(p.Role) {
+	// Signatures that met the threshold started the publish that is now
+	// undone; kept, they would leave a release that says it needs no
+	// signature and never publishes. The key holders sign again.
+	discarded, err := r.discardThresholdSigs(ctx, st, p)
+	if err != nil {
+		return err
+	}
+	if moved > 0 || discarded > 0 || p.Ver != st.next(p.Role) {
 		r.repo.log.WarnContext(ctx, "interrupted publish rolled back: the release is pending again (cancel it, or sign it again if it waits for signatures)",
-			"release", ref, "role", p.Role, "blobs_restored", moved, "next_version", st.next(p.Role))
+			"release", ref, "role", p.Role, "blobs_restored", moved, "signatures_discarded", discarded, "next_version", st.next(p.Role))
 	}
 	return nil
+}
+
+// discardThresholdSigs deletes the signatures collected for pending row p
+// when they meet its role's threshold, and returns how many went.
+func (r *Releases) discardThresholdSigs(ctx context.Context, st *state, p pendingRow) (int, error) {
+	sigs, err := loadSigs(ctx, r.db, p.ID)
+	if err != nil || len(sigs) == 0 {
+		return 0, err
+	}
+	md, err := p.targets()
+	if err != nil {
+		return 0, err
+	}
+	delegator, err := st.delegator(p.Role)
+	if err != nil {
+		return 0, err
+	}
+	status, err := r.targetsStatus(delegator, p, md, sigs)
+	if err != nil || status.Needed > 0 {
+		return 0, err
+	}
+	if _, err := r.db.Exec(ctx, `DELETE FROM pending_signatures WHERE pending_id = ?`, p.ID); err != nil {
+		return 0, fmt.Errorf("discard signatures of %s: %w", p.ID, err)
+	}
+	return len(sigs), nil
 }
 
 // Get returns one release; tufota.ErrNotFound if there is none.

@@ -395,6 +395,10 @@ func runCrashScenarios(t *testing.T, fresh func(t *testing.T) crashStores) {
 					names = append(names, name)
 				}
 			}
+			if len(names) != total {
+				t.Fatalf("child named %d steps, counted %d\n%s", len(names), total, out)
+			}
+			t.Logf("%d steps: %s", total, strings.Join(names, "; "))
 			for n := 1; n <= total; n++ {
 				crashAndRestart(t, cr, fresh(t), n, names[n-1])
 			}
@@ -444,6 +448,11 @@ func crashAndRestart(t *testing.T, cr *crashRepo, stores crashStores, n int, nam
 	case rel.State == StatePending:
 		if liveErr == nil {
 			t.Fatalf("%s: release is pending but already in signed metadata", where)
+		}
+		// Not stuck: a release that waits for offline signatures needs
+		// one again (the signature that started the publish went with it).
+		if spec.Op == "sign" && (rel.Signing == nil || rel.Signing.Needed != 1) {
+			t.Fatalf("%s: pending release after restart has signing status %+v, want one signature needed", where, rel.Signing)
 		}
 		if _, err := cs.rels.CancelRelease(ctx, "pump", "1.0.0"); err != nil {
 			t.Fatalf("%s: a pending release after restart must be cancellable: %v", where, err)
