@@ -314,6 +314,9 @@ func (r *Repository) moveBlob(ctx context.Context, src, dst string, n int64) err
 	if written != n {
 		return tufota.Errorf(tufota.EInternal, "copy %s to %s: wrote %d bytes, expected %d", src, dst, written, n)
 	}
+	if err := r.step("delete " + src); err != nil {
+		return err
+	}
 	if err := r.blobs.Delete(ctx, src); err != nil {
 		r.log.WarnContext(ctx, "move blob: delete the source", "key", src, "err", err)
 	}

@@ -85,7 +85,9 @@ type Locker interface {
 type RepoOption func(*Repository)
 
 // WithStepHook calls hook before each durable step of a write: moving a
-// staged blob into place ("move KEY"), writing a metadata file ("write
+// staged blob into place ("move KEY"; on a store without storage.Mover
+// also "delete SRC" between the copy and the removal of the source),
+// writing a metadata file ("write
 // N.targets.json", "write timestamp.json"), and recording a release in the
 // state database ("record NAME@VERSION", "mark NAME@VERSION published").
 // A non-nil error fails that step, as a storage error would. Crash tests

@@ -24,10 +24,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/internal/testenv"
 	"github.com/tufota/tufota/storage"
 )
 
@@ -154,7 +156,10 @@ func openCrashServer(t *testing.T, st crashStores, s Signers, opts ...RepoOption
 		t.Fatalf("OpenDB: %v", err)
 	}
 	cs := &crashServer{blobs: blobs, db: db}
-	cs.repo = NewRepository(blobs, append([]RepoOption{WithNow(func() time.Time { return testEpoch })}, opts...)...)
+	// As the server does: the database lock serialises writers across
+	// processes (a PostgreSQL advisory lock, released when a process dies).
+	opts = append([]RepoOption{WithNow(func() time.Time { return testEpoch }), WithLocker(db.Locker("tuf-repository"))}, opts...)
+	cs.repo = NewRepository(blobs, opts...)
 	cs.rels = NewReleases(db, cs.repo, s, WithClock(func() time.Time { return testEpoch }))
 	return cs
 }
@@ -363,6 +368,44 @@ func TestCrashAtEveryPublishStep(t *testing.T) {
 		return crashStores{BlobsURL: "file:" + filepath.Join(dir, "blobs"), DBURL: "sqlite:" + filepath.Join(dir, "state.db")}
 	}
 	runCrashScenarios(t, fileStores)
+}
+
+// TestCrashAtEveryPublishStepMinIOPostgres is TestCrashAtEveryPublishStep
+// with the blobs in MinIO (a move is a server-side copy, then a delete)
+// and the state in PostgreSQL (writers serialised by an advisory lock,
+// which the killed process's connection releases).
+func TestCrashAtEveryPublishStepMinIOPostgres(t *testing.T) {
+	endpoint, access, secret := testenv.MinIO(t)
+	testenv.Postgres(t) // skips or fails early when PostgreSQL is missing
+	t.Parallel()
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	bucket := "tufota-crash-" + hex.EncodeToString(b)
+	ctx := context.Background()
+	s3, err := storage.NewS3(ctx, storage.S3Config{Endpoint: endpoint, Bucket: bucket, AccessKey: access, SecretKey: secret, CreateBucket: true})
+	if err != nil {
+		t.Fatalf("NewS3: %v", err)
+	}
+	t.Cleanup(func() {
+		c := s3.Client()
+		for oi := range c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true}) {
+			if oi.Err == nil {
+				_ = c.RemoveObject(ctx, bucket, oi.Key, minio.RemoveObjectOptions{})
+			}
+		}
+		if err := c.RemoveBucket(ctx, bucket); err != nil {
+			t.Errorf("remove bucket %s: %v", bucket, err)
+		}
+	})
+	runCrashScenarios(t, func(t *testing.T) crashStores {
+		p := make([]byte, 6)
+		_, _ = rand.Read(p)
+		return crashStores{
+			BlobsURL:    "s3://" + bucket + "/crash-" + hex.EncodeToString(p) + "?endpoint=" + endpoint + "&secure=false",
+			DBURL:       testenv.Postgres(t),
+			S3AccessKey: access, S3SecretKey: secret,
+		}
+	})
 }
 
 // runCrashScenarios runs every crash scenario over stores made by fresh.
