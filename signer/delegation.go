@@ -347,7 +347,7 @@ func (r *Repository) publishDelegatedLocked(ctx context.Context, st *state, role
 		return 0, staleError("%s metadata is at v%d, the payload was built on v%d", role, cur, base)
 	}
 	if next := st.next(role); md.Signed.Version != next {
-		return 0, staleError("the payload is %s v%d, but the next %s version is v%d (a crash left metadata of v%d in the store)", role, md.Signed.Version, role, next, next-1)
+		return 0, staleError("the payload is %s v%d, but the next %s version is v%d (an interrupted publish left %s metadata of v%d or later in the store)", role, md.Signed.Version, role, next, role, md.Signed.Version)
 	}
 	if md.Signed.Delegations != nil {
 		return 0, tufota.Errorf(tufota.EInternal, "pending %s v%d delegates further", role, md.Signed.Version)

@@ -192,7 +192,7 @@ func (r *Repository) publishSignedLocked(ctx context.Context, st *state, md *met
 		return 0, staleError("targets metadata is at v%d, the payload was built on v%d", st.targets.Signed.Version, base)
 	}
 	if next := st.next(RoleTargets); md.Signed.Version != next {
-		return 0, staleError("the payload is targets v%d, but the next targets version is v%d (a crash left metadata of v%d in the store)", md.Signed.Version, next, next-1)
+		return 0, staleError("the payload is targets v%d, but the next targets version is v%d (an interrupted publish left targets metadata of v%d or later in the store)", md.Signed.Version, next, md.Signed.Version)
 	}
 	// The signed metadata must change nothing but the new files.
 	if err := checkOnlyAdds(RoleTargets, st.targets.Signed.Targets, md, add); err != nil {

@@ -422,7 +422,8 @@ func (r *Releases) markPublished(ctx context.Context, name, version string, v in
 //     versions is rebuilt before it is signed again.
 //
 // It returns how many releases it recorded published; each roll-back is
-// logged. Reconcile is serialised with the repository's other writers.
+// logged. A release it cannot repair does not stop it: the errors are
+// joined. Reconcile is serialised with the repository's other writers.
 func (r *Releases) Reconcile(ctx context.Context) (int, error) {
 	st, unlock, err := r.lockedState(ctx)
 	if err != nil {
@@ -434,22 +435,24 @@ func (r *Releases) Reconcile(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("reconcile releases: %w", err)
 	}
 	n := 0
+	var errs []error
 	for _, rel := range rels {
 		ref := rel.Name + "@" + rel.Version
 		if !st.published(rel.TargetPath) {
 			if err := r.rollBack(ctx, st, rel); err != nil {
-				return n, fmt.Errorf("reconcile %s: %w", ref, err)
+				errs = append(errs, fmt.Errorf("reconcile %s: roll back: %w", ref, err))
 			}
 			continue
 		}
 		v := st.roleVersion(rel.Role)
 		if err := r.markPublished(ctx, rel.Name, rel.Version, v, r.now().UTC()); err != nil {
-			return n, fmt.Errorf("reconcile %s: %w", ref, err)
+			errs = append(errs, fmt.Errorf("reconcile %s: record published: %w", ref, err))
+			continue
 		}
 		r.repo.log.WarnContext(ctx, "release published before a crash recorded as published", "release", ref, "role", rel.Role, "version", v)
 		n++
 	}
-	return n, nil
+	return n, errors.Join(errs...)
 }
 
 // rollBack undoes what an interrupted publish of the pending release rel

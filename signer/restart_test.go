@@ -541,3 +541,96 @@ func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
+
+// TestPublishSkipsOrphanedVersions leaves versioned metadata files outside
+// the signed chain, as an interrupted publish does, and publishes: the new
+// versions skip them, the orphans keep their bytes, and go-tuf's stock
+// updater verifies the result.
+func TestPublishSkipsOrphanedVersions(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name                      string
+		orphans                   []string // metadata files left by a crash (Init wrote v1 of each)
+		wantTargets, wantSnapshot int64
+	}{
+		{name: "none", wantTargets: 2, wantSnapshot: 2},
+		{name: "targets", orphans: []string{"2.targets.json"}, wantTargets: 3, wantSnapshot: 2},
+		{name: "targets and snapshot", orphans: []string{"2.targets.json", "2.snapshot.json"}, wantTargets: 3, wantSnapshot: 3},
+		{name: "gap", orphans: []string{"5.targets.json", "3.snapshot.json"}, wantTargets: 6, wantSnapshot: 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			repo, blobs, keys, root := newRepo(t)
+			for _, name := range tc.orphans {
+				if _, err := blobs.Put(ctx, MetadataPrefix+name, strings.NewReader(`{"orphan":"`+name+`"}`)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			img := []byte("firmware")
+			v, err := repo.Publish(ctx, keys.signers(), Target{Path: "pump/1.0.0/fw.bin", Staged: stage(t, repo, img)})
+			if err != nil || v != tc.wantTargets {
+				t.Fatalf("Publish = v%d, %v; want targets v%d", v, err, tc.wantTargets)
+			}
+			st, err := repo.load(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := st.snapshot.Signed.Version; got != tc.wantSnapshot {
+				t.Fatalf("snapshot v%d, want v%d", got, tc.wantSnapshot)
+			}
+			for _, name := range tc.orphans {
+				if got := readBlob(t, blobs, MetadataPrefix+name); string(got) != `{"orphan":"`+name+`"}` {
+					t.Fatalf("orphan %s was re-written: %.80s", name, got)
+				}
+			}
+			if got, err := fetchTarget(t, serveBlobs(t, blobs), root, testEpoch, "pump/1.0.0/fw.bin"); err != nil || !bytes.Equal(got, img) {
+				t.Fatalf("stock updater: %q, %v", got, err)
+			}
+		})
+	}
+}
+
+// TestWriteChainNeverRewritesVersionedMetadata: a versioned file that
+// exists with other bytes stops the write before anything is written; one
+// with the same bytes is kept.
+func TestWriteChainNeverRewritesVersionedMetadata(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		existing string // bytes of 7.targets.json already in the store
+		wantCode tufota.Code
+	}{
+		{name: "same bytes", existing: "new targets"},
+		{name: "other bytes", existing: "orphan targets", wantCode: tufota.EInternal},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			repo, blobs, _, _ := newRepo(t)
+			if _, err := blobs.Put(ctx, MetadataPrefix+"7.targets.json", strings.NewReader(tc.existing)); err != nil {
+				t.Fatal(err)
+			}
+			before := readBlob(t, blobs, MetadataPrefix+"timestamp.json")
+			err := repo.writeChain(ctx, []metaFile{
+				{name: "7.targets.json", data: []byte("new targets")},
+				{name: "7.snapshot.json", data: []byte("new snapshot")},
+				{name: "timestamp.json", data: []byte("new timestamp")},
+			})
+			if tc.wantCode != "" {
+				wantCode(t, err, tc.wantCode)
+				if got := readBlob(t, blobs, MetadataPrefix+"timestamp.json"); !bytes.Equal(got, before) {
+					t.Fatal("timestamp.json written although the chain was refused")
+				}
+				if _, err := blobs.Stat(ctx, MetadataPrefix+"7.snapshot.json"); !errors.Is(err, tufota.ErrNotFound) {
+					t.Fatalf("7.snapshot.json written although the chain was refused (%v)", err)
+				}
+			} else if err != nil {
+				t.Fatalf("writeChain: %v", err)
+			}
+			if got := readBlob(t, blobs, MetadataPrefix+"7.targets.json"); string(got) != tc.existing {
+				t.Fatalf("7.targets.json = %q, want %q kept", got, tc.existing)
+			}
+		})
+	}
+}
