@@ -54,6 +54,7 @@ type crashSpec struct {
 	Name    string          `json:"name"`
 	Version string          `json:"version"`
 	Image   []byte          `json:"image,omitempty"`
+	SBOM    []byte          `json:"sbom,omitempty"`
 	Upload  SignatureUpload `json:"upload"`
 	CrashAt int             `json:"crash_at"`
 }
@@ -200,7 +201,11 @@ func TestPublishCrashChild(t *testing.T) {
 	switch spec.Op {
 	case "push":
 		req := PushRequest{Name: spec.Name, Version: spec.Version, Hardware: []string{"hw-a"}, File: "fw.bin"}
-		if _, err := cs.rels.Push(ctx, req, bytes.NewReader(spec.Image), 0, "alice"); err != nil {
+		var opts []PushOption
+		if spec.SBOM != nil {
+			opts = append(opts, WithSBOM(spec.SBOM))
+		}
+		if _, err := cs.rels.Push(ctx, req, bytes.NewReader(spec.Image), 0, "alice", opts...); err != nil {
 			t.Fatalf("Push: %v", err)
 		}
 	case "sign":
@@ -223,6 +228,8 @@ type crashScenario struct {
 	// delegated: pump/* is delegated to a product-line role whose key
 	// signs the crashed release.
 	delegated bool
+	// sbom: the crashed release carries an SBOM (two blobs to move).
+	sbom bool
 }
 
 // crashRepo is the keys of one scenario.
@@ -230,7 +237,7 @@ type crashRepo struct {
 	sc                            crashScenario
 	root, targets, snap, ts, line crashKey
 	rootJSON                      []byte
-	image, other, prior           []byte
+	image, other, prior, sbom     []byte
 	serverKeys                    crashKeyDER
 }
 
@@ -241,6 +248,7 @@ func newCrashRepo(t *testing.T, sc crashScenario) *crashRepo {
 		// written twice under one name would differ.
 		root: newCrashKey(t, false), targets: newCrashKey(t, true), snap: newCrashKey(t, true),
 		ts: newCrashKey(t, false), line: newCrashKey(t, true),
+		sbom:  []byte(`{"bomFormat":"CycloneDX","specVersion":"1.6","components":[]}`),
 		image: []byte("pump firmware 1.0.0"), other: []byte("monitor firmware 2.0.0, another release"), prior: []byte("monitor firmware 0.9.0"),
 	}
 	cr.serverKeys = crashKeyDER{Snapshot: cr.snap.der, Timestamp: cr.ts.der}
@@ -250,12 +258,17 @@ func newCrashRepo(t *testing.T, sc crashScenario) *crashRepo {
 	return cr
 }
 
-// release pushes NAME@VERSION and, when it waits for signatures, signs it
-// with the offline key of its role; it must end up published.
-func (cr *crashRepo) release(t *testing.T, cs *crashServer, name, version string, data []byte) Release {
+// release pushes NAME@VERSION (with sbom, if given) and, when it waits
+// for signatures, signs it with the offline key of its role; it must end
+// up published.
+func (cr *crashRepo) release(t *testing.T, cs *crashServer, name, version string, data, sbom []byte) Release {
 	t.Helper()
 	ctx := context.Background()
-	rel, err := cs.rels.Push(ctx, PushRequest{Name: name, Version: version, Hardware: []string{"hw-a"}, File: "fw.bin"}, bytes.NewReader(data), 0, "alice")
+	var opts []PushOption
+	if sbom != nil {
+		opts = append(opts, WithSBOM(sbom))
+	}
+	rel, err := cs.rels.Push(ctx, PushRequest{Name: name, Version: version, Hardware: []string{"hw-a"}, File: "fw.bin"}, bytes.NewReader(data), 0, "alice", opts...)
 	if err != nil {
 		t.Fatalf("Push(%s@%s): %v", name, version, err)
 	}
@@ -299,23 +312,35 @@ func (cr *crashRepo) setup(t *testing.T, st crashStores) crashSpec {
 	if cr.rootJSON, err = cs.repo.Init(ctx, keys); err != nil {
 		t.Fatalf("Init: %v", err)
 	}
-	cr.release(t, cs, "monitor", "0.9.0", cr.prior)
+	cr.release(t, cs, "monitor", "0.9.0", cr.prior, nil)
 	if cr.sc.delegated {
 		if _, err := cs.rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, cr.line.sv)}, Threshold: 1}, "admin"); err != nil {
 			t.Fatalf("AddDelegation: %v", err)
 		}
 	}
-	spec := crashSpec{Stores: st, Keys: cr.serverKeys, Name: "pump", Version: "1.0.0"}
+	spec := crashSpec{Stores: st, Keys: cr.serverKeys, Name: "pump", Version: "1.0.0", SBOM: cr.crashedSBOM()}
 	if cr.sc.online && !cr.sc.delegated {
 		spec.Op, spec.Image = "push", cr.image
 		return spec
 	}
-	rel, err := cs.rels.Push(ctx, PushRequest{Name: "pump", Version: "1.0.0", Hardware: []string{"hw-a"}, File: "fw.bin"}, bytes.NewReader(cr.image), 0, "alice")
+	var opts []PushOption
+	if spec.SBOM != nil {
+		opts = append(opts, WithSBOM(spec.SBOM))
+	}
+	rel, err := cs.rels.Push(ctx, PushRequest{Name: "pump", Version: "1.0.0", Hardware: []string{"hw-a"}, File: "fw.bin"}, bytes.NewReader(cr.image), 0, "alice", opts...)
 	if err != nil || rel.State != StatePending {
 		t.Fatalf("Push(pump@1.0.0) = %+v, %v; want pending", rel, err)
 	}
 	spec.Op, spec.Upload = "sign", cr.upload(t, cs, "pump", "1.0.0", rel.Role)
 	return spec
+}
+
+// crashedSBOM is the SBOM of the crashed release, or nil.
+func (cr *crashRepo) crashedSBOM() []byte {
+	if cr.sc.sbom {
+		return cr.sbom
+	}
+	return nil
 }
 
 // runCrashChild runs spec in a child process and returns its output.
@@ -412,7 +437,9 @@ func TestCrashAtEveryPublishStepMinIOPostgres(t *testing.T) {
 func runCrashScenarios(t *testing.T, fresh func(t *testing.T) crashStores) {
 	for _, sc := range []crashScenario{
 		{name: "top-level-online-push", online: true},
+		{name: "top-level-online-push-with-sbom", online: true, sbom: true},
 		{name: "top-level-offline-sign"},
+		{name: "top-level-offline-sign-with-sbom", sbom: true},
 		{name: "delegated-role-sign", online: true, delegated: true},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
@@ -473,7 +500,7 @@ func crashAndRestart(t *testing.T, cr *crashRepo, stores crashStores, n int, nam
 	if got, err := fetchTarget(t, srv, cr.rootJSON, testEpoch, "monitor/0.9.0/fw.bin"); err != nil || !bytes.Equal(got, cr.prior) {
 		t.Fatalf("%s: stock updater after restart: %q, %v", where, got, err)
 	}
-	const path = "pump/1.0.0/fw.bin"
+	const path, sbomPath = "pump/1.0.0/fw.bin", "pump/1.0.0/sbom.cdx.json"
 	_, liveErr := fetchTarget(t, srv, cr.rootJSON, testEpoch, path)
 	rel, err := cs.rels.Get(ctx, "pump", "1.0.0")
 	switch {
@@ -510,9 +537,13 @@ func crashAndRestart(t *testing.T, cr *crashRepo, stores crashStores, n int, nam
 		if len(infos) != 0 {
 			t.Fatalf("%s: staged blobs after cancel: %v", where, infos)
 		}
-		sum := sha256Hex(cr.image)
-		if _, err := cs.blobs.Stat(ctx, TargetBlobKey(path, sum)); !errors.Is(err, tufota.ErrNotFound) {
-			t.Fatalf("%s: the cancelled release's target blob remains (%v)", where, err)
+		for p, data := range map[string][]byte{path: cr.image, sbomPath: cr.crashedSBOM()} {
+			if data == nil {
+				continue
+			}
+			if _, err := cs.blobs.Stat(ctx, TargetBlobKey(p, sha256Hex(data))); !errors.Is(err, tufota.ErrNotFound) {
+				t.Fatalf("%s: the cancelled release's blob for %s remains (%v)", where, p, err)
+			}
 		}
 	default:
 		t.Fatalf("%s: release state %q", where, rel.State)
@@ -520,9 +551,9 @@ func crashAndRestart(t *testing.T, cr *crashRepo, stores crashStores, n int, nam
 
 	// The next publishes: another release, then the same name@version
 	// again if it is not published.
-	cr.release(t, cs, "monitor", "2.0.0", cr.other)
+	cr.release(t, cs, "monitor", "2.0.0", cr.other, nil)
 	if rel.State != StatePublished {
-		cr.release(t, cs, "pump", "1.0.0", cr.image)
+		cr.release(t, cs, "pump", "1.0.0", cr.image, cr.crashedSBOM())
 	}
 	for key, want := range orphans {
 		got, err := cs.blobs.Stat(ctx, key)
@@ -530,7 +561,11 @@ func crashAndRestart(t *testing.T, cr *crashRepo, stores crashStores, n int, nam
 			t.Fatalf("%s: %s, present after the crash, was re-written with other bytes (or removed: %+v, %v)", where, key, got, err)
 		}
 	}
-	for p, want := range map[string][]byte{path: cr.image, "monitor/2.0.0/fw.bin": cr.other, "monitor/0.9.0/fw.bin": cr.prior} {
+	want := map[string][]byte{path: cr.image, "monitor/2.0.0/fw.bin": cr.other, "monitor/0.9.0/fw.bin": cr.prior}
+	if cr.sc.sbom {
+		want[sbomPath] = cr.sbom
+	}
+	for p, want := range want {
 		if got, err := fetchTarget(t, srv, cr.rootJSON, testEpoch, p); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("%s: stock updater at the end: %s: %q, %v", where, p, got, err)
 		}
