@@ -283,21 +283,25 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	// The row and its pending payload (which names the staged uploads)
 	// commit together: a crash anywhere after leaves a release that can be
 	// rolled back and cancelled with its blobs.
-	var status SigningStatus
+	var (
+		status SigningStatus
+		exists bool
+	)
 	err = r.db.Tx(ctx, func(tx *storage.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO releases (name, version, target_path, length, sha256, sha512, hardware, notes, custom, state, role, created_at, created_by)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			rel.Name, rel.Version, rel.TargetPath, rel.Length, rel.SHA256, rel.SHA512, string(hw), rel.Notes, string(custom), StatePending, role, now.UnixNano(), actor); err != nil {
+			exists = errors.Is(err, tufota.ErrConflict)
 			return err
 		}
 		var err error
 		status, err = r.createPending(ctx, tx, role, targets, actor)
 		return err
 	})
+	if exists {
+		return Release{}, tufota.Errorf(tufota.EConflict, "release %s already exists", ref)
+	}
 	if err != nil {
-		if errors.Is(err, tufota.ErrConflict) {
-			return Release{}, tufota.Errorf(tufota.EConflict, "release %s already exists", ref)
-		}
 		return Release{}, fmt.Errorf("push %s: record: %w", ref, err)
 	}
 	if !online || role != RoleTargets {
