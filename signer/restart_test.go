@@ -50,7 +50,7 @@ type crashStores struct {
 type crashSpec struct {
 	Stores  crashStores     `json:"stores"`
 	Keys    crashKeyDER     `json:"keys"`
-	Op      string          `json:"op"` // "push" or "sign"
+	Op      string          `json:"op"` // "push", "sign" or "reconcile"
 	Name    string          `json:"name"`
 	Version string          `json:"version"`
 	Image   []byte          `json:"image,omitempty"`
@@ -212,6 +212,10 @@ func TestPublishCrashChild(t *testing.T) {
 		st, err := cs.rels.SignRelease(ctx, spec.Name, spec.Version, spec.Upload, "bob")
 		if err != nil || !st.Published {
 			t.Fatalf("SignRelease = %+v, %v; want published", st, err)
+		}
+	case "reconcile":
+		if _, err := cs.rels.Reconcile(ctx); err != nil {
+			t.Fatalf("Reconcile: %v", err)
 		}
 	default:
 		t.Fatalf("op %q", spec.Op)
@@ -378,7 +382,9 @@ func versionedMetadata(t *testing.T, b storage.Blobs) map[string][]byte {
 // push with online targets keys, a threshold-meeting signature of an
 // offline top-level targets key, and of a delegated role's key. After a
 // restart (new Repository and Releases on the same stores, start-up
-// Reconcile) the stock go-tuf updater verifies the repository, the release
+// Reconcile, itself killed before each of its own steps until it
+// completes, then found to have nothing left to do) the stock go-tuf
+// updater verifies the repository, the release
 // is either published in signed metadata or pending and cancellable (the
 // cancel removes its blobs), a metadata file the crash left is never
 // re-written with other bytes by the next publishes, and the same
@@ -489,12 +495,31 @@ func crashAndRestart(t *testing.T, cr *crashRepo, stores crashStores, n int, nam
 		t.Fatalf("%s: child ended with %v, want SIGKILL\n%s", where, err, out)
 	}
 
-	// Restart: what the server does at start, then what users do.
+	// Restart: what the server does at start (Reconcile, itself killed
+	// before its first, second, ... step until it completes), then what
+	// users do.
+	orphans := func() map[string][]byte {
+		cs := openCrashServer(t, stores, cr.serverKeys.signers(t))
+		defer cs.close()
+		return versionedMetadata(t, cs.blobs)
+	}()
+	reconciled := false
+	for k := 1; k <= 10 && !reconciled; k++ {
+		out, err := runCrashChild(t, crashSpec{Stores: stores, Keys: cr.serverKeys, Op: "reconcile", CrashAt: k})
+		switch {
+		case err == nil:
+			reconciled = true
+		case !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL:
+			t.Fatalf("%s: reconcile child (killed before its step %d): %v\n%s", where, k, err, out)
+		}
+	}
+	if !reconciled {
+		t.Fatalf("%s: Reconcile never completed", where)
+	}
 	cs := openCrashServer(t, stores, cr.serverKeys.signers(t))
 	defer cs.close()
-	orphans := versionedMetadata(t, cs.blobs)
-	if _, err := cs.rels.Reconcile(ctx); err != nil {
-		t.Fatalf("%s: Reconcile: %v", where, err)
+	if n, err := cs.rels.Reconcile(ctx); err != nil || n != 0 {
+		t.Fatalf("%s: Reconcile after Reconcile = %d, %v; want nothing left to do", where, n, err)
 	}
 	srv := serveBlobs(t, cs.blobs)
 	if got, err := fetchTarget(t, srv, cr.rootJSON, testEpoch, "monitor/0.9.0/fw.bin"); err != nil || !bytes.Equal(got, cr.prior) {
