@@ -315,19 +315,7 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	}
 	v, err := r.repo.publishLocked(ctx, signers, targets)
 	if err != nil {
-		// A failed Publish may still have made the release visible (the
-		// final timestamp write landed but reported an error). Then keep
-		// the row pending: Reconcile records it as published.
-		if t, terr := r.repo.Targets(context.WithoutCancel(ctx)); terr == nil {
-			if _, live := t.Signed.Targets[rel.TargetPath]; live {
-				published = true
-				return Release{}, fmt.Errorf("push %s: publish reported an error but the release is live; it stays pending until reconciled: %w", ref, err)
-			}
-		}
-		if derr := r.deleteRow(ctx, rel); derr != nil {
-			err = errors.Join(err, derr)
-		}
-		return Release{}, fmt.Errorf("push %s: %w", ref, err)
+		return r.publishFailed(context.WithoutCancel(ctx), rel, targets, err, &published)
 	}
 	published = true
 	if err := r.repo.step("mark " + ref + " published"); err != nil {
@@ -339,6 +327,45 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	}
 	rel.State, rel.TargetsVersion, rel.PublishedAt = StatePublished, v, &pub
 	return rel, nil
+}
+
+// publishFailed settles an online push whose publish returned perr; the
+// caller holds the writer lock. A failed publish may still have made the
+// release visible (the timestamp write landed, its reply was lost): then
+// the release is recorded published and returned. When it is certainly
+// not visible, nothing of it remains: not the row, not the payload, not a
+// blob at a target key (the deferred discard removes the staged ones).
+// When the repository cannot be read to tell, the release stays pending:
+// CancelRelease, or Reconcile at the next start, settles it. *published
+// tells Push's deferred discard to keep the staged blobs.
+func (r *Releases) publishFailed(ctx context.Context, rel Release, targets []Target, perr error, published *bool) (Release, error) {
+	ref := rel.Name + "@" + rel.Version
+	st, err := r.repo.load(ctx)
+	if err != nil {
+		*published = true
+		return Release{}, fmt.Errorf("push %s: %w; the repository cannot be read to tell whether the release is live (%v): it stays pending until it is cancelled or the server restarts", ref, perr, err)
+	}
+	if st.published(rel.TargetPath) {
+		*published = true
+		v, pub := st.roleVersion(rel.Role), r.now().UTC()
+		if err := r.markPublished(ctx, rel.Name, rel.Version, v, pub); err != nil {
+			return Release{}, fmt.Errorf("push %s: publish reported an error but the release is live as targets v%d, and recording it failed (Reconcile fixes this): %w", ref, v, errors.Join(perr, err))
+		}
+		r.repo.log.WarnContext(ctx, "publish reported an error but the release is live; recorded as published", "release", ref, "targets_version", v, "err", perr)
+		rel.State, rel.TargetsVersion, rel.PublishedAt = StatePublished, v, &pub
+		return rel, nil
+	}
+	errs := []error{perr}
+	if err := r.deleteRow(ctx, rel); err != nil {
+		errs = append(errs, err)
+	}
+	for _, t := range targets {
+		// Not in signed metadata (checked above, under the lock).
+		if err := r.repo.blobs.Delete(ctx, TargetBlobKey(t.Path, t.Staged.SHA256)); err != nil && !errors.Is(err, tufota.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", TargetBlobKey(t.Path, t.Staged.SHA256), err))
+		}
+	}
+	return Release{}, fmt.Errorf("push %s: %w", ref, errors.Join(errs...))
 }
 
 // roleFor returns the role that signs a release with the given target

@@ -694,3 +694,106 @@ func TestWriteChainNeverRewritesVersionedMetadata(t *testing.T) {
 		})
 	}
 }
+
+// TestPushStorageFailureLeavesNothingOrPublished fails every write of an
+// online push in turn, before or after it takes effect, on a store with
+// Move (file) and without (memory), the process staying up: the push
+// either succeeds with the release published in signed metadata (also when
+// the failure hit after the final timestamp write), or fails and leaves
+// nothing of the release (row, payload, staged or target blob), so that it
+// can be pushed again at once.
+func TestPushStorageFailureLeavesNothingOrPublished(t *testing.T) {
+	t.Parallel()
+	stores := map[string]func(t *testing.T) (storage.Blobs, *failingBlobs){
+		"file-move": func(t *testing.T) (storage.Blobs, *failingBlobs) {
+			fb := &failingBlobs{Blobs: newFileBlobs(t)}
+			return failingMover{fb}, fb
+		},
+		"memory-copy": func(t *testing.T) (storage.Blobs, *failingBlobs) {
+			fb := &failingBlobs{Blobs: newMemBlobs()}
+			return fb, fb
+		},
+	}
+	for storeName, newStore := range stores {
+		for _, after := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/after=%v", storeName, after), func(t *testing.T) {
+				t.Parallel()
+				for n := 1; n < 20; n++ {
+					if done := pushFailingAt(t, newStore, n, after); done {
+						if n < 5 {
+							t.Fatalf("push finished after %d writes; expected staging, a move and three metadata files", n-1)
+						}
+						return
+					}
+				}
+				t.Fatal("push never finished")
+			})
+		}
+	}
+}
+
+// pushFailingAt pushes with the nth write failing and checks the outcome;
+// done reports that the push made fewer than n writes.
+func pushFailingAt(t *testing.T, newStore func(t *testing.T) (storage.Blobs, *failingBlobs), n int, after bool) (done bool) {
+	t.Helper()
+	ctx := context.Background()
+	blobs, fb := newStore(t)
+	keys := newTestKeys(t, 1, 1)
+	repo := NewRepository(blobs, WithNow(func() time.Time { return testEpoch }))
+	root, err := repo.Init(ctx, keys.roleKeys(1, 1))
+	if err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+	db, err := storage.OpenDB(ctx, "sqlite:"+filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	rels := NewReleases(db, repo, keys.signers(), WithClock(func() time.Time { return testEpoch }))
+	img := []byte("pump firmware")
+	const path = "pump/1.0.0/fw.bin"
+	push := func() (Release, error) {
+		return rels.Push(ctx, PushRequest{Name: "pump", Version: "1.0.0", Hardware: []string{"hw-a"}, File: "fw.bin"}, bytes.NewReader(img), 0, "alice")
+	}
+
+	fb.arm(n, after)
+	rel, perr := push()
+	fired, log := fb.disarm()
+	if !fired {
+		if perr != nil || rel.State != StatePublished {
+			t.Fatalf("write %d: push without a failure = %+v, %v", n, rel, perr)
+		}
+		return true
+	}
+	where := fmt.Sprintf("failure %s write %d of %v", map[bool]string{false: "before", true: "after"}[after], n, log)
+	srv := serveBlobs(t, blobs)
+	_, liveErr := fetchTarget(t, srv, root, testEpoch, path)
+	if perr == nil {
+		if rel.State != StatePublished || liveErr != nil {
+			t.Fatalf("%s: push succeeded with %+v, but the stock updater: %v", where, rel, liveErr)
+		}
+		return false
+	}
+	if liveErr == nil {
+		t.Fatalf("%s: push failed (%v) but the release is in signed metadata", where, perr)
+	}
+	if _, err := rels.Get(ctx, "pump", "1.0.0"); !errors.Is(err, tufota.ErrNotFound) {
+		t.Fatalf("%s: Get after a failed push: %v, want not found", where, err)
+	}
+	for _, prefix := range []string{StagingPrefix, TargetsPrefix} {
+		infos, err := blobs.List(ctx, prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(infos) != 0 {
+			t.Fatalf("%s: blobs left after a failed push: %v", where, infos)
+		}
+	}
+	if rel, err := push(); err != nil || rel.State != StatePublished {
+		t.Fatalf("%s: push again = %+v, %v", where, rel, err)
+	}
+	if got, err := fetchTarget(t, srv, root, testEpoch, path); err != nil || !bytes.Equal(got, img) {
+		t.Fatalf("%s: after pushing again: %q, %v", where, got, err)
+	}
+	return false
+}
