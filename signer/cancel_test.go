@@ -64,3 +64,39 @@ func TestCancelRelease(t *testing.T) {
 		t.Fatalf("cancel of a published release: %v, want a conflict", err)
 	}
 }
+
+// TestCancelReleaseRecordedWithoutPayload: a pending release that a server
+// without payloads for online pushes recorded before it crashed mid-publish
+// (its blob already at the target key) survives Reconcile and is cancelled
+// with that blob; the same name and version can then be pushed again.
+func TestCancelReleaseRecordedWithoutPayload(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newOnlineEnv(t)
+	data := []byte("pump firmware 2.0.0")
+	sum := sha256Hex(data)
+	const path = "pump-fw/2.0.0/fw.bin"
+	if _, err := e.db.Exec(ctx, `INSERT INTO releases (name, version, target_path, length, sha256, sha512, hardware, notes, custom, state, role, created_at, created_by)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, "pump-fw", "2.0.0", path, len(data), sum, "", `["hw-a"]`, "", `{}`, StatePending, RoleTargets, testEpoch.UnixNano(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	key := TargetBlobKey(path, sum)
+	if _, err := e.blobs.Put(ctx, key, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.rels.Reconcile(ctx); err != nil || n != 0 {
+		t.Fatalf("Reconcile = %d, %v; want nothing recorded published", n, err)
+	}
+	if _, err := e.rels.CancelRelease(ctx, "pump-fw", "2.0.0"); err != nil {
+		t.Fatalf("CancelRelease: %v", err)
+	}
+	if _, err := e.blobs.Stat(ctx, key); !errors.Is(err, tufota.ErrNotFound) {
+		t.Fatalf("target blob after cancel: %v, want not found", err)
+	}
+	if _, err := e.rels.Get(ctx, "pump-fw", "2.0.0"); !errors.Is(err, tufota.ErrNotFound) {
+		t.Fatalf("Get after cancel: %v, want not found", err)
+	}
+	if _, again := e.push("pump-fw", "2.0.0"); again.State != StatePublished || !e.live(path) {
+		t.Fatalf("push again = %+v, want published", again)
+	}
+}

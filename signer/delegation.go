@@ -301,7 +301,7 @@ func (r *Repository) pendingPayload(ctx context.Context, st *state, role string,
 		md = metadata.Targets(r.expires(r.expiry.Targets))
 		md.Signed.Version = 0
 	}
-	if err := r.nextTargets(ctx, md, add); err != nil {
+	if err := r.nextTargets(ctx, md, st.next(role), add); err != nil {
 		return nil, 0, err
 	}
 	return md, base, nil
@@ -346,8 +346,8 @@ func (r *Repository) publishDelegatedLocked(ctx context.Context, st *state, role
 	if cur := st.roleVersion(role); cur != base {
 		return 0, staleError("%s metadata is at v%d, the payload was built on v%d", role, cur, base)
 	}
-	if md.Signed.Version != base+1 {
-		return 0, tufota.Errorf(tufota.EInternal, "pending %s is v%d, want v%d", role, md.Signed.Version, base+1)
+	if next := st.next(role); md.Signed.Version != next {
+		return 0, staleError("the payload is %s v%d, but the next %s version is v%d (an interrupted publish left %s metadata of v%d or later in the store)", role, md.Signed.Version, role, next, role, md.Signed.Version)
 	}
 	if md.Signed.Delegations != nil {
 		return 0, tufota.Errorf(tufota.EInternal, "pending %s v%d delegates further", role, md.Signed.Version)
@@ -384,7 +384,7 @@ func (r *Repository) writeRoleLocked(ctx context.Context, st *state, role string
 		return 0, fmt.Errorf("encode %s v%d: %w", role, v, err)
 	}
 	snapshot := st.snapshot
-	snapshot.Signed.Version++
+	snapshot.Signed.Version = st.next(RoleSnapshot)
 	snapshot.Signed.Expires = r.expires(r.expiry.Snapshot)
 	snapshot.Signed.Meta[role+".json"] = metaFileFor(v, data)
 	files, err := r.signSnapshotTimestamp(st.root, snapshot, st.timestamp, s, []metaFile{{name: fmt.Sprintf("%d.%s.json", v, role), data: data}})
@@ -430,12 +430,12 @@ func (r *Releases) AddDelegation(ctx context.Context, req DelegationRequest, act
 	}
 	s := r.Signers()
 	base := st.targets.Signed.Version
-	md := renewed(st.targets, r.repo.expires(r.repo.expiry.Targets))
+	md := renewed(st.targets, st.next(RoleTargets), r.repo.expires(r.repo.expiry.Targets))
 	role := withDelegation(md, req)
 	if n, need := countRoleSigners(st.root, RoleTargets, s.Targets); n < need {
 		return r.createPendingDelegation(ctx, st, base, md, req, role, actor)
 	}
-	files, err := r.repo.signChain(st.root, md, false, st.snapshot, st.timestamp, s)
+	files, err := r.repo.signChain(st.root, md, false, st, s)
 	if err != nil {
 		return Delegation{}, fmt.Errorf("add delegation %s: %w", req.Name, err)
 	}
@@ -500,7 +500,7 @@ func (r *Releases) RenewDelegation(ctx context.Context, name, actor string) (Del
 		return Delegation{}, err
 	}
 	base := cur.Signed.Version
-	md := renewed(cur, r.repo.expires(r.repo.expiry.Targets))
+	md := renewed(cur, st.next(name), r.repo.expires(r.repo.expiry.Targets))
 	mdJSON, err := md.ToBytes(false)
 	if err != nil {
 		return Delegation{}, err
@@ -531,14 +531,14 @@ func (r *Releases) RenewDelegation(ctx context.Context, name, actor string) (Del
 	return d, nil
 }
 
-// renewed returns a copy of cur, unsigned, at the next version with
-// expiry exp and the same contents: the base of every change to targets
-// metadata (top-level or delegated) that tufota builds.
-func renewed(cur *metadata.Metadata[metadata.TargetsType], exp time.Time) *metadata.Metadata[metadata.TargetsType] {
+// renewed returns a copy of cur, unsigned, at version (state.next when
+// building) with expiry exp and the same contents: the base of every
+// change to targets metadata (top-level or delegated) that tufota builds.
+func renewed(cur *metadata.Metadata[metadata.TargetsType], version int64, exp time.Time) *metadata.Metadata[metadata.TargetsType] {
 	b, _ := cur.ToBytes(false)
 	md, _ := new(metadata.Metadata[metadata.TargetsType]).FromBytes(b)
 	md.ClearSignatures()
-	md.Signed.Version++
+	md.Signed.Version = version
 	md.Signed.Expires = exp
 	return md
 }
@@ -564,23 +564,23 @@ func (r *Releases) pendingDelegation(ctx context.Context, st *state, name string
 	}
 	discarded = -1
 	if p.Role != RoleTargets { // a renewal of the role's own metadata
-		if cur := st.roleVersion(p.Role); p.Base != cur {
+		if cur := st.roleVersion(p.Role); p.Base != cur || p.Ver != st.next(p.Role) {
 			prev := st.delegated[p.Role]
 			if prev == nil {
 				return p, nil, 0, tufota.Errorf(tufota.EInternal, "pending renewal of %s: the role has no metadata", name)
 			}
-			if p, discarded, err = r.rebuildPending(ctx, p, cur, renewed(prev, r.repo.expires(r.repo.expiry.Targets)), ref); err != nil {
+			if p, discarded, err = r.rebuildPending(ctx, p, cur, renewed(prev, st.next(p.Role), r.repo.expires(r.repo.expiry.Targets)), ref); err != nil {
 				return p, nil, 0, err
 			}
 		}
-	} else if cur := st.targets.Signed.Version; p.Base != cur {
+	} else if cur := st.targets.Signed.Version; p.Base != cur || p.Ver != st.next(RoleTargets) {
 		if !x.Update && !x.Remove && st.delegatedRole(name) != nil {
 			return p, nil, 0, tufota.Errorf(tufota.EConflict, "delegation %s is published already (targets v%d); there is nothing to sign", name, cur)
 		}
 		if x.Remove && st.delegatedRole(name) == nil {
 			return p, nil, 0, tufota.Errorf(tufota.EConflict, "delegation %s is removed already (targets v%d); there is nothing to sign", name, cur)
 		}
-		nmd := renewed(st.targets, r.repo.expires(r.repo.expiry.Targets))
+		nmd := renewed(st.targets, st.next(RoleTargets), r.repo.expires(r.repo.expiry.Targets))
 		x.apply(nmd)
 		if p, discarded, err = r.rebuildPending(ctx, p, cur, nmd, ref); err != nil {
 			return p, nil, 0, err
@@ -726,7 +726,7 @@ func (r *Repository) publishDelegationLocked(ctx context.Context, st *state, md 
 	if err := addServerTargetsSigs(st.root, md, s); err != nil {
 		return 0, err
 	}
-	files, err := r.signChain(st.root, md, true, st.snapshot, st.timestamp, s)
+	files, err := r.signChain(st.root, md, true, st, s)
 	if err != nil {
 		return 0, fmt.Errorf("publish targets v%d: %w", md.Signed.Version, err)
 	}
@@ -745,7 +745,10 @@ func checkTopChange(st *state, md *metadata.Metadata[metadata.TargetsType], base
 	if st.targets.Signed.Version != base {
 		return staleError("targets metadata is at v%d, the payload was built on v%d", st.targets.Signed.Version, base)
 	}
-	want := renewed(st.targets, md.Signed.Expires)
+	if next := st.next(RoleTargets); md.Signed.Version != next {
+		return staleError("the payload is targets v%d, but the next targets version is v%d", md.Signed.Version, next)
+	}
+	want := renewed(st.targets, md.Signed.Version, md.Signed.Expires)
 	x.apply(want)
 	if same, err := sameSigned(want, md); err != nil || !same {
 		return errors.Join(err, tufota.Errorf(tufota.EInternal, "pending targets v%d changes more than delegation %s", md.Signed.Version, x.Name))
@@ -761,7 +764,10 @@ func (r *Repository) publishRenewalLocked(ctx context.Context, st *state, role s
 	if cur == nil || cur.Signed.Version != base {
 		return 0, staleError("%s metadata is at v%d, the renewal was built on v%d", role, st.roleVersion(role), base)
 	}
-	want := renewed(cur, md.Signed.Expires)
+	if next := st.next(role); md.Signed.Version != next {
+		return 0, staleError("the renewal is %s v%d, but the next %s version is v%d", role, md.Signed.Version, role, next)
+	}
+	want := renewed(cur, md.Signed.Version, md.Signed.Expires)
 	if same, err := sameSigned(want, md); err != nil || !same {
 		return 0, errors.Join(err, tufota.Errorf(tufota.EInternal, "pending renewal of %s v%d changes more than its version and expiry", role, md.Signed.Version))
 	}

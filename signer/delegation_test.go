@@ -592,7 +592,7 @@ func TestUpdateDelegationRevokesALineKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged := renewed(cur.delegated["pump"], testEpoch.AddDate(0, 1, 0))
+	forged := renewed(cur.delegated["pump"], cur.delegated["pump"].Signed.Version+1, testEpoch.AddDate(0, 1, 0))
 	if _, err := forged.Sign(k1); err != nil {
 		t.Fatal(err)
 	}

@@ -99,12 +99,12 @@ func (r *Releases) RemoveDelegation(ctx context.Context, name, actor string) (De
 	d := delegationOf(st, st.targets, dr.Name)
 	x := pendingDelegationExtra{DelegationRequest: DelegationRequest{Name: name}, Remove: true}
 	base := st.targets.Signed.Version
-	md := renewed(st.targets, r.repo.expires(r.repo.expiry.Targets))
+	md := renewed(st.targets, st.next(RoleTargets), r.repo.expires(r.repo.expiry.Targets))
 	x.apply(md)
 	d.TargetsVersion = md.Signed.Version
 	s := r.Signers()
 	if n, need := countRoleSigners(st.root, RoleTargets, s.Targets); n >= need {
-		files, err := r.repo.signChain(st.root, md, false, st.snapshot, st.timestamp, s)
+		files, err := r.repo.signChain(st.root, md, false, st, s)
 		if err != nil {
 			return Delegation{}, fmt.Errorf("remove delegation %s: %w", name, err)
 		}
@@ -236,15 +236,15 @@ func (r *Releases) UpdateDelegation(ctx context.Context, name string, ch Delegat
 		return Delegation{}, err
 	}
 	base := st.targets.Signed.Version
-	md := renewed(st.targets, r.repo.expires(r.repo.expiry.Targets))
+	md := renewed(st.targets, st.next(RoleTargets), r.repo.expires(r.repo.expiry.Targets))
 	replaceDelegation(md, req)
 	var resign *metadata.Metadata[metadata.TargetsType]
 	if cur := st.delegated[name]; cur != nil && md.VerifyDelegate(name, cur) != nil {
-		resign = renewed(cur, r.repo.expires(r.repo.expiry.Targets))
+		resign = renewed(cur, st.next(name), r.repo.expires(r.repo.expiry.Targets))
 	}
 	s := r.Signers()
 	if n, need := countRoleSigners(st.root, RoleTargets, s.Targets); n >= need && resign == nil {
-		files, err := r.repo.signChain(st.root, md, false, st.snapshot, st.timestamp, s)
+		files, err := r.repo.signChain(st.root, md, false, st, s)
 		if err != nil {
 			return Delegation{}, fmt.Errorf("update delegation %s: %w", name, err)
 		}
@@ -341,8 +341,8 @@ func (r *Releases) pendingRoleResign(ctx context.Context, st *state, name string
 		return p, nil, 0, false, err
 	}
 	discarded = -1
-	if cur := st.delegated[name]; cur != nil && cur.Signed.Version != p.Base {
-		if p, discarded, err = r.rebuildPending(ctx, p, cur.Signed.Version, renewed(cur, r.repo.expires(r.repo.expiry.Targets)), "re-signing of "+name); err != nil {
+	if cur := st.delegated[name]; cur != nil && (cur.Signed.Version != p.Base || p.Ver != st.next(name)) {
+		if p, discarded, err = r.rebuildPending(ctx, p, cur.Signed.Version, renewed(cur, st.next(name), r.repo.expires(r.repo.expiry.Targets)), "re-signing of "+name); err != nil {
 			return p, nil, 0, false, err
 		}
 	}
@@ -455,7 +455,10 @@ func (r *Repository) publishUpdateLocked(ctx context.Context, st *state, base in
 		if cur == nil || cur.Signed.Version != roleBase {
 			return 0, staleError("%s metadata is at v%d, the re-signing was built on v%d", req.Name, st.roleVersion(req.Name), roleBase)
 		}
-		if same, err := sameSigned(renewed(cur, resign.Signed.Expires), resign); err != nil || !same {
+		if next := st.next(req.Name); resign.Signed.Version != next {
+			return 0, staleError("the re-signing is %s v%d, but the next %s version is v%d", req.Name, resign.Signed.Version, req.Name, next)
+		}
+		if same, err := sameSigned(renewed(cur, resign.Signed.Version, resign.Signed.Expires), resign); err != nil || !same {
 			return 0, errors.Join(err, tufota.Errorf(tufota.EInternal, "pending re-signing of %s changes more than its version and expiry", req.Name))
 		}
 		if err := md.VerifyDelegate(req.Name, resign); err != nil {
@@ -472,7 +475,7 @@ func (r *Repository) publishUpdateLocked(ctx context.Context, st *state, base in
 			return 0, tufota.Errorf(tufota.EConflict, "%s v%d does not verify under the changed delegation (a release published since the change was proposed?): cancel the change and propose it again", req.Name, cur.Signed.Version)
 		}
 	}
-	files, err := r.signChain(st.root, md, true, st.snapshot, st.timestamp, s)
+	files, err := r.signChain(st.root, md, true, st, s)
 	if err != nil {
 		return 0, fmt.Errorf("publish targets v%d: %w", md.Signed.Version, err)
 	}

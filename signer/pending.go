@@ -172,7 +172,7 @@ func (r *Repository) pendingTargets(ctx context.Context, st *state, add []Target
 		return nil, err
 	}
 	md := st.targets
-	if err := r.nextTargets(ctx, md, add); err != nil {
+	if err := r.nextTargets(ctx, md, st.next(RoleTargets), add); err != nil {
 		return nil, err
 	}
 	return md, nil
@@ -191,8 +191,8 @@ func (r *Repository) publishSignedLocked(ctx context.Context, st *state, md *met
 	if st.targets.Signed.Version != base {
 		return 0, staleError("targets metadata is at v%d, the payload was built on v%d", st.targets.Signed.Version, base)
 	}
-	if md.Signed.Version != base+1 {
-		return 0, tufota.Errorf(tufota.EInternal, "pending targets is v%d, want v%d", md.Signed.Version, base+1)
+	if next := st.next(RoleTargets); md.Signed.Version != next {
+		return 0, staleError("the payload is targets v%d, but the next targets version is v%d (an interrupted publish left targets metadata of v%d or later in the store)", md.Signed.Version, next, md.Signed.Version)
 	}
 	// The signed metadata must change nothing but the new files.
 	if err := checkOnlyAdds(RoleTargets, st.targets.Signed.Targets, md, add); err != nil {
@@ -207,7 +207,7 @@ func (r *Repository) publishSignedLocked(ctx context.Context, st *state, md *met
 		return 0, err
 	}
 	v := md.Signed.Version
-	files, err := r.signChain(st.root, md, true, st.snapshot, st.timestamp, s)
+	files, err := r.signChain(st.root, md, true, st, s)
 	if err != nil {
 		return 0, fmt.Errorf("publish targets v%d: %w", v, err)
 	}
@@ -342,7 +342,8 @@ func deletePending(ctx context.Context, q storage.Querier, id string) error {
 
 // createPending records the unsigned targets metadata that publishes ts: a
 // release's firmware target, then optionally its SBOM target.
-func (r *Releases) createPending(ctx context.Context, role string, ts []Target, actor string) (SigningStatus, error) {
+// The row is written with q (the transaction that inserts the release).
+func (r *Releases) createPending(ctx context.Context, q storage.Querier, role string, ts []Target, actor string) (SigningStatus, error) {
 	if len(ts) == 0 || len(ts) > 2 {
 		return SigningStatus{}, tufota.Errorf(tufota.EInternal, "pending release with %d targets", len(ts))
 	}
@@ -374,11 +375,11 @@ func (r *Releases) createPending(ctx context.Context, role string, ts []Target, 
 	name, version, _ := splitTargetRef(t.Path)
 	now := r.now().UTC().UnixNano()
 	id := pendingTargetsID(name, version)
-	if _, err := r.db.Exec(ctx, `INSERT INTO pending_metadata (id, role, release_name, release_version, base_version, version, metadata, extra, created_at, created_by, updated_at)
+	if _, err := q.Exec(ctx, `INSERT INTO pending_metadata (id, role, release_name, release_version, base_version, version, metadata, extra, created_at, created_by, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, role, name, version, base, md.Signed.Version, string(mdJSON), string(extra), now, actor, now); err != nil {
 		return SigningStatus{}, fmt.Errorf("record pending targets: %w", err)
 	}
-	p, err := loadPending(ctx, r.db, id)
+	p, err := loadPending(ctx, q, id)
 	if err != nil {
 		return SigningStatus{}, err
 	}
@@ -483,7 +484,9 @@ func (r *Releases) pendingRelease(ctx context.Context, st *state, name, version 
 		return p, nil, 0, err
 	}
 	discarded = -1
-	if cur := st.roleVersion(p.Role); p.Base != cur {
+	// Rebuilt when the role moved on, or when its next version is taken
+	// by a file an interrupted publish left in the store.
+	if cur := st.roleVersion(p.Role); p.Base != cur || p.Ver != st.next(p.Role) {
 		var extra pendingTargetsExtra
 		if err := json.Unmarshal(p.Extra, &extra); err != nil {
 			return p, nil, 0, tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
@@ -593,15 +596,10 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 	if err != nil {
 		return status, fmt.Errorf("sign %s: signature recorded, threshold met, but publish failed: %w", ref, err)
 	}
-	pub := r.now().UTC()
-	err = r.db.Tx(context.WithoutCancel(ctx), func(tx *storage.Tx) error {
-		if _, err := tx.Exec(ctx, `UPDATE releases SET state = ?, targets_version = ?, published_at = ? WHERE name = ? AND version = ?`,
-			StatePublished, v, pub.UnixNano(), name, version); err != nil {
-			return err
-		}
-		return deletePending(ctx, tx, p.ID)
-	})
-	if err != nil {
+	if err := r.repo.step("mark " + ref + " published"); err != nil {
+		return status, fmt.Errorf("sign %s: published as targets v%d but not recorded (Reconcile fixes this): %w", ref, v, err)
+	}
+	if err := r.markPublished(context.WithoutCancel(ctx), name, version, v, r.now().UTC()); err != nil {
 		return status, fmt.Errorf("sign %s: published as targets v%d but not recorded (Reconcile fixes this): %w", ref, v, err)
 	}
 	status.Published = true

@@ -117,25 +117,29 @@ func (r *Repository) Publish(ctx context.Context, s Signers, add ...Target) (tar
 	if err := checkTargets(add); err != nil {
 		return 0, fmt.Errorf("publish: %w", err)
 	}
-
 	unlock, err := r.lock(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("publish: %w", err)
 	}
 	defer unlock()
+	return r.publishLocked(ctx, s, add)
+}
 
+// publishLocked is Publish for a caller that holds the writer lock and
+// checked add.
+func (r *Repository) publishLocked(ctx context.Context, s Signers, add []Target) (targetsVersion int64, err error) {
 	st, err := r.load(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("publish: %w", err)
 	}
 	targets := st.targets
-	if err := r.nextTargets(ctx, targets, add); err != nil {
+	if err := r.nextTargets(ctx, targets, st.next(RoleTargets), add); err != nil {
 		return 0, fmt.Errorf("publish: %w", err)
 	}
 	v := targets.Signed.Version
 	// Sign everything before touching the store: a signing failure (too
 	// few keys, a wrong key) leaves the staged blobs where they are.
-	files, err := r.signChain(st.root, targets, false, st.snapshot, st.timestamp, s)
+	files, err := r.signChain(st.root, targets, false, st, s)
 	if err != nil {
 		return 0, fmt.Errorf("publish targets v%d: %w", v, err)
 	}
@@ -176,10 +180,11 @@ func checkTargets(add []Target) error {
 	return nil
 }
 
-// nextTargets turns targets (the current metadata) into the next version:
-// version+1, a new expiry date and add's files. A path already published
-// is tufota.EConflict and a missing staged upload tufota.ENotFound.
-func (r *Repository) nextTargets(ctx context.Context, targets *metadata.Metadata[metadata.TargetsType], add []Target) error {
+// nextTargets turns targets (the current metadata) into the next version,
+// version (state.next), with a new expiry date and add's files. A path
+// already published is tufota.EConflict and a missing staged upload
+// tufota.ENotFound.
+func (r *Repository) nextTargets(ctx context.Context, targets *metadata.Metadata[metadata.TargetsType], version int64, add []Target) error {
 	for _, t := range add {
 		if _, ok := targets.Signed.Targets[t.Path]; ok {
 			return tufota.Errorf(tufota.EConflict, "target %s is published already", t.Path)
@@ -194,7 +199,7 @@ func (r *Repository) nextTargets(ctx context.Context, targets *metadata.Metadata
 		}
 	}
 	targets.ClearSignatures()
-	targets.Signed.Version++
+	targets.Signed.Version = version
 	targets.Signed.Expires = r.expires(r.expiry.Targets)
 	for _, t := range add {
 		sum, _ := hex.DecodeString(t.Staged.SHA256) // checked by checkTarget
@@ -248,6 +253,49 @@ func (r *Repository) moveStaged(ctx context.Context, t Target) error {
 		}
 		return nil
 	}
+	if err := r.step("move " + dst); err != nil {
+		return err
+	}
+	return r.moveBlob(ctx, src, dst, t.Staged.Length)
+}
+
+// unmoveStaged rolls back moveStaged for a publish that did not complete:
+// t's blob goes from its target key back to its staging key. It reports
+// whether it moved one; a blob still staged, or at neither key, is left
+// as it is. The caller holds the writer lock and checked that t is not in
+// signed metadata (no client is told to fetch its target key).
+func (r *Repository) unmoveStaged(ctx context.Context, t Target) (bool, error) {
+	src, dst := TargetBlobKey(t.Path, t.Staged.SHA256), t.Staged.Key
+	if err := validStagedKey(dst); err != nil {
+		return false, fmt.Errorf("target %s: %w", t.Path, err)
+	}
+	if _, err := r.blobs.Stat(ctx, dst); err == nil {
+		return false, nil
+	} else if !errors.Is(err, tufota.ErrNotFound) {
+		return false, fmt.Errorf("stat %s: %w", dst, err)
+	}
+	info, err := r.blobs.Stat(ctx, src)
+	if errors.Is(err, tufota.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("stat %s: %w", src, err)
+	}
+	if info.Size != t.Staged.Length {
+		return false, tufota.Errorf(tufota.EInternal, "target %s: %s is %d bytes, the staged upload was %d", t.Path, src, info.Size, t.Staged.Length)
+	}
+	if err := r.step("move " + dst); err != nil {
+		return false, err
+	}
+	if err := r.moveBlob(ctx, src, dst, t.Staged.Length); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// moveBlob moves blob src (of length n) to dst: a storage.Mover moves it in
+// place, otherwise it is copied (Put is atomic) and src deleted.
+func (r *Repository) moveBlob(ctx context.Context, src, dst string, n int64) error {
 	if m, ok := r.blobs.(storage.Mover); ok {
 		if err := m.Move(ctx, src, dst); err != nil {
 			return fmt.Errorf("move %s to %s: %w", src, dst, err)
@@ -258,16 +306,19 @@ func (r *Repository) moveStaged(ctx context.Context, t Target) error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", src, err)
 	}
-	n, err := r.blobs.Put(ctx, dst, obj)
+	written, err := r.blobs.Put(ctx, dst, obj)
 	_ = obj.Close() // read-only; Put's result decides
 	if err != nil {
 		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
 	}
-	if n != t.Staged.Length {
-		return tufota.Errorf(tufota.EInternal, "copy %s to %s: wrote %d bytes, expected %d", src, dst, n, t.Staged.Length)
+	if written != n {
+		return tufota.Errorf(tufota.EInternal, "copy %s to %s: wrote %d bytes, expected %d", src, dst, written, n)
+	}
+	if err := r.step("delete " + src); err != nil {
+		return err
 	}
 	if err := r.blobs.Delete(ctx, src); err != nil {
-		r.log.WarnContext(ctx, "publish: delete staged upload", "key", src, "err", err)
+		r.log.WarnContext(ctx, "move blob: delete the source", "key", src, "err", err)
 	}
 	return nil
 }
@@ -300,7 +351,7 @@ func (r *Repository) Refresh(ctx context.Context, s Signers, margin time.Duratio
 	if due(st.targets.Signed.Expires) {
 		if n, need := countRoleSigners(st.root, RoleTargets, s.Targets); n >= need {
 			targets = st.targets
-			targets.Signed.Version++
+			targets.Signed.Version = st.next(RoleTargets)
 			targets.Signed.Expires = r.expires(r.expiry.Targets)
 			refreshed = append(refreshed, RoleTargets)
 		} else {
@@ -325,7 +376,7 @@ func (r *Repository) Refresh(ctx context.Context, s Signers, margin time.Duratio
 	switch {
 	case targets != nil || due(st.snapshot.Signed.Expires):
 		refreshed = append(refreshed, RoleSnapshot, RoleTimestamp)
-		files, err = r.signChain(st.root, targets, false, st.snapshot, st.timestamp, s)
+		files, err = r.signChain(st.root, targets, false, st, s)
 	case due(st.timestamp.Signed.Expires):
 		refreshed = append(refreshed, RoleTimestamp)
 		files, err = r.signTimestamp(st, s.Timestamp)

@@ -258,59 +258,114 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 		Notes: req.Notes, AllowDowngradeFrom: req.AllowDowngradeFrom, SBOM: sbom, State: StatePending, Role: role,
 		CreatedAt: now, CreatedBy: actor,
 	}
-	_, err = r.db.Exec(ctx, `INSERT INTO releases (name, version, target_path, length, sha256, sha512, hardware, notes, custom, state, role, created_at, created_by)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		rel.Name, rel.Version, rel.TargetPath, rel.Length, rel.SHA256, rel.SHA512, string(hw), rel.Notes, string(custom), StatePending, role, now.UnixNano(), actor)
-	if err != nil {
-		if errors.Is(err, tufota.ErrConflict) {
-			return Release{}, tufota.Errorf(tufota.EConflict, "release %s already exists", ref)
-		}
-		return Release{}, fmt.Errorf("push %s: record: %w", ref, err)
-	}
 	targets := []Target{{Path: rel.TargetPath, Staged: staged, Custom: custom}}
 	if sbomTarget != nil {
 		targets = append(targets, *sbomTarget)
 	}
+
+	// The writer lock is held from the row's insert until it is final
+	// (published, or removed), so that a pending release that Reconcile
+	// or CancelRelease finds under the lock is never one being published:
+	// its publisher died.
+	unlock, err := r.repo.lock(ctx)
+	if err != nil {
+		return Release{}, fmt.Errorf("push %s: %w", ref, err)
+	}
+	defer unlock()
 	signers := r.Signers()
-	if online, err := r.repo.canSignTargets(ctx, signers.Targets); err != nil {
-		return Release{}, fmt.Errorf("push %s: %w", ref, errors.Join(err, r.deleteRow(ctx, rel)))
-	} else if !online || role != RoleTargets {
+	online, err := r.repo.canSignTargets(ctx, signers.Targets)
+	if err != nil {
+		return Release{}, fmt.Errorf("push %s: %w", ref, err)
+	}
+	if err := r.repo.step("record " + ref); err != nil {
+		return Release{}, fmt.Errorf("push %s: %w", ref, err)
+	}
+	// The row and its pending payload (which names the staged uploads)
+	// commit together: a crash anywhere after leaves a release that can be
+	// rolled back and cancelled with its blobs.
+	var (
+		status SigningStatus
+		exists bool
+	)
+	err = r.db.Tx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO releases (name, version, target_path, length, sha256, sha512, hardware, notes, custom, state, role, created_at, created_by)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			rel.Name, rel.Version, rel.TargetPath, rel.Length, rel.SHA256, rel.SHA512, string(hw), rel.Notes, string(custom), StatePending, role, now.UnixNano(), actor); err != nil {
+			exists = errors.Is(err, tufota.ErrConflict)
+			return err
+		}
+		var err error
+		status, err = r.createPending(ctx, tx, role, targets, actor)
+		return err
+	})
+	if exists {
+		return Release{}, tufota.Errorf(tufota.EConflict, "release %s already exists", ref)
+	}
+	if err != nil {
+		return Release{}, fmt.Errorf("push %s: record: %w", ref, err)
+	}
+	if !online || role != RoleTargets {
 		// Too few targets keys on the server, or a delegated role (whose
 		// keys the server never holds): the release waits for its key
 		// holders to sign the metadata where their keys are
 		// (SignRelease).
-		st, err := r.createPending(ctx, role, targets, actor)
-		if err != nil {
-			return Release{}, fmt.Errorf("push %s: %w", ref, errors.Join(err, r.deleteRow(ctx, rel)))
-		}
 		published = true // keep the staged upload for the signed publish
-		rel.Signing = &st
+		rel.Signing = &status
 		return rel, nil
 	}
-	v, err := r.repo.Publish(ctx, signers, targets...)
+	v, err := r.repo.publishLocked(ctx, signers, targets)
 	if err != nil {
-		// A failed Publish may still have made the release visible (the
-		// final timestamp write landed but reported an error). Then keep
-		// the row pending: Reconcile records it as published.
-		if t, terr := r.repo.Targets(context.WithoutCancel(ctx)); terr == nil {
-			if _, live := t.Signed.Targets[rel.TargetPath]; live {
-				published = true
-				return Release{}, fmt.Errorf("push %s: publish reported an error but the release is live; it stays pending until reconciled: %w", ref, err)
-			}
-		}
-		if derr := r.deleteRow(ctx, rel); derr != nil {
-			err = errors.Join(err, derr)
-		}
-		return Release{}, fmt.Errorf("push %s: %w", ref, err)
+		return r.publishFailed(context.WithoutCancel(ctx), rel, targets, err, &published)
 	}
 	published = true
+	if err := r.repo.step("mark " + ref + " published"); err != nil {
+		return Release{}, fmt.Errorf("push %s: published as targets v%d but not recorded (Reconcile fixes this): %w", ref, v, err)
+	}
 	pub := r.now().UTC()
-	if _, err := r.db.Exec(context.WithoutCancel(ctx), `UPDATE releases SET state = ?, targets_version = ?, published_at = ? WHERE name = ? AND version = ?`,
-		StatePublished, v, pub.UnixNano(), rel.Name, rel.Version); err != nil {
+	if err := r.markPublished(context.WithoutCancel(ctx), rel.Name, rel.Version, v, pub); err != nil {
 		return Release{}, fmt.Errorf("push %s: published as targets v%d but not recorded (Reconcile fixes this): %w", ref, v, err)
 	}
 	rel.State, rel.TargetsVersion, rel.PublishedAt = StatePublished, v, &pub
 	return rel, nil
+}
+
+// publishFailed settles an online push whose publish returned perr; the
+// caller holds the writer lock. A failed publish may still have made the
+// release visible (the timestamp write landed, its reply was lost): then
+// the release is recorded published and returned. When it is certainly
+// not visible, nothing of it remains: not the row, not the payload, not a
+// blob at a target key (the deferred discard removes the staged ones).
+// When the repository cannot be read to tell, the release stays pending:
+// CancelRelease, or Reconcile at the next start, settles it. *published
+// tells Push's deferred discard to keep the staged blobs.
+func (r *Releases) publishFailed(ctx context.Context, rel Release, targets []Target, perr error, published *bool) (Release, error) {
+	ref := rel.Name + "@" + rel.Version
+	st, err := r.repo.load(ctx)
+	if err != nil {
+		*published = true
+		return Release{}, fmt.Errorf("push %s: %w; the repository cannot be read to tell whether the release is live (%v): it stays pending until it is cancelled or the server restarts", ref, perr, err)
+	}
+	if st.published(rel.TargetPath) {
+		*published = true
+		v, pub := st.roleVersion(rel.Role), r.now().UTC()
+		if err := r.markPublished(ctx, rel.Name, rel.Version, v, pub); err != nil {
+			return Release{}, fmt.Errorf("push %s: publish reported an error but the release is live as targets v%d, and recording it failed (Reconcile fixes this): %w", ref, v, errors.Join(perr, err))
+		}
+		r.repo.log.WarnContext(ctx, "publish reported an error but the release is live; recorded as published", "release", ref, "targets_version", v, "err", perr)
+		rel.State, rel.TargetsVersion, rel.PublishedAt = StatePublished, v, &pub
+		return rel, nil
+	}
+	errs := []error{perr}
+	if err := r.deleteRow(ctx, rel); err != nil {
+		errs = append(errs, err)
+	}
+	for _, t := range targets {
+		// Not in signed metadata (checked above, under the lock).
+		if err := r.repo.blobs.Delete(ctx, TargetBlobKey(t.Path, t.Staged.SHA256)); err != nil && !errors.Is(err, tufota.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", TargetBlobKey(t.Path, t.Staged.SHA256), err))
+		}
+	}
+	return Release{}, fmt.Errorf("push %s: %w", ref, errors.Join(errs...))
 }
 
 // roleFor returns the role that signs a release with the given target
@@ -352,42 +407,155 @@ func sbomOfCustom(custom []byte) *SBOM {
 }
 
 // deleteRow removes the pending row of a release that will not be
-// published.
+// published, with its pending payload.
 func (r *Releases) deleteRow(ctx context.Context, rel Release) error {
-	if _, err := r.db.Exec(context.WithoutCancel(ctx), `DELETE FROM releases WHERE name = ? AND version = ? AND state = ?`, rel.Name, rel.Version, StatePending); err != nil {
+	err := r.db.Tx(context.WithoutCancel(ctx), func(tx *storage.Tx) error {
+		if err := deletePending(ctx, tx, pendingTargetsID(rel.Name, rel.Version)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM releases WHERE name = ? AND version = ? AND state = ?`, rel.Name, rel.Version, StatePending)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("remove unpublished release row: %w", err)
 	}
 	return nil
 }
 
-// Reconcile marks pending releases whose target is already in the signed
-// targets metadata as published: the repair after a crash between publish and
-// record.
+// markPublished records NAME@VERSION as published in version v of its
+// role's metadata and drops its pending payload, in one transaction.
+func (r *Releases) markPublished(ctx context.Context, name, version string, v int64, at time.Time) error {
+	return r.db.Tx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE releases SET state = ?, targets_version = ?, published_at = ? WHERE name = ? AND version = ? AND state = ?`,
+			StatePublished, v, at.UnixNano(), name, version, StatePending); err != nil {
+			return err
+		}
+		return deletePending(ctx, tx, pendingTargetsID(name, version))
+	})
+}
+
+// Reconcile repairs what a crash (or a lost storage reply) left of
+// publishes; the server runs it at start. Under the writer lock, which
+// every publisher holds from the release row's insert until the row is
+// final, each pending release is either:
+//
+//   - finished: its target is in the signed metadata (the timestamp that
+//     names it was written), so it is recorded published in the version of
+//     its role that lists it; or
+//   - rolled back: it is not, so whatever the interrupted publish did is
+//     undone: its blobs go back to their staging keys (they may already
+//     have been moved to their target keys) and it stays pending, with its
+//     payload, so that it can be cancelled (CancelRelease) or, when it
+//     waits for offline signatures, signed again. Metadata files the
+//     publish wrote outside the signed chain are left as they are (mirrors
+//     may hold them as immutable); later publishes take versions above
+//     them (state.next), and a pending payload built on one of their
+//     versions is rebuilt before it is signed again.
+//
+// It returns how many releases it recorded published; each roll-back is
+// logged. A release it cannot repair does not stop it: the errors are
+// joined. Reconcile is serialised with the repository's other writers.
 func (r *Releases) Reconcile(ctx context.Context) (int, error) {
-	rels, err := r.list(ctx, `WHERE state = ?`, StatePending)
-	if err != nil || len(rels) == 0 {
-		return 0, err
+	st, unlock, err := r.lockedState(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reconcile releases: %w", err)
 	}
-	st, err := r.repo.load(ctx)
+	defer unlock()
+	rels, err := r.list(ctx, `WHERE state = ?`, StatePending)
 	if err != nil {
 		return 0, fmt.Errorf("reconcile releases: %w", err)
 	}
 	n := 0
+	var errs []error
 	for _, rel := range rels {
+		ref := rel.Name + "@" + rel.Version
 		if !st.published(rel.TargetPath) {
+			if err := r.rollBack(ctx, st, rel); err != nil {
+				errs = append(errs, fmt.Errorf("reconcile %s: roll back: %w", ref, err))
+			}
 			continue
 		}
-		now := r.now().UTC().UnixNano()
-		if _, err := r.db.Exec(ctx, `UPDATE releases SET state = ?, targets_version = ?, published_at = ? WHERE name = ? AND version = ? AND state = ?`,
-			StatePublished, st.roleVersion(rel.Role), now, rel.Name, rel.Version, StatePending); err != nil {
-			return n, fmt.Errorf("reconcile %s@%s: %w", rel.Name, rel.Version, err)
+		v := st.roleVersion(rel.Role)
+		if err := r.markPublished(ctx, rel.Name, rel.Version, v, r.now().UTC()); err != nil {
+			errs = append(errs, fmt.Errorf("reconcile %s: record published: %w", ref, err))
+			continue
 		}
-		if err := deletePending(ctx, r.db, pendingTargetsID(rel.Name, rel.Version)); err != nil {
-			return n, fmt.Errorf("reconcile %s@%s: %w", rel.Name, rel.Version, err)
-		}
+		r.repo.log.WarnContext(ctx, "release published before a crash recorded as published", "release", ref, "role", rel.Role, "version", v)
 		n++
 	}
-	return n, nil
+	return n, errors.Join(errs...)
+}
+
+// rollBack undoes what an interrupted publish of the pending release rel
+// did to its blobs: each one moved to its target key goes back to its
+// staging key. The caller holds the writer lock and checked that rel is
+// not in the signed metadata st.
+func (r *Releases) rollBack(ctx context.Context, st *state, rel Release) error {
+	ref := rel.Name + "@" + rel.Version
+	p, err := loadPending(ctx, r.db, pendingTargetsID(rel.Name, rel.Version))
+	if errors.Is(err, tufota.ErrNotFound) {
+		// Recorded by a server without pending payloads for online
+		// pushes: its staged keys are unknown. CancelRelease removes it.
+		r.repo.log.WarnContext(ctx, "pending release without a payload: its publish was interrupted; cancel it and push it again", "release", ref)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var extra pendingTargetsExtra
+	if err := json.Unmarshal(p.Extra, &extra); err != nil {
+		return tufota.Errorf(tufota.EInternal, "pending %s: %v", p.ID, err)
+	}
+	moved := 0
+	for _, t := range extra.targets() {
+		if st.published(t.Path) {
+			return tufota.Errorf(tufota.EInternal, "target %s of pending release %s is in signed metadata but its firmware is not", t.Path, ref)
+		}
+		ok, err := r.repo.unmoveStaged(ctx, t)
+		if err != nil {
+			return err
+		}
+		if ok {
+			moved++
+		}
+	}
+	// Signatures that met the threshold started the publish that is now
+	// undone; kept, they would leave a release that says it needs no
+	// signature and never publishes. The key holders sign again.
+	discarded, err := r.discardThresholdSigs(ctx, st, p)
+	if err != nil {
+		return err
+	}
+	if moved > 0 || discarded > 0 || p.Ver != st.next(p.Role) {
+		r.repo.log.WarnContext(ctx, "interrupted publish rolled back: the release is pending again (cancel it, or sign it again if it waits for signatures)",
+			"release", ref, "role", p.Role, "blobs_restored", moved, "signatures_discarded", discarded, "next_version", st.next(p.Role))
+	}
+	return nil
+}
+
+// discardThresholdSigs deletes the signatures collected for pending row p
+// when they meet its role's threshold, and returns how many went.
+func (r *Releases) discardThresholdSigs(ctx context.Context, st *state, p pendingRow) (int, error) {
+	sigs, err := loadSigs(ctx, r.db, p.ID)
+	if err != nil || len(sigs) == 0 {
+		return 0, err
+	}
+	md, err := p.targets()
+	if err != nil {
+		return 0, err
+	}
+	delegator, err := st.delegator(p.Role)
+	if err != nil {
+		return 0, err
+	}
+	status, err := r.targetsStatus(delegator, p, md, sigs)
+	if err != nil || status.Needed > 0 {
+		return 0, err
+	}
+	if _, err := r.db.Exec(ctx, `DELETE FROM pending_signatures WHERE pending_id = ?`, p.ID); err != nil {
+		return 0, fmt.Errorf("discard signatures of %s: %w", p.ID, err)
+	}
+	return len(sigs), nil
 }
 
 // Get returns one release; tufota.ErrNotFound if there is none.

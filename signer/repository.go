@@ -1,6 +1,7 @@
 package signer
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -83,6 +84,18 @@ type Locker interface {
 // RepoOption configures NewRepository.
 type RepoOption func(*Repository)
 
+// WithStepHook calls hook before each durable step of a write: moving a
+// staged blob into place ("move KEY"; on a store without storage.Mover
+// also "delete SRC" between the copy and the removal of the source),
+// writing a metadata file ("write
+// N.targets.json", "write timestamp.json"), and recording a release in the
+// state database ("record NAME@VERSION", "mark NAME@VERSION published").
+// A non-nil error fails that step, as a storage error would. Crash tests
+// use it to kill the process at every step; production code sets none.
+func WithStepHook(hook func(step string) error) RepoOption {
+	return func(r *Repository) { r.hook = hook }
+}
+
 // WithNow sets the clock used for expiry dates (tests inject a fixed time).
 func WithNow(now func() time.Time) RepoOption {
 	return func(r *Repository) { r.now = now }
@@ -129,6 +142,18 @@ type Repository struct {
 	locker Locker
 	sem    chan struct{} // in-process writer lock, usable with a context
 	writes watchers      // told of every metadata file written
+	hook   func(step string) error
+}
+
+// step runs the step hook (WithStepHook), if any, before a durable step.
+func (r *Repository) step(name string) error {
+	if r.hook == nil {
+		return nil
+	}
+	if err := r.hook(name); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
 }
 
 // NewRepository returns a repository over blobs. It does no I/O.
@@ -215,15 +240,20 @@ func (r *Repository) Init(ctx context.Context, keys RoleKeys) (rootJSON []byte, 
 		targetSigners[i] = k
 	}
 	s := Signers{Targets: targetSigners, Snapshot: keys.Snapshot, Timestamp: keys.Timestamp}
-	files, err := r.signChain(root, targets, false, nil, nil, s)
+	files, err := r.signChain(root, targets, false, nil, s)
 	if err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
-	if err := r.put(ctx, "1.root.json", rootJSON); err != nil {
-		return nil, fmt.Errorf("init repository: %w", err)
-	}
-	if err := r.writeChain(ctx, files); err != nil {
-		return nil, fmt.Errorf("init repository: %w", err)
+	// Leftovers of an Init that failed before timestamp.json were never
+	// part of a repository: they are overwritten, not kept.
+	files = append([]metaFile{{name: "1.root.json", data: rootJSON}}, files...)
+	for _, f := range files {
+		if err := r.step("write " + f.name); err != nil {
+			return nil, fmt.Errorf("init repository: %w", err)
+		}
+		if err := r.put(ctx, f.name, f.data); err != nil {
+			return nil, fmt.Errorf("init repository: %w", err)
+		}
 	}
 	r.log.InfoContext(ctx, "tuf repository initialised",
 		"root_keys", len(keys.Root), "root_threshold", root.Signed.Roles[RoleRoot].Threshold,
@@ -318,24 +348,25 @@ type metaFile struct {
 // signChain signs the metadata chain below root: targets (if not nil) gets
 // its version from the caller and is signed with s.Targets, or, if
 // presigned, keeps the signatures it carries (which must meet the role's
-// threshold); snapshot is built on prev (nil at Init) and timestamp on
-// prevTS. It returns the files to write in order, timestamp.json last.
+// threshold); the snapshot (version st.next) and timestamp are built on
+// st's (st is nil at Init, and modified). It returns the files to write in
+// order, timestamp.json last.
 func (r *Repository) signChain(
 	root *metadata.Metadata[metadata.RootType],
 	targets *metadata.Metadata[metadata.TargetsType],
 	presigned bool,
-	prevSnapshot *metadata.Metadata[metadata.SnapshotType],
-	prevTimestamp *metadata.Metadata[metadata.TimestampType],
+	st *state,
 	s Signers,
 ) ([]metaFile, error) {
 	var files []metaFile
 
 	var snapshot *metadata.Metadata[metadata.SnapshotType]
-	if prevSnapshot == nil {
+	var prevTimestamp *metadata.Metadata[metadata.TimestampType]
+	if st == nil {
 		snapshot = metadata.Snapshot(r.expires(r.expiry.Snapshot))
 	} else {
-		snapshot = prevSnapshot
-		snapshot.Signed.Version++
+		snapshot, prevTimestamp = st.snapshot, st.timestamp
+		snapshot.Signed.Version = st.next(RoleSnapshot)
 		snapshot.Signed.Expires = r.expires(r.expiry.Snapshot)
 	}
 	if targets != nil {
@@ -408,13 +439,77 @@ func metaFileFor(version int64, data []byte) *metadata.MetaFiles {
 }
 
 // writeChain writes files in order; the caller put timestamp.json last.
+// A versioned file (N.ROLE.json) is never re-written: devices, mirrors and
+// CDNs may hold it, served immutable, even when a crash left it out of the
+// signed chain. One that exists with the same bytes is left as it is;
+// with other bytes the write is refused (tufota.EInternal), before
+// anything of files is written. Versions come from state.next, which
+// skips every file in the store, so that is a bug or a concurrent writer.
 func (r *Repository) writeChain(ctx context.Context, files []metaFile) error {
-	for _, f := range files {
+	exists := make([]bool, len(files))
+	for i, f := range files {
+		if !versionedFile(f.name) {
+			continue
+		}
+		same, found, err := r.sameFile(ctx, f)
+		if err != nil {
+			return err
+		}
+		if found && !same {
+			return tufota.Errorf(tufota.EInternal, "write %s: a different %s exists already; versioned metadata is never re-written", f.name, f.name)
+		}
+		exists[i] = found
+	}
+	for i, f := range files {
+		if exists[i] {
+			r.log.InfoContext(ctx, "tuf metadata file exists already with the same bytes; kept", "file", f.name)
+			continue
+		}
+		if err := r.step("write " + f.name); err != nil {
+			return err
+		}
 		if err := r.put(ctx, f.name, f.data); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// sameFile reports whether metadata file f exists and whether it holds
+// f's bytes.
+func (r *Repository) sameFile(ctx context.Context, f metaFile) (same, found bool, err error) {
+	data, err := r.read(ctx, f.name)
+	if errors.Is(err, tufota.ErrNotFound) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("write %s: %w", f.name, err)
+	}
+	return bytes.Equal(data, f.data), true, nil
+}
+
+// versionedFile reports whether a metadata file name is N.ROLE.json.
+func versionedFile(name string) bool {
+	_, _, ok := parseVersioned(name)
+	return ok
+}
+
+// parseVersioned splits a metadata file name "N.ROLE.json" (N a positive
+// decimal without leading zeros) into N and ROLE.
+func parseVersioned(name string) (version int64, role string, ok bool) {
+	num, rest, ok := strings.Cut(name, ".")
+	if !ok || num == "" || num[0] == '0' {
+		return 0, "", false
+	}
+	role, ok = strings.CutSuffix(rest, ".json")
+	if !ok || role == "" {
+		return 0, "", false
+	}
+	v, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || v < 1 {
+		return 0, "", false
+	}
+	return v, role, true
 }
 
 func (r *Repository) put(ctx context.Context, file string, data []byte) error {
@@ -472,6 +567,22 @@ type state struct {
 	// delegated holds the published metadata of each delegated targets
 	// role the snapshot names (a role with no release yet has none).
 	delegated map[string]*metadata.Metadata[metadata.TargetsType]
+	// stored is the highest N of the N.ROLE.json files in the store, per
+	// role: above the signed chain when a crash left files outside it.
+	stored map[string]int64
+}
+
+// next returns the version of role's next metadata ("snapshot", "targets"
+// or a delegated role): one above both its current version and every
+// N.ROLE.json in the store, so that a file a crash left outside the signed
+// chain (which a mirror may have cached as immutable) is never written
+// again with other bytes.
+func (st *state) next(role string) int64 {
+	cur := st.roleVersion(role)
+	if role == RoleSnapshot {
+		cur = st.snapshot.Signed.Version
+	}
+	return max(cur, st.stored[role]) + 1
 }
 
 // load reads the current repository: the newest root, timestamp.json, the
@@ -480,11 +591,20 @@ type state struct {
 // without timestamp.json is tufota.ENotFound; inconsistent metadata is
 // tufota.EInternal.
 func (r *Repository) load(ctx context.Context) (*state, error) {
-	_, rootData, err := r.newestRoot(ctx)
+	infos, err := r.blobs.List(ctx, MetadataPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list metadata: %w", err)
+	}
+	_, rootData, err := r.newestRootIn(ctx, infos)
 	if err != nil {
 		return nil, err
 	}
-	st := &state{}
+	st := &state{stored: map[string]int64{}}
+	for _, in := range infos {
+		if v, role, ok := parseVersioned(strings.TrimPrefix(in.Key, MetadataPrefix)); ok && v > st.stored[role] {
+			st.stored[role] = v
+		}
+	}
 	if st.root, err = new(metadata.Metadata[metadata.RootType]).FromBytes(rootData); err != nil {
 		return nil, corrupt("root", err)
 	}
@@ -642,6 +762,11 @@ func (r *Repository) newestRoot(ctx context.Context) (int64, []byte, error) {
 	if err != nil {
 		return 0, nil, fmt.Errorf("list metadata: %w", err)
 	}
+	return r.newestRootIn(ctx, infos)
+}
+
+// newestRootIn is newestRoot over a listing of the metadata prefix.
+func (r *Repository) newestRootIn(ctx context.Context, infos []storage.Info) (int64, []byte, error) {
 	var newest int64
 	for _, in := range infos {
 		if v, ok := rootVersionOf(in.Key); ok && v > newest {

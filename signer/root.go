@@ -253,7 +253,7 @@ func (r *Releases) ProposeRoot(ctx context.Context, ch RootChange, actor string)
 			// the root: same files, version+1.
 			md := st.targets
 			md.ClearSignatures()
-			md.Signed.Version++
+			md.Signed.Version = st.next(RoleTargets)
 			md.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
 			if resign, err = md.ToBytes(false); err != nil {
 				return SigningPayload{}, err
@@ -667,10 +667,10 @@ func (r *Releases) publishRootLocked(ctx context.Context, st *state, p pendingRo
 		targets = resign
 	} else if err := nr.VerifyDelegate(RoleTargets, st.targets); err != nil {
 		targets = st.targets // re-sign with the server's targets keys
-		targets.Signed.Version++
+		targets.Signed.Version = st.next(RoleTargets)
 		targets.Signed.Expires = r.repo.expires(r.repo.expiry.Targets)
 	}
-	files, err := r.repo.signChain(nr, targets, presigned, st.snapshot, st.timestamp, s)
+	files, err := r.repo.signChain(nr, targets, presigned, st, s)
 	if err != nil {
 		return err
 	}

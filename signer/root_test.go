@@ -230,7 +230,7 @@ func TestRevokedTargetsKeyRejected(t *testing.T) {
 	evil := []byte("evil firmware")
 	stg := stage(t, repo, evil)
 	md := st.targets
-	if err := repo.nextTargets(ctx, md, []Target{{Path: "pump-fw/6.6.6/fw.bin", Staged: stg}}); err != nil {
+	if err := repo.nextTargets(ctx, md, st.next(RoleTargets), []Target{{Path: "pump-fw/6.6.6/fw.bin", Staged: stg}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := md.Sign(t1); err != nil {
@@ -240,7 +240,7 @@ func TestRevokedTargetsKeyRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Skip signChain's own check, which would refuse: write it by hand.
-	files, err := repo.signChain(st.root, nil, false, st.snapshot, st.timestamp, e.rels.Signers())
+	files, err := repo.signChain(st.root, nil, false, st, e.rels.Signers())
 	if err != nil {
 		t.Fatal(err)
 	}
