@@ -116,7 +116,7 @@ func runFixture(t *testing.T, fx *repofixtures.Fixture) {
 	}
 	if m.Download != "ok" {
 		assertNoFile(t, dst)
-		assertNoFile(t, dst+".part")
+		assertNoFile(t, client.PartialPath(c, upd))
 		return
 	}
 	got, _ := os.ReadFile(dst)
