@@ -27,7 +27,7 @@ import (
 // delegated roles. It serves metadata under /metadata/ and targets under
 // /targets/ from an httptest server on loopback, and counts requests.
 type tufRepo struct {
-	t          *testing.T
+	t          testing.TB
 	consistent bool
 	algs       []string // hash algorithms of new targets
 
@@ -41,6 +41,7 @@ type tufRepo struct {
 	srv       *httptest.Server
 	mu        sync.Mutex
 	files     map[string][]byte // served path (below /) to bytes
+	disk      map[string]string // served path to a file on disk
 	requests  map[string]int
 	published bool
 }
@@ -54,7 +55,7 @@ func clockAt(t time.Time) func() time.Time { return func() time.Time { return t 
 
 // newTUFRepo makes root v1 (one key per top-level role, threshold 1) and
 // serves it.
-func newTUFRepo(t *testing.T, consistent bool, algs ...string) *tufRepo {
+func newTUFRepo(t testing.TB, consistent bool, algs ...string) *tufRepo {
 	t.Helper()
 	if len(algs) == 0 {
 		algs = []string{"sha256"}
@@ -66,7 +67,7 @@ func newTUFRepo(t *testing.T, consistent bool, algs ...string) *tufRepo {
 		Snapshot: metadata.Snapshot(exp), Timestamp: metadata.Timestamp(exp),
 		Delegated: map[string]*metadata.Metadata[metadata.TargetsType]{},
 		keys:      map[string][]signature.Signer{},
-		files:     map[string][]byte{}, requests: map[string]int{},
+		files:     map[string][]byte{}, requests: map[string]int{}, disk: map[string]string{},
 	}
 	r.Root.Signed.ConsistentSnapshot = consistent
 	for _, role := range []string{metadata.ROOT, metadata.TARGETS, metadata.SNAPSHOT, metadata.TIMESTAMP} {
@@ -82,7 +83,7 @@ func newTUFRepo(t *testing.T, consistent bool, algs ...string) *tufRepo {
 	return r
 }
 
-func newKey(t *testing.T) (*metadata.Key, signature.Signer) {
+func newKey(t testing.TB) (*metadata.Key, signature.Signer) {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -104,7 +105,12 @@ func (r *tufRepo) serve(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	r.requests[name]++
 	b, ok := r.files[name]
+	onDisk, ok2 := r.disk[name]
 	r.mu.Unlock()
+	if ok2 {
+		http.ServeFile(w, req, onDisk)
+		return
+	}
 	if !ok {
 		http.NotFound(w, req)
 		return
@@ -263,7 +269,7 @@ func (r *tufRepo) sign(role string, m signable) []byte {
 	return signWith(r.t, m, r.keys[role])
 }
 
-func signWith(t *testing.T, m signable, signers []signature.Signer) []byte {
+func signWith(t testing.TB, m signable, signers []signature.Signer) []byte {
 	t.Helper()
 	m.ClearSignatures()
 	for _, s := range signers {
