@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -55,8 +56,12 @@ type offer struct {
 //
 // Errors: ErrServer or ErrUnreachable when the question fails; ErrMetadata
 // when the TUF metadata does not verify; ErrNotSigned, ErrWrongHardware or
-// ErrNotNewer when the offered target breaks the policy. It first tries to
-// deliver queued status reports. The context bounds every request.
+// ErrNotNewer when the offered target breaks the policy. Each of these
+// refusals is also queued as a "failed" status report on the offered
+// target (ErrorCode gives its code), delivered at once if the server
+// answers: a device under a rollback or freeze attack tells its operators.
+// It first tries to deliver queued status reports. The context bounds
+// every request.
 // Concurrent calls are serialised.
 func (c *Client) Check(ctx context.Context) (*Update, error) {
 	c.checkMu.Lock()
@@ -70,16 +75,45 @@ func (c *Client) Check(ctx context.Context) (*Update, error) {
 	if err != nil || o == nil {
 		return nil, err
 	}
-	tf, err := c.verifyTarget(ctx, o.Target)
+	upd, err := c.verifyOffer(ctx, o)
 	if err != nil {
-		return nil, err
-	}
-	upd, err := c.applyPolicy(o, tf)
-	if err != nil {
+		c.reportRefusal(ctx, o, err)
 		return nil, err
 	}
 	c.log.Info("update verified", "target", upd.Target, "version", upd.Version, "length", upd.Length)
 	return upd, nil
+}
+
+// verifyOffer checks the offer against freshly refreshed TUF metadata and
+// the device's policy.
+func (c *Client) verifyOffer(ctx context.Context, o *offer) (*Update, error) {
+	tf, err := c.verifyTarget(ctx, o.Target)
+	if err != nil {
+		return nil, err
+	}
+	return c.applyPolicy(o, tf)
+}
+
+// reportRefusal queues a failed status report when Check refused an offer
+// on verification grounds (metadata that does not verify, a target that is
+// not signed, or one the policy refuses), so that operators learn of what
+// may be an attack. The report names the offered target and rollout, like
+// a failed download, and is delivered now or by a later Check or Flush.
+// Network and server failures are not reported: they are not the device's
+// verdict.
+func (c *Client) reportRefusal(ctx context.Context, o *offer, err error) {
+	refused := false
+	for _, class := range []error{ErrMetadata, ErrNotSigned, ErrWrongHardware, ErrNotNewer} {
+		refused = refused || errors.Is(err, class)
+	}
+	if !refused {
+		return
+	}
+	r := NewReport(&Update{Target: o.Target, Version: o.Version, RolloutID: o.RolloutID}, StateFailed, err)
+	c.log.Warn("update refused; reporting it", "target", o.Target, "code", r.ErrorCode, "err", err)
+	if rerr := c.Report(ctx, r); rerr != nil {
+		c.log.Warn("refusal report not delivered yet", "err", rerr)
+	}
 }
 
 // askServer asks GET /api/v1/device/update. It returns nil, nil on 204.
