@@ -117,11 +117,11 @@ func (r *Repository) download(ctx context.Context, t *Target, dstPath string) er
 	// content resumes, whatever the destination.
 	last := sums[len(sums)-1]
 	name := last.alg + "-" + hex.EncodeToString(last.want) + ".part"
-	if !r.claim(name) {
-		return fmt.Errorf("%s is already being downloaded by this repository", t.Path)
+	if err := r.claim(ctx, name); err != nil {
+		return err
 	}
 	defer r.release(name)
-	u, err := r.targetURL(t, sums[0].alg, hex.EncodeToString(sums[0].want))
+	u, err := r.targetURL(t, hex.EncodeToString(sums[0].want))
 	if err != nil {
 		return err
 	}
@@ -145,19 +145,30 @@ func (r *Repository) download(ctx context.Context, t *Target, dstPath string) er
 	return nil
 }
 
-func (r *Repository) claim(name string) bool {
-	r.partsMu.Lock()
-	defer r.partsMu.Unlock()
-	if r.parts[name] {
-		return false
+// claim makes the caller the only writer of partial file name, waiting
+// while another download of the same target holds it.
+func (r *Repository) claim(ctx context.Context, name string) error {
+	for {
+		r.partsMu.Lock()
+		busy, ok := r.parts[name]
+		if !ok {
+			r.parts[name] = make(chan struct{})
+			r.partsMu.Unlock()
+			return nil
+		}
+		r.partsMu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for another download of the same target: %w", ctx.Err())
+		}
 	}
-	r.parts[name] = true
-	return true
 }
 
 func (r *Repository) release(name string) {
 	r.partsMu.Lock()
 	defer r.partsMu.Unlock()
+	close(r.parts[name])
 	delete(r.parts, name)
 }
 

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -86,7 +87,8 @@ type Target struct {
 // instant.
 //
 // A Repository is safe for concurrent use: Refresh and Target are
-// serialised, downloads run concurrently (to different destinations).
+// serialised; downloads run concurrently, each to its own destination
+// (two downloads of the same target take turns with its partial file).
 type Repository struct {
 	t          transport
 	cfg        RepositoryConfig
@@ -98,9 +100,12 @@ type Repository struct {
 	mu    sync.Mutex
 	up    *updater.Updater // nil before the first successful Refresh
 	fetch *metadataFetcher
+	// consistent caches the verified root's consistent_snapshot for
+	// downloads: 0 unknown (no Refresh yet), 1 on, 2 off.
+	consistent atomic.Int32
 
 	partsMu sync.Mutex
-	parts   map[string]bool // partial files being written
+	parts   map[string]chan struct{} // partial files being written; closed when done
 }
 
 // OpenRepository validates cfg and returns a Repository; it creates
@@ -136,7 +141,7 @@ func openRepository(cfg RepositoryConfig, t transport, auth func(*http.Request),
 		return nil, fmt.Errorf("repository: create metadata dir: %w", err)
 	}
 	cfg.MetadataURL = strings.TrimSuffix(cfg.MetadataURL, "/")
-	r := &Repository{t: t, cfg: cfg, targets: targets, now: cfg.Now, auth: auth, authTarget: authTarget, parts: map[string]bool{}}
+	r := &Repository{t: t, cfg: cfg, targets: targets, now: cfg.Now, auth: auth, authTarget: authTarget, parts: map[string]chan struct{}{}}
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -198,6 +203,11 @@ func (r *Repository) refresh(ctx context.Context) error {
 		return classifyTUF("refresh metadata", err)
 	}
 	r.up = up
+	if up.GetTrustedMetadataSet().Root.Signed.ConsistentSnapshot {
+		r.consistent.Store(1)
+	} else {
+		r.consistent.Store(2)
+	}
 	return nil
 }
 
@@ -240,11 +250,8 @@ func (r *Repository) Target(ctx context.Context, targetPath string) (*Target, er
 // hash: from the verified root when there is one, else from the newest
 // root at hand (a download without a Refresh in this process).
 func (r *Repository) consistentSnapshot() bool {
-	r.mu.Lock()
-	up := r.up
-	r.mu.Unlock()
-	if up != nil {
-		return up.GetTrustedMetadataSet().Root.Signed.ConsistentSnapshot
+	if c := r.consistent.Load(); c != 0 {
+		return c == 1
 	}
 	root := r.cfg.TrustedRoot
 	if cached, err := os.ReadFile(filepath.Join(r.cfg.MetadataDir, "root.json")); err == nil {
@@ -255,7 +262,7 @@ func (r *Repository) consistentSnapshot() bool {
 }
 
 // targetURL returns where the bytes of t are fetched from.
-func (r *Repository) targetURL(t *Target, alg, sum string) (string, error) {
+func (r *Repository) targetURL(t *Target, sum string) (string, error) {
 	if r.targets == nil {
 		return "", tufota.Errorf(tufota.EInvalid, "download %s: the repository has no targets URL", t.Path)
 	}
@@ -267,7 +274,6 @@ func (r *Repository) targetURL(t *Target, alg, sum string) (string, error) {
 		dir, base := path.Split(t.Path)
 		remote = dir + sum + "." + base
 	}
-	_ = alg
 	u := *r.targets
 	u.Path = r.targets.Path + "/" + remote
 	return u.String(), nil

@@ -3,10 +3,12 @@ package client_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -322,5 +324,50 @@ func TestRepositoryDelegationOrder(t *testing.T) {
 	}
 	if n, _ := r.requestsFor(r.metaName("other", 1)); n != 0 {
 		t.Fatalf("role 'other' fetched %d times, want never (its paths match none of the look-ups)", n)
+	}
+}
+
+// TestRepositoryConcurrentUse: look-ups, downloads (two of them of the
+// same target) and a Refresh at once, under the race detector.
+func TestRepositoryConcurrentUse(t *testing.T) {
+	t.Parallel()
+	r := newTUFRepo(t, true, "sha256", "sha512")
+	images := map[string][]byte{}
+	for i := range 3 {
+		p := fmt.Sprintf("fw/%d.bin", i)
+		images[p] = bytes.Repeat([]byte{byte('a' + i)}, 300_000+i)
+		r.addTarget(metadata.TARGETS, p, images[p])
+	}
+	r.publish()
+	repo := openRepo(t, r, "", repoEpoch)
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i, p := range []string{"fw/0.bin", "fw/1.bin", "fw/2.bin", "fw/0.bin"} {
+		wg.Go(func() {
+			tg, err := repo.Target(t.Context(), p)
+			if err != nil {
+				errs <- err
+				return
+			}
+			out := filepath.Join(dir, fmt.Sprintf("out-%d", i))
+			if err := repo.Download(t.Context(), tg, out); err != nil {
+				errs <- err
+				return
+			}
+			if got, _ := os.ReadFile(out); !bytes.Equal(got, images[p]) {
+				errs <- fmt.Errorf("%s: downloaded bytes differ", p)
+			}
+		})
+	}
+	wg.Go(func() {
+		if err := repo.Refresh(t.Context()); err != nil {
+			errs <- err
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
