@@ -1,8 +1,21 @@
-// Package client is tufota's embeddable device library: it asks a tufota
-// server what the device should run, verifies the answer against signed TUF
-// metadata (go-tuf v2's updater with tufota's own fetcher), streams the
-// firmware image to disk while checking its length and hashes, and reports
-// the device's status back.
+// Package client is tufota's embeddable device library. It has two layers.
+//
+// Repository is a TUF client for any repository that follows the TUF
+// specification, tufota's or not: OpenRepository from a trusted root,
+// Refresh (root rotation, timestamp, snapshot, targets, with the client
+// workflow's rollback, freeze and mix-and-match checks, expiry decided
+// against an injectable clock), look a Target up (delegated roles searched
+// in order), and Download it, streamed to disk through the signed hashes
+// and verified before it appears. It works with and without consistent
+// snapshots, with targets hashed by sha256, sha512 or both, and with target
+// paths with or without a directory. See ExampleRepository.
+//
+// Client is tufota's device API on top of it: Check asks a tufota server
+// what the device should run and verifies the answer against the
+// server's repository (and the device's hardware and version policy),
+// Download fetches it, Report queues status reports, and MarkInstalled
+// keeps the anti-rollback state. A refusal on verification grounds is
+// reported to the server too.
 //
 // The server is not trusted: a compromised server can hold an update back,
 // but it cannot make a device accept an image that the TUF metadata did not
