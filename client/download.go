@@ -32,10 +32,11 @@ func (c *Client) Download(ctx context.Context, upd *Update, dstPath string) erro
 	if upd == nil {
 		return errors.New("download: nil update")
 	}
-	if err := c.repo.Download(ctx, &Target{Path: upd.Target, Length: upd.Length, Hashes: upd.Hashes}, dstPath); err != nil {
-		return err
-	}
-	return nil
+	// Earlier versions kept the partial file, and a marker naming its
+	// target, beside the destination: remove them, they are not resumed.
+	_ = os.Remove(dstPath + ".part")
+	_ = os.Remove(dstPath + ".part.target")
+	return c.repo.Download(ctx, &Target{Path: upd.Target, Length: upd.Length, Hashes: upd.Hashes}, dstPath)
 }
 
 // hashAlgs are the algorithms a download can verify, strongest last.
