@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,7 +26,9 @@ var downloadSize = flag.Int64("download-size", 64<<20, "bytes of the target Benc
 // BenchmarkRepositoryDownload downloads one target from a go-tuf-built
 // repository on loopback (plain HTTP, served from disk) with each set of
 // signed hashes, and reports the process's peak RSS (VmHWM, client and
-// test server together) in MiB. For the 1 GiB figure:
+// test server together) in MiB; the curl sub-benchmark fetches the same
+// size from the same kind of server with curl -o, unverified, as the
+// reference. For the 1 GiB figures:
 //
 //	go test -run '^$' -bench RepositoryDownload -benchtime 1x -download-size 1073741824 ./client/
 func BenchmarkRepositoryDownload(b *testing.B) {
@@ -64,6 +67,27 @@ func BenchmarkRepositoryDownload(b *testing.B) {
 			b.ReportMetric(peakRSSMiB(b), "peak-RSS-MiB")
 		})
 	}
+	// The reference: curl -o from the same kind of server, no verification.
+	b.Run("curl", func(b *testing.B) {
+		curl, err := exec.LookPath("curl")
+		if err != nil {
+			b.Skip("curl not on PATH")
+		}
+		r := newTUFRepo(b, false)
+		src := filepath.Join(b.TempDir(), "image.bin")
+		writeImage(b, src, *downloadSize, nil)
+		r.disk["targets/image.bin"] = src
+		dst := filepath.Join(b.TempDir(), "image.bin")
+		b.SetBytes(*downloadSize)
+		for b.Loop() {
+			if out, err := exec.CommandContext(b.Context(), curl, "-sS", "--fail", "-o", dst, r.targetsURL()+"/image.bin").CombinedOutput(); err != nil {
+				b.Fatalf("curl: %v: %s", err, out)
+			}
+			b.StopTimer()
+			_ = os.Remove(dst)
+			b.StartTimer()
+		}
+	})
 }
 
 // writeImage writes size random-looking bytes to name without holding
