@@ -204,12 +204,11 @@ func verifiedFile(name string, length int64, sums []signedSum) (bool, error) {
 	return sumsMatch(sums) == nil, nil
 }
 
-// writeAndHash copies src to f and through the signed hashes. With one
-// algorithm signed it does so in series, in the caller's goroutine: on a
-// loaded two-core machine the hand-off between goroutines cost more than
-// the overlap gained (BenchmarkTeeCopy, bench/ BenchmarkDownload; see
-// docs/architecture.md). With two, each hash runs beside the write
-// (teeCopy), so SHA-512 costs no extra time.
+// writeAndHash copies src to f and through the signed hashes: with one
+// algorithm signed in series, in the caller's goroutine; with two through
+// teeCopy, each hash in its own goroutine beside the write, so a device
+// with a free core hashes SHA-512 in parallel. (On the shared two-core
+// test machine neither arrangement won consistently: docs/architecture.md.)
 func writeAndHash(src io.Reader, f io.Writer, sums []signedSum) (n int64, writeErr, readErr error) {
 	sinks := append([]io.Writer{f}, hashWriters(sums)...)
 	if len(sums) == 1 {
