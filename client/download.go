@@ -78,7 +78,9 @@ func signedSums(t *Target) ([]signedSum, error) {
 	return sums, nil
 }
 
-// Download streams target t to dstPath. Bytes go to a partial file in
+// Download streams target t to dstPath. t is what the bytes are checked
+// against, so it should come from Target (a hand-made Target is only as
+// trustworthy as its source). Bytes go to a partial file in
 // MetadataDir/downloads as they arrive, through the signed hashes (sha256
 // and sha512, whichever are signed, each in its own goroutine, beside the
 // write) and a length limit; dstPath appears, by atomic rename, only once
