@@ -81,11 +81,12 @@ func signedSums(t *Target) ([]signedSum, error) {
 // Download streams target t to dstPath. t is what the bytes are checked
 // against, so it should come from Target (a hand-made Target is only as
 // trustworthy as its source). Bytes go to a partial file in
-// MetadataDir/downloads as they arrive, through the signed hashes (sha256
-// and sha512, whichever are signed, each in its own goroutine, beside the
-// write) and a length limit; dstPath appears, by atomic rename, only once
-// the length and every hash match the signed values. Memory use does not
-// grow with the target (about 1 MiB of buffers).
+// MetadataDir/downloads as they arrive, through the signed hashes
+// (whichever of sha256 and sha512 are signed; with both, each hashes in its
+// own goroutine beside the write) and a length limit, and are fsynced in
+// the background as they accumulate; dstPath appears, by atomic rename,
+// only once the length and every hash match the signed values. Memory use
+// does not grow with the target (at most about 1 MiB of buffers).
 //
 // When dstPath already holds the verified target, Download returns nil
 // without a request. An interrupted download resumes from its partial
