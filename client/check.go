@@ -2,21 +2,17 @@ package client
 
 import (
 	"context"
-	"encoding/hex"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
-	"github.com/theupdateframework/go-tuf/v2/metadata/config"
-	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/tufota/tufota"
 )
@@ -60,8 +56,12 @@ type offer struct {
 //
 // Errors: ErrServer or ErrUnreachable when the question fails; ErrMetadata
 // when the TUF metadata does not verify; ErrNotSigned, ErrWrongHardware or
-// ErrNotNewer when the offered target breaks the policy. It first tries to
-// deliver queued status reports. The context bounds every request.
+// ErrNotNewer when the offered target breaks the policy. Each of these
+// refusals is also queued as a "failed" status report on the offered
+// target (ErrorCode gives its code), delivered at once if the server
+// answers: a device under a rollback or freeze attack tells its operators.
+// It first tries to deliver queued status reports. The context bounds
+// every request.
 // Concurrent calls are serialised.
 func (c *Client) Check(ctx context.Context) (*Update, error) {
 	c.checkMu.Lock()
@@ -75,16 +75,45 @@ func (c *Client) Check(ctx context.Context) (*Update, error) {
 	if err != nil || o == nil {
 		return nil, err
 	}
-	tf, err := c.verifyTarget(ctx, o.Target)
+	upd, err := c.verifyOffer(ctx, o)
 	if err != nil {
-		return nil, err
-	}
-	upd, err := c.applyPolicy(o, tf)
-	if err != nil {
+		c.reportRefusal(ctx, o, err)
 		return nil, err
 	}
 	c.log.Info("update verified", "target", upd.Target, "version", upd.Version, "length", upd.Length)
 	return upd, nil
+}
+
+// verifyOffer checks the offer against freshly refreshed TUF metadata and
+// the device's policy.
+func (c *Client) verifyOffer(ctx context.Context, o *offer) (*Update, error) {
+	tf, err := c.verifyTarget(ctx, o.Target)
+	if err != nil {
+		return nil, err
+	}
+	return c.applyPolicy(o, tf)
+}
+
+// reportRefusal queues a failed status report when Check refused an offer
+// on verification grounds (metadata that does not verify, a target that is
+// not signed, or one the policy refuses), so that operators learn of what
+// may be an attack. The report names the offered target and rollout, like
+// a failed download, and is delivered now or by a later Check or Flush.
+// Network and server failures are not reported: they are not the device's
+// verdict.
+func (c *Client) reportRefusal(ctx context.Context, o *offer, err error) {
+	refused := false
+	for _, class := range []error{ErrMetadata, ErrNotSigned, ErrWrongHardware, ErrNotNewer} {
+		refused = refused || errors.Is(err, class)
+	}
+	if !refused {
+		return
+	}
+	r := NewReport(&Update{Target: o.Target, Version: o.Version, RolloutID: o.RolloutID}, StateFailed, err)
+	c.log.Warn("update refused; reporting it", "target", o.Target, "code", r.ErrorCode, "err", err)
+	if rerr := c.Report(ctx, r); rerr != nil {
+		c.log.Warn("refusal report not delivered yet", "err", rerr)
+	}
 }
 
 // askServer asks GET /api/v1/device/update. It returns nil, nil on 204.
@@ -195,50 +224,17 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// verifyTarget refreshes the TUF metadata with a fresh updater and returns
-// the signed target info for path.
-func (c *Client) verifyTarget(ctx context.Context, path string) (*metadata.TargetFiles, error) {
-	up, err := c.newUpdater(ctx)
+// verifyTarget refreshes the TUF metadata and returns the signed target
+// at path.
+func (c *Client) verifyTarget(ctx context.Context, path string) (*Target, error) {
+	if err := c.repo.Refresh(ctx); err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+	t, err := c.repo.Target(ctx, path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("check: %w", err)
 	}
-	if err := up.Refresh(); err != nil {
-		return nil, classifyTUF("refresh metadata", err)
-	}
-	tf, err := up.GetTargetInfo(path)
-	if err != nil {
-		if err.Error() == fmt.Sprintf("target %s not found", path) {
-			return nil, fmt.Errorf("check: %w: %q is not in the verified targets metadata", ErrNotSigned, path)
-		}
-		return nil, classifyTUF("look up target", err)
-	}
-	return tf, nil
-}
-
-// newUpdater builds a go-tuf updater for one check, on the client's
-// fetcher and the metadata cache in StateDir. It starts from the newer of
-// the persisted root and the configured trust anchor.
-func (c *Client) newUpdater(ctx context.Context) (*updater.Updater, error) {
-	dir := filepath.Join(c.cfg.StateDir, metadataDir)
-	root := c.cfg.TrustedRoot
-	if cached, err := os.ReadFile(filepath.Join(dir, "root.json")); err == nil {
-		root = newerRoot(cached, root)
-	}
-	cfg, err := config.New(c.url("/tuf"), root)
-	if err != nil {
-		return nil, fmt.Errorf("check: updater config: %w", err)
-	}
-	cfg.LocalMetadataDir = dir
-	cfg.LocalTargetsDir = dir // unused: targets are downloaded by Download
-	cfg.RemoteTargetsURL, _ = c.targetURL("")
-	cfg.RemoteTargetsURL = strings.TrimSuffix(cfg.RemoteTargetsURL, "/")
-	cfg.PrefixTargetsWithHash = true
-	cfg.Fetcher = &metadataFetcher{ctx: ctx, c: c}
-	up, err := updater.New(cfg)
-	if err != nil {
-		return nil, classifyTUF("load trusted root", err)
-	}
-	return up, nil
+	return t, nil
 }
 
 // newerRoot returns whichever of the cached and the configured root has the
@@ -255,26 +251,13 @@ func newerRoot(cached, configured []byte) []byte {
 	return configured
 }
 
-// classifyTUF wraps an error from go-tuf's updater in the client's classes.
-func classifyTUF(op string, err error) error {
-	var h *metadata.ErrDownloadHTTP
-	switch {
-	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrUnreachable):
-		return fmt.Errorf("check: %s: %w", op, err)
-	case errors.As(err, &h) && h.StatusCode != http.StatusNotFound:
-		return fmt.Errorf("check: %s: %w: %w", op, &ServerError{Op: "fetch " + h.URL, Status: h.StatusCode}, err)
-	default:
-		return fmt.Errorf("check: %s: %w: %w", op, ErrMetadata, err)
-	}
-}
-
 // applyPolicy checks the verified target against the offer and the
 // device, and builds the Update.
-func (c *Client) applyPolicy(o *offer, tf *metadata.TargetFiles) (*Update, error) {
+func (c *Client) applyPolicy(o *offer, tf *Target) (*Update, error) {
 	if tf.Custom == nil {
 		return nil, fmt.Errorf("check: %w: %s carries no tufota metadata", ErrNotSigned, o.Target)
 	}
-	custom, err := tufota.UnmarshalCustom(*tf.Custom)
+	custom, err := tufota.UnmarshalCustom(tf.Custom)
 	if err != nil {
 		return nil, fmt.Errorf("check: %w: %s: %w", ErrNotSigned, o.Target, err)
 	}
@@ -296,11 +279,7 @@ func (c *Client) applyPolicy(o *offer, tf *metadata.TargetFiles) (*Update, error
 	if tf.Length < 0 {
 		return nil, fmt.Errorf("check: %w: %s has negative length", ErrMetadata, o.Target)
 	}
-	hashes := make(map[string]string, len(tf.Hashes))
-	for alg, h := range tf.Hashes {
-		hashes[alg] = hex.EncodeToString(h)
-	}
-	if len(tf.Hashes["sha256"]) != 32 {
+	if len(tf.Hashes["sha256"]) != 2*sha256.Size {
 		return nil, fmt.Errorf("check: %w: %s has no sha256 hash", ErrMetadata, o.Target)
 	}
 	return &Update{
@@ -308,7 +287,7 @@ func (c *Client) applyPolicy(o *offer, tf *metadata.TargetFiles) (*Update, error
 		Name:      custom.Name,
 		Version:   custom.Version,
 		Length:    tf.Length,
-		Hashes:    hashes,
+		Hashes:    tf.Hashes,
 		Custom:    custom,
 		RolloutID: o.RolloutID,
 	}, nil

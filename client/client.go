@@ -1,8 +1,21 @@
-// Package client is tufota's embeddable device library: it asks a tufota
-// server what the device should run, verifies the answer against signed TUF
-// metadata (go-tuf v2's updater with tufota's own fetcher), streams the
-// firmware image to disk while checking its length and hashes, and reports
-// the device's status back.
+// Package client is tufota's embeddable device library. It has two layers.
+//
+// Repository is a TUF client for any repository that follows the TUF
+// specification, tufota's or not: OpenRepository from a trusted root,
+// Refresh (root rotation, timestamp, snapshot, targets, with the client
+// workflow's rollback, freeze and mix-and-match checks, expiry decided
+// against an injectable clock), look a Target up (delegated roles searched
+// in order), and Download it, streamed to disk through the signed hashes
+// and verified before it appears. It works with and without consistent
+// snapshots, with targets hashed by sha256, sha512 or both, and with target
+// paths with or without a directory. See ExampleRepository.
+//
+// Client is tufota's device API on top of it: Check asks a tufota server
+// what the device should run and verifies the answer against the
+// server's repository (and the device's hardware and version policy),
+// Download fetches it, Report queues status reports, and MarkInstalled
+// keeps the anti-rollback state. A refusal on verification grounds is
+// reported to the server too.
 //
 // The server is not trusted: a compromised server can hold an update back,
 // but it cannot make a device accept an image that the TUF metadata did not
@@ -129,20 +142,20 @@ type Config struct {
 	// Retry bounds retries of requests that got no answer or a temporary
 	// failure; the zero value means the defaults (see RetryPolicy).
 	Retry RetryPolicy
+	// Now is the clock TUF metadata expiry is decided against; nil means
+	// time.Now. Devices with a trusted real-time clock leave it nil.
+	Now func() time.Time
 }
 
 // Client checks for, downloads and reports firmware updates for one device.
 // It is safe for concurrent use; Check calls are serialised because they
 // share the metadata cache.
 type Client struct {
+	transport
 	cfg     Config
 	base    *url.URL
-	targets *url.URL // TargetsURL, or nil to download from the server
-	http    *http.Client
-	log     *slog.Logger
-	timeout time.Duration
-
-	retryPolicy RetryPolicy
+	targets *url.URL    // TargetsURL, or nil to download from the server
+	repo    *Repository // the server's TUF repository under /tuf
 
 	checkMu sync.Mutex // serialises Check (shared metadata cache)
 	queueMu sync.Mutex // serialises the report queue
@@ -193,24 +206,22 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("client: create state dir: %w", err)
 	}
 	c := &Client{
-		cfg:     cfg,
-		base:    u,
-		targets: targets,
-		http:    cfg.HTTPClient,
-		log:     cfg.Logger,
-		timeout: cfg.RequestTimeout,
-		current: cfg.CurrentVersion,
-
-		retryPolicy: cfg.Retry.withDefaults(),
+		transport: newTransport(cfg.HTTPClient, cfg.RequestTimeout, cfg.Retry, cfg.Logger),
+		cfg:       cfg,
+		base:      u,
+		targets:   targets,
+		current:   cfg.CurrentVersion,
 	}
-	if c.http == nil {
-		c.http = defaultHTTPClient()
-	}
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
-	}
-	if c.timeout <= 0 {
-		c.timeout = 30 * time.Second
+	targetsBase, toServer := c.targetURL("")
+	c.repo, err = openRepository(RepositoryConfig{
+		TrustedRoot: cfg.TrustedRoot,
+		MetadataURL: c.url("/tuf"),
+		TargetsURL:  strings.TrimSuffix(targetsBase, "/"),
+		MetadataDir: filepath.Join(cfg.StateDir, metadataDir),
+		Now:         cfg.Now,
+	}, c.transport, c.authorize, toServer)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
 	}
 	if c.current == "" {
 		st, err := readInstalled(cfg.StateDir)
@@ -229,6 +240,29 @@ func (c *Client) CurrentVersion() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.current
+}
+
+// transport is what every request of the package runs on: one
+// http.Client, the per-request timeout, the retry policy and the logger.
+type transport struct {
+	http        *http.Client
+	timeout     time.Duration
+	retryPolicy RetryPolicy
+	log         *slog.Logger
+}
+
+func newTransport(hc *http.Client, timeout time.Duration, retry RetryPolicy, log *slog.Logger) transport {
+	t := transport{http: hc, timeout: timeout, retryPolicy: retry.withDefaults(), log: log}
+	if t.http == nil {
+		t.http = defaultHTTPClient()
+	}
+	if t.log == nil {
+		t.log = slog.New(slog.DiscardHandler)
+	}
+	if t.timeout <= 0 {
+		t.timeout = 30 * time.Second
+	}
+	return t
 }
 
 func defaultHTTPClient() *http.Client {

@@ -237,7 +237,7 @@ func TestCheckDownloadValid(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatalf("downloaded %d bytes, differ from the image", len(got))
 	}
-	assertNoFile(t, dst+".part")
+	assertNoFile(t, client.PartialPath(c, upd))
 
 	if err := c.Report(t.Context(), client.NewReport(upd, client.StateInstalled, nil)); err != nil {
 		t.Fatalf("Report: %v", err)
@@ -314,7 +314,7 @@ func TestDownloadRefusesBadBytes(t *testing.T) {
 				t.Fatalf("Download error = %v, want %v", err, tt.want)
 			}
 			assertNoFile(t, dst)
-			assertNoFile(t, dst+".part")
+			assertNoFile(t, client.PartialPath(c, upd))
 		})
 	}
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -10,70 +11,249 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
-// Download streams the update's image to dstPath. Bytes go to
-// dstPath+".part" as they arrive, through sha256 and sha512 (when signed)
-// and a length limit; dstPath appears, by atomic rename, only once the
-// length and every hash match the signed values. Memory use does not grow
-// with the image.
+// Download streams the update's image to dstPath, verified: see
+// Repository.Download, which it is. The partial file of an interrupted
+// download lives in StateDir/metadata/downloads, not beside dstPath.
 //
-// An interrupted download resumes from the .part file with an HTTP Range
-// request, on the next attempt (retried under the client's RetryPolicy) or
-// the next call. Errors: ErrLengthMismatch when the server sends more or
-// fewer bytes than signed, ErrHashMismatch when the bytes differ (the .part
-// file is removed in both cases), ErrServer or ErrUnreachable when the
-// transfer fails. Concurrent calls must use different dstPaths.
+// Errors: ErrLengthMismatch when the server sends more or fewer bytes than
+// signed, ErrHashMismatch when the bytes differ (the partial file is
+// removed in both cases), ErrServer or ErrUnreachable when the transfer
+// fails. Concurrent calls must use different dstPaths.
 func (c *Client) Download(ctx context.Context, upd *Update, dstPath string) error {
 	if upd == nil {
 		return errors.New("download: nil update")
 	}
-	want256, err := hex.DecodeString(upd.Hashes["sha256"])
-	if err != nil || len(want256) != sha256.Size {
-		return fmt.Errorf("download %s: %w: no valid sha256 hash", upd.Target, ErrMetadata)
+	// Earlier versions kept the partial file, and a marker naming its
+	// target, beside the destination: remove them, they are not resumed.
+	_ = os.Remove(dstPath + ".part")
+	_ = os.Remove(dstPath + ".part.target")
+	return c.repo.Download(ctx, &Target{Path: upd.Target, Length: upd.Length, Hashes: upd.Hashes}, dstPath)
+}
+
+// hashAlgs are the algorithms a download can verify, strongest last.
+var hashAlgs = []struct {
+	name string
+	new  func() hash.Hash
+	size int
+}{{"sha256", sha256.New, sha256.Size}, {"sha512", sha512.New, sha512.Size}}
+
+// signedSum is one signed hash a download checks.
+type signedSum struct {
+	alg  string
+	want []byte
+	h    hash.Hash
+}
+
+// signedSums returns the hashes of t the client can check: every signed
+// sha256 and sha512 (other algorithms are ignored). It fails with
+// ErrMetadata when there is none, or one is malformed.
+func signedSums(t *Target) ([]signedSum, error) {
+	var sums []signedSum
+	for _, a := range hashAlgs {
+		v, ok := t.Hashes[a.name]
+		if !ok {
+			continue
+		}
+		want, err := hex.DecodeString(v)
+		if err != nil || len(want) != a.size {
+			return nil, fmt.Errorf("%w: malformed %s hash", ErrMetadata, a.name)
+		}
+		sums = append(sums, signedSum{alg: a.name, want: want, h: a.new()})
 	}
-	dir, base := path.Split(upd.Target)
-	if dir == "" || base == "" || upd.Length < 0 {
-		return fmt.Errorf("download %s: %w: bad target", upd.Target, ErrMetadata)
+	if len(sums) == 0 {
+		return nil, fmt.Errorf("%w: no sha256 or sha512 hash is signed", ErrMetadata)
 	}
-	u, toServer := c.targetURL(dir + hex.EncodeToString(want256) + "." + base)
+	return sums, nil
+}
+
+// Download streams target t to dstPath. t is what the bytes are checked
+// against, so it should come from Target (a hand-made Target is only as
+// trustworthy as its source). Bytes go to a partial file in
+// MetadataDir/downloads as they arrive, through the signed hashes
+// (whichever of sha256 and sha512 are signed; with both, each hashes in its
+// own goroutine beside the write) and a length limit, and are fsynced in
+// the background as they accumulate; dstPath appears, by atomic rename,
+// only once the length and every hash match the signed values. Memory use
+// does not grow with the target (at most about 1 MiB of buffers).
+//
+// When dstPath already holds the verified target, Download returns nil
+// without a request. An interrupted download resumes from its partial
+// file with an HTTP Range request, on the next attempt (retried under the
+// RetryPolicy) or the next call. Errors: ErrLengthMismatch when the server
+// sends more or fewer bytes than signed, ErrHashMismatch when the bytes
+// differ (the partial file is removed in both cases), ErrMetadata when t
+// signs no usable hash, ErrServer or ErrUnreachable when the transfer
+// fails. Concurrent calls must use different dstPaths.
+func (r *Repository) Download(ctx context.Context, t *Target, dstPath string) error {
+	if t == nil {
+		return errors.New("download: nil target")
+	}
+	if err := r.download(ctx, t, dstPath); err != nil {
+		return fmt.Errorf("download %s: %w", t.Path, err)
+	}
+	return nil
+}
+
+func (r *Repository) download(ctx context.Context, t *Target, dstPath string) error {
+	if t.Length < 0 {
+		return fmt.Errorf("%w: negative length", ErrMetadata)
+	}
+	sums, err := signedSums(t)
+	if err != nil {
+		return err
+	}
+	if ok, err := verifiedFile(dstPath, t.Length, sums); err != nil {
+		return err
+	} else if ok {
+		r.t.log.Info("target already downloaded and verified", "target", t.Path, "path", dstPath)
+		return nil
+	}
+	// The partial file is named by the strongest signed hash: the same
+	// content resumes, whatever the destination.
+	last := sums[len(sums)-1]
+	name := last.alg + "-" + hex.EncodeToString(last.want) + ".part"
+	if err := r.claim(ctx, name); err != nil {
+		return err
+	}
+	defer r.release(name)
+	u, err := r.targetURL(t, hex.EncodeToString(sums[0].want))
+	if err != nil {
+		return err
+	}
+	var auth func(*http.Request)
+	if r.authTarget {
+		auth = r.auth
+	}
 	d := &download{
-		c:      c,
-		upd:    upd,
+		t:      &r.t,
+		target: t,
 		url:    u,
-		auth:   toServer,
+		auth:   auth,
 		dst:    dstPath,
-		part:   dstPath + ".part",
-		marker: dstPath + ".part.target",
+		part:   filepath.Join(r.cfg.MetadataDir, downloadsDir, name),
+		sums:   sums,
 	}
 	if err := d.run(ctx); err != nil {
-		return fmt.Errorf("download %s: %w", upd.Target, err)
+		return err
 	}
-	c.log.Info("download verified", "target", upd.Target, "path", dstPath, "length", upd.Length)
+	r.t.log.Info("download verified", "target", t.Path, "path", dstPath, "length", t.Length)
+	return nil
+}
+
+// claim makes the caller the only writer of partial file name, waiting
+// while another download of the same target holds it.
+func (r *Repository) claim(ctx context.Context, name string) error {
+	for {
+		r.partsMu.Lock()
+		busy, ok := r.parts[name]
+		if !ok {
+			r.parts[name] = make(chan struct{})
+			r.partsMu.Unlock()
+			return nil
+		}
+		r.partsMu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for another download of the same target: %w", ctx.Err())
+		}
+	}
+}
+
+func (r *Repository) release(name string) {
+	r.partsMu.Lock()
+	defer r.partsMu.Unlock()
+	close(r.parts[name])
+	delete(r.parts, name)
+}
+
+// verifiedFile reports whether name holds exactly the signed bytes.
+func verifiedFile(name string, length int64, sums []signedSum) (bool, error) {
+	f, err := os.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("open %s: %w", name, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() || st.Size() != length {
+		return false, nil
+	}
+	for i := range sums {
+		sums[i].h.Reset()
+	}
+	defer func() {
+		for i := range sums {
+			sums[i].h.Reset()
+		}
+	}()
+	if _, werr, rerr := teeCopy(f, hashWriters(sums)); werr != nil || rerr != nil {
+		return false, nil
+	}
+	return sumsMatch(sums) == nil, nil
+}
+
+// writeAndHash copies src to f and through the signed hashes: with one
+// algorithm signed in series, in the caller's goroutine; with two through
+// teeCopy, each hash in its own goroutine beside the write, so a device
+// with a free core hashes SHA-512 in parallel. (On the shared two-core
+// test machine neither arrangement won consistently: docs/architecture.md.)
+func writeAndHash(src io.Reader, f io.Writer, sums []signedSum) (n int64, writeErr, readErr error) {
+	sinks := append([]io.Writer{f}, hashWriters(sums)...)
+	if len(sums) == 1 {
+		w := &errWriter{w: io.MultiWriter(sinks...)}
+		n, err := io.Copy(w, src)
+		if w.err != nil {
+			return n, w.err, nil
+		}
+		return n, nil, err
+	}
+	return teeCopy(src, sinks)
+}
+
+func hashWriters(sums []signedSum) []io.Writer {
+	ws := make([]io.Writer, len(sums))
+	for i := range sums {
+		ws[i] = sums[i].h
+	}
+	return ws
+}
+
+// sumsMatch compares each hash with its signed value.
+func sumsMatch(sums []signedSum) error {
+	for _, s := range sums {
+		if !bytes.Equal(s.h.Sum(nil), s.want) {
+			return fmt.Errorf("%w: %s differs from the signed value", ErrHashMismatch, s.alg)
+		}
+	}
 	return nil
 }
 
 type download struct {
-	c      *Client
-	upd    *Update
+	t      *transport
+	target *Target
 	url    string
-	auth   bool // the URL is on the server: send the device token
+	auth   func(*http.Request) // adds credentials; nil sends none
 	dst    string
 	part   string
-	marker string // names the target the .part file belongs to
+	sums   []signedSum
 
-	f      *os.File
-	off    int64 // bytes in the .part file, all hashed
-	h256   hash.Hash
-	h512   hash.Hash
-	hashed io.Writer
+	f   *os.File
+	off int64 // bytes in the partial file, all hashed
 }
 
 func (d *download) run(ctx context.Context) error {
@@ -91,7 +271,7 @@ func (d *download) run(ctx context.Context) error {
 		// The bytes kept from an earlier attempt may be what is wrong (a
 		// power cut can leave garbage at the end of an unsynced file):
 		// start over once before blaming the server.
-		d.c.log.Warn("resumed download failed verification; starting over", "target", d.upd.Target)
+		d.t.log.Warn("resumed download failed verification; starting over", "target", d.target.Path)
 		if err = d.restart(); err == nil {
 			err = d.transfer(ctx)
 		}
@@ -110,36 +290,66 @@ func (d *download) run(ctx context.Context) error {
 		return fmt.Errorf("close %s: %w", d.part, err)
 	}
 	d.f = nil
-	if err := os.Rename(d.part, d.dst); err != nil {
-		return fmt.Errorf("rename %s: %w", d.part, err)
+	if err := moveFile(d.part, d.dst); err != nil {
+		return err
 	}
-	_ = os.Remove(d.marker)
 	return syncDir(filepath.Dir(d.dst))
 }
 
-// transfer fetches the missing bytes (retrying under the client's policy)
-// and verifies the result.
+// moveFile renames src to dst; across file systems it copies into a
+// synced temporary file beside dst and renames that, then removes src.
+func moveFile(src, dst string) error {
+	err := os.Rename(src, dst)
+	var le *os.LinkError
+	if err == nil || !errors.As(err, &le) || !errors.Is(le.Err, syscall.EXDEV) {
+		if err != nil {
+			return fmt.Errorf("rename %s: %w", src, err)
+		}
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("move %s: %w", src, err)
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("move %s: %w", src, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, in); err != nil {
+		tmp.Close()
+		return fmt.Errorf("move %s: %w", src, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("move %s: %w", src, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("move %s: %w", src, err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fmt.Errorf("move %s: %w", src, err)
+	}
+	_ = os.Remove(src)
+	return nil
+}
+
+// transfer fetches the missing bytes (retrying under the policy) and
+// verifies the result.
 func (d *download) transfer(ctx context.Context) error {
-	if d.off < d.upd.Length || d.upd.Length == 0 && d.off == 0 {
-		if err := d.c.retry(ctx, "download "+d.upd.Target, d.fetch); err != nil {
+	if d.off < d.target.Length || d.target.Length == 0 && d.off == 0 {
+		if err := d.t.retry(ctx, "download "+d.target.Path, d.fetch); err != nil {
 			return err
 		}
 	}
 	return d.verify()
 }
 
-// open opens the .part file and hashes what it already holds, so a
-// download resumes where the last one stopped. A .part file of another
-// target, or longer than the signed length, is started over.
+// open opens the partial file and hashes what it already holds, so a
+// download resumes where the last one stopped. A partial file longer than
+// the signed length is started over.
 func (d *download) open() error {
-	d.h256 = sha256.New()
-	d.h512 = sha512.New()
-	d.hashed = io.MultiWriter(d.h256, d.h512)
-	sum := d.upd.Hashes["sha256"]
-	same := false
-	if b, err := os.ReadFile(d.marker); err == nil && string(b) == sum {
-		same = true
-	}
 	f, err := os.OpenFile(d.part, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", d.part, err)
@@ -149,27 +359,24 @@ func (d *download) open() error {
 	if err != nil {
 		return fmt.Errorf("stat %s: %w", d.part, err)
 	}
-	if !same || st.Size() > d.upd.Length {
-		if err := d.restart(); err != nil {
-			return err
-		}
-		if err := writeFileAtomic(d.marker, []byte(sum)); err != nil {
-			return err
-		}
-		return nil
+	if st.Size() > d.target.Length {
+		return d.restart()
 	}
-	n, err := io.Copy(d.hashed, io.LimitReader(f, st.Size()))
-	if err != nil {
+	n, werr, rerr := teeCopy(io.LimitReader(f, st.Size()), hashWriters(d.sums))
+	if err := errors.Join(werr, rerr); err != nil {
 		return fmt.Errorf("read %s: %w", d.part, err)
+	}
+	if _, err := f.Seek(n, io.SeekStart); err != nil {
+		return fmt.Errorf("seek %s: %w", d.part, err)
 	}
 	d.off = n
 	if d.off > 0 {
-		d.c.log.Info("resuming download", "target", d.upd.Target, "offset", d.off)
+		d.t.log.Info("resuming download", "target", d.target.Path, "offset", d.off)
 	}
 	return nil
 }
 
-// restart empties the .part file.
+// restart empties the partial file.
 func (d *download) restart() error {
 	if err := d.f.Truncate(0); err != nil {
 		return fmt.Errorf("truncate %s: %w", d.part, err)
@@ -178,19 +385,19 @@ func (d *download) restart() error {
 		return fmt.Errorf("seek %s: %w", d.part, err)
 	}
 	d.off = 0
-	d.h256.Reset()
-	d.h512.Reset()
+	for i := range d.sums {
+		d.sums[i].h.Reset()
+	}
 	return nil
 }
 
-// discard removes the .part file after a definite mismatch.
+// discard removes the partial file after a definite mismatch.
 func (d *download) discard() {
 	if d.f != nil {
 		d.f.Close()
 		d.f = nil
 	}
 	_ = os.Remove(d.part)
-	_ = os.Remove(d.marker)
 }
 
 // errStalled cancels a transfer that has been silent for too long.
@@ -200,22 +407,22 @@ var errStalled = errors.New("transfer stalled")
 func (d *download) fetch(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	watchdog := time.AfterFunc(d.c.timeout, func() { cancel(errStalled) })
+	watchdog := time.AfterFunc(d.t.timeout, func() { cancel(errStalled) })
 	defer watchdog.Stop()
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.url, nil)
 	if err != nil {
 		return err
 	}
-	if d.auth {
-		d.c.authorize(req)
+	if d.auth != nil {
+		d.auth(req)
 	} else {
-		req.Header.Set("User-Agent", "tufota-client")
+		req.Header.Set("User-Agent", userAgent)
 	}
 	if d.off > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", d.off))
 	}
-	res, err := d.c.http.Do(req)
+	res, err := d.t.http.Do(req)
 	if err != nil {
 		return d.transferError(ctx, err)
 	}
@@ -223,7 +430,7 @@ func (d *download) fetch(ctx context.Context) error {
 	switch {
 	case res.StatusCode == http.StatusOK:
 		if d.off > 0 {
-			d.c.log.Info("server ignored the range; starting over", "target", d.upd.Target)
+			d.t.log.Info("server ignored the range; starting over", "target", d.target.Path)
 			if err := d.restart(); err != nil {
 				return err
 			}
@@ -237,25 +444,28 @@ func (d *download) fetch(ctx context.Context) error {
 	default:
 		return serverError("download", res)
 	}
-	if cl := res.ContentLength; cl >= 0 && d.off+cl > d.upd.Length {
-		return fmt.Errorf("%w: server announces %d bytes, signed length is %d", ErrLengthMismatch, d.off+cl, d.upd.Length)
+	if cl := res.ContentLength; cl >= 0 && d.off+cl > d.target.Length {
+		return fmt.Errorf("%w: server announces %d bytes, signed length is %d", ErrLengthMismatch, d.off+cl, d.target.Length)
 	}
 	// Never read past the signed length: one byte more proves a mismatch.
-	body := io.LimitReader(&progressReader{r: res.Body, watchdog: watchdog, timeout: d.c.timeout}, d.upd.Length-d.off+1)
-	w := &errWriter{w: io.MultiWriter(d.f, d.hashed)}
-	n, err := io.Copy(w, body)
+	body := io.LimitReader(&progressReader{r: res.Body, watchdog: watchdog, timeout: d.t.timeout}, d.target.Length-d.off+1)
+	fw := &syncingFile{f: d.f}
+	n, werr, rerr := writeAndHash(body, fw, d.sums)
 	d.off += n
-	switch {
-	case w.err != nil:
-		return fmt.Errorf("write %s: %w", d.part, w.err)
-	case err != nil:
-		return d.transferError(ctx, err)
+	if err := fw.wait(); err != nil && werr == nil {
+		werr = err
 	}
 	switch {
-	case d.off < d.upd.Length:
-		return fmt.Errorf("%w: server sent %d of the %d signed bytes", ErrLengthMismatch, d.off, d.upd.Length)
-	case d.off > d.upd.Length:
-		return fmt.Errorf("%w: server sent more than the %d signed bytes", ErrLengthMismatch, d.upd.Length)
+	case werr != nil:
+		return fmt.Errorf("write %s: %w", d.part, werr)
+	case rerr != nil:
+		return d.transferError(ctx, rerr)
+	}
+	switch {
+	case d.off < d.target.Length:
+		return fmt.Errorf("%w: server sent %d of the %d signed bytes", ErrLengthMismatch, d.off, d.target.Length)
+	case d.off > d.target.Length:
+		return fmt.Errorf("%w: server sent more than the %d signed bytes", ErrLengthMismatch, d.target.Length)
 	}
 	return nil
 }
@@ -267,48 +477,68 @@ func (d *download) transferError(ctx context.Context, err error) error {
 	cause := context.Cause(ctx)
 	switch {
 	case errors.Is(cause, errStalled):
-		return fmt.Errorf("%w: no data for %v: %w", ErrUnreachable, d.c.timeout, errStalled)
+		return fmt.Errorf("%w: no data for %v: %w", ErrUnreachable, d.t.timeout, errStalled)
 	case cause != nil:
 		return fmt.Errorf("transfer: %w", cause)
 	}
 	return fmt.Errorf("%w: %w", ErrUnreachable, err)
 }
 
-// errWriter remembers the error of its writer, so a failed copy can tell a
-// disk error from a network one.
-type errWriter struct {
-	w   io.Writer
-	err error
+// syncEvery is how many bytes a download writes between two background
+// fsyncs of its partial file.
+const syncEvery = 8 << 20
+
+// syncingFile writes to f and, every syncEvery bytes, starts an fsync of f
+// in the background (one at a time), so the disk writes the image while
+// the network delivers it and the final fsync before the rename has little
+// left to do. On the test machine this took a verified 64 MiB download
+// from about 0.6 to about 0.85 of curl -o (which does not fsync at all).
+// An error of a background fsync is kept and returned by wait: the kernel
+// reports a failed writeback to one fsync only.
+type syncingFile struct {
+	f       *os.File
+	pending int64
+	running atomic.Bool
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	err     error
 }
 
-func (e *errWriter) Write(b []byte) (int, error) {
-	n, err := e.w.Write(b)
-	if err != nil {
-		e.err = err
+func (s *syncingFile) Write(p []byte) (int, error) {
+	n, err := s.f.Write(p)
+	s.pending += int64(n)
+	if s.pending >= syncEvery && s.running.CompareAndSwap(false, true) {
+		s.pending = 0
+		s.wg.Go(func() {
+			defer s.running.Store(false)
+			if err := s.f.Sync(); err != nil {
+				s.mu.Lock()
+				s.err = cmp.Or(s.err, err)
+				s.mu.Unlock()
+			}
+		})
 	}
 	return n, err
 }
 
-// verify compares the .part file's length and hashes with the signed ones.
-func (d *download) verify() error {
-	if d.off != d.upd.Length {
-		return fmt.Errorf("%w: have %d bytes, signed length is %d", ErrLengthMismatch, d.off, d.upd.Length)
-	}
-	for _, c := range []struct {
-		alg string
-		h   hash.Hash
-	}{{"sha256", d.h256}, {"sha512", d.h512}} {
-		alg, h := c.alg, c.h
-		want, ok := d.upd.Hashes[alg]
-		if !ok {
-			continue
-		}
-		wantb, err := hex.DecodeString(want)
-		if err != nil || !bytes.Equal(h.Sum(nil), wantb) {
-			return fmt.Errorf("%w: %s differs from the signed value", ErrHashMismatch, alg)
-		}
+// wait waits for a background fsync and returns the first one's error.
+func (s *syncingFile) wait() error {
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return fmt.Errorf("sync: %w", s.err)
 	}
 	return nil
+}
+
+// verify compares the partial file's length and hashes with the signed
+// ones.
+func (d *download) verify() error {
+	if d.off != d.target.Length {
+		return fmt.Errorf("%w: have %d bytes, signed length is %d", ErrLengthMismatch, d.off, d.target.Length)
+	}
+	return sumsMatch(d.sums)
 }
 
 // progressReader pushes the stall watchdog back on every read that

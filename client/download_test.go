@@ -139,7 +139,7 @@ func TestKillAndResume(t *testing.T) {
 		if !errors.Is(err, client.ErrUnreachable) {
 			t.Fatalf("download %d: error = %v, want ErrUnreachable", i, err)
 		}
-		st, err := os.Stat(dst + ".part")
+		st, err := os.Stat(client.PartialPath(c, upd))
 		if err != nil || st.Size() != cut {
 			t.Fatalf("download %d: .part = %v, %v; want %d bytes", i, st, err, cut)
 		}
@@ -153,7 +153,7 @@ func TestKillAndResume(t *testing.T) {
 	if err != nil || !bytes.Equal(got, h.data) {
 		t.Fatalf("final file differs from the image (err %v)", err)
 	}
-	assertNoFile(t, dst+".part")
+	assertNoFile(t, client.PartialPath(c, upd))
 	served, requests := h.stats()
 	if requests != len(cuts)+1 {
 		t.Fatalf("%d requests, want %d", requests, len(cuts)+1)
@@ -236,7 +236,7 @@ func TestWrongContentRangeRefused(t *testing.T) {
 	if err := c.Download(t.Context(), upd, dst); !errors.As(err, &se) || se.Status != http.StatusPartialContent {
 		t.Fatalf("Download with a wrong Content-Range = %v, want ServerError 206", err)
 	}
-	if st, err := os.Stat(dst + ".part"); err != nil || st.Size() != 50_000 {
+	if st, err := os.Stat(client.PartialPath(c, upd)); err != nil || st.Size() != 50_000 {
 		t.Fatalf(".part after refused range = %v, %v; want 50000 bytes kept", st, err)
 	}
 }
@@ -252,7 +252,7 @@ func TestCorruptPartialFileStartsOverOnce(t *testing.T) {
 		t.Fatalf("first Download = %v, want ErrUnreachable", err)
 	}
 	// A power cut left zeros at the end of the unsynced .part file.
-	f, err := os.OpenFile(dst+".part", os.O_WRONLY, 0)
+	f, err := os.OpenFile(client.PartialPath(c, upd), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,19 +270,84 @@ func TestCorruptPartialFileStartsOverOnce(t *testing.T) {
 	}
 }
 
-func TestPartOfAnotherTargetIsDiscarded(t *testing.T) {
+func TestOverlongPartialStartsOver(t *testing.T) {
 	t.Parallel()
 	const size = 50_000
 	s, h, upd := downloadSetup(t, size)
 	dst := filepath.Join(t.TempDir(), "fw.bin")
-	if err := os.WriteFile(dst+".part", bytes.Repeat([]byte("old"), 1000), 0o600); err != nil {
+	c := s.client(t, nil)
+	if err := os.WriteFile(client.PartialPath(c, upd), bytes.Repeat([]byte("old"), size), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.client(t, nil).Download(t.Context(), upd, dst); err != nil {
+	if err := c.Download(t.Context(), upd, dst); err != nil {
 		t.Fatalf("Download: %v", err)
 	}
 	if served, requests := h.stats(); served != size || requests != 1 || h.ranges[0] != "" {
 		t.Fatalf("served %d in %d requests (ranges %q), want one full fetch", served, requests, h.ranges)
+	}
+}
+
+// TestPartialLivesInStateDir: the partial file of an interrupted download
+// is in the state dir, and nothing but the verified file ever appears in
+// the destination's directory.
+func TestPartialLivesInStateDir(t *testing.T) {
+	t.Parallel()
+	const size = 100_000
+	s, h, upd := downloadSetup(t, size)
+	h.cuts = []int64{40_000}
+	dstDir := t.TempDir()
+	dst := filepath.Join(dstDir, "fw.bin")
+	c := s.client(t, func(cfg *client.Config) { cfg.Retry.Attempts = 1 })
+	if err := c.Download(t.Context(), upd, dst); !errors.Is(err, client.ErrUnreachable) {
+		t.Fatalf("first Download = %v, want ErrUnreachable", err)
+	}
+	if entries, _ := os.ReadDir(dstDir); len(entries) != 0 {
+		t.Fatalf("destination dir holds %v after an interrupted download, want nothing", entries)
+	}
+	if st, err := os.Stat(client.PartialPath(c, upd)); err != nil || st.Size() != 40_000 {
+		t.Fatalf("partial file = %v, %v; want 40000 bytes", st, err)
+	}
+	if err := c.Download(t.Context(), upd, dst); err != nil {
+		t.Fatalf("resumed Download: %v", err)
+	}
+	if entries, _ := os.ReadDir(dstDir); len(entries) != 1 {
+		t.Fatalf("destination dir holds %v, want only fw.bin", entries)
+	}
+}
+
+// TestVerifiedDestinationNotFetchedAgain: a file at the destination that
+// matches the signed length and hashes is kept without a request; one that
+// does not is replaced.
+func TestVerifiedDestinationNotFetchedAgain(t *testing.T) {
+	t.Parallel()
+	const size = 70_000
+	s, h, upd := downloadSetup(t, size)
+	c := s.client(t, nil)
+	dst := filepath.Join(t.TempDir(), "fw.bin")
+	for i, tt := range []struct {
+		name     string
+		before   []byte // file at dst before the call, nil for none
+		requests int    // total requests after the call
+	}{
+		{"absent", nil, 1},
+		{"verified", h.data, 1},
+		{"same length, other bytes", bytes.Repeat([]byte{'x'}, size), 2},
+		{"truncated", h.data[:size-1], 3},
+	} {
+		if tt.before != nil {
+			if err := os.WriteFile(dst, tt.before, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Download(t.Context(), upd, dst); err != nil {
+			t.Fatalf("%d %s: Download: %v", i, tt.name, err)
+		}
+		if _, requests := h.stats(); requests != tt.requests {
+			t.Fatalf("%d %s: %d requests in all, want %d", i, tt.name, requests, tt.requests)
+		}
+		if got, _ := os.ReadFile(dst); !bytes.Equal(got, h.data) {
+			t.Fatalf("%d %s: destination differs from the image", i, tt.name)
+		}
 	}
 }
 

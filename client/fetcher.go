@@ -19,10 +19,12 @@ import (
 // client's request timeout, and never retries a definite answer: a 404 fails
 // at once (and ends the root-rotation walk, as the TUF spec wants).
 //
-// A metadataFetcher lives for one Check; it is not safe for concurrent use.
+// The Repository that owns a metadataFetcher sets ctx before each call
+// into go-tuf, under its lock; the fetcher is not safe for concurrent use.
 type metadataFetcher struct {
-	ctx context.Context
-	c   *Client
+	ctx  context.Context
+	t    *transport
+	auth func(*http.Request) // adds credentials; nil sends none
 }
 
 var _ fetcher.Fetcher = (*metadataFetcher)(nil)
@@ -33,7 +35,7 @@ var _ fetcher.Fetcher = (*metadataFetcher)(nil)
 // ErrUnreachable. The timeout argument is deprecated in go-tuf and ignored.
 func (f *metadataFetcher) DownloadFile(urlPath string, maxLength int64, _ time.Duration) ([]byte, error) {
 	var data []byte
-	err := f.c.retry(f.ctx, "fetch "+urlPath, func(ctx context.Context) error {
+	err := f.t.retry(f.ctx, "fetch "+urlPath, func(ctx context.Context) error {
 		var err error
 		data, err = f.fetchOnce(ctx, urlPath, maxLength)
 		return err
@@ -42,14 +44,18 @@ func (f *metadataFetcher) DownloadFile(urlPath string, maxLength int64, _ time.D
 }
 
 func (f *metadataFetcher) fetchOnce(ctx context.Context, urlPath string, maxLength int64) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, f.c.timeout)
+	ctx, cancel := context.WithTimeout(ctx, f.t.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, urlPath, nil)
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", urlPath, err)
 	}
-	f.c.authorize(req)
-	res, err := f.c.http.Do(req)
+	if f.auth != nil {
+		f.auth(req)
+	} else {
+		req.Header.Set("User-Agent", userAgent)
+	}
+	res, err := f.t.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w: %w", urlPath, ErrUnreachable, err)
 	}
@@ -80,8 +86,11 @@ func (c *Client) authorize(req *http.Request) {
 	if c.cfg.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
 	}
-	req.Header.Set("User-Agent", "tufota-client")
+	req.Header.Set("User-Agent", userAgent)
 }
+
+// userAgent names the client in every request.
+const userAgent = "tufota-client"
 
 // drain reads a little of an unwanted body so the connection can be reused.
 func drain(r io.Reader) {

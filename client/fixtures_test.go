@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -26,6 +27,15 @@ var tufErrors = map[string]error{
 	"unsigned":    &metadata.ErrUnsignedMetadata{},
 	"length":      &metadata.ErrDownloadLengthMismatch{},
 	"value":       &metadata.ErrValue{},
+}
+
+// tufCodes maps a fixture's tuf_error to the report code the device sends.
+var tufCodes = map[string]string{
+	"expired":     "metadata_expired",
+	"bad_version": "metadata_rollback",
+	"unsigned":    "metadata_signature",
+	"length":      "metadata_oversized",
+	"value":       "metadata",
 }
 
 // TestFixtures serves every checked-in fixture repository over httptest
@@ -98,6 +108,9 @@ func runFixture(t *testing.T, fx *repofixtures.Fixture) {
 		if !errors.Is(err, want) {
 			t.Fatalf("Check error = %v; want go-tuf %T in the chain", err, want)
 		}
+		if code := client.ErrorCode(err); code != tufCodes[m.TUFError] {
+			t.Fatalf("ErrorCode(%v) = %q, want %q", err, code, tufCodes[m.TUFError])
+		}
 	}
 	if m.Check != "ok" {
 		if upd != nil {
@@ -116,7 +129,7 @@ func runFixture(t *testing.T, fx *repofixtures.Fixture) {
 	}
 	if m.Download != "ok" {
 		assertNoFile(t, dst)
-		assertNoFile(t, dst+".part")
+		assertNoFile(t, client.PartialPath(c, upd))
 		return
 	}
 	got, _ := os.ReadFile(dst)
@@ -136,5 +149,11 @@ func outcome(err error) string {
 	if err == nil {
 		return "ok"
 	}
-	return client.ErrorCode(err)
+	// A fixture names the class; the finer metadata_* codes are checked
+	// against its tuf_error.
+	code := client.ErrorCode(err)
+	if strings.HasPrefix(code, "metadata") {
+		return "metadata"
+	}
+	return code
 }

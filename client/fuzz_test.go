@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
 	"github.com/tufota/tufota/client"
 	repofixtures "github.com/tufota/tufota/repo-fixtures"
 )
@@ -84,6 +86,63 @@ func FuzzMetadata(f *testing.F) {
 		}
 		if upd.Target != target || upd.Version != "1.2.0" || upd.Length != int64(len("firmware")) {
 			t.Fatalf("Check accepted tampered metadata: %+v", upd)
+		}
+	})
+}
+
+// FuzzRepositoryTarget replaces the metadata of a delegated role (fetched
+// on demand by a look-up), or the top-level targets that delegates to it,
+// with arbitrary bytes, and looks up the role's target through the
+// Repository API. It must never panic; it may only return the genuine
+// target, and anything else is ErrMetadata (or ErrNotSigned when the bytes
+// are a validly signed targets file without it: impossible without the
+// keys, so also a failure here).
+func FuzzRepositoryTarget(f *testing.F) {
+	repo, err := repofixtures.New("fuzz-delegated", time.Now().Add(365*24*time.Hour))
+	if err != nil {
+		f.Fatal(err)
+	}
+	k, err := repo.NewKey("line")
+	if err != nil {
+		f.Fatal(err)
+	}
+	repo.Targets.Signed.Delegations = &metadata.Delegations{Keys: map[string]*metadata.Key{},
+		Roles: []metadata.DelegatedRole{{Name: "line", Threshold: 1, Paths: []string{"line/*"}, KeyIDs: []string{}}}}
+	if err := repo.Targets.Signed.AddKey(k.Public, "line"); err != nil {
+		f.Fatal(err)
+	}
+	repo.Keys["line"] = []*repofixtures.Key{k}
+	repo.Delegated["line"] = metadata.Targets(time.Now().Add(365 * 24 * time.Hour))
+	if _, err := repo.AddTarget("line", "line/fw.bin", []byte("line firmware"), nil); err != nil || repo.Publish() != nil {
+		f.Fatal(err)
+	}
+	files := []string{"1.line.json", "1.targets.json"}
+	for i, name := range files {
+		genuine := repo.File(name)
+		f.Add(uint8(i), genuine)
+		f.Add(uint8(i), []byte(strings.Replace(string(genuine), `"line/*"`, `"*"`, 1)))
+		f.Add(uint8(i), []byte(strings.Replace(string(genuine), `"threshold": 1`, `"threshold": 0`, 1)))
+	}
+	f.Add(uint8(0), []byte(`{"signed":{"_type":"targets"},"signatures":[]}`))
+
+	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
+		tr := &memTransport{repo: repo, replace: files[int(which)%len(files)], body: body}
+		r, err := client.OpenRepository(client.RepositoryConfig{
+			TrustedRoot: repo.TrustedRoot(), MetadataURL: "http://tuf.invalid/tuf", TargetsURL: "http://tuf.invalid/tuf/targets",
+			MetadataDir: t.TempDir(), HTTPClient: &http.Client{Transport: tr}, Retry: client.RetryPolicy{Attempts: 1},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg, err := r.Target(t.Context(), "line/fw.bin")
+		if err != nil {
+			if !errors.Is(err, client.ErrMetadata) {
+				t.Fatalf("Target error = %v, want ErrMetadata", err)
+			}
+			return
+		}
+		if tg.Length != int64(len("line firmware")) || len(tg.Hashes) != 2 {
+			t.Fatalf("Target accepted tampered metadata: %+v", tg)
 		}
 	})
 }

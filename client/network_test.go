@@ -177,7 +177,7 @@ func TestNetworkFaultsFailCleanly(t *testing.T) {
 			t.Fatalf("Download past its deadline = %v, want context.DeadlineExceeded (not retried)", err)
 		}
 		assertNoFile(t, dst)
-		st, err := os.Stat(dst + ".part")
+		st, err := os.Stat(client.PartialPath(c, upd))
 		if err != nil || st.Size() == 0 {
 			t.Fatalf(".part after the deadline = %v, %v; want the bytes that arrived", st, err)
 		}

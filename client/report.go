@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 )
 
 // State is a device's update state as reported to the server.
@@ -64,9 +66,17 @@ func NewReport(upd *Update, state State, err error) Report {
 
 // ErrorCode returns the stable code of err's class for a status report:
 // "not_signed", "wrong_hardware", "not_newer", "length_mismatch",
-// "hash_mismatch", "metadata", "server", "unreachable", "canceled", or
-// "internal" for anything else.
+// "hash_mismatch", "server", "unreachable", "canceled", or "internal" for
+// anything else. TUF metadata that failed verification (ErrMetadata) has
+// a finer code: "metadata_rollback" (a version older than one already
+// trusted), "metadata_expired" (expired under the client's clock: a freeze
+// attack, or a repository that was not refreshed), "metadata_signature"
+// (signatures below the threshold), "metadata_oversized" (a file over its
+// length limit or the length the referring role signs), or "metadata".
 func ErrorCode(err error) string {
+	if errors.Is(err, ErrMetadata) {
+		return metadataCode(err)
+	}
 	for _, c := range []struct {
 		err  error
 		code string
@@ -87,6 +97,21 @@ func ErrorCode(err error) string {
 		}
 	}
 	return "internal"
+}
+
+// metadataCode names the kind of a TUF metadata verification failure.
+func metadataCode(err error) string {
+	switch {
+	case errors.Is(err, &metadata.ErrBadVersionNumber{}):
+		return "metadata_rollback"
+	case errors.Is(err, &metadata.ErrExpiredMetadata{}):
+		return "metadata_expired"
+	case errors.Is(err, &metadata.ErrUnsignedMetadata{}):
+		return "metadata_signature"
+	case errors.Is(err, &metadata.ErrDownloadLengthMismatch{}), errors.Is(err, &metadata.ErrLengthOrHashMismatch{}):
+		return "metadata_oversized"
+	}
+	return "metadata"
 }
 
 // wireReport is the JSON body of POST /api/v1/device/status.

@@ -72,7 +72,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // retry runs fn until it succeeds, fails with an error that is not
 // retryable, the context ends, or the policy's attempts are used up. It
 // returns fn's last error.
-func (c *Client) retry(ctx context.Context, op string, fn func(ctx context.Context) error) error {
+func (c *transport) retry(ctx context.Context, op string, fn func(ctx context.Context) error) error {
 	p := c.retryPolicy
 	for n := 1; ; n++ {
 		err := fn(ctx)

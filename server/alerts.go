@@ -170,9 +170,12 @@ func (a *Alerter) AuthFailure(source, reason string) {
 	}
 }
 
-// verificationCodes are device error codes that may mean an attack.
+// verificationCodes are device error codes that may mean an attack. The
+// metadata_* codes name TUF metadata a device refused (client.ErrorCode):
+// rolled back, expired (a freeze), badly signed, oversized.
 var verificationCodes = map[string]bool{
 	"hash_mismatch": true, "length_mismatch": true, "not_signed": true, "metadata": true, "wrong_hardware": true, "not_newer": true,
+	"metadata_rollback": true, "metadata_expired": true, "metadata_signature": true, "metadata_oversized": true,
 }
 
 // DeviceReport alerts when a device reports a verification failure.
@@ -180,7 +183,11 @@ func (a *Alerter) DeviceReport(deviceID, state, code, target, message string) {
 	if a == nil || state != "failed" || !verificationCodes[code] {
 		return
 	}
-	a.Send(Alert{Kind: AlertDeviceVerification, Message: fmt.Sprintf("device %s refused %s: %s (possible attack)", deviceID, target, code),
+	what := target
+	if what == "" {
+		what = "TUF metadata"
+	}
+	a.Send(Alert{Kind: AlertDeviceVerification, Message: fmt.Sprintf("device %s refused %s: %s (possible attack)", deviceID, what, code),
 		Details: map[string]string{"device": deviceID, "error_code": code, "target": target, "message": message}})
 }
 

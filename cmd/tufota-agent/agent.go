@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -34,8 +36,17 @@ type options struct {
 // run is the whole agent: it parses args (with env as the fallback for the
 // server URL and the token), then runs one update cycle (--once) or polls
 // until ctx ends. It prints one line per cycle to stdout.
+//
+// --help (or -h) prints the usage and every flag to stdout and returns nil.
 func run(ctx context.Context, args []string, env func(string) string, stdout io.Writer) error {
 	o, err := parseFlags(args, env)
+	if errors.Is(err, flag.ErrHelp) {
+		fs := newFlagSet(&options{})
+		fs.SetOutput(stdout)
+		fmt.Fprint(stdout, usage)
+		fs.PrintDefaults()
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -108,18 +119,30 @@ func run(ctx context.Context, args []string, env func(string) string, stdout io.
 	}
 }
 
-func parseFlags(args []string, env func(string) string) (options, error) {
-	var o options
+// usage heads --help.
+const usage = `Usage: tufota-agent --server URL --device-id ID --token TOKEN --root root.json \
+    --state-dir DIR --hardware HW [flags]
+
+tufota's reference device agent: checks for an update, verifies it against
+signed TUF metadata, downloads, installs and reports it.
+
+Flags:
+`
+
+// newFlagSet declares the agent's flags into o. Defaults never come from
+// the environment, so --help cannot print a token: environment fallbacks
+// are applied after parsing.
+func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("tufota-agent", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.server, "server", env("TUFOTA_SERVER"), "tufota server URL (or TUFOTA_SERVER)")
+	fs.StringVar(&o.server, "server", "", "tufota server URL (or TUFOTA_SERVER)")
 	fs.StringVar(&o.deviceID, "device-id", "", "this device's ID")
-	fs.StringVar(&o.token, "token", env("TUFOTA_DEVICE_TOKEN"), "device token (or TUFOTA_DEVICE_TOKEN)")
+	fs.StringVar(&o.token, "token", "", "device token (or TUFOTA_DEVICE_TOKEN)")
 	fs.StringVar(&o.rootPath, "root", "", "trusted root.json (the trust anchor)")
 	fs.StringVar(&o.stateDir, "state-dir", "", "state directory (metadata cache, installed version, image)")
 	fs.StringVar(&o.hardware, "hardware", "", "this device's hardware ID")
 	fs.StringVar(&o.currentVersion, "current-version", "", "running firmware version (default: the one recorded in the state dir)")
-	fs.StringVar(&o.targetsURL, "targets-url", env("TUFOTA_TARGETS_URL"), "download target bytes from this bucket/CDN base (BASE/targets/...) instead of the server; verified all the same (or TUFOTA_TARGETS_URL)")
+	fs.StringVar(&o.targetsURL, "targets-url", "", "download target bytes from this bucket/CDN base (BASE/targets/...) instead of the server; verified all the same (or TUFOTA_TARGETS_URL)")
 	fs.StringVar(&o.caCert, "ca-cert", "", "PEM CA certificate to trust for the server (default: system roots)")
 	fs.StringVar(&o.installPath, "install-path", "", "where the file installer puts the image (default STATE-DIR/firmware/image.bin)")
 	fs.StringVar(&o.installer, "installer", "file", "installer: file (replace one file) or ab (two slots in STATE-DIR/slots, boot counter)")
@@ -128,8 +151,22 @@ func parseFlags(args []string, env func(string) string) (options, error) {
 	fs.BoolVar(&o.once, "once", false, "run one update cycle and exit (non-zero on failure)")
 	fs.DurationVar(&o.poll, "poll", 5*time.Minute, "poll interval")
 	fs.BoolVar(&o.verbose, "v", false, "verbose logs on stderr")
+	return fs
+}
+
+func parseFlags(args []string, env func(string) string) (options, error) {
+	var o options
+	fs := newFlagSet(&o)
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	for _, f := range []struct {
+		val *string
+		env string
+	}{{&o.server, "TUFOTA_SERVER"}, {&o.token, "TUFOTA_DEVICE_TOKEN"}, {&o.targetsURL, "TUFOTA_TARGETS_URL"}} {
+		if *f.val == "" {
+			*f.val = env(f.env)
+		}
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -193,14 +230,20 @@ type agent struct {
 func (a *agent) cycle(ctx context.Context) error {
 	upd, err := a.c.Check(ctx)
 	if err != nil {
+		if refused(err) {
+			// Check has reported the refusal; the server ends the offer,
+			// so later cycles must not claim the device is up to date.
+			a.recordFailure(failure{Error: err.Error()})
+		}
 		return err
 	}
 	if upd == nil {
-		fmt.Fprintf(a.stdout, "%s: up to date (%s)\n", a.deviceID, orNone(a.c.CurrentVersion()))
+		a.noUpdate()
 		return nil
 	}
 	fail := func(err error) error {
 		a.report(upd, client.StateFailed, err)
+		a.recordFailure(failure{Target: upd.Target, Name: upd.Name, Version: upd.Version, Error: err.Error()})
 		return err
 	}
 	a.report(upd, client.StateDownloading, nil)
@@ -228,6 +271,7 @@ func (a *agent) cycle(ctx context.Context) error {
 		if !res.Trial && res.Reverted == nil && res.Record.Target == upd.Target {
 			// The first image of a fresh device goes straight to the
 			// primary slot: there is nothing to fall back to.
+			a.clearFailure()
 			a.report(upd, client.StateInstalled, nil)
 			fmt.Fprintf(a.stdout, "%s: installed %s %s\n", a.deviceID, upd.Name, upd.Version)
 		}
@@ -242,6 +286,7 @@ func (a *agent) cycle(ctx context.Context) error {
 	if err := a.inst.Confirm(ctx); err != nil {
 		a.log.Warn("confirm failed", "err", err)
 	}
+	a.clearFailure()
 	a.report(upd, client.StateInstalled, nil)
 	fmt.Fprintf(a.stdout, "%s: installed %s %s\n", a.deviceID, upd.Name, upd.Version)
 	return nil
@@ -255,6 +300,86 @@ func (a *agent) report(upd *client.Update, st client.State, err error) {
 	if rerr := a.c.Report(ctx, client.NewReport(upd, st, err)); rerr != nil {
 		a.log.Warn("status report not delivered", "state", st, "err", rerr)
 	}
+}
+
+// refused reports whether a Check error is the device's own refusal of
+// an offer (not a network or server failure).
+func refused(err error) bool {
+	for _, class := range []error{client.ErrMetadata, client.ErrNotSigned, client.ErrWrongHardware, client.ErrNotNewer} {
+		if errors.Is(err, class) {
+			return true
+		}
+	}
+	return false
+}
+
+// failureFile records, in the state dir, the last update that failed, so
+// that the agent can say so (also after a restart) when the server no
+// longer offers it.
+const failureFile = "last-failure.json"
+
+// failure is the record of the last failed update: the offered release,
+// or only the error when the check itself was refused.
+type failure struct {
+	Target  string    `json:"target,omitempty"`
+	Name    string    `json:"name,omitempty"`
+	Version string    `json:"version,omitempty"`
+	Error   string    `json:"error"`
+	Time    time.Time `json:"time"`
+}
+
+func (a *agent) recordFailure(f failure) {
+	f.Time = time.Now().UTC()
+	b, err := json.Marshal(f)
+	if err == nil {
+		err = writeFile(filepath.Join(a.stateDir, failureFile), b)
+	}
+	if err != nil {
+		a.log.Warn("could not record the failed update", "err", err)
+	}
+}
+
+func (a *agent) clearFailure() {
+	if err := os.Remove(filepath.Join(a.stateDir, failureFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		a.log.Warn("could not clear the failed-update record", "err", err)
+	}
+}
+
+// noUpdate prints what a cycle without an offer means: up to date, unless
+// the last update failed (the server stops offering an update a device
+// reported as failed), which it names.
+func (a *agent) noUpdate() {
+	cur := orNone(a.c.CurrentVersion())
+	b, err := os.ReadFile(filepath.Join(a.stateDir, failureFile))
+	var f failure
+	if err != nil || json.Unmarshal(b, &f) != nil {
+		fmt.Fprintf(a.stdout, "%s: up to date (%s)\n", a.deviceID, cur)
+		return
+	}
+	what := "the last update check"
+	if f.Name != "" {
+		what = fmt.Sprintf("the last update, %s %s,", f.Name, f.Version)
+	}
+	fmt.Fprintf(a.stdout, "%s: no update offered, running %s; %s failed at %s: %s\n",
+		a.deviceID, cur, what, f.Time.Format(time.RFC3339), f.Error)
+}
+
+// writeFile writes data to name through a temporary file and a rename, so
+// a crash leaves the old or the new content.
+func writeFile(name string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), name)
 }
 
 func orNone(v string) string {
@@ -278,7 +403,9 @@ func (a *agent) startup(ctx context.Context) (client.BootResult, error) {
 	}
 	if res.Reverted != nil {
 		rv := recordUpdate(*res.Reverted)
-		a.report(rv, client.StateRolledBack, fmt.Errorf("trial of %s abandoned by the boot counter", rv.Version))
+		rerr := fmt.Errorf("trial of %s abandoned by the boot counter", rv.Version)
+		a.report(rv, client.StateRolledBack, rerr)
+		a.recordFailure(failure{Target: rv.Target, Name: rv.Name, Version: rv.Version, Error: rerr.Error()})
 		fmt.Fprintf(a.stdout, "%s: rolled back %s, running %s\n", a.deviceID, rv.Version, res.Record.Version)
 	}
 	upd := recordUpdate(res.Record)
@@ -295,6 +422,7 @@ func (a *agent) startup(ctx context.Context) (client.BootResult, error) {
 			return res, err
 		}
 		a.report(upd, client.StateRolledBack, herr)
+		a.recordFailure(failure{Target: upd.Target, Name: upd.Name, Version: upd.Version, Error: herr.Error()})
 		fmt.Fprintf(a.stdout, "%s: rolled back %s: %v\n", a.deviceID, upd.Version, herr)
 		return res, herr
 	}
@@ -304,6 +432,7 @@ func (a *agent) startup(ctx context.Context) (client.BootResult, error) {
 	if err := a.c.MarkInstalled(ctx, upd); err != nil {
 		return res, err
 	}
+	a.clearFailure()
 	a.report(upd, client.StateInstalled, nil)
 	fmt.Fprintf(a.stdout, "%s: installed %s %s\n", a.deviceID, upd.Name, upd.Version)
 	return res, nil

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -27,6 +29,11 @@ type fakeServer struct {
 	image   []byte
 	mu      sync.Mutex
 	reports []string
+	// endOnFailure makes the server act as tufota's does: a target a
+	// device reported as failed is no longer offered to it.
+	endOnFailure bool
+	ended        map[string]bool
+	offerTarget  string // when set, offered instead of the newest release
 }
 
 // publish adds a newer release and offers it.
@@ -59,14 +66,22 @@ func newFakeServer(t *testing.T) *fakeServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeServer{repo: repo}
+	f := &fakeServer{repo: repo, ended: map[string]bool{}}
 	f.publish(t, "1.2.0")
 	mux := http.NewServeMux()
 	mux.Handle("/tuf/", repo.Handler("/tuf/"))
 	mux.HandleFunc("GET /api/v1/device/update", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		target, version := f.target, f.version
+		if f.offerTarget != "" {
+			target, version = f.offerTarget, strings.Split(f.offerTarget, "/")[1]
+		}
+		ended := f.endOnFailure && f.ended[target]
 		f.mu.Unlock()
+		if ended {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 		if v := r.URL.Query().Get("version"); v != "" {
 			if c, _ := tufota.CompareVersions(version, v); c <= 0 {
 				w.WriteHeader(http.StatusNoContent)
@@ -80,6 +95,9 @@ func newFakeServer(t *testing.T) *fakeServer {
 		json.NewDecoder(r.Body).Decode(&rep)
 		f.mu.Lock()
 		f.reports = append(f.reports, rep["state"])
+		if rep["state"] == "failed" {
+			f.ended[rep["target"]] = true
+		}
 		f.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	})
@@ -253,5 +271,133 @@ func TestAgentTargetsURL(t *testing.T) {
 	defer mu.Unlock()
 	if cdnHits == 0 {
 		t.Fatal("the image did not come from --targets-url")
+	}
+}
+
+// TestAgentHelp: --help and -h print the usage and every flag on stdout and
+// succeed, and never show the token from the environment.
+func TestAgentHelp(t *testing.T) {
+	t.Parallel()
+	env := func(k string) string { return "secret-" + k }
+	for _, arg := range []string{"--help", "-h"} {
+		var out bytes.Buffer
+		if err := run(t.Context(), []string{arg}, env, &out); err != nil {
+			t.Fatalf("run(%s) = %v, want nil", arg, err)
+		}
+		help := out.String()
+		for _, flag := range []string{"Usage: tufota-agent", "-server", "-device-id", "-token", "-root", "-state-dir", "-hardware",
+			"-current-version", "-targets-url", "-ca-cert", "-install-path", "-installer", "-boot-attempts", "-health-cmd", "-once", "-poll", "-v"} {
+			if !strings.Contains(help, flag) {
+				t.Errorf("run(%s) output lacks %q:\n%s", arg, flag, help)
+			}
+		}
+		if strings.Contains(help, "secret-") {
+			t.Errorf("run(%s) printed a value from the environment:\n%s", arg, help)
+		}
+	}
+}
+
+// TestAgentHelpExitsZero runs the agent's main as a process: --help exits 0
+// with the flags on stdout; a bad flag exits 1.
+func TestAgentHelpExitsZero(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		arg  string
+		code int
+	}{{"--help", 0}, {"--bogus", 1}} {
+		cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "TUFOTA_AGENT_TEST_MAIN="+tt.arg)
+		out, err := cmd.Output()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tt.code {
+			t.Fatalf("tufota-agent %s exited %d, want %d (stdout %q)", tt.arg, code, tt.code, out)
+		}
+		if tt.code == 0 && !strings.Contains(string(out), "-state-dir") {
+			t.Fatalf("tufota-agent %s printed %q, want the flags", tt.arg, out)
+		}
+	}
+}
+
+// TestMain runs main instead of the tests when TUFOTA_AGENT_TEST_MAIN
+// names an argument (TestAgentHelpExitsZero's child process).
+func TestMain(m *testing.M) {
+	if arg := os.Getenv("TUFOTA_AGENT_TEST_MAIN"); arg != "" {
+		os.Args = []string{"tufota-agent", arg}
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestAgentSaysWhatFailed: after a failed download (or a refused check)
+// the server stops offering the update; the agent's next cycle says that
+// the update failed and why, not "up to date", until an update installs.
+func TestAgentSaysWhatFailed(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		break_  func(f *fakeServer) // makes the first cycle fail
+		repair  func(f *fakeServer)
+		wantErr string
+		wantOut string // in the second cycle's output
+	}{
+		{"tampered image", func(f *fakeServer) {
+			sum, _ := repofixtures.Hashes(f.image)
+			name := repofixtures.TargetFilePath(f.target, sum)
+			f.repo.SetFile(name, bytes.ToUpper(f.repo.File(name)))
+		}, func(f *fakeServer) {
+			sum, _ := repofixtures.Hashes(f.image)
+			f.repo.SetFile(repofixtures.TargetFilePath(f.target, sum), f.image)
+		}, "hash mismatch", "; the last update, pumpfw 1.2.0, failed at "},
+		{"offer not signed", func(f *fakeServer) {
+			f.offerTarget = "pumpfw/9.9.9/fw.bin"
+		}, func(f *fakeServer) {
+			f.offerTarget = ""
+		}, "not signed", "; the last update check failed at "},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFakeServer(t)
+			f.mu.Lock()
+			f.endOnFailure = true
+			tt.break_(f)
+			f.mu.Unlock()
+			dir := t.TempDir()
+			rootPath := filepath.Join(dir, "root.json")
+			if err := os.WriteFile(rootPath, f.repo.TrustedRoot(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"--server", f.srv.URL, "--device-id", "pump-1", "--token", "tok", "--root", rootPath,
+				"--state-dir", filepath.Join(dir, "state"), "--hardware", "pump-a", "--once"}
+			cycle := func() (string, error) {
+				var out bytes.Buffer
+				err := run(t.Context(), args, func(string) string { return "" }, &out)
+				return out.String(), err
+			}
+			if out, err := cycle(); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("first cycle = %q, %v; want an error with %q", out, err, tt.wantErr)
+			}
+			out, err := cycle()
+			if err != nil || strings.Contains(out, "up to date") || !strings.Contains(out, "pump-1: no update offered, running no firmware"+tt.wantOut) || !strings.Contains(out, tt.wantErr) {
+				t.Fatalf("cycle after the failure = %q, %v; want it to say the update failed (%s)", out, err, tt.wantErr)
+			}
+			// The operator fixes the release and offers it again.
+			f.mu.Lock()
+			tt.repair(f)
+			f.ended = map[string]bool{}
+			f.mu.Unlock()
+			if out, err := cycle(); err != nil || out != "pump-1: installed pumpfw 1.2.0\n" {
+				t.Fatalf("cycle after the repair = %q, %v", out, err)
+			}
+			if out, err := cycle(); err != nil || out != "pump-1: up to date (1.2.0)\n" {
+				t.Fatalf("last cycle = %q, %v", out, err)
+			}
+		})
 	}
 }

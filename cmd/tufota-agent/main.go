@@ -8,8 +8,12 @@
 //	tufota-agent --server URL --device-id ID --token TOKEN --root root.json \
 //	    --state-dir DIR --hardware HW [--current-version V] [--targets-url BASE] [--once | --poll 5m]
 //
-// The token may also come from TUFOTA_DEVICE_TOKEN, and the server from
-// TUFOTA_SERVER.
+// The token may also come from TUFOTA_DEVICE_TOKEN, the server from
+// TUFOTA_SERVER and the targets URL from TUFOTA_TARGETS_URL (never shown by
+// --help). --help prints every flag and exits 0. When the last update failed
+// (a download, install or verification refused it) and the server no longer
+// offers it, each cycle says so, naming the error, instead of "up to date",
+// until an update installs; the record is STATE-DIR/last-failure.json.
 package main
 
 import (
