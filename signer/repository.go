@@ -128,6 +128,9 @@ type Repository struct {
 	log    *slog.Logger
 	locker Locker
 	sem    chan struct{} // in-process writer lock, usable with a context
+	// staging holds the staged keys of the uploads in progress in this
+	// process, which SweepStaging never removes.
+	staging liveKeys
 }
 
 // NewRepository returns a repository over blobs. It does no I/O.
