@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -326,6 +327,12 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		return err
 	}
 	defer d.Close()
+	// Unlocking each file key ran scrypt, which allocates 64 MiB at a time:
+	// the garbage collector's heap goal grew to about twice that, and an
+	// idle server allocates too little to bring it down again, so the
+	// runtime kept ~130 MiB it no longer uses (idle RSS 178 MiB). Collect
+	// now and give the memory back.
+	debug.FreeOSMemory()
 	// Sweep staging/ at start and then periodically, on every replica (each
 	// knows its own uploads in progress); stopped before d closes.
 	sweepCtx, stopSweep := context.WithCancel(ctx)
