@@ -7,6 +7,8 @@
 #   make lint       gofmt, go vet, staticcheck, gosec (tools pinned, cached)
 #   make fuzz       every FuzzXxx for FUZZTIME each (default 20000x: a count of executions)
 #   make bench      every benchmark once
+#   make bench-run  bench/run: tufota against nginx, openssl, dd and curl on loopback;
+#                   writes bench/results.md and bench/results.json (BENCH_* settings, see bench/run)
 #   make fixtures   regenerate repo-fixtures/ and every package's golden files (-update)
 #
 # Cache: $(TUFOTA_CACHE) (tools, the MinIO binary). Variables you may set:
@@ -24,7 +26,7 @@ BENCHFLAGS ?= -benchmem -count=1
 
 export TUFOTA_CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/tufota
 
-.PHONY: build test test-short testenv-install lint fuzz bench fixtures clean
+.PHONY: build test test-short testenv-install lint fuzz bench bench-run fixtures clean
 
 build:
 	$(GO) build ./...
@@ -48,6 +50,9 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . $(BENCHFLAGS) $(PKGS)
+
+bench-run:
+	bench/run
 
 # The TUF test repositories (repo-fixtures/gen), then the golden files of every
 # other package whose tests take -update (-short: golden files need no services).

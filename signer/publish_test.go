@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -342,9 +342,9 @@ func TestStage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Stage of exactly maxBytes: %v", err)
 	}
-	s256, s512 := sha256.Sum256(data), sha512.Sum512(data)
-	if s.Length != int64(len(data)) || s.SHA256 != hex.EncodeToString(s256[:]) || s.SHA512 != hex.EncodeToString(s512[:]) {
-		t.Fatalf("Staged = %+v, wrong length or hashes", s)
+	s256 := sha256.Sum256(data)
+	if s.Length != int64(len(data)) || s.SHA256 != hex.EncodeToString(s256[:]) || s.SHA512 != "" {
+		t.Fatalf("Staged = %+v, wrong length or hashes (SHA-512 is not computed: TUF signs SHA-256)", s)
 	}
 	if !strings.HasPrefix(s.Key, StagingPrefix) {
 		t.Fatalf("staged key %q not under %s", s.Key, StagingPrefix)
@@ -395,6 +395,46 @@ func TestStage(t *testing.T) {
 	}
 	if left, _ := blobs.List(ctx, StagingPrefix); len(left) != 0 {
 		t.Fatalf("failed Stage calls left %v", left)
+	}
+}
+
+// TestStagePipelineBoundaries stages files around the pipeline's buffer
+// sizes, read from sources that return short reads, and checks bytes,
+// length and SHA-256 of each, and the size limit at a buffer boundary.
+func TestStagePipelineBoundaries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	repo, blobs, _, _ := newRepo(t)
+	sizes := []int{1, stageChunk - 1, stageChunk, stageChunk + 1, stageChunk * stageDepth, stageChunk*stageDepth + 1, 3*stageChunk*stageDepth + 12345}
+	for _, size := range sizes {
+		for _, short := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%d/short=%v", size, short), func(t *testing.T) {
+				data := make([]byte, size)
+				for i := range data {
+					data[i] = byte(i*7 + i>>9)
+				}
+				var src io.Reader = bytes.NewReader(data)
+				if short {
+					src = iotest.HalfReader(src)
+					src = io.LimitReader(src, int64(size)) // no WriterTo shortcut
+				}
+				s, err := repo.Stage(ctx, src, int64(size))
+				if err != nil {
+					t.Fatalf("Stage: %v", err)
+				}
+				sum := sha256.Sum256(data)
+				if s.Length != int64(size) || s.SHA256 != hex.EncodeToString(sum[:]) {
+					t.Fatalf("Staged = %+v, want length %d sha256 %x", s, size, sum)
+				}
+				if got := readBlob(t, blobs, s.Key); !bytes.Equal(got, data) {
+					t.Fatal("staged bytes differ")
+				}
+				if size > 1 {
+					_, err := repo.Stage(ctx, bytes.NewReader(data), int64(size-1))
+					wantCode(t, err, tufota.ETooLarge)
+				}
+			})
+		}
 	}
 }
 

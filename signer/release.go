@@ -73,12 +73,14 @@ func (p PushRequest) Validate() error {
 
 // Release is a firmware image signed into the TUF targets metadata.
 type Release struct {
-	Name               string   `json:"name"`
-	Version            string   `json:"version"`
-	TargetPath         string   `json:"target_path"`
-	Length             int64    `json:"length"`
-	SHA256             string   `json:"sha256"`
-	SHA512             string   `json:"sha512"`
+	Name       string `json:"name"`
+	Version    string `json:"version"`
+	TargetPath string `json:"target_path"`
+	Length     int64  `json:"length"`
+	SHA256     string `json:"sha256"`
+	// SHA512 is recorded only for releases pushed before tufota stopped
+	// hashing what TUF does not sign (see Staged); empty otherwise.
+	SHA512             string   `json:"sha512,omitempty"`
 	Hardware           []string `json:"hardware"`
 	Notes              string   `json:"notes,omitempty"`
 	AllowDowngradeFrom []string `json:"allow_downgrade_from,omitempty"`
@@ -214,7 +216,11 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	if err != nil {
 		return Release{}, fmt.Errorf("push %s: %w", ref, err)
 	}
-	staged, err := r.repo.Stage(ctx, body, maxBytes)
+	// The staged keys stay live (SweepStaging leaves them) until the
+	// push is over: published, pending (its row names them) or discarded.
+	// Deferred first, so it runs after the discards below.
+	staged, unhold, err := r.repo.stageLive(ctx, body, maxBytes)
+	defer unhold()
 	if err != nil {
 		return Release{}, fmt.Errorf("push %s: %w", ref, err)
 	}
@@ -226,7 +232,8 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	}()
 	var sbomTarget *Target
 	if sbom != nil {
-		st, err := r.repo.Stage(ctx, bytes.NewReader(o.sbom), MaxSBOMBytes)
+		st, unholdSBOM, err := r.repo.stageLive(ctx, bytes.NewReader(o.sbom), MaxSBOMBytes)
+		defer unholdSBOM()
 		if err != nil {
 			return Release{}, fmt.Errorf("push %s: SBOM: %w", ref, err)
 		}

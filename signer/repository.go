@@ -143,6 +143,9 @@ type Repository struct {
 	sem    chan struct{} // in-process writer lock, usable with a context
 	writes watchers      // told of every metadata file written
 	hook   func(step string) error
+	// staging holds the staged keys of the uploads in progress in this
+	// process, which SweepStaging never removes.
+	staging liveKeys
 }
 
 // step runs the step hook (WithStepHook), if any, before a durable step.

@@ -12,7 +12,9 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/tufota/tufota"
 )
@@ -44,11 +46,16 @@ const copyChunk = 256 << 10
 type File struct {
 	dir  string
 	root *os.Root
+	// temps names the temporary files of the Puts in progress, which
+	// SweepIncomplete never removes.
+	mu    sync.Mutex
+	temps map[string]bool
 }
 
 var (
-	_ Blobs = (*File)(nil)
-	_ Mover = (*File)(nil)
+	_ Blobs   = (*File)(nil)
+	_ Mover   = (*File)(nil)
+	_ Sweeper = (*File)(nil)
 )
 
 // NewFile opens (creating it if needed) the directory dir as a blob store.
@@ -64,7 +71,7 @@ func NewFile(dir string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("file blob store: %w", err)
 	}
-	return &File{dir: dir, root: root}, nil
+	return &File{dir: dir, root: root, temps: make(map[string]bool)}, nil
 }
 
 // Dir returns the directory the store was opened on.
@@ -93,6 +100,7 @@ func (f *File) Put(ctx context.Context, key string, r io.Reader) (int64, error) 
 	if err != nil {
 		return 0, fileErr("put", key, err)
 	}
+	defer f.untrack(tmp) // after the rename or the removal below
 	n, err := f.writeTemp(ctx, tf, r)
 	if err == nil {
 		err = f.root.Rename(tmp, key)
@@ -127,13 +135,94 @@ func (f *File) createTemp(dir string) (string, *os.File, error) {
 		var b [12]byte
 		_, _ = rand.Read(b[:])
 		name := path.Join(dir, tempPrefix+hex.EncodeToString(b[:]))
+		// Tracked before the file exists, so that SweepIncomplete never
+		// sees it untracked while this Put runs.
+		f.track(name)
 		tf, err := f.root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			f.untrack(name)
+		}
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
 		return name, tf, err
 	}
 	return "", nil, errors.New("cannot create a unique temporary file")
+}
+
+func (f *File) track(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.temps[name] = true
+}
+
+func (f *File) untrack(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.temps, name)
+}
+
+func (f *File) tracked(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.temps[name]
+}
+
+// SweepIncomplete removes the temporary files that Puts killed before
+// they finished left in the folder prefix ("" for the whole store) and
+// below it, last modified before before; never those of a Put in progress
+// in this process. A missing folder holds nothing to sweep.
+func (f *File) SweepIncomplete(ctx context.Context, prefix string, before time.Time) (int, error) {
+	start := "."
+	if prefix != "" {
+		start = strings.TrimSuffix(prefix, "/")
+		if !strings.HasSuffix(prefix, "/") || ValidKey(start) != nil {
+			return 0, tufota.Errorf(tufota.EInvalid, "sweep %q: want \"\" or a folder ending in \"/\"", prefix)
+		}
+	}
+	removed := 0
+	err := fs.WalkDir(f.root.FS(), start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == start && isNotFound(err) {
+				return fs.SkipAll
+			}
+			if isNotFound(err) { // removed while we walked
+				return nil
+			}
+			return err
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if d.IsDir() || !d.Type().IsRegular() || !strings.HasPrefix(d.Name(), tempPrefix) || f.tracked(p) {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			if isNotFound(err) {
+				return nil
+			}
+			return err
+		}
+		if !fi.ModTime().Before(before) {
+			return nil
+		}
+		if err := f.root.Remove(p); err != nil && !isNotFound(err) {
+			return err
+		}
+		removed++
+		return nil
+	})
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return removed, fmt.Errorf("sweep %q: %w", prefix, cerr)
+		}
+		if isNotDir(err) {
+			return removed, nil // the folder is a blob
+		}
+		return removed, fileErr("sweep", prefix, err)
+	}
+	return removed, nil
 }
 
 // writeTemp copies r into tf in chunks, checking ctx between them, then syncs

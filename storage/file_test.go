@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/storage"
@@ -124,5 +125,48 @@ func TestFileCrashLeftovers(t *testing.T) {
 	infos, err := f.List(ctx, "")
 	if err != nil || len(infos) != 0 {
 		t.Fatalf("List = %+v, %v; want no blobs", infos, err)
+	}
+}
+
+// TestFileSweepIncomplete: temporary files that killed Puts left are
+// removed under the swept folder once older than the bound; younger ones,
+// other folders' and blobs stay.
+func TestFileSweepIncomplete(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, dir := newFile(t)
+	if _, err := f.Put(ctx, "staging/blob", strings.NewReader("kept")); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	write := func(rel string, mtime time.Time) string {
+		t.Helper()
+		p := filepath.Join(dir, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	gone := []string{write("staging/.tufota-tmp-aa", old), write("staging/sub/.tufota-tmp-bb", old)}
+	kept := []string{write("staging/.tufota-tmp-young", time.Now()), write("metadata/.tufota-tmp-cc", old), filepath.Join(dir, "staging", "blob")}
+	n, err := f.SweepIncomplete(ctx, "staging/", time.Now().Add(-time.Hour))
+	if err != nil || n != len(gone) {
+		t.Fatalf("SweepIncomplete = %d, %v; want %d, nil", n, err, len(gone))
+	}
+	for _, p := range gone {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after the sweep: %v, want it removed", p, err)
+		}
+	}
+	for _, p := range kept {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s after the sweep: %v, want it kept", p, err)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -93,11 +94,16 @@ type S3 struct {
 	prefix   string // "" or ending in "/"
 	sse      encrypt.ServerSide
 	partSize uint64
+	// puts counts the Puts in progress per key, whose incomplete uploads
+	// SweepIncomplete never aborts.
+	mu   sync.Mutex
+	puts map[string]int
 }
 
 var (
-	_ Blobs = (*S3)(nil)
-	_ Mover = (*S3)(nil)
+	_ Blobs   = (*S3)(nil)
+	_ Mover   = (*S3)(nil)
+	_ Sweeper = (*S3)(nil)
 )
 
 // NewS3 connects to the bucket described by cfg and checks that it exists
@@ -159,7 +165,7 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, tufota.Errorf(tufota.EInvalid, "s3 blob store: %w", err)
 	}
-	s := &S3{client: client, bucket: cfg.Bucket, prefix: prefix, sse: sse, partSize: partSize}
+	s := &S3{client: client, bucket: cfg.Bucket, prefix: prefix, sse: sse, partSize: partSize, puts: make(map[string]int)}
 	exists, err := client.BucketExists(ctx, cfg.Bucket)
 	if err != nil {
 		return nil, s3Err("check bucket", cfg.Bucket, err)
@@ -214,6 +220,16 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("put %q: %w", key, err)
 	}
+	s.mu.Lock()
+	s.puts[key]++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.puts[key]--; s.puts[key] <= 0 {
+			delete(s.puts, key)
+		}
+	}()
 	src := &ctxReader{ctx: ctx, r: r}
 	head, err := io.ReadAll(io.LimitReader(src, s3SmallPut+1))
 	if err != nil {
@@ -238,6 +254,43 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader) (int64, error) {
 		return 0, s3Err("put", key, err)
 	}
 	return info.Size, nil
+}
+
+// SweepIncomplete aborts the incomplete multipart uploads under the folder
+// prefix ("" for the whole store) initiated before before, except those of
+// a Put in progress in this process. AWS S3 lists them by prefix; MinIO
+// lists incomplete uploads only for an exact object name, so there it finds
+// none, and MinIO's own expiry of stale uploads (api stale_uploads_expiry,
+// 24 hours by default) reclaims them instead. On AWS a lifecycle rule
+// AbortIncompleteMultipartUpload does the same for uploads of crashed
+// processes whatever the prefix.
+func (s *S3) SweepIncomplete(ctx context.Context, prefix string, before time.Time) (int, error) {
+	if prefix != "" && (!strings.HasSuffix(prefix, "/") || ValidKey(strings.TrimSuffix(prefix, "/")) != nil) {
+		return 0, tufota.Errorf(tufota.EInvalid, "sweep %q: want \"\" or a folder ending in \"/\"", prefix)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the listing goroutine if we return early
+	removed := 0
+	for u := range s.client.ListIncompleteUploads(ctx, s.bucket, s.prefix+prefix, true) {
+		if u.Err != nil {
+			return removed, s3Err("sweep", prefix, u.Err)
+		}
+		key := strings.TrimPrefix(u.Key, s.prefix)
+		s.mu.Lock()
+		live := s.puts[key] > 0
+		s.mu.Unlock()
+		if live || !u.Initiated.Before(before) {
+			continue
+		}
+		if err := (minio.Core{Client: s.client}).AbortMultipartUpload(ctx, s.bucket, u.Key, u.UploadID); err != nil && minio.ToErrorResponse(err).Code != "NoSuchUpload" {
+			return removed, s3Err("sweep", key, err)
+		}
+		removed++
+	}
+	if err := ctx.Err(); err != nil {
+		return removed, fmt.Errorf("sweep %q: %w", prefix, err)
+	}
+	return removed, nil
 }
 
 // ctxReader fails reads once ctx is done and remembers the source's own

@@ -56,6 +56,18 @@ type Mover interface {
 	Move(ctx context.Context, from, to string) error
 }
 
+// Sweeper is an optional upgrade of Blobs: SweepIncomplete removes what
+// Puts that never finished (a crash, a kill) left under prefix, "" or a
+// folder ending in "/": the File store's temporary files, S3's incomplete
+// multipart uploads. Such leftovers are invisible to List and Stat. It never
+// removes the leftovers of a Put still running in this process, nor any
+// started (S3) or last written (File) at or after before, which keeps a Put
+// running in another process safe as long as before is further back than
+// that Put's longest pause. It returns how many it removed.
+type Sweeper interface {
+	SweepIncomplete(ctx context.Context, prefix string, before time.Time) (int, error)
+}
+
 // ValidKey checks that key is a clean relative slash path: not empty, no
 // leading or trailing slash, no empty, "." or ".." segment, no backslash or
 // NUL, at most 1024 bytes.

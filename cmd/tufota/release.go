@@ -216,7 +216,9 @@ func printRelease(w io.Writer, r signer.Release) {
 	row(w, "Target:", r.TargetPath)
 	row(w, "Length:", fmt.Sprintf("%d (%s)", r.Length, humanBytes(r.Length)))
 	row(w, "SHA-256:", r.SHA256)
-	row(w, "SHA-512:", r.SHA512)
+	if r.SHA512 != "" { // only releases pushed before SHA-512 was dropped (TUF signs SHA-256)
+		row(w, "SHA-512:", r.SHA512)
+	}
 	row(w, "Hardware:", strings.Join(r.Hardware, ", "))
 	if len(r.AllowDowngradeFrom) > 0 {
 		row(w, "Downgrade from:", strings.Join(r.AllowDowngradeFrom, ", "))

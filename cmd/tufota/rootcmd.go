@@ -430,7 +430,9 @@ func (a *app) releaseSignCommand() *cobra.Command {
 			row(w, "Target:", tf.Path)
 			row(w, "Length:", fmt.Sprintf("%d (%s)", tf.Length, humanBytes(tf.Length)))
 			row(w, "SHA-256:", hex.EncodeToString(tf.Hashes["sha256"]))
-			row(w, "SHA-512:", p.Release.SHA512+" (server-reported; TUF signs SHA-256)")
+			if p.Release.SHA512 != "" {
+				row(w, "SHA-512:", p.Release.SHA512+" (server-reported; TUF signs SHA-256)")
+			}
 			row(w, "Hardware:", strings.Join(custom.Tufota.Hardware, ", "))
 			if p.Release.SBOM != nil {
 				sb, ok := signed.Targets[p.Release.SBOM.Path]

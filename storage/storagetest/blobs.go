@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/storage"
@@ -44,6 +45,7 @@ func RunBlobs(t *testing.T, newStore func(t *testing.T) storage.Blobs) {
 		{"ConcurrentPuts", testConcurrentPuts},
 		{"Move", testMove},
 		{"LargeStreamed", testLargeStreamed},
+		{"SweepIncomplete", testSweepIncomplete},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -625,5 +627,55 @@ func testLargeStreamed(t *testing.T, s storage.Blobs) {
 	wantTail, _ := io.ReadAll(ref)
 	if !bytes.Equal(tail, wantTail) {
 		t.Fatalf("tail read through Seek differs from what was written")
+	}
+}
+
+// testSweepIncomplete checks a storage.Sweeper: a sweep never touches a Put
+// in progress in this process (even with a bound in the future), nor a
+// finished blob, and refuses a prefix that is not a folder. Stores without
+// the upgrade skip it.
+func testSweepIncomplete(t *testing.T, s storage.Blobs) {
+	sw, ok := s.(storage.Sweeper)
+	if !ok {
+		t.Skip("store does not implement storage.Sweeper")
+	}
+	ctx := context.Background()
+	for _, bad := range []string{"staging", "staging//", "../x/", "a/./b/"} {
+		if _, err := sw.SweepIncomplete(ctx, bad, time.Now()); !errors.Is(err, tufota.ErrInvalid) {
+			t.Errorf("SweepIncomplete(%q) = %v, want tufota.ErrInvalid", bad, err)
+		}
+	}
+	if n, err := sw.SweepIncomplete(ctx, "nothing-here/", time.Now()); err != nil || n != 0 {
+		t.Fatalf("SweepIncomplete of an empty folder = %d, %v; want 0, nil", n, err)
+	}
+	put(t, s, "staging/done", []byte("finished"))
+	// Large enough to be a multipart upload on S3.
+	const size = 12 << 20
+	data := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	g := &gatedReader{first: data[:size/2+1], rest: data[size/2+1:], reached: make(chan struct{}), release: make(chan struct{})}
+	putErr := make(chan error, 1)
+	go func() {
+		_, err := s.Put(ctx, "staging/live", g)
+		putErr <- err
+	}()
+	<-g.reached
+	future := time.Now().Add(24 * time.Hour)
+	for range 3 {
+		if _, err := sw.SweepIncomplete(ctx, "staging/", future); err != nil {
+			t.Fatalf("SweepIncomplete during a Put: %v", err)
+		}
+		if _, err := sw.SweepIncomplete(ctx, "", future); err != nil {
+			t.Fatalf("SweepIncomplete of the whole store during a Put: %v", err)
+		}
+	}
+	close(g.release)
+	if err := <-putErr; err != nil {
+		t.Fatalf("a Put swept over failed: %v", err)
+	}
+	if got := get(t, s, "staging/live"); !bytes.Equal(got, data) {
+		t.Fatal("a Put swept over stored other bytes")
+	}
+	if got := get(t, s, "staging/done"); string(got) != "finished" {
+		t.Fatalf("a finished blob after sweeps = %q", got)
 	}
 }
