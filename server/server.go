@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -66,6 +67,10 @@ type Config struct {
 	// RequireSBOM refuses a release push without an SBOM part (EInvalid),
 	// before anything is staged.
 	RequireSBOM bool
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client; from anyone else the header is ignored and the source of
+	// a request is its peer address (clientip.go).
+	TrustedProxies []netip.Prefix
 	// MaxUploadBytes bounds one firmware image (default 2 GiB).
 	MaxUploadBytes int64
 	Logger         *slog.Logger
@@ -120,6 +125,7 @@ func New(cfg Config) (*Server, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	e.IPExtractor = clientIP(cfg.TrustedProxies)
 	e.Use(s.recoverer, s.securityHeaders)
 	s.register(e)
 	s.echo = e

@@ -211,6 +211,7 @@ type serverOptions struct {
 	auditArchive    string
 	auditRetention  time.Duration
 	requireSBOM     bool
+	trustedProxies  []string
 }
 
 func (a *app) serverCommand() *cobra.Command {
@@ -255,6 +256,7 @@ func (a *app) serverCommand() *cobra.Command {
 	f.StringVar(&o.targetsURL, "targets-url", "", "base URL (S3 bucket or CDN) that devices fetch target bytes from: /tuf/targets/P answers 307 to BASE/targets/P; metadata stays here")
 	f.StringVar(&o.auditArchive, "audit-archive", "", "write every signed audit checkpoint once to this write-once store: s3://BUCKET/PREFIX?endpoint=...&object-lock=compliance[&retention=2196d] (S3 Object Lock, compliance mode)")
 	f.DurationVar(&o.auditRetention, "audit-retention", audit.DefaultRetention, "how long audit records must be kept (at least six years, HIPAA); the retention of --audit-archive objects when its URL names none")
+	f.StringArrayVar(&o.trustedProxies, "trusted-proxy", nil, "CIDR of a reverse proxy or load balancer whose X-Forwarded-For names the client (repeatable); without it the audit source is the peer address and the header is ignored")
 	f.StringVar(&o.urlFile, "url-file", "", "write the server's URL to this file once it listens (for scripts and tests; use with --addr 127.0.0.1:0)")
 	_ = cmd.MarkFlagRequired("dir")
 	return cmd
@@ -360,6 +362,10 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		}
 		tlsConfig = server.TLSConfig(cert, clientCAs)
 	}
+	proxies, err := parseTrustedProxies(o.trustedProxies)
+	if err != nil {
+		return err
+	}
 	srvCfg := server.Config{
 		Blobs:           d.blobs,
 		DB:              d.db,
@@ -374,6 +380,7 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		RefreshMargin:   o.refreshMargin,
 		MaxUploadBytes:  o.maxUpload,
 		RequireSBOM:     o.requireSBOM,
+		TrustedProxies:  proxies,
 		Logger:          log,
 	}
 	if o.targetsURL != "" {
