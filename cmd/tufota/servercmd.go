@@ -305,6 +305,9 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 	if o.leasePeriod < 3*time.Second {
 		return tufota.Errorf(tufota.EInvalid, "server: --lease-period %v is too short (at least 3s)", o.leasePeriod)
 	}
+	if o.auditRetention < audit.DefaultRetention { // before the data dir is locked, like every flag check
+		return tufota.Errorf(tufota.EInvalid, "server: --audit-retention %s is shorter than the six-year minimum", o.auditRetention)
+	}
 	auditOpts := []audit.Option{audit.WithRetention(o.auditRetention)}
 	if o.auditArchive != "" {
 		archive, err := a.openAuditArchive(ctx, o.auditArchive, o.auditRetention)
@@ -316,6 +319,11 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		}
 		auditOpts = append(auditOpts, audit.WithArchive(archive))
 	}
+	unlock, err := lockDataDir(dir, time.Now())
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	d, err := a.openRepo(ctx, dir, log, alerts, auditOpts...)
 	if err != nil {
 		return err
