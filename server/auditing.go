@@ -80,7 +80,7 @@ func outcomeOf(err error) string {
 		return audit.OutcomeDenied
 	case errors.As(err, &he) && he.Code < 500:
 		return audit.OutcomeFailed
-	case code == tufota.EInternal || code == tufota.EUnavailable:
+	case code == tufota.EInternal || code == tufota.EUnavailable || code == tufota.ENoSpace:
 		return audit.OutcomeError
 	default:
 		return audit.OutcomeFailed

@@ -39,6 +39,13 @@ type testServer struct {
 
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
+	return newTestServerWith(t, nil)
+}
+
+// newTestServerWith is newTestServer with the blob store passed through
+// wrap (when not nil), e.g. to inject faults.
+func newTestServerWith(t *testing.T, wrap func(storage.Blobs) storage.Blobs) *testServer {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	pass := []byte("test passphrase")
@@ -50,9 +57,13 @@ func newTestServer(t *testing.T) *testServer {
 		return sv
 	}
 	root, targets, snapshot, timestamp := key("root"), key("targets"), key("snapshot"), key("timestamp")
+	var blobs storage.Blobs
 	blobs, err := storage.NewFile(filepath.Join(dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if wrap != nil {
+		blobs = wrap(blobs)
 	}
 	db, err := storage.OpenDB(ctx, "sqlite:"+filepath.Join(dir, "state.db"))
 	if err != nil {
