@@ -126,7 +126,7 @@ func New(cfg Config) (*Server, error) {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 	e.IPExtractor = clientIP(cfg.TrustedProxies)
-	e.Use(s.recoverer, s.securityHeaders)
+	e.Use(s.recoverer, s.securityHeaders, limitRanges)
 	s.register(e)
 	s.echo = e
 	return s, nil
