@@ -95,7 +95,9 @@ func (s *Server) record(ctx context.Context, e audit.Entry) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if _, err := s.cfg.Audit.Append(ctx, e); err != nil {
+	// A refused request may carry bytes the log refuses (a NUL in a
+	// release name or device ID): record it escaped rather than lose it.
+	if _, err := s.cfg.Audit.Append(ctx, audit.Escape(e)); err != nil {
 		s.log.Error("AUDIT APPEND FAILED", slog.String("action", e.Action), slog.String("actor", e.Actor), slog.String("object", e.Object), slog.Any("err", err))
 	}
 }
