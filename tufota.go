@@ -23,6 +23,7 @@ const (
 	EForbidden    Code = "forbidden"    // valid credentials, not allowed
 	ETooLarge     Code = "too_large"    // the body or upload exceeds a limit
 	EUnavailable  Code = "unavailable"  // a dependency (storage, database) is down; retry later
+	ENoSpace      Code = "no_space"     // the blob store or the database is full; retrying does not help until space is freed
 )
 
 // Sentinel errors for errors.Is. Any *Error with the same code matches them.
@@ -34,6 +35,7 @@ var (
 	ErrForbidden    = &Error{Code: EForbidden}
 	ErrTooLarge     = &Error{Code: ETooLarge}
 	ErrUnavailable  = &Error{Code: EUnavailable}
+	ErrNoSpace      = &Error{Code: ENoSpace}
 )
 
 // Error is tufota's error type: a code, a message a caller can act on, and

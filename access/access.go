@@ -104,12 +104,13 @@ type NewToken struct {
 	Name     string
 	Role     Role
 	DeviceID string        // required for RoleDevice, refused otherwise
-	TTL      time.Duration // 0: never expires
+	TTL      time.Duration // 0: the role's DefaultLifetime; at most its MaxLifetime
 	Scope    string        // JSON scope of an enrollment token
 }
 
 // Create makes a token and returns its secret, which is not stored and cannot
-// be recovered. actor is recorded as the creator.
+// be recovered. actor is recorded as the creator. Every token expires: a
+// lifetime above the role's MaxLifetime fails with EInvalid.
 func (t *Tokens) Create(ctx context.Context, q storage.Querier, n NewToken, actor string) (secret string, tok Token, err error) {
 	if q == nil {
 		q = t.db
@@ -125,8 +126,9 @@ func (t *Tokens) Create(ctx context.Context, q storage.Querier, n NewToken, acto
 		return "", Token{}, tufota.Errorf(tufota.EInvalid, "a device token needs a device ID")
 	case n.Role != RoleDevice && n.DeviceID != "":
 		return "", Token{}, tufota.Errorf(tufota.EInvalid, "only device tokens carry a device ID")
-	case n.TTL < 0:
-		return "", Token{}, tufota.Errorf(tufota.EInvalid, "token lifetime %s is negative", n.TTL)
+	}
+	if n.TTL, err = checkLifetime(n.Role, n.TTL); err != nil {
+		return "", Token{}, err
 	}
 	id, err := randomHex(idBytes)
 	if err != nil {

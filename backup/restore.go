@@ -220,6 +220,15 @@ func (b *Backup) RestoreState(ctx context.Context, db *storage.DB, blobs storage
 	if err := CheckEmpty(ctx, db, blobs); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
+	if err := b.loadDB(ctx, db); err != nil {
+		return err
+	}
+	return b.restoreBlobs(ctx, blobs)
+}
+
+// loadDB loads the dumped tables into the empty database db in one
+// transaction. It refuses a backup whose schema is newer than db's.
+func (b *Backup) loadDB(ctx context.Context, db *storage.DB) error {
 	var schema int64
 	if err := db.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&schema); err != nil {
 		return fmt.Errorf("restore: read schema version: %w", err)
@@ -247,6 +256,11 @@ func (b *Backup) RestoreState(ctx context.Context, db *storage.DB, blobs storage
 	if err != nil {
 		return fmt.Errorf("restore database: %w", err)
 	}
+	return nil
+}
+
+// restoreBlobs copies the backup's blobs into the empty store blobs.
+func (b *Backup) restoreBlobs(ctx context.Context, blobs storage.Blobs) error {
 	// Blobs: targets and everything else first, then metadata in an order
 	// that keeps the repository valid (timestamp.json last).
 	var blobFiles []FileInfo

@@ -19,7 +19,8 @@ import (
 
 // RegisterDevice adds a device, or updates the hardware, version,
 // attributes and tags of a registered one (what it runs and what it was
-// assigned are kept). Errors: EInvalid for a bad device or actor.
+// assigned are kept). Errors: EInvalid for a bad device or actor;
+// EConflict when the ID differs only in case from a registered one.
 func (s *Service) RegisterDevice(ctx context.Context, d Device, actor string) error {
 	if err := checkActor(actor); err != nil {
 		return err
@@ -29,10 +30,21 @@ func (s *Service) RegisterDevice(ctx context.Context, d Device, actor string) er
 	}
 	now := nanos(s.clock())
 	err := s.db.Tx(ctx, func(tx *storage.Tx) error {
+		// Device IDs are unique without regard to case: DEV1 beside dev1
+		// would be two devices that people, certificates and tools take
+		// for one.
+		var other string
+		err := tx.QueryRow(ctx, `SELECT id FROM devices WHERE lower(id) = lower(?) AND id <> ? LIMIT 1`, d.ID, d.ID).Scan(&other)
+		switch {
+		case err == nil:
+			return tufota.Errorf(tufota.EConflict, "device %s is already registered as %s; device IDs are compared without regard to case", d.ID, other)
+		case !errors.Is(err, tufota.ErrNotFound):
+			return err
+		}
 		if _, err := tx.Exec(ctx, `INSERT INTO devices (id, hardware, current_version, attrs, created_at, created_by, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET hardware = excluded.hardware, current_version = excluded.current_version,
-			attrs = excluded.attrs, updated_at = excluded.updated_at`,
+			VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET hardware = excluded.hardware, current_version = excluded.current_version,
+				attrs = excluded.attrs, updated_at = excluded.updated_at`,
 			d.ID, d.Hardware, d.Version, encodeAttrs(d), now, actor, now); err != nil {
 			return err
 		}

@@ -32,7 +32,9 @@ const (
 	alertSignatureHeader      = "X-Tufota-Signature"
 	alertTimestampHeader      = "X-Tufota-Timestamp"
 	authFailureAlertThreshold = 5
+	authFailureFloodThreshold = 200
 	authFailureWindow         = 5 * time.Minute
+	maxFailureSources         = 10000
 )
 
 // Alerter posts alerts to a webhook, signed with HMAC-SHA256 over
@@ -48,8 +50,8 @@ type Alerter struct {
 	wg     sync.WaitGroup
 
 	mu       sync.Mutex
-	failures map[string][]time.Time // source → recent auth failures
-	alerted  map[string]time.Time   // dedupe key → last alert
+	failures *failureLog          // source → recent auth failures, bounded
+	alerted  map[string]time.Time // dedupe key → last alert (offline roles)
 }
 
 // NewAlerter returns an Alerter for url. An empty secret is refused: alerts
@@ -65,7 +67,7 @@ func NewAlerter(url string, secret []byte, hc *http.Client, log *slog.Logger) (*
 		log = slog.Default()
 	}
 	return &Alerter{url: url, secret: secret, http: hc, log: log, now: time.Now,
-		failures: map[string][]time.Time{}, alerted: map[string]time.Time{}}, nil
+		failures: newFailureLog(maxFailureSources), alerted: map[string]time.Time{}}, nil
 }
 
 // SignAlert returns the signature header value for a body sent at ts.
@@ -147,26 +149,26 @@ func (a *Alerter) once(key string, every time.Duration) bool {
 }
 
 // AuthFailure counts an authentication failure from source and alerts
-// when a source fails repeatedly within the window.
+// when a source fails repeatedly within the window (IPv6 sources count per
+// /64, which one host can rotate within), and when failures from all
+// sources together exceed authFailureFloodThreshold within the window (many
+// sources, each below the threshold). What it remembers is bounded
+// (failurelog.go), whatever the number of sources.
 func (a *Alerter) AuthFailure(source, reason string) {
 	if a == nil {
 		return
 	}
+	key := failureKey(source)
 	a.mu.Lock()
-	now := a.now()
-	recent := a.failures[source][:0]
-	for _, t := range a.failures[source] {
-		if now.Sub(t) < authFailureWindow {
-			recent = append(recent, t)
-		}
-	}
-	recent = append(recent, now)
-	a.failures[source] = recent
-	n := len(recent)
+	n, alertSource, total, alertFlood := a.failures.add(key, a.now())
 	a.mu.Unlock()
-	if n >= authFailureAlertThreshold && a.once("auth:"+source, authFailureWindow) {
-		a.Send(Alert{Kind: AlertAuthFailures, Message: fmt.Sprintf("%d authentication failures from %s within %s", n, source, authFailureWindow),
-			Details: map[string]string{"source": source, "last_reason": reason}})
+	if alertSource {
+		a.Send(Alert{Kind: AlertAuthFailures, Message: fmt.Sprintf("%d authentication failures from %s within %s", n, key, authFailureWindow),
+			Details: map[string]string{"source": key, "last_reason": reason}})
+	}
+	if alertFlood {
+		a.Send(Alert{Kind: AlertAuthFailures, Message: fmt.Sprintf("%d authentication failures from many sources within %s", total, authFailureWindow),
+			Details: map[string]string{"source": "*", "last_source": key, "last_reason": reason}})
 	}
 }
 

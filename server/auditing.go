@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/http"
 	"time"
 
@@ -86,7 +87,7 @@ func outcomeOf(err error) string {
 		return audit.OutcomeDenied
 	case errors.As(err, &he) && he.Code < 500:
 		return audit.OutcomeFailed
-	case code == tufota.EInternal || code == tufota.EUnavailable:
+	case code == tufota.EInternal || code == tufota.EUnavailable || code == tufota.ENoSpace:
 		return audit.OutcomeError
 	default:
 		return audit.OutcomeFailed
@@ -101,9 +102,22 @@ func (s *Server) record(ctx context.Context, e audit.Entry) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if _, err := s.cfg.Audit.Append(ctx, e); err != nil {
+	// A refused request may carry bytes the log refuses (a NUL in a
+	// release name or device ID): record it escaped rather than lose it.
+	if _, err := s.cfg.Audit.Append(ctx, audit.Escape(e)); err != nil {
 		s.log.Error("AUDIT APPEND FAILED", slog.String("action", e.Action), slog.String("actor", e.Actor), slog.String("object", e.Object), slog.Any("err", err))
 	}
+}
+
+// auditDetail adds one detail to the audit entry of the route.
+func auditDetail(c echo.Context, key, value string) {
+	d, _ := c.Get(auditDetailsKey).(map[string]string)
+	d = maps.Clone(d)
+	if d == nil {
+		d = map[string]string{}
+	}
+	d[key] = value
+	c.Set(auditDetailsKey, d)
 }
 
 func stringOf(v any) string {

@@ -21,6 +21,7 @@ var statusOf = map[tufota.Code]int{
 	tufota.EConflict:     http.StatusConflict,
 	tufota.ETooLarge:     http.StatusRequestEntityTooLarge,
 	tufota.EUnavailable:  http.StatusServiceUnavailable,
+	tufota.ENoSpace:      http.StatusInsufficientStorage,
 	tufota.EInternal:     http.StatusInternalServerError,
 }
 
@@ -58,6 +59,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		msg    string
 		status int
 	)
+	err = noSpace(err)
 	var he *echo.HTTPError
 	switch {
 	case errors.As(err, &he) && tufota.ErrorCode(err) == tufota.EInternal:
@@ -78,6 +80,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if code == tufota.EInternal {
 		s.log.Error("internal error", slog.String("method", c.Request().Method), slog.String("path", c.Request().URL.Path), slog.Any("err", err))
 		msg = "internal error; see the server log"
+	}
+	if code == tufota.ENoSpace {
+		s.log.Error("storage full", slog.String("method", c.Request().Method), slog.String("path", c.Request().URL.Path), slog.Any("err", err))
+		msg = noSpaceMessage(msg)
 	}
 	if code == tufota.EUnavailable {
 		s.log.Warn("dependency unavailable", slog.String("method", c.Request().Method), slog.String("path", c.Request().URL.Path), slog.Any("err", err))

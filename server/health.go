@@ -30,9 +30,10 @@ type Readiness struct {
 	LeaseError string `json:"lease_error,omitempty"`
 }
 
-// readyz reports whether the state database and the blob store answer
-// (503 with Retry-After and the failing dependency when not), and this
-// replica's role. The role does not affect readiness: followers serve every
+// readyz reports whether the state database and the blob store answer and
+// can write (readyprobe.go; 503 with Retry-After and the failing
+// dependency when not: "unavailable", or "full" when it is out of space),
+// and this replica's role. The role does not affect readiness: followers serve every
 // request.
 func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
@@ -43,10 +44,16 @@ func (s *Server) readyz(c echo.Context) error {
 	if err := s.cfg.DB.Ping(ctx); err != nil {
 		s.log.Warn("readiness: database unavailable", "err", err)
 		r.Checks["database"], r.Status = "unavailable", "unavailable"
+	} else if err := s.probeDBWrite(ctx); err != nil {
+		s.log.Warn("readiness: database cannot write", "err", err)
+		r.Checks["database"], r.Status = writeFailure(err), "unavailable"
 	}
 	if _, err := s.cfg.Blobs.Stat(ctx, "metadata/timestamp.json"); err != nil {
 		s.log.Warn("readiness: blob store unavailable", "err", err)
 		r.Checks["storage"], r.Status = "unavailable", "unavailable"
+	} else if err := s.probeBlobWrite(ctx); err != nil {
+		s.log.Warn("readiness: blob store cannot write", "err", err)
+		r.Checks["storage"], r.Status = writeFailure(err), "unavailable"
 	}
 	if s.cfg.Elector != nil {
 		st := s.cfg.Elector.Status()

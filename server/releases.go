@@ -107,6 +107,22 @@ func (s *Server) pushRelease(c echo.Context) error {
 	return c.JSON(http.StatusCreated, rel)
 }
 
+// truncatedBody translates an error reading a multipart part: a body that
+// ends before the part's closing boundary (the client stopped sending, or
+// sent a malformed body) is the caller's EInvalid, not an internal error;
+// a body over the size limit stays what it is.
+func truncatedBody(err error) error {
+	var mbe *http.MaxBytesError
+	var te *tufota.Error
+	if errors.As(err, &mbe) || errors.As(err, &te) {
+		return err
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return badRequest("multipart body truncated: it ended before the closing boundary of the \"file\" part (%v)", err)
+	}
+	return badRequest("multipart body: reading the \"file\" part: %v", err)
+}
+
 // readSBOMPart reads an "sbom" part of at most signer.MaxSBOMBytes.
 func readSBOMPart(p io.Reader) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(p, signer.MaxSBOMBytes+1))
@@ -134,6 +150,9 @@ type lastPart struct {
 
 func (l *lastPart) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
+	if err != nil && err != io.EOF {
+		return n, truncatedBody(err)
+	}
 	if err == io.EOF && !l.done {
 		l.done = true
 		next, nerr := l.mr.NextPart()

@@ -154,7 +154,7 @@ func TestReportsSurviveKill9Child(t *testing.T) {
 	if dir == "" {
 		return // not a child process
 	}
-	ts := newTestServerIn(t, dir, false)
+	ts := newTestServerIn(t, dir, false, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +177,7 @@ func TestReportsSurviveKill9(t *testing.T) {
 		t.Skip("starts a server process (-short)")
 	}
 	dir := t.TempDir()
-	ts := newTestServerIn(t, dir, true)
+	ts := newTestServerIn(t, dir, true, nil)
 	toks := ts.reportDevices(t, 16)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -61,11 +62,28 @@ func (s *Server) registerDevice(c echo.Context) error {
 	return s.enrollDevice(c, req.Device, ttl, principal(c).Name)
 }
 
-// enrollDevice registers d and issues its token.
+// enrollDevice registers d and issues its token. A device registered for
+// the first time gets only this token: any token issued for its ID before
+// it existed is revoked.
 func (s *Server) enrollDevice(c echo.Context, d rollout.Device, ttl time.Duration, actor string) error {
 	ctx := c.Request().Context()
+	_, err := s.cfg.Rollouts.Device(ctx, d.ID)
+	isNew := tufota.ErrorCode(err) == tufota.ENotFound
+	if err != nil && !isNew {
+		return err
+	}
 	if err := s.cfg.Rollouts.RegisterDevice(ctx, d, actor); err != nil {
 		return err
+	}
+	if isNew {
+		n, err := s.cfg.Tokens.RevokeDevice(ctx, nil, d.ID)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			s.log.Warn("revoked device tokens issued before the device existed", "device", d.ID, "tokens", n)
+			auditDetail(c, "revoked_prior_tokens", strconv.FormatInt(n, 10))
+		}
 	}
 	secret, _, err := s.cfg.Tokens.Create(ctx, nil, access.NewToken{Name: d.ID, Role: access.RoleDevice, DeviceID: d.ID, TTL: ttl}, actor)
 	if err != nil {

@@ -25,6 +25,9 @@ var (
 	everyone = access.Roles
 	people   = []access.Role{access.RoleAdmin, access.RoleReleaseEngineer, access.RoleOperator, access.RoleAuditor}
 	admin    = []access.Role{access.RoleAdmin}
+	// adminRO admits auditors beside admins, for reading only: an
+	// auditor is read-only, so no route that changes state lists it
+	// (TestAuditorIsReadOnly).
 	adminRO  = []access.Role{access.RoleAdmin, access.RoleAuditor}
 	pushers  = []access.Role{access.RoleAdmin, access.RoleReleaseEngineer}
 	device   = []access.Role{access.RoleDevice}
@@ -67,7 +70,7 @@ func (s *Server) Routes() []Route {
 		{Method: http.MethodGet, Path: "/api/v1/audit", Roles: adminRO, Action: "audit.list", handler: s.auditList},
 		{Method: http.MethodGet, Path: "/api/v1/audit/export", Roles: adminRO, Action: "audit.export", handler: s.auditExport},
 		{Method: http.MethodGet, Path: "/api/v1/audit/verify", Roles: adminRO, Action: "audit.verify", handler: s.auditVerify},
-		{Method: http.MethodPost, Path: "/api/v1/audit/checkpoint", Roles: adminRO, Action: "audit.checkpoint", handler: s.auditCheckpoint},
+		{Method: http.MethodPost, Path: "/api/v1/audit/checkpoint", Roles: admin, Action: "audit.checkpoint", handler: s.auditCheckpoint},
 
 		{Method: http.MethodPost, Path: "/api/v1/devices", Roles: operator, Action: "device.register", handler: s.registerDevice},
 		{Method: http.MethodGet, Path: "/api/v1/devices", Roles: people, Action: "device.list", handler: s.listDevices},

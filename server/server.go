@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -67,6 +68,10 @@ type Config struct {
 	// RequireSBOM refuses a release push without an SBOM part (EInvalid),
 	// before anything is staged.
 	RequireSBOM bool
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client; from anyone else the header is ignored and the source of
+	// a request is its peer address (clientip.go).
+	TrustedProxies []netip.Prefix
 	// MaxUploadBytes bounds one firmware image (default 2 GiB).
 	MaxUploadBytes int64
 	// CachePoll is how often the hot-path caches (verified tokens,
@@ -133,7 +138,8 @@ func New(cfg Config) (*Server, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.recoverer, s.securityHeaders)
+	e.IPExtractor = clientIP(cfg.TrustedProxies)
+	e.Use(s.recoverer, s.securityHeaders, limitRanges)
 	s.register(e)
 	s.echo = e
 	return s, nil

@@ -39,13 +39,21 @@ type testServer struct {
 
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
-	return newTestServerIn(t, t.TempDir(), true)
+	return newTestServerIn(t, t.TempDir(), true, nil)
+}
+
+// newTestServerWith is newTestServer with the blob store passed through
+// wrap (when not nil), e.g. to inject faults.
+func newTestServerWith(t *testing.T, wrap func(storage.Blobs) storage.Blobs) *testServer {
+	t.Helper()
+	return newTestServerIn(t, t.TempDir(), true, wrap)
 }
 
 // newTestServerIn is newTestServer in dir: fresh makes keys, repository,
 // device and tokens there; otherwise it opens what a fresh call made (as a
-// restarted server process would) and makes no tokens.
-func newTestServerIn(t *testing.T, dir string, fresh bool) *testServer {
+// restarted server process would) and makes no tokens. wrap, when not nil,
+// wraps the blob store.
+func newTestServerIn(t *testing.T, dir string, fresh bool, wrap func(storage.Blobs) storage.Blobs) *testServer {
 	t.Helper()
 	ctx := context.Background()
 	pass := []byte("test passphrase")
@@ -65,9 +73,13 @@ func newTestServerIn(t *testing.T, dir string, fresh bool) *testServer {
 		return sv
 	}
 	root, targets, snapshot, timestamp := key("root"), key("targets"), key("snapshot"), key("timestamp")
+	var blobs storage.Blobs
 	blobs, err := storage.NewFile(filepath.Join(dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if wrap != nil {
+		blobs = wrap(blobs)
 	}
 	db, err := storage.OpenDB(ctx, "sqlite:"+filepath.Join(dir, "state.db"))
 	if err != nil {

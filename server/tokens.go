@@ -43,6 +43,17 @@ func (s *Server) createToken(c echo.Context) error {
 			return tufota.Errorf(tufota.EInvalid, "expires %q: want a positive duration such as 2160h", req.Expires)
 		}
 	}
+	if role == access.RoleDevice && req.DeviceID != "" {
+		// A device token acts as its device: issue one only for a
+		// registered device, or it would become the credential of
+		// whatever device is enrolled under that ID later.
+		if _, err := s.cfg.Rollouts.Device(c.Request().Context(), req.DeviceID); err != nil {
+			if tufota.ErrorCode(err) == tufota.ENotFound {
+				return tufota.Errorf(tufota.EInvalid, "device %q is not registered: register it first (tufota device register), which issues its token", req.DeviceID)
+			}
+			return err
+		}
+	}
 	secret, tok, err := s.cfg.Tokens.Create(c.Request().Context(), nil, access.NewToken{Name: req.Name, Role: role, DeviceID: req.DeviceID, TTL: ttl}, principal(c).Name)
 	if err != nil {
 		return err

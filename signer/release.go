@@ -206,6 +206,9 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	} else if !errors.Is(err, tufota.ErrNotFound) {
 		return Release{}, err
 	}
+	if err := r.checkEqualVersion(ctx, req.Name, req.Version); err != nil {
+		return Release{}, err
+	}
 	// Which role signs it: the top-level targets, or the delegated role
 	// of its product line (which then must cover its SBOM too).
 	paths := []string{tufota.TargetPath(req.Name, req.Version, req.File)}

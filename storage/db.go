@@ -450,6 +450,8 @@ func (d *DB) translate(op string, err error) error {
 	switch code {
 	case tufota.EUnavailable:
 		msg = "storage unavailable: database: " + op + ": " + msg
+	case tufota.ENoSpace:
+		msg = "storage full: database: " + op + ": " + msg
 	case tufota.EConflict:
 		msg = "conflict: " + msg
 	default:

@@ -241,7 +241,7 @@ func (f *File) writeTemp(ctx context.Context, tf *os.File, r io.Reader) (int64, 
 			n += int64(nw)
 			if werr != nil {
 				_ = tf.Close()
-				return n, tufota.Errorf(tufota.EUnavailable, "put: write: %w", werr)
+				return n, fileWriteErr("write", werr)
 			}
 		}
 		if rerr == io.EOF {
@@ -258,10 +258,10 @@ func (f *File) writeTemp(ctx context.Context, tf *os.File, r io.Reader) (int64, 
 	}
 	if err := tf.Sync(); err != nil {
 		_ = tf.Close()
-		return n, tufota.Errorf(tufota.EUnavailable, "put: sync: %w", err)
+		return n, fileWriteErr("sync", err)
 	}
 	if err := tf.Close(); err != nil {
-		return n, tufota.Errorf(tufota.EUnavailable, "put: close: %w", err)
+		return n, fileWriteErr("close", err)
 	}
 	return n, nil
 }
@@ -501,6 +501,8 @@ func fileErr(op, key string, err error) error {
 		return tufota.Errorf(tufota.EConflict, "%s %q: key collides with a directory or a blob: %w", op, key, err)
 	case isEscape(err):
 		return tufota.Errorf(tufota.EInvalid, "%s %q: key resolves outside the storage directory: %w", op, key, err)
+	case IsNoSpace(err):
+		return tufota.Errorf(tufota.ENoSpace, "storage full: blob store: %s %q: %w", op, key, err)
 	case errors.Is(err, fs.ErrPermission):
 		return tufota.Errorf(tufota.EUnavailable, "storage unavailable: %s %q: %w", op, key, err)
 	default:

@@ -32,7 +32,8 @@ const unlockTimeout = 5 * time.Second
 // On SQLite it is a mutex inside this process. That is enough because the
 // SQLite deployment is a single server: SQLite is an embedded file database,
 // its data directory lives on that server's disk, and running two servers on
-// one SQLite file is not supported (use PostgreSQL and S3 for replicas).
+// one SQLite file is not supported (use PostgreSQL and S3 for replicas);
+// `tufota server` refuses it with a lock on the data directory.
 //
 // A Lock is safe for concurrent use; it is not reentrant.
 type Lock struct {

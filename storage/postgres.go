@@ -50,6 +50,8 @@ func postgresCode(err error) (tufota.Code, string) {
 			msg += " (" + pe.Detail + ")"
 		}
 		switch {
+		case pe.Code == "53100": // disk_full
+			return tufota.ENoSpace, msg
 		case pe.Code == "23505", pe.Code == "23503": // unique_violation, foreign_key_violation
 			return tufota.EConflict, msg
 		case strings.HasPrefix(pe.Code, "23"), strings.HasPrefix(pe.Code, "22"): // integrity, data exceptions

@@ -515,6 +515,11 @@ func s3Err(op, key string, err error) error {
 		return tufota.Errorf(tufota.EInvalid, "%s %q: %w", op, key, err)
 	case "EntityTooLarge":
 		return tufota.Errorf(tufota.ETooLarge, "%s %q: %w", op, key, err)
+	case "XMinioStorageFull", "QuotaExceeded":
+		return tufota.Errorf(tufota.ENoSpace, "storage full: blob store: %s %q: %w", op, key, err)
+	}
+	if resp.StatusCode == http.StatusInsufficientStorage {
+		return tufota.Errorf(tufota.ENoSpace, "storage full: blob store: %s %q: %w", op, key, err)
 	}
 	var ne net.Error
 	var ue *url.Error

@@ -62,8 +62,10 @@ func sqliteCode(err error) (tufota.Code, string) {
 		return tufota.EInvalid, constraintMessage(msg)
 	}
 	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_FULL:
+		return tufota.ENoSpace, msg
 	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN,
-		sqlite3.SQLITE_FULL, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_PROTOCOL,
+		sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_PROTOCOL,
 		sqlite3.SQLITE_READONLY, sqlite3.SQLITE_NOMEM:
 		return tufota.EUnavailable, msg
 	case sqlite3.SQLITE_CONSTRAINT:

@@ -233,7 +233,7 @@ reported for you to compare. The first broken entry is named.`,
 func (a *app) auditCheckpointCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "checkpoint",
-		Short: "Have the server sign a checkpoint of the audit log now",
+		Short: "Have the server sign a checkpoint of the audit log now (admin only)",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.api()

@@ -30,15 +30,18 @@ type backupResult struct {
 	Bytes            int64              `json:"bytes"`
 	TimestampVersion int64              `json:"timestamp_version"`
 	TargetsVersion   int64              `json:"targets_version"`
+	// Check is what restore's own verification found in the backup, run
+	// before backup reports success.
+	Check backup.CheckReport `json:"check"`
 	// NotCovered lists the key URIs whose keys are not in the backup
 	// (HSM/KMS keys, key files outside the data directory).
 	NotCovered []string `json:"not_covered,omitempty"`
 }
 
 func (a *app) backupCommand() *cobra.Command {
-	var dir, to string
+	var dir, to, auditKey string
 	cmd := &cobra.Command{
-		Use:   "backup --dir DIR --to PATH",
+		Use:   "backup --dir DIR --to PATH [--audit-key KEY]",
 		Short: "Write a consistent, verifiable backup of state, repository, audit log and config",
 		Long: `backup copies the repository in DIR into the new directory PATH: every table of
 the state database (SQLite or PostgreSQL) dumped in one transaction as JSON
@@ -47,10 +50,17 @@ anchor root.json and the encrypted key files as they are (never decrypted), with
 manifest of every file's size and SHA-256. It may run while the server runs: it
 never captures a targets version whose blobs are missing. Record the printed
 manifest SHA-256 apart from the backup and pass it to restore --manifest-sha256.
-Keys in an HSM or KMS are not copied: back them up with the HSM's own tools.`,
+Keys in an HSM or KMS are not copied: back them up with the HSM's own tools.
+
+Before it reports success, backup runs restore's own verification on the backup
+(every file against the manifest, the dumped state, the TUF chain from the trust
+anchor with go-tuf, every target, every published release in the signed metadata,
+the audit log and its checkpoints against --audit-key, or the key derived from the
+audit key with TUFOTA_KEY_PASSPHRASE). A backup that fails it would not restore: it
+is removed and the error says why (the source repository is inconsistent).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := a.runBackup(cmd.Context(), dir, to)
+			res, err := a.runBackup(cmd.Context(), dir, to, auditKey)
 			if err != nil {
 				return err
 			}
@@ -64,6 +74,8 @@ Keys in an HSM or KMS are not copied: back them up with the HSM's own tools.`,
 				row(w, "Database:", fmt.Sprintf("%d tables, %d rows", len(res.Tables), n))
 				row(w, "Blobs:", fmt.Sprintf("%d (%s)", res.Blobs, humanBytes(res.Bytes)))
 				row(w, "Repository:", fmt.Sprintf("timestamp v%d, targets v%d", res.TimestampVersion, res.TargetsVersion))
+				row(w, "Verified:", fmt.Sprintf("as restore would: %d targets, %d releases in signed metadata; audit log %d entries, %d checkpoints",
+					res.Check.Repository.Targets, res.Check.Repository.Releases, res.Check.Audit.Entries, res.Check.Audit.Checkpoints))
 				for _, k := range res.NotCovered {
 					row(w, "NOT in the backup:", k)
 				}
@@ -73,12 +85,13 @@ Keys in an HSM or KMS are not copied: back them up with the HSM's own tools.`,
 	f := cmd.Flags()
 	f.StringVar(&dir, "dir", "", "repository data directory (required)")
 	f.StringVar(&to, "to", "", "new directory to write the backup into (required)")
+	f.StringVar(&auditKey, "audit-key", "", "audit checkpoint verifier key (printed by init) for the check of the backup; default: derived from the audit key")
 	_ = cmd.MarkFlagRequired("dir")
 	_ = cmd.MarkFlagRequired("to")
 	return cmd
 }
 
-func (a *app) runBackup(ctx context.Context, dir, to string) (backupResult, error) {
+func (a *app) runBackup(ctx context.Context, dir, to, auditKey string) (backupResult, error) {
 	var res backupResult
 	dir, err := filepath.Abs(dir)
 	if err != nil {
@@ -88,6 +101,18 @@ func (a *app) runBackup(ctx context.Context, dir, to string) (backupResult, erro
 	if err != nil {
 		return res, err
 	}
+	vkey := auditKey
+	if vkey == "" {
+		pass, err := a.passphrase(false)
+		if err != nil {
+			return res, fmt.Errorf("backup: to verify the audit log in the backup, pass --audit-key or give the key passphrase: %w", err)
+		}
+		if vkey, err = auditVerifierKey(ctx, dir, cfg, pass); err != nil {
+			return res, fmt.Errorf("backup: %w", err)
+		}
+	}
+	_, statErr := os.Stat(to)
+	created := errors.Is(statErr, os.ErrNotExist)
 	files, notCovered := repoFiles(dir, cfg)
 	blobs, err := a.openBlobs(ctx, dir, cfg.Storage, false)
 	if err != nil {
@@ -105,8 +130,18 @@ func (a *app) runBackup(ctx context.Context, dir, to string) (backupResult, erro
 	if err != nil {
 		return res, err
 	}
+	// Restore's own check, so that a backup reported good restores.
+	check, err := backup.Check(ctx, to, sum, vkey)
+	if err != nil {
+		if created {
+			_ = os.RemoveAll(to)
+		} else {
+			removeContents(to)
+		}
+		return res, fmt.Errorf("backup: the backup would not restore, so it was removed: %w", err)
+	}
 	res = backupResult{Backup: to, ManifestSHA256: sum, Tables: m.Tables, TimestampVersion: m.TimestampVersion,
-		TargetsVersion: m.TargetsVersion, NotCovered: notCovered}
+		TargetsVersion: m.TargetsVersion, Check: check, NotCovered: notCovered}
 	for _, f := range m.Files {
 		if strings.HasPrefix(f.Path, "blobs/") {
 			res.Blobs++

@@ -70,7 +70,7 @@ func (a *app) deviceCommand() *cobra.Command {
 	register.Flags().StringVar(&hw, "hardware", "", "hardware ID (required)")
 	register.Flags().StringVar(&version, "current-version", "", "firmware version the device runs now")
 	register.Flags().StringSliceVar(&attrs, "attr", nil, "attribute KEY=VALUE or tag:NAME (repeatable)")
-	register.Flags().StringVar(&expires, "token-expires", "", "device token lifetime (default 365d)")
+	register.Flags().StringVar(&expires, "token-expires", "", "device token lifetime (default 365d, at most 1825d)")
 	_ = register.MarkFlagRequired("hardware")
 
 	list := &cobra.Command{
@@ -172,7 +172,7 @@ func (a *app) deviceCommand() *cobra.Command {
 	enroll.Flags().StringVar(&eReq.Hardware, "hardware", "", "hardware ID of the devices (required)")
 	enroll.Flags().StringVar(&eReq.Name, "name", "", "token name (default enroll-HW)")
 	enroll.Flags().StringSliceVar(&eAttrs, "attr", nil, "attribute KEY=VALUE or tag:NAME every enrolled device gets")
-	enroll.Flags().StringVar(&eExpires, "expires", "", "lifetime (default 24h)")
+	enroll.Flags().StringVar(&eExpires, "expires", "", "lifetime (default 24h, at most 30d)")
 	_ = enroll.MarkFlagRequired("hardware")
 
 	cmd.AddCommand(register, list, show, assign, enroll)

@@ -145,8 +145,14 @@ func (h *harness) writeFirmware(name string, size int) (string, []byte) {
 	return p, b
 }
 
+// deviceToken returns a new token for device id, registering the device
+// (hardware pump-a) first if it is not registered: the server issues device
+// tokens only for registered devices.
 func (h *harness) deviceToken(id string) string {
 	h.t.Helper()
+	if _, err := h.runCLI("device", "show", id); err != nil {
+		h.mustCLI("device", "register", id, "--hardware", "pump-a")
+	}
 	var res struct {
 		Token string `json:"token"`
 	}

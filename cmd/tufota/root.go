@@ -46,6 +46,7 @@ func (a *app) rootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			a.flagsFromEnv(cmd)
 			if a.output != "table" && a.output != "json" {
 				return tufota.Errorf(tufota.EInvalid, "--output %q: want table or json", a.output)
 			}
@@ -56,10 +57,12 @@ func (a *app) rootCommand() *cobra.Command {
 		return tufota.Errorf(tufota.EInvalid, "%s: %v (see '%s --help')", c.CommandPath(), err, c.CommandPath())
 	})
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.serverURL, "server", a.env["TUFOTA_SERVER"], "tufota server URL (env TUFOTA_SERVER)")
-	pf.StringVar(&a.token, "token", a.env["TUFOTA_TOKEN"], "API token (env TUFOTA_TOKEN)")
+	// The environment fills these after parsing (flagsFromEnv), not as
+	// flag defaults: --help prints defaults, and a token is a secret.
+	pf.StringVar(&a.serverURL, "server", "", "tufota server URL (env TUFOTA_SERVER)")
+	pf.StringVar(&a.token, "token", "", "API token (env TUFOTA_TOKEN)")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
-	pf.StringVar(&a.caFile, "ca", a.env["TUFOTA_CA"], "PEM file of the CA (or self-signed certificate) to trust for the server (env TUFOTA_CA)")
+	pf.StringVar(&a.caFile, "ca", "", "PEM file of the CA (or self-signed certificate) to trust for the server (env TUFOTA_CA)")
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(
 		a.initCommand(),
@@ -80,6 +83,31 @@ func (a *app) rootCommand() *cobra.Command {
 		a.backupCommand(), a.restoreCommand(),
 	)
 	return root
+}
+
+// envFlags are the global flags whose value defaults to an environment
+// variable.
+var envFlags = []struct {
+	flag, env string
+	value     func(a *app) *string
+}{
+	{"server", "TUFOTA_SERVER", func(a *app) *string { return &a.serverURL }},
+	{"token", "TUFOTA_TOKEN", func(a *app) *string { return &a.token }},
+	{"ca", "TUFOTA_CA", func(a *app) *string { return &a.caFile }},
+}
+
+// flagsFromEnv sets each global flag that the command line did not set from
+// its environment variable. It runs after parsing, so that help never shows
+// the environment's values (a token, a URL with credentials) as defaults.
+func (a *app) flagsFromEnv(cmd *cobra.Command) {
+	for _, f := range envFlags {
+		if fl := cmd.Flags().Lookup(f.flag); fl != nil && fl.Changed {
+			continue
+		}
+		if v := a.env[f.env]; v != "" {
+			*f.value(a) = v
+		}
+	}
 }
 
 // logger writes structured logs to stderr.

@@ -214,6 +214,7 @@ type serverOptions struct {
 	requireSBOM     bool
 	stagingMaxAge   time.Duration
 	stagingSweep    time.Duration
+	trustedProxies  []string
 }
 
 func (a *app) serverCommand() *cobra.Command {
@@ -260,6 +261,7 @@ func (a *app) serverCommand() *cobra.Command {
 	f.DurationVar(&o.auditRetention, "audit-retention", audit.DefaultRetention, "how long audit records must be kept (at least six years, HIPAA); the retention of --audit-archive objects when its URL names none")
 	f.DurationVar(&o.stagingMaxAge, "staging-max-age", signer.DefaultStagingMaxAge, "remove what crashed uploads left in staging/ once it is this old (uploads in progress on this server are never removed; the age protects those of other replicas)")
 	f.DurationVar(&o.stagingSweep, "staging-sweep-interval", 10*time.Minute, "how often to sweep staging/ (also once at start)")
+	f.StringArrayVar(&o.trustedProxies, "trusted-proxy", nil, "CIDR of a reverse proxy or load balancer whose X-Forwarded-For names the client (repeatable); without it the audit source is the peer address and the header is ignored")
 	f.StringVar(&o.urlFile, "url-file", "", "write the server's URL to this file once it listens (for scripts and tests; use with --addr 127.0.0.1:0)")
 	_ = cmd.MarkFlagRequired("dir")
 	return cmd
@@ -311,6 +313,9 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 	if o.leasePeriod < 3*time.Second {
 		return tufota.Errorf(tufota.EInvalid, "server: --lease-period %v is too short (at least 3s)", o.leasePeriod)
 	}
+	if o.auditRetention < audit.DefaultRetention { // before the data dir is locked, like every flag check
+		return tufota.Errorf(tufota.EInvalid, "server: --audit-retention %s is shorter than the six-year minimum", o.auditRetention)
+	}
 	auditOpts := []audit.Option{audit.WithRetention(o.auditRetention)}
 	if o.auditArchive != "" {
 		archive, err := a.openAuditArchive(ctx, o.auditArchive, o.auditRetention)
@@ -322,6 +327,11 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		}
 		auditOpts = append(auditOpts, audit.WithArchive(archive))
 	}
+	unlock, err := lockDataDir(dir, time.Now())
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	d, err := a.openRepo(ctx, dir, log, alerts, auditOpts...)
 	if err != nil {
 		return err
@@ -383,6 +393,10 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		}
 		tlsConfig = server.TLSConfig(cert, clientCAs)
 	}
+	proxies, err := parseTrustedProxies(o.trustedProxies)
+	if err != nil {
+		return err
+	}
 	srvCfg := server.Config{
 		Blobs:           d.blobs,
 		DB:              d.db,
@@ -397,6 +411,7 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		RefreshMargin:   o.refreshMargin,
 		MaxUploadBytes:  o.maxUpload,
 		RequireSBOM:     o.requireSBOM,
+		TrustedProxies:  proxies,
 		Logger:          log,
 	}
 	if o.targetsURL != "" {

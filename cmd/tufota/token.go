@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -52,7 +53,7 @@ func (a *app) tokenCommand() *cobra.Command {
 	create.Flags().StringVar(&req.Name, "name", "", "who or what the token is for (required)")
 	create.Flags().StringVar(&req.Role, "role", "", "admin, release-engineer, operator, auditor or device (required)")
 	create.Flags().StringVar(&req.DeviceID, "device-id", "", "device ID (device tokens only)")
-	create.Flags().StringVar(&expires, "expires", "", "lifetime, e.g. 90d or 12h (default 90d)")
+	create.Flags().StringVar(&expires, "expires", "", "lifetime, e.g. 90d or 12h (default 90d; at most 90d for admin, 365d for other people's tokens, 1825d for a device)")
 	_ = create.MarkFlagRequired("name")
 	_ = create.MarkFlagRequired("role")
 
@@ -97,10 +98,14 @@ func (a *app) tokenCommand() *cobra.Command {
 	return cmd
 }
 
-// parseDays parses a Go duration or a number of days such as "90d".
+// parseDays parses a Go duration or a number of days such as "90d". A
+// number of days too large for a time.Duration is refused, not wrapped.
 func parseDays(s string) (time.Duration, error) {
 	if n, ok := strings.CutSuffix(s, "d"); ok {
-		days, err := strconv.Atoi(n)
+		days, err := strconv.ParseInt(n, 10, 64)
+		if err == nil && days > int64(math.MaxInt64/int64(24*time.Hour)) {
+			return 0, tufota.Errorf(tufota.EInvalid, "duration %q is too long", s)
+		}
 		if err == nil && days > 0 {
 			return time.Duration(days) * 24 * time.Hour, nil
 		}
