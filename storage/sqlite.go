@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -38,11 +39,22 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	sdb.SetMaxOpenConns(sqliteMaxConns)
 	sdb.SetMaxIdleConns(sqliteMaxConns)
 	d := &DB{db: sdb, dialect: DialectSQLite, wsem: make(chan struct{}, 1)}
-	if err := sdb.PingContext(ctx); err != nil {
+	// Switching a new file to WAL needs an exclusive lock, and SQLite
+	// answers SQLITE_BUSY at once, without its busy handler, while another
+	// process opens the same file: retry that for a while.
+	for attempt := 0; ; attempt++ {
+		err := sdb.PingContext(ctx)
+		if err == nil {
+			return d, nil
+		}
+		var se *sqlite.Error
+		if attempt < 100 && errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY && ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
 		_ = sdb.Close()
 		return nil, d.translate(fmt.Sprintf("open database %q", path), err)
 	}
-	return d, nil
 }
 
 // sqliteCode classifies a modernc.org/sqlite error; "" if err is not one.
