@@ -352,7 +352,11 @@ func (a *agent) noUpdate() {
 	cur := orNone(a.c.CurrentVersion())
 	b, err := os.ReadFile(filepath.Join(a.stateDir, failureFile))
 	var f failure
-	if err != nil || json.Unmarshal(b, &f) != nil {
+	stale := func() bool { // the device runs the failed version or a newer one
+		c, err := tufota.CompareVersions(f.Version, a.c.CurrentVersion())
+		return f.Version != "" && a.c.CurrentVersion() != "" && err == nil && c <= 0
+	}
+	if err != nil || json.Unmarshal(b, &f) != nil || stale() {
 		fmt.Fprintf(a.stdout, "%s: up to date (%s)\n", a.deviceID, cur)
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -386,6 +387,16 @@ func TestAgentSaysWhatFailed(t *testing.T) {
 			out, err := cycle()
 			if err != nil || strings.Contains(out, "up to date") || !strings.Contains(out, "pump-1: no update offered, running no firmware"+tt.wantOut) || !strings.Contains(out, tt.wantErr) {
 				t.Fatalf("cycle after the failure = %q, %v; want it to say the update failed (%s)", out, err, tt.wantErr)
+			}
+			// A device that runs the failed version (or a newer one) by
+			// other means is up to date. (A refused check names no
+			// version: its record stays until an update installs.)
+			if tt.name == "tampered image" {
+				var o bytes.Buffer
+				err := run(t.Context(), append(slices.Clone(args), "--current-version", "1.2.0"), func(string) string { return "" }, &o)
+				if err != nil || o.String() != "pump-1: up to date (1.2.0)\n" {
+					t.Fatalf("cycle on 1.2.0 = %q, %v; want up to date", o.String(), err)
+				}
 			}
 			// The operator fixes the release and offers it again.
 			f.mu.Lock()
