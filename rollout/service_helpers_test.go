@@ -59,7 +59,7 @@ func (r *releases) add(name, version string, hardware []string, allowFrom ...str
 // env is a service on a fresh database with a fake clock, releases and
 // sequential rollout IDs.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	svc    *Service
 	db     *storage.DB
 	clock  *clock
@@ -85,7 +85,13 @@ func newEnv(t *testing.T, open dbOpener) *env {
 	if open == nil {
 		open = sqliteDB
 	}
-	e := &env{t: t, db: open(t), clock: &clock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}, rels: &releases{refs: map[string]ReleaseRef{}}}
+	return newEnvOn(t, open(t))
+}
+
+// newEnvOn is newEnv on db, for tests and benchmarks.
+func newEnvOn(t testing.TB, db *storage.DB) *env {
+	t.Helper()
+	e := &env{t: t, db: db, clock: &clock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}, rels: &releases{refs: map[string]ReleaseRef{}}}
 	var n int
 	var idMu sync.Mutex
 	e.svc = NewService(e.db, e.rels, WithClock(e.clock.Now), WithLogger(slog.New(slog.DiscardHandler)), WithIDs(func() string {
