@@ -561,6 +561,9 @@ func (r *Releases) releasePayload(ctx context.Context, st *state, p pendingRow, 
 // that was since rebuilt (another release published first) tufota.EConflict
 // naming the stale payload (the payload is rebuilt, earlier signatures are
 // discarded, everyone signs again); a published release tufota.EConflict.
+// A publish that fails and leaves the release out of signed metadata is
+// rolled back as after a crash (see Reconcile): the signatures that met
+// the threshold are discarded and the key holders sign again.
 // SignRelease is serialised with the repository's other writers.
 func (r *Releases) SignRelease(ctx context.Context, name, version string, up SignatureUpload, actor string) (SigningStatus, error) {
 	ref := name + "@" + version
@@ -594,7 +597,7 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 		v, err = r.repo.publishDelegatedLocked(ctx, st, p.Role, md, p.Base, extra.targets(), r.Signers())
 	}
 	if err != nil {
-		return status, fmt.Errorf("sign %s: signature recorded, threshold met, but publish failed: %w", ref, err)
+		return r.signPublishFailed(context.WithoutCancel(ctx), status, name, version, extra.Target.Path, err)
 	}
 	if err := r.repo.step("mark " + ref + " published"); err != nil {
 		return status, fmt.Errorf("sign %s: published as targets v%d but not recorded (Reconcile fixes this): %w", ref, v, err)
@@ -604,6 +607,39 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 	}
 	status.Published = true
 	return status, nil
+}
+
+// signPublishFailed settles a pending release whose threshold-meeting
+// signature started a publish that returned perr; the caller holds the
+// writer lock. Live in signed metadata after all, it is recorded
+// published. Otherwise the publish is rolled back as Reconcile does after
+// a crash (blobs back to staging, the signatures that met the threshold
+// discarded, so that the release asks for them again instead of waiting
+// with none needed). When the repository cannot be read, it is left to
+// Reconcile.
+func (r *Releases) signPublishFailed(ctx context.Context, status SigningStatus, name, version, path string, perr error) (SigningStatus, error) {
+	ref := name + "@" + version
+	st, err := r.repo.load(ctx)
+	if err != nil {
+		return status, fmt.Errorf("sign %s: signature recorded, threshold met, but publish failed: %w (and the repository cannot be read: %v)", ref, perr, err)
+	}
+	rel, err := r.Get(ctx, name, version)
+	if err != nil {
+		return status, fmt.Errorf("sign %s: signature recorded, threshold met, but publish failed: %w", ref, errors.Join(perr, err))
+	}
+	if st.published(path) {
+		v := st.roleVersion(rel.Role)
+		if err := r.markPublished(ctx, name, version, v, r.now().UTC()); err != nil {
+			return status, fmt.Errorf("sign %s: publish reported an error but the release is live as %s v%d, and recording it failed (Reconcile fixes this): %w", ref, rel.Role, v, errors.Join(perr, err))
+		}
+		r.repo.log.WarnContext(ctx, "publish reported an error but the release is live; recorded as published", "release", ref, "role", rel.Role, "version", v, "err", perr)
+		status.Published = true
+		return status, nil
+	}
+	if err := r.rollBack(ctx, st, rel); err != nil {
+		return status, fmt.Errorf("sign %s: signature recorded, threshold met, but publish failed, and rolling it back failed (Reconcile at the next start retries): %w", ref, errors.Join(perr, err))
+	}
+	return status, fmt.Errorf("sign %s: threshold met, but publish failed and was rolled back; the signatures that met the threshold were discarded: fetch the payload and sign again (tufota release sign %s): %w", ref, ref, perr)
 }
 
 // recordSignature checks one uploaded signature over the pending metadata

@@ -261,15 +261,26 @@ func (r *Repository) moveStaged(ctx context.Context, t Target) error {
 
 // unmoveStaged rolls back moveStaged for a publish that did not complete:
 // t's blob goes from its target key back to its staging key. It reports
-// whether it moved one; a blob still staged, or at neither key, is left
-// as it is. The caller holds the writer lock and checked that t is not in
-// signed metadata (no client is told to fetch its target key).
+// whether it moved one. A blob still staged stays, and a copy of it at
+// the target key (a copy-and-delete move cut between the two) is removed;
+// a blob at neither key is left missing. The caller holds the writer lock
+// and checked that t is not in signed metadata (no client is told to
+// fetch its target key).
 func (r *Repository) unmoveStaged(ctx context.Context, t Target) (bool, error) {
 	src, dst := TargetBlobKey(t.Path, t.Staged.SHA256), t.Staged.Key
 	if err := validStagedKey(dst); err != nil {
 		return false, fmt.Errorf("target %s: %w", t.Path, err)
 	}
 	if _, err := r.blobs.Stat(ctx, dst); err == nil {
+		if _, err := r.blobs.Stat(ctx, src); errors.Is(err, tufota.ErrNotFound) {
+			return false, nil
+		}
+		if err := r.step("delete " + src); err != nil {
+			return false, err
+		}
+		if err := r.blobs.Delete(ctx, src); err != nil && !errors.Is(err, tufota.ErrNotFound) {
+			return false, fmt.Errorf("remove the copy at %s: %w", src, err)
+		}
 		return false, nil
 	} else if !errors.Is(err, tufota.ErrNotFound) {
 		return false, fmt.Errorf("stat %s: %w", dst, err)

@@ -85,9 +85,9 @@ type Locker interface {
 type RepoOption func(*Repository)
 
 // WithStepHook calls hook before each durable step of a write: moving a
-// staged blob into place ("move KEY"; on a store without storage.Mover
-// also "delete SRC" between the copy and the removal of the source),
-// writing a metadata file ("write
+// blob ("move KEY", to a target key or, rolling back, to a staging key;
+// on a store without storage.Mover also "delete SRC" between the copy and
+// the removal of the source), writing a metadata file ("write
 // N.targets.json", "write timestamp.json"), and recording a release in the
 // state database ("record NAME@VERSION", "mark NAME@VERSION published").
 // A non-nil error fails that step, as a storage error would. Crash tests
@@ -447,7 +447,8 @@ func metaFileFor(version int64, data []byte) *metadata.MetaFiles {
 // signed chain. One that exists with the same bytes is left as it is;
 // with other bytes the write is refused (tufota.EInternal), before
 // anything of files is written. Versions come from state.next, which
-// skips every file in the store, so that is a bug or a concurrent writer.
+// skips every file in the store, so a refusal means a bug or a writer
+// that does not hold the lock.
 func (r *Repository) writeChain(ctx context.Context, files []metaFile) error {
 	exists := make([]bool, len(files))
 	for i, f := range files {

@@ -797,3 +797,108 @@ func pushFailingAt(t *testing.T, newStore func(t *testing.T) (storage.Blobs, *fa
 	}
 	return false
 }
+
+// TestSignPublishFailureRollsBackOrPublishes fails every write of the
+// publish that a threshold-meeting signature starts (an offline top-level
+// targets key, a delegated role's key), before or after it takes effect,
+// the process staying up: the release is then published in signed
+// metadata, or pending again asking for the signature (its blobs staged,
+// none at a target key), and signing again publishes it.
+func TestSignPublishFailureRollsBackOrPublishes(t *testing.T) {
+	t.Parallel()
+	for _, delegated := range []bool{false, true} {
+		for _, after := range []bool{false, true} {
+			t.Run(fmt.Sprintf("delegated=%v/after=%v", delegated, after), func(t *testing.T) {
+				t.Parallel()
+				for n := 1; n < 20; n++ {
+					if done := signFailingAt(t, delegated, n, after); done {
+						if n < 5 {
+							t.Fatalf("publish finished after %d writes; expected a move and three metadata files", n-1)
+						}
+						return
+					}
+				}
+				t.Fatal("publish never finished")
+			})
+		}
+	}
+}
+
+func signFailingAt(t *testing.T, delegated bool, n int, after bool) (done bool) {
+	t.Helper()
+	ctx := context.Background()
+	fb := &failingBlobs{Blobs: newMemBlobs()}
+	keys := newTestKeys(t, 1, 1)
+	line := newKey(t, true)
+	repo := NewRepository(fb, WithNow(func() time.Time { return testEpoch }))
+	root, err := repo.Init(ctx, keys.roleKeys(1, 1))
+	if err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+	db, err := storage.OpenDB(ctx, "sqlite:"+filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	s, signer := keys.signers(), keys.targets[0]
+	if delegated {
+		signer = line
+	} else {
+		s.Targets = nil // the targets key is offline
+	}
+	rels := NewReleases(db, repo, s, WithClock(func() time.Time { return testEpoch }))
+	if delegated {
+		if _, err := rels.AddDelegation(ctx, DelegationRequest{Name: "pump", Paths: []string{"pump/*/*"}, Keys: []*metadata.Key{tufKeyOf(t, line)}, Threshold: 1}, "admin"); err != nil {
+			t.Fatalf("AddDelegation: %v", err)
+		}
+	}
+	img := []byte("pump firmware")
+	const path = "pump/1.0.0/fw.bin"
+	rel, err := rels.Push(ctx, PushRequest{Name: "pump", Version: "1.0.0", Hardware: []string{"hw-a"}, File: "fw.bin"}, bytes.NewReader(img), 0, "alice")
+	if err != nil || rel.State != StatePending {
+		t.Fatalf("Push = %+v, %v; want pending", rel, err)
+	}
+	sign := func() (SigningStatus, error) {
+		p, err := rels.ReleasePayload(ctx, "pump", "1.0.0")
+		if err != nil {
+			t.Fatalf("ReleasePayload: %v", err)
+		}
+		return rels.SignRelease(ctx, "pump", "1.0.0", signUpload(t, signer, p), "bob")
+	}
+
+	fb.arm(n, after)
+	st, serr := sign()
+	fired, log := fb.disarm()
+	if !fired {
+		if serr != nil || !st.Published {
+			t.Fatalf("write %d: signing without a failure = %+v, %v", n, st, serr)
+		}
+		return true
+	}
+	where := fmt.Sprintf("failure %s write %d of %v", map[bool]string{false: "before", true: "after"}[after], n, log)
+	srv := serveBlobs(t, fb)
+	_, liveErr := fetchTarget(t, srv, root, testEpoch, path)
+	if serr == nil {
+		if !st.Published || liveErr != nil {
+			t.Fatalf("%s: signing succeeded with %+v, but the stock updater: %v", where, st, liveErr)
+		}
+		return false
+	}
+	if liveErr == nil {
+		t.Fatalf("%s: signing failed (%v) but the release is in signed metadata", where, serr)
+	}
+	got, err := rels.Get(ctx, "pump", "1.0.0")
+	if err != nil || got.State != StatePending || got.Signing == nil || got.Signing.Needed != 1 {
+		t.Fatalf("%s: release after a failed publish = %+v (signing %+v), %v; want pending, one signature needed", where, got, got.Signing, err)
+	}
+	if _, err := fb.Stat(ctx, TargetBlobKey(path, got.SHA256)); !errors.Is(err, tufota.ErrNotFound) {
+		t.Fatalf("%s: target blob of the rolled-back release: %v, want not found", where, err)
+	}
+	if st, err := sign(); err != nil || !st.Published {
+		t.Fatalf("%s: signing again = %+v, %v", where, st, err)
+	}
+	if got, err := fetchTarget(t, srv, root, testEpoch, path); err != nil || !bytes.Equal(got, img) {
+		t.Fatalf("%s: after signing again: %q, %v", where, got, err)
+	}
+	return false
+}
