@@ -292,6 +292,10 @@ type fileObject struct {
 
 func (o *fileObject) Info() Info { return o.info }
 
+// OSFile returns the open file, for callers that can hand it to the kernel
+// (sendfile): the HTTP server streams targets that way.
+func (o *fileObject) OSFile() *os.File { return o.File }
+
 // Open opens the blob for reading. The returned Object is an *os.File
 // underneath, so it seeks cheaply; it must be closed. A blob replaced by a
 // later Put stays readable through an Object opened before.
