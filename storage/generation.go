@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/tufota/tufota"
 )
 
 // Generation names: the change counters of the hot-path caches.
@@ -23,20 +25,36 @@ const (
 // several counters in the order of the Gen constants below; otherwise two
 // transactions can deadlock.
 func (d *DB) Bump(ctx context.Context, q Querier, name string) (int64, error) {
+	if err := knownGeneration(name); err != nil {
+		return 0, err
+	}
 	var g int64
-	if err := q.QueryRow(ctx, `UPDATE generations SET gen = gen + 1 WHERE name = ? RETURNING gen`, name).Scan(&g); err != nil {
+	if err := q.QueryRow(ctx, `INSERT INTO generations (name, gen) VALUES (?, 1)
+		ON CONFLICT (name) DO UPDATE SET gen = generations.gen + 1 RETURNING gen`, name).Scan(&g); err != nil {
 		return 0, fmt.Errorf("bump generation %s: %w", name, err)
 	}
 	return g, nil
 }
 
-// Generation returns the current value of the change counter name.
+// Generation returns the current value of the change counter name (0
+// before its first bump).
 func (d *DB) Generation(ctx context.Context, name string) (int64, error) {
+	if err := knownGeneration(name); err != nil {
+		return 0, err
+	}
 	var g int64
-	if err := d.QueryRow(ctx, `SELECT gen FROM generations WHERE name = ?`, name).Scan(&g); err != nil {
+	if err := d.QueryRow(ctx, `SELECT COALESCE(MAX(gen), 0) FROM generations WHERE name = ?`, name).Scan(&g); err != nil {
 		return 0, fmt.Errorf("read generation %s: %w", name, err)
 	}
 	return g, nil
+}
+
+func knownGeneration(name string) error {
+	switch name {
+	case GenTokens, GenDevices, GenRollouts:
+		return nil
+	}
+	return tufota.Errorf(tufota.EInvalid, "unknown change counter %q", name)
 }
 
 // Watch calls changed(from, to) whenever the counter name has moved since

@@ -4,14 +4,13 @@
 -- it changed in the same transaction as the change (storage.DB.Bump); each
 -- replica polls the counters and drops what changed. devices.change_gen is
 -- the devices counter at the row's last change, so a replica re-reads only
--- the devices changed since the generation it has seen. Portable SQL: runs
+-- the devices changed since the generation it has seen. A counter's row
+-- appears at its first bump (a missing row reads as 0), so that a fresh
+-- database holds no rows and a backup restores into it. Portable SQL: runs
 -- on SQLite and PostgreSQL 15.
 CREATE TABLE generations (
 	name TEXT PRIMARY KEY,
 	gen  BIGINT NOT NULL
 );
-INSERT INTO generations (name, gen) VALUES ('tokens', 0);
-INSERT INTO generations (name, gen) VALUES ('devices', 0);
-INSERT INTO generations (name, gen) VALUES ('rollouts', 0);
 ALTER TABLE devices ADD COLUMN change_gen BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX devices_change_gen ON devices (change_gen);

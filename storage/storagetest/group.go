@@ -101,7 +101,7 @@ func testGenerations(t *testing.T, db *storage.DB) {
 	if g, err := db.Generation(ctx, storage.GenDevices); err != nil || g != g1 {
 		t.Fatalf("Generation after a rolled-back bump = %d, %v; want %d", g, err, g1)
 	}
-	if _, err := db.Bump(ctx, db, "no-such-counter"); !errors.Is(err, tufota.ErrNotFound) {
-		t.Fatalf("Bump of an unknown counter: %v, want not found", err)
+	if _, err := db.Bump(ctx, db, "no-such-counter"); !errors.Is(err, tufota.ErrInvalid) {
+		t.Fatalf("Bump of an unknown counter: %v, want invalid", err)
 	}
 }
