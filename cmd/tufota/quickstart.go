@@ -102,6 +102,7 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 		srvErr <- quiet.runServer(srvCtx, serverOptions{
 			dir: dir, addr: "127.0.0.1:0", selfSigned: true, maxUpload: server.DefaultMaxUploadBytes,
 			controllerEvery: 200 * time.Millisecond, leasePeriod: leader.DefaultPeriod, auditRetention: audit.DefaultRetention,
+			stagingMaxAge: signer.DefaultStagingMaxAge, stagingSweep: 10 * time.Minute,
 		}, ready)
 	}()
 	defer func() {
