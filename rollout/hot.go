@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/tufota/tufota/internal/seen"
 	"github.com/tufota/tufota/storage"
@@ -57,9 +60,10 @@ type hotCache struct {
 	seed   maphash.Seed
 	shards [deviceShards]deviceShard
 
-	viewMu sync.Mutex // serialises view rebuilds
-	viewEp uint64     // guarded by viewMu
-	view   *activeView
+	viewMu sync.Mutex // serialises storing and dropping the view
+	viewEp atomic.Uint64
+	view   atomic.Pointer[activeView]
+	viewSF singleflight.Group // one rebuild for concurrent polls
 
 	seen *seen.Times
 }
@@ -105,8 +109,8 @@ func (h *hotCache) dropAllDevices() {
 // dropView forgets the active rollouts (after one changed).
 func (h *hotCache) dropView() {
 	h.viewMu.Lock()
-	h.view = nil
-	h.viewEp++
+	h.viewEp.Add(1)
+	h.view.Store(nil)
 	h.viewMu.Unlock()
 }
 
@@ -148,22 +152,27 @@ func (s *Service) cachedDevice(ctx context.Context, id string) (*deviceEntry, er
 // memory or rebuilt from the database. The caller must not modify them.
 func (s *Service) activeRollouts(ctx context.Context) ([]Rollout, error) {
 	h := s.hot
-	h.viewMu.Lock()
-	v, ep := h.view, h.viewEp
-	h.viewMu.Unlock()
-	if v != nil {
+	if v := h.view.Load(); v != nil {
 		return v.rollouts, nil
 	}
-	active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?, ?) ORDER BY created_at, id`, activeStates...)
+	v, err, _ := h.viewSF.Do("", func() (any, error) {
+		ep := h.viewEp.Load()
+		active, err := s.rollouts(context.WithoutCancel(ctx), `WHERE state IN (?, ?, ?, ?) ORDER BY created_at, id`, activeStates...)
+		if err != nil {
+			return nil, err
+		}
+		v := &activeView{rollouts: active}
+		h.viewMu.Lock()
+		if h.viewEp.Load() == ep {
+			h.view.Store(v)
+		}
+		h.viewMu.Unlock()
+		return v, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	h.viewMu.Lock()
-	if h.viewEp == ep {
-		h.view = &activeView{rollouts: active}
-	}
-	h.viewMu.Unlock()
-	return active, nil
+	return v.(*activeView).rollouts, nil
 }
 
 // txChanges is what a transaction changed, for the bumps before its commit.

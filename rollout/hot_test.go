@@ -181,9 +181,12 @@ func TestLastSeenFlushedWithinInterval(t *testing.T) {
 	}
 }
 
-// eventually polls cond until it holds or ctx ends (the test's deadline).
+// eventually polls cond until it holds, or fails the test after a minute
+// (a liveness bound, not a speed goal) or when ctx ends.
 func eventually(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	for !cond() {
 		select {
 		case <-ctx.Done():
