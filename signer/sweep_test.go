@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+
+	"github.com/tufota/tufota/internal/testenv"
 	"github.com/tufota/tufota/storage"
 )
 
@@ -173,4 +177,104 @@ func TestSweepStagingRemovesCrashedUploads(t *testing.T) {
 		t.Fatalf("staging holds %v, want the two pending releases' blobs", left)
 	}
 	var _ storage.Sweeper = fb
+}
+
+// TestSweepStagingBackends runs the sweep over both blob stores, the real
+// file store and S3 on MinIO (integration): a staged blob that nothing
+// names is removed, one held by an upload in progress is kept until the
+// upload lets it go, and a pending release's is kept.
+func TestSweepStagingBackends(t *testing.T) {
+	t.Parallel()
+	backends := []struct {
+		name string
+		new  func(t *testing.T) storage.Blobs
+	}{
+		{"file", func(t *testing.T) storage.Blobs { return newFileBlobs(t) }},
+		{"s3", newMinIOBlobs},
+	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			blobs := b.new(t)
+			e := newThresholdEnv(t)
+			for k, v := range snapshotBlobs(t, e.blobs) {
+				if _, err := blobs.Put(ctx, k, bytes.NewReader(v)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.blobs = blobs
+			e.open()
+			_, _ = e.push("pump", "1.0.0") // pending: its staged blob waits for signatures
+			keep, err := e.rels.pendingStagedKeys(ctx)
+			if err != nil || len(keep) != 1 {
+				t.Fatalf("pendingStagedKeys = %v, %v; want one key", keep, err)
+			}
+			orphan, err := randomKey(StagingPrefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := blobs.Put(ctx, orphan, strings.NewReader("left by a crash")); err != nil {
+				t.Fatal(err)
+			}
+			live, done, err := e.rels.repo.stageLive(ctx, strings.NewReader("an upload whose push is still running"), 0)
+			if err != nil {
+				t.Fatalf("stageLive: %v", err)
+			}
+			later := time.Now().Add(time.Minute) // every blob is older than this
+			if n, err := e.rels.SweepStaging(ctx, later); err != nil || n != 1 {
+				t.Fatalf("SweepStaging = %d, %v; want 1 (the orphan)", n, err)
+			}
+			exists := func(key string) bool {
+				t.Helper()
+				_, err := blobs.Stat(ctx, key)
+				return err == nil
+			}
+			for k := range keep {
+				if !exists(k) {
+					t.Fatalf("the pending release's staged blob %s was removed", k)
+				}
+			}
+			if exists(orphan) || !exists(live.Key) {
+				t.Fatalf("after the sweep: orphan there %v (want false), live upload there %v (want true)", exists(orphan), exists(live.Key))
+			}
+			done() // the push gave up without removing its blob (a crash)
+			if n, err := e.rels.SweepStaging(ctx, later); err != nil || n != 1 {
+				t.Fatalf("SweepStaging after the upload ended = %d, %v; want 1", n, err)
+			}
+			if exists(live.Key) {
+				t.Fatal("a staged blob no upload holds any more survived the sweep")
+			}
+			if left, _ := blobs.List(ctx, StagingPrefix); len(left) != 1 {
+				t.Fatalf("staging holds %v, want only the pending release's blob", left)
+			}
+		})
+	}
+}
+
+// newMinIOBlobs is an S3 store in a new bucket on the test MinIO, removed
+// with its objects when the test ends.
+func newMinIOBlobs(t *testing.T) storage.Blobs {
+	t.Helper()
+	endpoint, access, secret := testenv.MinIO(t)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	cfg := storage.S3Config{Endpoint: endpoint, Bucket: "tufota-sweep-" + hex.EncodeToString(b[:]), AccessKey: access, SecretKey: secret, CreateBucket: true}
+	ctx := context.Background()
+	s, err := storage.NewS3(ctx, cfg)
+	if err != nil {
+		t.Fatalf("NewS3: %v", err)
+	}
+	t.Cleanup(func() {
+		c := s.Client()
+		for oi := range c.ListObjects(ctx, cfg.Bucket, minio.ListObjectsOptions{Recursive: true}) {
+			if oi.Err == nil {
+				_ = c.RemoveObject(ctx, cfg.Bucket, oi.Key, minio.RemoveObjectOptions{})
+			}
+		}
+		if err := c.RemoveBucket(ctx, cfg.Bucket); err != nil {
+			t.Errorf("remove bucket %s: %v", cfg.Bucket, err)
+		}
+	})
+	return s
 }
