@@ -112,14 +112,16 @@ func parseFlags(args []string, env func(string) string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("tufota-agent", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.server, "server", env("TUFOTA_SERVER"), "tufota server URL (or TUFOTA_SERVER)")
+	// Environment values are applied after parsing, not as defaults: the
+	// usage text prints defaults, and the device token is a secret.
+	fs.StringVar(&o.server, "server", "", "tufota server URL (or TUFOTA_SERVER)")
 	fs.StringVar(&o.deviceID, "device-id", "", "this device's ID")
-	fs.StringVar(&o.token, "token", env("TUFOTA_DEVICE_TOKEN"), "device token (or TUFOTA_DEVICE_TOKEN)")
+	fs.StringVar(&o.token, "token", "", "device token (or TUFOTA_DEVICE_TOKEN)")
 	fs.StringVar(&o.rootPath, "root", "", "trusted root.json (the trust anchor)")
 	fs.StringVar(&o.stateDir, "state-dir", "", "state directory (metadata cache, installed version, image)")
 	fs.StringVar(&o.hardware, "hardware", "", "this device's hardware ID")
 	fs.StringVar(&o.currentVersion, "current-version", "", "running firmware version (default: the one recorded in the state dir)")
-	fs.StringVar(&o.targetsURL, "targets-url", env("TUFOTA_TARGETS_URL"), "download target bytes from this bucket/CDN base (BASE/targets/...) instead of the server; verified all the same (or TUFOTA_TARGETS_URL)")
+	fs.StringVar(&o.targetsURL, "targets-url", "", "download target bytes from this bucket/CDN base (BASE/targets/...) instead of the server; verified all the same (or TUFOTA_TARGETS_URL)")
 	fs.StringVar(&o.caCert, "ca-cert", "", "PEM CA certificate to trust for the server (default: system roots)")
 	fs.StringVar(&o.installPath, "install-path", "", "where the file installer puts the image (default STATE-DIR/firmware/image.bin)")
 	fs.StringVar(&o.installer, "installer", "file", "installer: file (replace one file) or ab (two slots in STATE-DIR/slots, boot counter)")
@@ -133,6 +135,14 @@ func parseFlags(args []string, env func(string) string) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, f := range []struct {
+		v   *string
+		env string
+	}{{&o.server, "TUFOTA_SERVER"}, {&o.token, "TUFOTA_DEVICE_TOKEN"}, {&o.targetsURL, "TUFOTA_TARGETS_URL"}} {
+		if *f.v == "" {
+			*f.v = env(f.env)
+		}
 	}
 	for _, req := range []struct{ name, val string }{
 		{"--server", o.server}, {"--device-id", o.deviceID}, {"--token", o.token},
