@@ -270,6 +270,11 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 		}
 		return Release{}, fmt.Errorf("push %s: record: %w", ref, err)
 	}
+	// Again now that the row is committed: of two equal versions pushed at
+	// once, at least one sees the other here and withdraws.
+	if err := r.checkEqualVersion(ctx, req.Name, req.Version); err != nil {
+		return Release{}, errors.Join(err, r.deleteRow(ctx, rel))
+	}
 	targets := []Target{{Path: rel.TargetPath, Staged: staged, Custom: custom}}
 	if sbomTarget != nil {
 		targets = append(targets, *sbomTarget)
