@@ -17,6 +17,10 @@ import (
 	"github.com/tufota/tufota/storage"
 )
 
+// deviceRegisterLockKey is the PostgreSQL advisory lock that serialises
+// device registrations (an arbitrary constant, distinct from the others).
+const deviceRegisterLockKey int64 = 0x74756674_64657631 // "tuftdev1"
+
 // RegisterDevice adds a device, or updates the hardware, version,
 // attributes and tags of a registered one (what it runs and what it was
 // assigned are kept). Errors: EInvalid for a bad device or actor;
@@ -32,7 +36,14 @@ func (s *Service) RegisterDevice(ctx context.Context, d Device, actor string) er
 	err := s.db.Tx(ctx, func(tx *storage.Tx) error {
 		// Device IDs are unique without regard to case: DEV1 beside dev1
 		// would be two devices that people, certificates and tools take
-		// for one.
+		// for one. On PostgreSQL (READ COMMITTED) registrations take a
+		// transaction lock so that two case variants registered at once
+		// cannot both pass the check; SQLite transactions are serialised.
+		if s.db.Dialect() == storage.DialectPostgres {
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(?)`, deviceRegisterLockKey); err != nil {
+				return err
+			}
+		}
 		var other string
 		err := tx.QueryRow(ctx, `SELECT id FROM devices WHERE lower(id) = lower(?) AND id <> ? LIMIT 1`, d.ID, d.ID).Scan(&other)
 		switch {

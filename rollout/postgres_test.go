@@ -45,6 +45,7 @@ func TestPostgres(t *testing.T) {
 		"AssignDevice":                   testAssignDevice,
 		"ConcurrentDevicesAndController": testConcurrentDevicesAndController,
 		"LaterWaveWaitsForItsOwnDevices": testLaterWaveWaitsForItsOwnDevices,
+		"DeviceIDCaseVariants":           testDeviceIDCaseVariants,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -282,6 +282,11 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 		return Release{}, fmt.Errorf("push %s: %w", ref, err)
 	}
 	defer unlock()
+	// Again under the lock, which every push takes before its row: of two
+	// equal versions pushed at once, the second sees the first here.
+	if err := r.checkEqualVersion(ctx, req.Name, req.Version); err != nil {
+		return Release{}, err
+	}
 	signers := r.Signers()
 	online, err := r.repo.canSignTargets(ctx, signers.Targets)
 	if err != nil {

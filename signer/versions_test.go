@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/tufota/tufota"
@@ -37,4 +39,30 @@ func TestPushRefusesEqualSemver(t *testing.T) {
 	}
 	// Another release name may use the same version.
 	e.push("other", "1.1.0+b")
+}
+
+// TestConcurrentEqualSemverPushes pushes 1.x.0 and 1.x.0+b at the same
+// time, again and again: at most one of each pair is ever recorded.
+func TestConcurrentEqualSemverPushes(t *testing.T) {
+	e := newThresholdEnv(t)
+	for i := range 10 {
+		versions := []string{fmt.Sprintf("2.%d.0", i), fmt.Sprintf("2.%d.0+b", i)}
+		var wg sync.WaitGroup
+		for _, v := range versions {
+			wg.Go(func() {
+				_, _ = e.rels.Push(context.Background(), PushRequest{Name: "race", Version: v, Hardware: []string{"hw-a"}, File: "fw.bin"},
+					bytes.NewReader([]byte("firmware "+v)), 0, "alice")
+			})
+		}
+		wg.Wait()
+		n := 0
+		for _, v := range versions {
+			if _, err := e.rels.Get(context.Background(), "race", v); err == nil {
+				n++
+			}
+		}
+		if n > 1 {
+			t.Fatalf("both %v were recorded", versions)
+		}
+	}
 }

@@ -135,6 +135,8 @@ Flags:
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("tufota-agent", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
+	// Environment values are applied after parsing, not as defaults: the
+	// usage text prints defaults, and the device token is a secret.
 	fs.StringVar(&o.server, "server", "", "tufota server URL (or TUFOTA_SERVER)")
 	fs.StringVar(&o.deviceID, "device-id", "", "this device's ID")
 	fs.StringVar(&o.token, "token", "", "device token (or TUFOTA_DEVICE_TOKEN)")

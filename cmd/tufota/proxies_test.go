@@ -1,8 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/tufota/tufota"
 )
 
 func TestParseTrustedProxies(t *testing.T) {
@@ -22,5 +28,17 @@ func TestParseTrustedProxies(t *testing.T) {
 		if _, err := parseTrustedProxies([]string{bad}); err == nil {
 			t.Errorf("parseTrustedProxies(%q) succeeded", bad)
 		}
+	}
+}
+
+// TestServerRefusesBadTrustedProxy checks that tufota server validates
+// --trusted-proxy before it opens anything.
+func TestServerRefusesBadTrustedProxy(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"server", "--dir", t.TempDir(), "--addr", "127.0.0.1:0", "--insecure-http", "--trusted-proxy", "proxy.example"},
+		map[string]string{}, strings.NewReader(""), &out, &out)
+	if !errors.Is(err, tufota.ErrInvalid) || !strings.Contains(err.Error(), "--trusted-proxy") {
+		t.Fatalf("server --trusted-proxy proxy.example: %v, want an invalid-flag error", err)
 	}
 }

@@ -313,6 +313,10 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 	if o.leasePeriod < 3*time.Second {
 		return tufota.Errorf(tufota.EInvalid, "server: --lease-period %v is too short (at least 3s)", o.leasePeriod)
 	}
+	proxies, err := parseTrustedProxies(o.trustedProxies)
+	if err != nil {
+		return err
+	}
 	if o.auditRetention < audit.DefaultRetention { // before the data dir is locked, like every flag check
 		return tufota.Errorf(tufota.EInvalid, "server: --audit-retention %s is shorter than the six-year minimum", o.auditRetention)
 	}
@@ -392,10 +396,6 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 			return err
 		}
 		tlsConfig = server.TLSConfig(cert, clientCAs)
-	}
-	proxies, err := parseTrustedProxies(o.trustedProxies)
-	if err != nil {
-		return err
 	}
 	srvCfg := server.Config{
 		Blobs:           d.blobs,
