@@ -91,6 +91,15 @@ func (c *tokenCache) revoked(id string, gen int64) {
 	}
 }
 
+// dropAll empties the cache (after revocations this server made whose
+// token ids it does not list); the next poll re-reads the generation.
+func (c *tokenCache) dropAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m = make(map[string]cachedToken)
+	c.ep++
+}
+
 // sync makes the cache reflect generation gen: when another replica
 // revoked a token since the generation it reflects, everything goes.
 func (c *tokenCache) sync(gen int64) (dropped int) {

@@ -200,3 +200,23 @@ func TestCacheEpochRefusesStaleFill(t *testing.T) {
 }
 
 type sql64 = sql.NullInt64
+
+// RevokeDevice, like Revoke, reaches a token already verified in memory.
+func TestRevokeDeviceDropsCachedTokens(t *testing.T) {
+	dbs := replicaDBs(t)["sqlite"]
+	ctx := t.Context()
+	a := NewTokens(dbs[0], nil)
+	secret, _, err := a.Create(ctx, nil, NewToken{Name: "dev-9", Role: RoleDevice, DeviceID: "dev-9"}, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Authenticate(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.RevokeDevice(ctx, nil, "DEV-9"); err != nil || n != 1 {
+		t.Fatalf("RevokeDevice = %d, %v; want 1", n, err)
+	}
+	if _, err := a.Authenticate(ctx, secret); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("a device token revoked by RevokeDevice: %v, want revoked", err)
+	}
+}
