@@ -43,7 +43,7 @@ func serveDir(t *testing.T, dir string, env map[string]string) (string, *http.Cl
 		}
 	})
 	var url string
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	for deadline := time.Now().Add(2 * time.Minute); ; { // a liveness bound, as in e2e_test.go
 		if b, err := os.ReadFile(urlFile); err == nil {
 			url = strings.TrimSpace(string(b))
 			break
