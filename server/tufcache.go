@@ -33,8 +33,11 @@ const (
 	// (timestamp.json, root.json): another replica's write is served here
 	// at most this late.
 	metaRevalidate = time.Second
-	// maxCachedMeta bounds how many metadata files are kept in memory.
-	maxCachedMeta = 1024
+	// maxCachedMeta and maxCachedMetaBytes bound the metadata kept in
+	// memory (a catalogue of many targets makes large targets files); past
+	// either, arbitrary versioned files make room.
+	maxCachedMeta      = 1024
+	maxCachedMetaBytes = 256 << 20
 	// maxMetaBytes bounds one metadata file read into memory.
 	maxMetaBytes = 256 << 20
 )
@@ -51,12 +54,15 @@ type metaCache struct {
 	now   func() time.Time
 	sf    singleflight.Group
 
-	mu sync.RWMutex
-	m  map[string]*metaEntry
+	maxFiles, maxBytes int
+
+	mu    sync.RWMutex
+	m     map[string]*metaEntry
+	bytes int // total body bytes in m
 }
 
 func newMetaCache(blobs storage.Blobs, now func() time.Time) *metaCache {
-	return &metaCache{blobs: blobs, now: now, m: map[string]*metaEntry{}}
+	return &metaCache{blobs: blobs, now: now, m: map[string]*metaEntry{}, maxFiles: maxCachedMeta, maxBytes: maxCachedMetaBytes}
 }
 
 func mutableMeta(name string) bool { return name == "timestamp.json" || name == "root.json" }
@@ -76,18 +82,25 @@ func (c *metaCache) written(name string, data []byte) {
 func (c *metaCache) store(name string, e *metaEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old, ok := c.m[name]; ok && old.loaded.After(e.loaded) {
+	old, ok := c.m[name]
+	if ok && old.loaded.After(e.loaded) {
 		return
 	}
-	if _, ok := c.m[name]; !ok && len(c.m) >= maxCachedMeta {
-		for k := range c.m {
-			if !mutableMeta(k) {
-				delete(c.m, k)
-				break
-			}
+	if ok {
+		c.bytes -= len(old.body)
+		delete(c.m, name)
+	}
+	for k, v := range c.m { // Go's map order is random: random victims
+		if len(c.m) < c.maxFiles && c.bytes+len(e.body) <= c.maxBytes {
+			break
+		}
+		if !mutableMeta(k) {
+			c.bytes -= len(v.body)
+			delete(c.m, k)
 		}
 	}
 	c.m[name] = e
+	c.bytes += len(e.body)
 }
 
 // get returns metadata file name from memory, or reads it from the blob

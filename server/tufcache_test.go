@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -122,5 +123,27 @@ func TestMetadataRevalidation(t *testing.T) {
 	c.store("timestamp.json", newMetaEntry(other, now, now.Add(-time.Millisecond)))
 	if e, _ := c.get(ctx, "timestamp.json"); !bytes.Equal(e.body, mine) {
 		t.Fatalf("an older read replaced a newer write: %q", e.body)
+	}
+}
+
+// TestMetadataCacheBounds: the copies kept stay within the file and byte
+// bounds, and the mutable files are never the ones evicted.
+func TestMetadataCacheBounds(t *testing.T) {
+	c := newMetaCache(nil, time.Now)
+	c.maxFiles, c.maxBytes = 8, 10_000
+	now := time.Now()
+	c.store("timestamp.json", newMetaEntry(make([]byte, 500), now, now))
+	for i := range 100 {
+		c.store(fmt.Sprintf("%d.targets.json", i+1), newMetaEntry(make([]byte, 1500), now, now))
+		total := 0
+		for _, e := range c.m {
+			total += len(e.body)
+		}
+		if len(c.m) > c.maxFiles || c.bytes > c.maxBytes || total != c.bytes {
+			t.Fatalf("after %d stores: %d files, %d bytes (counted %d); bounds %d files, %d bytes", i+1, len(c.m), total, c.bytes, c.maxFiles, c.maxBytes)
+		}
+		if _, ok := c.m["timestamp.json"]; !ok {
+			t.Fatal("timestamp.json was evicted")
+		}
 	}
 }
