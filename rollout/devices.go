@@ -393,8 +393,15 @@ func (r *Rollout) eligible(d Device) bool {
 	if d.Version == "" {
 		return true
 	}
-	c, err := tufota.CompareVersions(d.Version, r.ReleaseVersion)
-	return err == nil && c < 0
+	if d.Version == r.ReleaseVersion {
+		return false
+	}
+	if r.releaseVer == nil { // a Rollout not made by scanRollout
+		c, err := tufota.CompareVersions(d.Version, r.ReleaseVersion)
+		return err == nil && c < 0
+	}
+	v, err := tufota.ParseVersion(d.Version)
+	return err == nil && v.Compare(*r.releaseVer) < 0
 }
 
 // DeviceState is a device's state in a rollout.

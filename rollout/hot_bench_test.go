@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/storage"
 )
 
@@ -27,7 +28,11 @@ func BenchmarkAssignment(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		r := Rollout{ID: "ro-0123456789ab", ReleaseVersion: "1.1.0", Hardware: []string{"pump-b"}, selector: sel}
+		rv, err := tufota.ParseVersion("1.1.0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := Rollout{ID: "ro-0123456789ab", ReleaseVersion: "1.1.0", Hardware: []string{"pump-b"}, selector: sel, releaseVer: &rv}
 		cut := []Cutoff{{Last: &Key{Bucket: 1000}}, {All: true}} // 10 %, then everyone
 		d := Device{Hardware: "pump-b", Version: "1.0.0", Attrs: map[string]string{"site": "north"}}
 		offered := 0

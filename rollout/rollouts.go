@@ -127,10 +127,11 @@ type Rollout struct {
 	CreatedAt          time.Time  `json:"created_at"`
 	UpdatedAt          time.Time  `json:"updated_at"`
 
-	selector Selector
-	waves    []waveRecord
-	baseline Baseline
-	revision int64
+	selector   Selector
+	releaseVer *tufota.Version // ReleaseVersion parsed, when read from the database
+	waves      []waveRecord
+	baseline   Baseline
+	revision   int64
 }
 
 // waveRecord is a started wave as stored.
@@ -193,6 +194,9 @@ func scanRollout(sc interface{ Scan(...any) error }) (Rollout, error) {
 		return Rollout{}, fmt.Errorf("rollout %s: stored selector: %w", r.ID, err)
 	}
 	r.selector = sel
+	if v, err := tufota.ParseVersion(r.ReleaseVersion); err == nil {
+		r.releaseVer = &v // parsed once: every poll compares against it
+	}
 	r.ReleasePublishedAt = timePtr(fromNull(published))
 	r.WaveStartedAt, r.StartAt = timePtr(fromNull(waveStarted)), timePtr(fromNull(startAt))
 	r.StartedAt, r.FinishedAt, r.ApprovedAt = timePtr(fromNull(started)), timePtr(fromNull(finished)), timePtr(fromNull(ap))
