@@ -127,14 +127,8 @@ func (l *Log) Retention() time.Duration { return l.retention }
 // ETooLarge for a bad entry (see CanonicalJSON), with the database's error
 // (EUnavailable, ...) otherwise; nothing is appended on error.
 func (l *Log) Append(ctx context.Context, e Entry) (Entry, error) {
-	if err := validateNew(e); err != nil {
-		return Entry{}, err
-	}
-	e.Details = maps.Clone(e.Details)
-	if e.Details == nil {
-		e.Details = map[string]string{}
-	}
-	if err := checkStrings(e); err != nil {
+	e, err := prepare(e)
+	if err != nil {
 		return Entry{}, err
 	}
 	l.mu.Lock()
@@ -169,6 +163,21 @@ func (l *Log) appendOnce(ctx context.Context, e Entry) (Entry, error) {
 	return e, nil
 }
 
+// prepare checks a new entry and gives it its own copy of Details.
+func prepare(e Entry) (Entry, error) {
+	if err := validateNew(e); err != nil {
+		return Entry{}, err
+	}
+	e.Details = maps.Clone(e.Details)
+	if e.Details == nil {
+		e.Details = map[string]string{}
+	}
+	if err := checkStrings(e); err != nil {
+		return Entry{}, err
+	}
+	return e, nil
+}
+
 // appendLock serialises appends across replicas on PostgreSQL, for the
 // rest of the appending transaction.
 const appendLock = "audit-append"
@@ -180,14 +189,8 @@ const appendLock = "audit-append"
 // rest of tx short and append after the rows tx locks. Errors as Append's;
 // on error tx should be rolled back (or the call's savepoint).
 func (l *Log) AppendTx(ctx context.Context, tx *storage.Tx, e Entry) (Entry, error) {
-	if err := validateNew(e); err != nil {
-		return Entry{}, err
-	}
-	e.Details = maps.Clone(e.Details)
-	if e.Details == nil {
-		e.Details = map[string]string{}
-	}
-	if err := checkStrings(e); err != nil {
+	e, err := prepare(e)
+	if err != nil {
 		return Entry{}, err
 	}
 	if err := l.insert(ctx, tx, &e); err != nil {
