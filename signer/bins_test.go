@@ -326,6 +326,21 @@ func TestHashedBinsWrongBinRefused(t *testing.T) {
 	if !slices.Equal(asked, []string{right}) {
 		t.Fatalf("the updater fetched bins %v, want only the target's own %s", asked, right)
 	}
+	// tufota's device client refuses it the same way.
+	repo, err := client.OpenRepository(client.RepositoryConfig{
+		TrustedRoot: e.root, MetadataURL: srv.URL + "/metadata", TargetsURL: srv.URL + "/targets",
+		MetadataDir: t.TempDir(), Now: e.clock.Now, HTTPClient: srv.Client(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Refresh(ctx); err != nil {
+		t.Fatalf("client Refresh: %v", err)
+	}
+	if tg, err := repo.Target(ctx, path); err == nil {
+		t.Fatalf("client Target(%s) = %+v from the wrong bin", path, tg)
+	}
+
 	// The server reads the wrong bin as inconsistent, not as a release.
 	st2, err := e.repo.load(ctx)
 	if err != nil {
@@ -333,6 +348,15 @@ func TestHashedBinsWrongBinRefused(t *testing.T) {
 	}
 	_, err = e.repo.loadBin(ctx, st2, wrong)
 	wantCode(t, err, tufota.EInternal)
+
+	// The control: the same target published into its own bin is found,
+	// so the refusals above come from the bin, not from the entry.
+	if _, err := e.repo.Publish(ctx, s, Target{Path: path, Staged: stage(t, e.repo, data)}); err != nil {
+		t.Fatalf("Publish into the right bin: %v", err)
+	}
+	if got, err := fetchTarget(t, srv.Server, e.root, testEpoch, path); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("stock fetch from the right bin = %q, %v", got, err)
+	}
 }
 
 // TestHashedBinsRefusals: the combinations the layout does not support are
