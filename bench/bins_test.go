@@ -340,9 +340,13 @@ type countingConn struct {
 	n *atomic.Int64
 }
 
+// Write counts p before writing it: a client may have read the bytes,
+// and the benchmark read the counter, before a Write that returned has
+// counted them.
 func (c countingConn) Write(p []byte) (int, error) {
+	c.n.Add(int64(len(p)))
 	n, err := c.Conn.Write(p)
-	c.n.Add(int64(n))
+	c.n.Add(int64(n - len(p)))
 	return n, err
 }
 
