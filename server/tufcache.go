@@ -36,7 +36,7 @@ const (
 	// maxCachedMeta and maxCachedMetaBytes bound the metadata kept in
 	// memory (a catalogue of many targets makes large targets files); past
 	// either, arbitrary versioned files make room.
-	maxCachedMeta      = 1024
+	maxCachedMeta      = 16384
 	maxCachedMetaBytes = 256 << 20
 	// maxMetaBytes bounds one metadata file read into memory.
 	maxMetaBytes = 256 << 20

@@ -36,7 +36,11 @@ func (r *Releases) CancelRelease(ctx context.Context, name, version string) (Rel
 	if rel.State != StatePending {
 		return Release{}, tufota.Errorf(tufota.EConflict, "cancel %s: the release is %s; only a pending release can be cancelled", ref, rel.State)
 	}
-	if st.published(rel.TargetPath) {
+	live, err := r.repo.isPublished(ctx, st, rel.TargetPath)
+	if err != nil {
+		return Release{}, fmt.Errorf("cancel %s: %w", ref, err)
+	}
+	if live {
 		return Release{}, tufota.Errorf(tufota.EConflict, "cancel %s: the release is in signed metadata (a crash came before it was recorded; restarting the server records it as published)", ref)
 	}
 	id := pendingTargetsID(name, version)

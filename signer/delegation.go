@@ -274,6 +274,9 @@ func (st *state) roleFor(paths []string) (string, error) {
 // it has none yet) and returns it with the version it replaces. st may be
 // modified.
 func (r *Repository) pendingPayload(ctx context.Context, st *state, role string, add []Target) (*metadata.Metadata[metadata.TargetsType], int64, error) {
+	if role == RoleTargets && st.bins != nil {
+		return r.pendingBinPayload(ctx, st, add)
+	}
 	if role == RoleTargets {
 		base := st.targets.Signed.Version
 		md, err := r.pendingTargets(ctx, st, add)
@@ -422,6 +425,9 @@ func (r *Releases) AddDelegation(ctx context.Context, req DelegationRequest, act
 		return Delegation{}, fmt.Errorf("add delegation %s: %w", req.Name, err)
 	}
 	defer unlock()
+	if st.bins != nil {
+		return Delegation{}, tufota.Errorf(tufota.EInvalid, "add delegation %s: this repository uses hashed bins (a succinct delegation of every path); TUF allows no other delegation beside it, so product-line delegations are not supported with hashed bins", req.Name)
+	}
 	if st.delegatedRole(req.Name) != nil {
 		return Delegation{}, tufota.Errorf(tufota.EConflict, "delegation %s exists already (targets v%d)", req.Name, st.targets.Signed.Version)
 	}

@@ -171,6 +171,9 @@ func (r *Repository) pendingTargets(ctx context.Context, st *state, add []Target
 	if err := checkTargets(add); err != nil {
 		return nil, err
 	}
+	if st.bins != nil {
+		return nil, tufota.Errorf(tufota.EInternal, "hashed-bin repository: the top-level targets metadata lists no targets")
+	}
 	md := st.targets
 	if err := r.nextTargets(ctx, md, st.next(RoleTargets), add); err != nil {
 		return nil, err
@@ -469,6 +472,9 @@ func (r *Releases) releaseStatus(ctx context.Context, name, version string) (Sig
 // reports how many signatures were discarded, or -1 if none).
 func (r *Releases) pendingRelease(ctx context.Context, st *state, name, version string) (p pendingRow, md *metadata.Metadata[metadata.TargetsType], discarded int, err error) {
 	ref := name + "@" + version
+	if st.bins != nil {
+		return p, nil, 0, errBinsOffline("release " + ref)
+	}
 	p, err = loadPending(ctx, r.db, pendingTargetsID(name, version))
 	if errors.Is(err, tufota.ErrNotFound) {
 		rel, gerr := r.Get(ctx, name, version)

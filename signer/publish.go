@@ -132,6 +132,9 @@ func (r *Repository) publishLocked(ctx context.Context, s Signers, add []Target)
 	if err != nil {
 		return 0, fmt.Errorf("publish: %w", err)
 	}
+	if st.bins != nil {
+		return r.publishBinsLocked(ctx, st, s, add)
+	}
 	targets := st.targets
 	if err := r.nextTargets(ctx, targets, st.next(RoleTargets), add); err != nil {
 		return 0, fmt.Errorf("publish: %w", err)
@@ -335,13 +338,14 @@ func (r *Repository) moveBlob(ctx context.Context, src, dst string, n int64) err
 }
 
 // Refresh re-signs online metadata that expires within margin of now:
-// timestamp, snapshot, and targets when s.Targets holds at least the
+// timestamp, snapshot, targets and, in a hashed-bin repository, each bin
+// ("bins" in the result) when s.Targets holds at least the
 // targets threshold of the role's keys (otherwise a due targets role is
 // logged as a warning and left alone, so that an offline targets role
 // never stops timestamp and snapshot refreshes). A
 // re-signed targets forces a new snapshot, and a new snapshot a new
 // timestamp. It returns the names of the roles re-signed, in the order
-// "targets", "snapshot", "timestamp", or none. Root expiry needs the
+// "targets", "bins", "snapshot", "timestamp", or none. Root expiry needs the
 // offline root keys and is only reported by Expiries. Refresh is
 // serialised with other writers.
 func (r *Repository) Refresh(ctx context.Context, s Signers, margin time.Duration) (refreshed []string, err error) {
@@ -372,7 +376,24 @@ func (r *Repository) Refresh(ctx context.Context, s Signers, margin time.Duratio
 				"expires", st.targets.Signed.Expires, "online_keys", n, "threshold", need)
 		}
 	}
+	var binFiles []metaFile
+	if st.bins != nil {
+		if n, need := countRoleSigners(st.root, RoleTargets, s.Targets); n >= need {
+			if binFiles, err = r.refreshBins(ctx, st, s, limit); err != nil {
+				return nil, fmt.Errorf("refresh: %w", err)
+			}
+			if len(binFiles) > 0 {
+				refreshed = append(refreshed, BinsPrefix)
+			}
+		} else {
+			r.log.WarnContext(ctx, "hashed-bin repository without its online targets key: bins that expire are not re-signed",
+				"online_keys", n, "threshold", need)
+		}
+	}
 	for role, md := range st.delegated {
+		if st.bins != nil && st.bins.IsDelegatedRole(role) {
+			continue // re-signed above
+		}
 		if due(md.Signed.Expires) {
 			r.log.WarnContext(ctx, "delegated targets metadata expires soon; its key holders must sign a new version (tufota delegation renew, or the role's next release)",
 				"role", role, "expires", md.Signed.Expires)
@@ -385,9 +406,10 @@ func (r *Repository) Refresh(ctx context.Context, s Signers, margin time.Duratio
 
 	var files []metaFile
 	switch {
-	case targets != nil || due(st.snapshot.Signed.Expires):
+	case targets != nil || len(binFiles) > 0 || due(st.snapshot.Signed.Expires):
 		refreshed = append(refreshed, RoleSnapshot, RoleTimestamp)
 		files, err = r.signChain(st.root, targets, false, st, s)
+		files = append(binFiles, files...)
 	case due(st.timestamp.Signed.Expires):
 		refreshed = append(refreshed, RoleTimestamp)
 		files, err = r.signTimestamp(st, s.Timestamp)

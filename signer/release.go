@@ -292,6 +292,13 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	if err != nil {
 		return Release{}, fmt.Errorf("push %s: %w", ref, err)
 	}
+	if !online {
+		if bits, err := r.repo.HashedBins(ctx); err != nil {
+			return Release{}, fmt.Errorf("push %s: %w", ref, err)
+		} else if bits > 0 {
+			return Release{}, tufota.Errorf(tufota.EInvalid, "push %s: this repository uses hashed bins, which the server signs with its online targets key, and the server holds none (start it with the targets key)", ref)
+		}
+	}
 	if err := r.repo.step("record " + ref); err != nil {
 		return Release{}, fmt.Errorf("push %s: %w", ref, err)
 	}
@@ -360,9 +367,14 @@ func (r *Releases) publishFailed(ctx context.Context, rel Release, targets []Tar
 		*published = true
 		return Release{}, fmt.Errorf("push %s: %w; the repository cannot be read to tell whether the release is live (%v): it stays pending until it is cancelled or the server restarts", ref, perr, err)
 	}
-	if st.published(rel.TargetPath) {
+	live, err := r.repo.isPublished(ctx, st, rel.TargetPath)
+	if err != nil {
 		*published = true
-		v, pub := st.roleVersion(rel.Role), r.now().UTC()
+		return Release{}, fmt.Errorf("push %s: %w; the repository cannot be read to tell whether the release is live (%v): it stays pending until it is cancelled or the server restarts", ref, perr, err)
+	}
+	if live {
+		*published = true
+		v, pub := st.releaseVersion(rel.Role, rel.TargetPath), r.now().UTC()
 		if err := r.markPublished(ctx, rel.Name, rel.Version, v, pub); err != nil {
 			return Release{}, fmt.Errorf("push %s: publish reported an error but the release is live as targets v%d, and recording it failed (Reconcile fixes this): %w", ref, v, errors.Join(perr, err))
 		}
@@ -484,13 +496,18 @@ func (r *Releases) Reconcile(ctx context.Context) (int, error) {
 	var errs []error
 	for _, rel := range rels {
 		ref := rel.Name + "@" + rel.Version
-		if !st.published(rel.TargetPath) {
+		live, err := r.repo.isPublished(ctx, st, rel.TargetPath)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reconcile %s: %w", ref, err))
+			continue
+		}
+		if !live {
 			if err := r.rollBack(ctx, st, rel); err != nil {
 				errs = append(errs, fmt.Errorf("reconcile %s: roll back: %w", ref, err))
 			}
 			continue
 		}
-		v := st.roleVersion(rel.Role)
+		v := st.releaseVersion(rel.Role, rel.TargetPath)
 		if err := r.markPublished(ctx, rel.Name, rel.Version, v, r.now().UTC()); err != nil {
 			errs = append(errs, fmt.Errorf("reconcile %s: record published: %w", ref, err))
 			continue
@@ -523,7 +540,11 @@ func (r *Releases) rollBack(ctx context.Context, st *state, rel Release) error {
 	}
 	moved := 0
 	for _, t := range extra.targets() {
-		if st.published(t.Path) {
+		live, err := r.repo.isPublished(ctx, st, t.Path)
+		if err != nil {
+			return err
+		}
+		if live {
 			return tufota.Errorf(tufota.EInternal, "target %s of pending release %s is in signed metadata but its firmware is not", t.Path, ref)
 		}
 		ok, err := r.repo.unmoveStaged(ctx, t)

@@ -146,6 +146,8 @@ type Repository struct {
 	// staging holds the staged keys of the uploads in progress in this
 	// process, which SweepStaging never removes.
 	staging liveKeys
+	// binExp caches the expiry of hashed-bin metadata files read.
+	binExp binExpiries
 }
 
 // step runs the step hook (WithStepHook), if any, before a durable step.
@@ -207,16 +209,32 @@ func metaKey(file string) string { return MetadataPrefix + file }
 // targets by all of the given keys). It returns the root metadata, the
 // trust anchor to bake into devices.
 //
+// With WithHashedBins(k), targets v1 delegates every path to 2^k bin
+// roles (TAP 15 succinct delegation, see bins.go), each written as an
+// empty 1.bins-XXX.json before the snapshot that names them; the layout
+// needs a targets threshold of 1 (tufota.EInvalid otherwise).
+//
 // A repository whose timestamp.json or any N.root.json other than
 // 1.root.json exists is tufota.EConflict; leftovers of an Init that failed
 // before timestamp.json are overwritten. Bad keys or thresholds are
 // tufota.EInvalid.
-func (r *Repository) Init(ctx context.Context, keys RoleKeys) (rootJSON []byte, err error) {
+func (r *Repository) Init(ctx context.Context, keys RoleKeys, opts ...InitOption) (rootJSON []byte, err error) {
+	var o initOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.binBits < 0 || o.binBits > MaxBinBits {
+		return nil, tufota.Errorf(tufota.EInvalid, "init repository: hashed bins: bit length %d must be between 1 and %d (0: no bins)", o.binBits, MaxBinBits)
+	}
+	if o.binBits > 0 && keys.TargetsThreshold > 1 {
+		return nil, tufota.Errorf(tufota.EInvalid, "init repository: hashed bins need a targets threshold of 1, not %d: the server signs the bins with its online targets key (threshold signing with offline targets keys is not supported with hashed bins)", keys.TargetsThreshold)
+	}
 	unlock, err := r.lock(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
 	defer unlock()
+	r.binExp.reset()
 
 	if err := r.checkEmpty(ctx); err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
@@ -243,7 +261,12 @@ func (r *Repository) Init(ctx context.Context, keys RoleKeys) (rootJSON []byte, 
 		targetSigners[i] = k
 	}
 	s := Signers{Targets: targetSigners, Snapshot: keys.Snapshot, Timestamp: keys.Timestamp}
-	files, err := r.signChain(root, targets, false, nil, s)
+	var files []metaFile
+	if o.binBits > 0 {
+		files, err = r.initBins(root, o.binBits, s)
+	} else {
+		files, err = r.signChain(root, targets, false, nil, s)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
@@ -260,7 +283,8 @@ func (r *Repository) Init(ctx context.Context, keys RoleKeys) (rootJSON []byte, 
 	}
 	r.log.InfoContext(ctx, "tuf repository initialised",
 		"root_keys", len(keys.Root), "root_threshold", root.Signed.Roles[RoleRoot].Threshold,
-		"targets_keys", len(keys.Targets), "targets_threshold", root.Signed.Roles[RoleTargets].Threshold)
+		"targets_keys", len(keys.Targets), "targets_threshold", root.Signed.Roles[RoleTargets].Threshold,
+		"hashed_bin_bits", o.binBits)
 	return rootJSON, nil
 }
 
@@ -574,6 +598,9 @@ type state struct {
 	// stored is the highest N of the N.ROLE.json files in the store, per
 	// role: above the signed chain when a crash left files outside it.
 	stored map[string]int64
+	// bins is the succinct delegation of a hashed-bin repository, or nil.
+	// Its bins' metadata is read into delegated on demand (loadBin).
+	bins *metadata.SuccinctRoles
 }
 
 // next returns the version of role's next metadata ("snapshot", "targets"
@@ -672,6 +699,9 @@ func (r *Repository) load(ctx context.Context) (*state, error) {
 	}
 	if err := r.loadDelegated(ctx, st); err != nil {
 		return nil, err
+	}
+	if st.bins = succinct(st.targets); st.bins != nil && len(st.targets.Signed.Targets) > 0 {
+		return nil, corrupt(targetsName, errors.New("a hashed-bin targets metadata lists targets itself"))
 	}
 	return st, nil
 }

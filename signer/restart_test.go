@@ -234,6 +234,8 @@ type crashScenario struct {
 	delegated bool
 	// sbom: the crashed release carries an SBOM (two blobs to move).
 	sbom bool
+	// bins: the repository uses 2^bins hashed bins (WithHashedBins).
+	bins int
 }
 
 // crashRepo is the keys of one scenario.
@@ -313,7 +315,7 @@ func (cr *crashRepo) setup(t *testing.T, st crashStores) crashSpec {
 	defer cs.close()
 	var err error
 	keys := RoleKeys{Root: []signature.SignerVerifier{cr.root.sv}, Targets: []signature.SignerVerifier{cr.targets.sv}, Snapshot: cr.snap.sv, Timestamp: cr.ts.sv}
-	if cr.rootJSON, err = cs.repo.Init(ctx, keys); err != nil {
+	if cr.rootJSON, err = cs.repo.Init(ctx, keys, WithHashedBins(cr.sc.bins)); err != nil {
 		t.Fatalf("Init: %v", err)
 	}
 	cr.release(t, cs, "monitor", "0.9.0", cr.prior, nil)
@@ -447,6 +449,8 @@ func runCrashScenarios(t *testing.T, fresh func(t *testing.T) crashStores) {
 		{name: "top-level-offline-sign"},
 		{name: "top-level-offline-sign-with-sbom", sbom: true},
 		{name: "delegated-role-sign", online: true, delegated: true},
+		// pump/1.0.0/fw.bin and its SBOM hash into different bins of 4.
+		{name: "hashed-bins-online-push-with-sbom", online: true, sbom: true, bins: 2},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()

@@ -246,6 +246,12 @@ func (r *Releases) ProposeRoot(ctx context.Context, ch RootChange, actor string)
 	if len(diffRoots(st.root, nr)) == 0 {
 		return SigningPayload{}, tufota.Errorf(tufota.EInvalid, "the root change changes nothing")
 	}
+	if st.bins != nil {
+		o, n := st.root.Signed.Roles[RoleTargets], nr.Signed.Roles[RoleTargets]
+		if o.Threshold != n.Threshold || !slices.Equal(slices.Sorted(slices.Values(o.KeyIDs)), slices.Sorted(slices.Values(n.KeyIDs))) {
+			return SigningPayload{}, tufota.Errorf(tufota.EInvalid, "this repository uses hashed bins, whose delegation names the targets keys: changing the targets keys or threshold in a root change is not supported with hashed bins")
+		}
+	}
 	var resign []byte
 	if err := nr.VerifyDelegate(RoleTargets, st.targets); err != nil {
 		if n, need := countRoleSigners(nr, RoleTargets, roleSigners(nr, RoleTargets, signers.Targets)); n < need {

@@ -25,6 +25,10 @@ type repoConfig struct {
 	Storage     string   `json:"storage"`
 	DB          string   `json:"db"`
 	Keys        roleURIs `json:"keys"`
+	// HashedBins is the bit length of the hashed-bin layout (2^HashedBins
+	// bin roles, 'init --hashed-bins'), 0 for a flat targets metadata.
+	// The server checks it against the signed targets metadata at start.
+	HashedBins int `json:"hashed_bins,omitempty"`
 }
 
 type roleURIs struct {

@@ -35,6 +35,8 @@ type initOptions struct {
 	targetsThreshold int
 	snapshotKey      string
 	timestampKey     string
+	// hashedBins is the bit length of the hashed-bin layout, 0 for none.
+	hashedBins int
 }
 
 // initResult is what init prints with -o json.
@@ -47,6 +49,9 @@ type initResult struct {
 	KeyIDs map[string][]string `json:"key_ids"`
 	// Thresholds of the root and targets roles.
 	Thresholds map[string]int `json:"thresholds"`
+	// HashedBins is the bit length of the hashed-bin layout (2^N bins),
+	// absent without one.
+	HashedBins int `json:"hashed_bins,omitempty"`
 	// AuditKey is the note verifier key of the audit log's checkpoints:
 	// give it to compliance reviewers (tufota audit verify --key).
 	AuditKey string `json:"audit_verifier_key"`
@@ -81,6 +86,9 @@ ever written to DIR/tufota.json.`,
 				for _, role := range []string{"root", "targets", "snapshot", "timestamp"} {
 					fmt.Fprintf(w, "%s keys (threshold %d): %s\n", role, max(res.Thresholds[role], 1), strings.Join(res.KeyIDs[role], ", "))
 				}
+				if res.HashedBins > 0 {
+					fmt.Fprintf(w, "Hashed bins: %d bin roles (%s-*), signed by the targets key\n", 1<<res.HashedBins, signer.BinsPrefix)
+				}
 				fmt.Fprintf(w, "Audit checkpoint key (for reviewers' 'tufota audit verify --key'): %s\n", res.AuditKey)
 				fmt.Fprintf(w, "Admin token (shown once, store it now):\n%s\n", res.AdminToken)
 			})
@@ -98,6 +106,7 @@ ever written to DIR/tufota.json.`,
 	f.IntVar(&o.targetsThreshold, "targets-threshold", 0, "signatures needed on targets metadata (required with several --targets-key)")
 	f.StringVar(&o.snapshotKey, "snapshot-key", "", "key URI of the snapshot key, used by the server (default: a new file key)")
 	f.StringVar(&o.timestampKey, "timestamp-key", "", "key URI of the timestamp key, used by the server (default: a new file key)")
+	f.IntVar(&o.hashedBins, "hashed-bins", 0, fmt.Sprintf("for large catalogues: delegate every target to 2^BITS hashed-bin roles (TAP 15; 1 to %d, e.g. 10 for 100,000 targets), signed by the server's online targets key; needs a targets threshold of 1 and allows no product-line delegations (0: one flat targets metadata)", signer.MaxBinBits))
 	_ = cmd.MarkFlagRequired("dir")
 	return cmd
 }
@@ -115,6 +124,12 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 	}
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return res, tufota.Errorf(tufota.EConflict, "%s is not empty; init needs a new or empty directory", dir)
+	}
+	if o.hashedBins < 0 || o.hashedBins > signer.MaxBinBits {
+		return res, tufota.Errorf(tufota.EInvalid, "init: --hashed-bins %d: want a bit length between 1 and %d (0: no hashed bins)", o.hashedBins, signer.MaxBinBits)
+	}
+	if o.hashedBins > 0 && o.targetsThreshold > 1 {
+		return res, tufota.Errorf(tufota.EInvalid, "init: --hashed-bins needs --targets-threshold 1: the server signs the bins with its online targets key (threshold signing with offline targets keys is not supported with hashed bins)")
 	}
 	plans, err := planRoleKeys(o)
 	if err != nil {
@@ -141,11 +156,13 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 		}
 	}()
 	cfg := repoConfig{
-		Version: 1,
-		Storage: o.storage,
-		DB:      o.db,
-		Keys:    roleURIs{Audit: "file:keys/audit.key"},
+		Version:    1,
+		Storage:    o.storage,
+		DB:         o.db,
+		Keys:       roleURIs{Audit: "file:keys/audit.key"},
+		HashedBins: o.hashedBins,
 	}
+	res.HashedBins = o.hashedBins
 	kr := signer.NewKeyring(signer.WithPassphrase(func() ([]byte, error) { return pass, nil }))
 	defer kr.Close()
 	var keys signer.RoleKeys
@@ -222,7 +239,7 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 	}
 	defer db.Close()
 	repo := signer.NewRepository(blobs)
-	root, err := repo.Init(ctx, keys)
+	root, err := repo.Init(ctx, keys, signer.WithHashedBins(o.hashedBins))
 	if err != nil {
 		return res, fmt.Errorf("init: %w", err)
 	}
@@ -248,7 +265,7 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 				"root_key": strings.Join(res.KeyIDs["root"], ","), "root_threshold": fmt.Sprint(res.Thresholds["root"]),
 				"targets_key": strings.Join(res.KeyIDs["targets"], ","), "targets_threshold": fmt.Sprint(res.Thresholds["targets"]),
 				"snapshot_key": strings.Join(res.KeyIDs["snapshot"], ","), "timestamp_key": strings.Join(res.KeyIDs["timestamp"], ","),
-				"key_uris": strings.Join(keyURIsForAudit(cfg.Keys), " ")}},
+				"key_uris": strings.Join(keyURIsForAudit(cfg.Keys), " "), "hashed_bins": fmt.Sprint(o.hashedBins)}},
 		{Actor: "tufota-init", Role: "system", Action: "token.create", Object: "token/" + tok.ID, Outcome: audit.OutcomeOK,
 			Details: map[string]string{"name": tok.Name, "role": string(tok.Role)}},
 	} {

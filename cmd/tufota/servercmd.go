@@ -146,6 +146,9 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	} else {
 		log.Info("targets threshold above one: releases wait for key holders' signatures (tufota release sign)", "threshold", targetsThreshold)
 	}
+	if err := checkHashedBins(ctx, repo, cfg, s); err != nil {
+		return nil, err
+	}
 	if s.Snapshot, err = keys.Open(ctx, resolve(dir, cfg.Keys.Snapshot)); err != nil {
 		return nil, fmt.Errorf("open snapshot key: %w", err)
 	}
@@ -511,4 +514,21 @@ func rootThreshold(ctx context.Context, repo *signer.Repository, role string) (i
 		return 0, fmt.Errorf("root metadata has no %s role", role)
 	}
 	return r.Threshold, nil
+}
+
+// checkHashedBins refuses to serve a repository whose layout differs from
+// the one DIR/tufota.json records ('init --hashed-bins'), and a hashed-bin
+// repository without an online targets key, which signs the bins.
+func checkHashedBins(ctx context.Context, repo *signer.Repository, cfg repoConfig, s signer.Signers) error {
+	bits, err := repo.HashedBins(ctx)
+	if err != nil {
+		return fmt.Errorf("repository layout: %w", err)
+	}
+	if bits != cfg.HashedBins {
+		return tufota.Errorf(tufota.EInvalid, "repository layout: %s records hashed_bins %d, but the signed targets metadata has %d (0: no hashed bins)", configName, cfg.HashedBins, bits)
+	}
+	if bits > 0 && len(s.Targets) == 0 {
+		return tufota.Errorf(tufota.EInvalid, "repository layout: hashed bins are signed by the server's online targets key, and %s names none the server can use", configName)
+	}
+	return nil
 }
