@@ -39,6 +39,7 @@ type simOptions struct {
 	enrollConcurrency int
 	rollouts          []string
 	perDevice         bool
+	workDir           string
 }
 
 func (a *app) simCommand() *cobra.Command {
@@ -86,6 +87,7 @@ counts differ from the simulator's.`,
 	f.IntVar(&o.enrollConcurrency, "enroll-concurrency", 32, "enrollments in flight at most")
 	f.StringSliceVar(&o.rollouts, "rollout", nil, "also compare this rollout's outcomes with the server's (repeatable)")
 	f.BoolVar(&o.perDevice, "per-device", false, "print every device's last result too")
+	f.StringVar(&o.workDir, "work-dir", "", "where the devices' state directories go (a new directory in it, removed at the end; default the system's temporary directory)")
 	for _, n := range []string{"enroll-token", "root", "hardware"} {
 		_ = cmd.MarkFlagRequired(n)
 	}
@@ -124,7 +126,7 @@ func (a *app) sim(ctx context.Context, o simOptions) error {
 	if err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp("", "tufota-sim-")
+	work, err := os.MkdirTemp(o.workDir, "tufota-sim-")
 	if err != nil {
 		return fmt.Errorf("sim: %w", err)
 	}

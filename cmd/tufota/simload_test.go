@@ -175,8 +175,8 @@ func TestCountingTransport(t *testing.T) {
 	}
 	report(`{"device_id":"dev-1","state":"downloading","rollout_id":"ro-1"}`)
 	report(`{"device_id":"dev-1","state":"installed","rollout_id":"ro-1"}`) // refused: 500
-	get("/tuf/2.root.json")                                                // the end of the root chain
-	get("/tuf/snapshot.json")                                              // a real 404
+	get("/tuf/2.root.json")                                                 // the end of the root chain
+	get("/tuf/snapshot.json")                                               // a real 404
 	if got := stats.lastStates("ro-1"); got["dev-1"] != "downloading" {
 		t.Errorf("last state of dev-1 = %q, want downloading (the installed report was refused)", got["dev-1"])
 	}
