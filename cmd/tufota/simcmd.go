@@ -151,6 +151,7 @@ func (a *app) sim(ctx context.Context, o simOptions) error {
 
 	fleet := &simFleet{serverURL: a.serverURL, root: root, http: shared, log: slog.New(slog.DiscardHandler), stats: stats}
 	t1 := time.Now()
+	stats.begin(t1)
 	results := fleet.runLoad(ctx, devs, simLoad{Every: o.poll, Jitter: o.jitter, Duration: o.duration, Workers: o.concurrency, Seed: o.seed})
 	runTook := time.Since(t1)
 	log.Info("sim: polls done; delivering queued reports", "seconds", runTook.Seconds())
@@ -281,6 +282,14 @@ func printSimSummary(w io.Writer, s simSummary) {
 	row(w, "ENROLLED", fmt.Sprintf("%.1f s (%.0f/s)", s.EnrollSeconds, s.EnrollPerSecond))
 	row(w, "POLLS", fmt.Sprintf("%d in %.1f s (%.0f/s): %s", s.Polls, s.RunSeconds, s.PollsPerSecond, countList(s.PollStatus)))
 	row(w, "POLL LATENCY", fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, max %.2f ms", s.PollP50Ms, s.PollP99Ms, s.PollMaxMs))
+	for _, ph := range []struct {
+		name string
+		p    *simPhase
+	}{{"WHILE UPDATING", s.Rollout}, {"AFTER UPDATES", s.After}} {
+		if ph.p != nil {
+			row(w, ph.name, fmt.Sprintf("%.0f s: %d polls (%.0f/s), p50 %.2f ms, p99 %.2f ms, max %.2f ms", ph.p.Seconds, ph.p.Polls, ph.p.PollsPerSecond, ph.p.P50Ms, ph.p.P99Ms, ph.p.MaxMs))
+		}
+	}
 	row(w, "LATE POLLS", fmt.Sprintf("%d started more than one interval late (max lag %.0f ms)", s.LatePolls, s.MaxLagMs))
 	row(w, "REQUESTS", s.Requests)
 	row(w, "ERRORS", fmt.Sprintf("%d %s", s.ErrorCount, countList(s.Errors)))

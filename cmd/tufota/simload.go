@@ -33,7 +33,10 @@ import (
 type simStats struct {
 	mu         sync.Mutex
 	pollStatus map[int]int
-	pollLat    []time.Duration
+	polls      []pollSample
+	start      time.Time // when polling began (begin); zero: the first poll
+	lastOffer  time.Time // the last poll answered with an offer
+	lastAck    time.Time // the last report the server acknowledged
 	requests   int
 	errs       map[string]int // "poll http_5xx", "report timeout", "cycle check", ...
 	sent       map[string]int // report state → reports sent (first attempts and retries)
@@ -43,17 +46,33 @@ type simStats struct {
 	maxLag     time.Duration
 }
 
+// pollSample is one poll: when it started (since simStats.start) and how
+// long its answer took.
+type pollSample struct {
+	at, took time.Duration
+}
+
 // simState is a device's last known state in one rollout.
 type simState struct {
 	Rollout, State string
 }
 
-// maxLatencySamples bounds the poll latencies kept for percentiles (8 bytes
-// each): 10,000 devices every 5 s for an hour.
-const maxLatencySamples = 7_200_000
+// maxLatencySamples bounds the polls kept for percentiles (16 bytes each):
+// 10,000 devices every 5 s for half an hour.
+const maxLatencySamples = 3_600_000
 
 func newSimStats() *simStats {
 	return &simStats{pollStatus: map[int]int{}, errs: map[string]int{}, sent: map[string]int{}, acked: map[string]int{}, last: map[string]simState{}}
+}
+
+// begin marks the start of polling: poll times count from here.
+func (s *simStats) begin(t time.Time) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.start = t
+	s.mu.Unlock()
 }
 
 func (s *simStats) addErr(kind string) {
@@ -156,6 +175,9 @@ func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.start.IsZero() {
+		s.start = start
+	}
 	s.requests++
 	if kind != "" {
 		s.errs[op+" "+kind]++
@@ -164,8 +186,11 @@ func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	case "poll":
 		if err == nil {
 			s.pollStatus[res.StatusCode]++
-			if len(s.pollLat) < maxLatencySamples {
-				s.pollLat = append(s.pollLat, took)
+			if len(s.polls) < maxLatencySamples {
+				s.polls = append(s.polls, pollSample{at: start.Sub(s.start), took: took})
+			}
+			if res.StatusCode == http.StatusOK {
+				s.lastOffer = start.Add(took)
 			}
 			dev := req.URL.Query().Get("device_id")
 			if offer.RolloutID != "" && dev != "" {
@@ -178,6 +203,7 @@ func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		s.sent[rep.State]++
 		if err == nil && res.StatusCode/100 == 2 {
 			s.acked[rep.State]++
+			s.lastAck = start.Add(took)
 			if rep.DeviceID != "" && rep.RolloutID != "" {
 				s.last[rep.DeviceID] = simState{Rollout: rep.RolloutID, State: rep.State}
 			}
@@ -364,13 +390,18 @@ type simSummary struct {
 	PollP50Ms       float64        `json:"poll_p50_ms"`
 	PollP99Ms       float64        `json:"poll_p99_ms"`
 	PollMaxMs       float64        `json:"poll_max_ms"`
-	LatePolls       int            `json:"late_polls"`
-	MaxLagMs        float64        `json:"max_lag_ms"`
-	Requests        int            `json:"requests"`
-	Errors          map[string]int `json:"errors"`
-	ErrorCount      int            `json:"error_count"`
-	ReportsSent     map[string]int `json:"reports_sent"`
-	ReportsAcked    map[string]int `json:"reports_acknowledged"`
+	// Rollout and After split the polls: those that started until the
+	// last report was acknowledged (while devices updated), and those that
+	// started after it (every device answered "nothing to do").
+	Rollout      *simPhase      `json:"during_updates,omitempty"`
+	After        *simPhase      `json:"after_updates,omitempty"`
+	LatePolls    int            `json:"late_polls"`
+	MaxLagMs     float64        `json:"max_lag_ms"`
+	Requests     int            `json:"requests"`
+	Errors       map[string]int `json:"errors"`
+	ErrorCount   int            `json:"error_count"`
+	ReportsSent  map[string]int `json:"reports_sent"`
+	ReportsAcked map[string]int `json:"reports_acknowledged"`
 	// Unacknowledged reports were still queued on devices after the final
 	// flush.
 	Unacknowledged int `json:"unacknowledged_reports"`
@@ -389,6 +420,34 @@ type simSummary struct {
 	Lost       int      `json:"lost_reports"`
 	Mismatches []string `json:"mismatches,omitempty"`
 	OK         bool     `json:"ok"`
+}
+
+// simPhase is the polls of one stretch of the run.
+type simPhase struct {
+	Seconds        float64 `json:"seconds"`
+	Polls          int     `json:"polls"`
+	PollsPerSecond float64 `json:"polls_per_second"`
+	P50Ms          float64 `json:"poll_p50_ms"`
+	P99Ms          float64 `json:"poll_p99_ms"`
+	MaxMs          float64 `json:"poll_max_ms"`
+}
+
+// phase summarizes the polls that started within [from, to).
+func phase(polls []pollSample, from, to time.Duration) *simPhase {
+	var lat []time.Duration
+	for _, p := range polls {
+		if p.at >= from && p.at < to {
+			lat = append(lat, p.took)
+		}
+	}
+	if len(lat) == 0 || to <= from {
+		return nil
+	}
+	slices.Sort(lat)
+	ph := &simPhase{Seconds: math.Round((to-from).Seconds()*10) / 10, Polls: len(lat),
+		P50Ms: ms(percentile(lat, 0.50)), P99Ms: ms(percentile(lat, 0.99)), MaxMs: ms(lat[len(lat)-1])}
+	ph.PollsPerSecond = math.Round(float64(len(lat))/(to-from).Seconds()*10) / 10
+	return ph
 }
 
 // simRolloutCheck compares devices per state in one rollout.
@@ -426,8 +485,16 @@ func (s *simStats) summarize(devices int, enroll, run time.Duration) simSummary 
 	if run > 0 {
 		sum.PollsPerSecond = float64(sum.Polls) / run.Seconds()
 	}
-	lat := slices.Clone(s.pollLat)
+	lat := make([]time.Duration, len(s.polls))
+	for i, p := range s.polls {
+		lat[i] = p.took
+	}
 	slices.Sort(lat)
+	if !s.lastAck.IsZero() && run > 0 {
+		split := s.lastAck.Sub(s.start)
+		sum.Rollout = phase(s.polls, 0, split)
+		sum.After = phase(s.polls, split, run)
+	}
 	sum.PollP50Ms, sum.PollP99Ms = ms(percentile(lat, 0.50)), ms(percentile(lat, 0.99))
 	if len(lat) > 0 {
 		sum.PollMaxMs = ms(lat[len(lat)-1])

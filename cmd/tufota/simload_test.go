@@ -311,3 +311,22 @@ func TestSimCommand(t *testing.T) {
 		t.Errorf("sim --jitter 2: %v, want refused", err)
 	}
 }
+
+func TestPhase(t *testing.T) {
+	t.Parallel()
+	s := func(at, took int) pollSample {
+		return pollSample{at: time.Duration(at) * time.Second, took: time.Duration(took) * time.Millisecond}
+	}
+	polls := []pollSample{s(0, 900), s(1, 800), s(2, 1000), s(5, 1), s(6, 2), s(9, 3)}
+	during := phase(polls, 0, 5*time.Second)
+	after := phase(polls, 5*time.Second, 10*time.Second)
+	if during == nil || during.Polls != 3 || during.P50Ms != 900 || during.MaxMs != 1000 || during.PollsPerSecond != 0.6 {
+		t.Errorf("during = %+v; want 3 polls, p50 900 ms, max 1000 ms, 0.6/s", during)
+	}
+	if after == nil || after.Polls != 3 || after.P99Ms != 3 || after.Seconds != 5 {
+		t.Errorf("after = %+v; want 3 polls, p99 3 ms over 5 s", after)
+	}
+	if p := phase(polls, 20*time.Second, 30*time.Second); p != nil {
+		t.Errorf("an empty stretch = %+v, want nil", p)
+	}
+}
