@@ -9,6 +9,9 @@
 #   make bench      every benchmark once
 #   make bench-run  bench/run: tufota against nginx, openssl, dd and curl on loopback;
 #                   writes bench/results.md and bench/results.json (BENCH_* settings, see bench/run)
+#   make bench-fleet bench/fleet: tufota sim with 10,000 devices against one server on loopback
+#                   while a rollout goes through three waves; writes bench/fleet-results.md
+#                   and bench/fleet-results.json (BENCH_FLEET_* settings, see bench/fleet)
 #   make fixtures   regenerate repo-fixtures/ and every package's golden files (-update)
 #
 # Cache: $(TUFOTA_CACHE) (tools, the MinIO binary). Variables you may set:
@@ -26,7 +29,7 @@ BENCHFLAGS ?= -benchmem -count=1
 
 export TUFOTA_CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/tufota
 
-.PHONY: build test test-short testenv-install lint fuzz bench bench-run fixtures clean
+.PHONY: build test test-short testenv-install lint fuzz bench bench-run bench-fleet fixtures clean
 
 build:
 	$(GO) build ./...
@@ -53,6 +56,9 @@ bench:
 
 bench-run:
 	bench/run
+
+bench-fleet:
+	bench/fleet
 
 # The TUF test repositories (repo-fixtures/gen), then the golden files of every
 # other package whose tests take -update (-short: golden files need no services).

@@ -26,45 +26,81 @@ const deviceRegisterLockKey int64 = 0x74756674_64657631 // "tuftdev1"
 // assigned are kept). Errors: EInvalid for a bad device or actor;
 // EConflict when the ID differs only in case from a registered one.
 func (s *Service) RegisterDevice(ctx context.Context, d Device, actor string) error {
+	if err := checkRegistration(d, actor); err != nil {
+		return err
+	}
+	var inTx bool
+	err := s.db.Tx(ctx, func(tx *storage.Tx) error {
+		_, _, err := s.RegisterDeviceIn(ctx, tx, d, actor)
+		inTx = err != nil
+		return err
+	})
+	if err != nil && !inTx {
+		return fmt.Errorf("register device %s: %w", d.ID, err)
+	}
+	return err
+}
+
+// RegisterDeviceIn registers d as RegisterDevice does, inside tx (the
+// caller's transaction, e.g. one enrollment with its token and audit entry,
+// shared with others), and returns the stored device and whether it is new
+// (no device had its ID before). The device's cached copy is dropped when
+// tx commits; if the caller rolls tx (or its savepoint) back, that drop is
+// harmless. The stored last-seen time may lag by the coalescing interval.
+// Errors as RegisterDevice's.
+func (s *Service) RegisterDeviceIn(ctx context.Context, tx *storage.Tx, d Device, actor string) (dev Device, isNew bool, err error) {
+	if err := checkRegistration(d, actor); err != nil {
+		return Device{}, false, err
+	}
+	now := nanos(s.clock())
+	// Device IDs are unique without regard to case: DEV1 beside dev1
+	// would be two devices that people, certificates and tools take
+	// for one. On PostgreSQL (READ COMMITTED) registrations take a
+	// transaction lock so that two case variants registered at once
+	// cannot both pass the check; SQLite transactions are serialised.
+	if s.db.Dialect() == storage.DialectPostgres {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(?)`, deviceRegisterLockKey); err != nil {
+			return Device{}, false, fmt.Errorf("register device %s: %w", d.ID, err)
+		}
+	}
+	var other string
+	err = tx.QueryRow(ctx, `SELECT id FROM devices WHERE lower(id) = lower(?) AND id <> ? LIMIT 1`, d.ID, d.ID).Scan(&other)
+	switch {
+	case err == nil:
+		return Device{}, false, fmt.Errorf("register device %s: %w", d.ID,
+			tufota.Errorf(tufota.EConflict, "device %s is already registered as %s; device IDs are compared without regard to case", d.ID, other))
+	case !errors.Is(err, tufota.ErrNotFound):
+		return Device{}, false, fmt.Errorf("register device %s: %w", d.ID, err)
+	}
+	var one int
+	switch err := tx.QueryRow(ctx, `SELECT 1 FROM devices WHERE id = ?`, d.ID).Scan(&one); {
+	case errors.Is(err, tufota.ErrNotFound):
+		isNew = true
+	case err != nil:
+		return Device{}, false, fmt.Errorf("register device %s: %w", d.ID, err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO devices (id, hardware, current_version, attrs, created_at, created_by, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET hardware = excluded.hardware, current_version = excluded.current_version,
+			attrs = excluded.attrs, updated_at = excluded.updated_at`,
+		d.ID, d.Hardware, d.Version, encodeAttrs(d), now, actor, now); err != nil {
+		return Device{}, false, fmt.Errorf("register device %s: %w", d.ID, err)
+	}
+	if err := s.deviceChanged(ctx, tx, d.ID); err != nil {
+		return Device{}, false, fmt.Errorf("register device %s: %w", d.ID, err)
+	}
+	r, err := s.device(ctx, tx, d.ID)
+	if err != nil {
+		return Device{}, false, fmt.Errorf("register device %s: %w", d.ID, err)
+	}
+	return r.Device, isNew, nil
+}
+
+func checkRegistration(d Device, actor string) error {
 	if err := checkActor(actor); err != nil {
 		return err
 	}
-	if err := d.Validate(); err != nil {
-		return err
-	}
-	now := nanos(s.clock())
-	err := s.db.Tx(ctx, func(tx *storage.Tx) error {
-		// Device IDs are unique without regard to case: DEV1 beside dev1
-		// would be two devices that people, certificates and tools take
-		// for one. On PostgreSQL (READ COMMITTED) registrations take a
-		// transaction lock so that two case variants registered at once
-		// cannot both pass the check; SQLite transactions are serialised.
-		if s.db.Dialect() == storage.DialectPostgres {
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(?)`, deviceRegisterLockKey); err != nil {
-				return err
-			}
-		}
-		var other string
-		err := tx.QueryRow(ctx, `SELECT id FROM devices WHERE lower(id) = lower(?) AND id <> ? LIMIT 1`, d.ID, d.ID).Scan(&other)
-		switch {
-		case err == nil:
-			return tufota.Errorf(tufota.EConflict, "device %s is already registered as %s; device IDs are compared without regard to case", d.ID, other)
-		case !errors.Is(err, tufota.ErrNotFound):
-			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO devices (id, hardware, current_version, attrs, created_at, created_by, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET hardware = excluded.hardware, current_version = excluded.current_version,
-				attrs = excluded.attrs, updated_at = excluded.updated_at`,
-			d.ID, d.Hardware, d.Version, encodeAttrs(d), now, actor, now); err != nil {
-			return err
-		}
-		return s.deviceChanged(ctx, tx, d.ID)
-	})
-	if err != nil {
-		return fmt.Errorf("register device %s: %w", d.ID, err)
-	}
-	return nil
+	return d.Validate()
 }
 
 // encodeAttrs stores attributes and tags as one JSON object; "tags" is a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"maps"
 	"net/http"
 	"time"
 
@@ -107,17 +106,6 @@ func (s *Server) record(ctx context.Context, e audit.Entry) {
 	if _, err := s.cfg.Audit.Append(ctx, audit.Escape(e)); err != nil {
 		s.log.Error("AUDIT APPEND FAILED", slog.String("action", e.Action), slog.String("actor", e.Actor), slog.String("object", e.Object), slog.Any("err", err))
 	}
-}
-
-// auditDetail adds one detail to the audit entry of the route.
-func auditDetail(c echo.Context, key, value string) {
-	d, _ := c.Get(auditDetailsKey).(map[string]string)
-	d = maps.Clone(d)
-	if d == nil {
-		d = map[string]string{}
-	}
-	d[key] = value
-	c.Set(auditDetailsKey, d)
 }
 
 func stringOf(v any) string {

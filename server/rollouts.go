@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"strconv"
 	"time"
@@ -11,8 +12,10 @@ import (
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/signer"
+	"github.com/tufota/tufota/storage"
 )
 
 // ReleaseLookup lets the rollout service find releases in rels.
@@ -59,39 +62,75 @@ func (s *Server) registerDevice(c echo.Context) error {
 		ttl = d
 	}
 	auditObject(c, "device/"+req.ID, map[string]string{"hardware": req.Hardware})
-	return s.enrollDevice(c, req.Device, ttl, principal(c).Name)
+	return s.enrollDevice(c, req.Device, ttl, principal(c).Name, "device.register", false)
 }
 
-// enrollDevice registers d and issues its token. A device registered for
-// the first time gets only this token: any token issued for its ID before
-// it existed is revoked.
-func (s *Server) enrollDevice(c echo.Context, d rollout.Device, ttl time.Duration, actor string) error {
-	ctx := c.Request().Context()
-	_, err := s.cfg.Rollouts.Device(ctx, d.ID)
-	isNew := tufota.ErrorCode(err) == tufota.ENotFound
-	if err != nil && !isNew {
-		return err
-	}
-	if err := s.cfg.Rollouts.RegisterDevice(ctx, d, actor); err != nil {
-		return err
-	}
-	if isNew {
-		n, err := s.cfg.Tokens.RevokeDevice(ctx, nil, d.ID)
-		if err != nil {
+// enrollDevice registers d, issues its token and appends the route's audit
+// entry (action) in one transaction, shared with the enrollments that
+// arrive meanwhile (group commit): the 201 means all three are durable, and
+// a failure leaves none of them (the route's middleware then audits the
+// failure). A device registered for the first time gets only this token:
+// any token issued for its ID before it existed is revoked. With onlyNew, a
+// device that is already registered is refused (EConflict), checked in the
+// same transaction.
+func (s *Server) enrollDevice(c echo.Context, d rollout.Device, ttl time.Duration, actor, action string, onlyNew bool) error {
+	ctx := context.WithoutCancel(c.Request().Context())
+	p := principal(c)
+	var (
+		dev     rollout.Device
+		isNew   bool
+		secret  string
+		revoked int64
+	)
+	err := s.enrolls.Do(c.Request().Context(), func(tx *storage.Tx) error {
+		var err error
+		if dev, isNew, err = s.cfg.Rollouts.RegisterDeviceIn(ctx, tx, d, actor); err != nil {
 			return err
 		}
-		if n > 0 {
-			s.log.Warn("revoked device tokens issued before the device existed", "device", d.ID, "tokens", n)
-			auditDetail(c, "revoked_prior_tokens", strconv.FormatInt(n, 10))
+		if onlyNew && !isNew {
+			return tufota.Errorf(tufota.EConflict, "device %s is already registered; an enrollment token cannot re-enroll it", d.ID)
 		}
-	}
-	secret, _, err := s.cfg.Tokens.Create(ctx, nil, access.NewToken{Name: d.ID, Role: access.RoleDevice, DeviceID: d.ID, TTL: ttl}, actor)
-	if err != nil {
+		revoked = 0
+		if isNew {
+			// RevokeDevice moves the tokens generation in tx: this server
+			// drops its verified tokens when tx commits, others at their
+			// next poll.
+			if revoked, err = s.cfg.Tokens.RevokeDevice(ctx, tx, d.ID); err != nil {
+				return err
+			}
+		}
+		if secret, _, err = s.cfg.Tokens.Create(ctx, tx, access.NewToken{Name: d.ID, Role: access.RoleDevice, DeviceID: d.ID, TTL: ttl}, actor); err != nil {
+			return err
+		}
+		details, _ := c.Get(auditDetailsKey).(map[string]string)
+		details = maps.Clone(details)
+		if details == nil {
+			details = map[string]string{}
+		}
+		if revoked > 0 {
+			details["revoked_prior_tokens"] = strconv.FormatInt(revoked, 10)
+		}
+		object := stringOf(c.Get(auditObjectKey))
+		if object == "" {
+			object = "device/" + d.ID
+		}
+		_, err = s.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: p.Name, Role: string(p.Role), Source: c.RealIP(),
+			Action: action, Object: object, Outcome: audit.OutcomeOK, Details: details})
 		return err
-	}
-	dev, err := s.cfg.Rollouts.Device(ctx, d.ID)
+	})
 	if err != nil {
-		return err
+		return err // nothing was recorded; the middleware audits the failure
+	}
+	c.Set(auditDoneKey, true)
+	if revoked > 0 {
+		s.log.Warn("revoked device tokens issued before the device existed", "device", d.ID, "tokens", revoked)
+	}
+	if !isNew {
+		// A re-registered device: read it with its current last-seen time.
+		var err error
+		if dev, err = s.cfg.Rollouts.Device(ctx, d.ID); err != nil {
+			return err
+		}
 	}
 	return c.JSON(http.StatusCreated, DeviceTokenResponse{Device: dev, Token: secret})
 }
@@ -161,13 +200,14 @@ func (s *Server) enroll(c echo.Context) error {
 	if err := json.Unmarshal([]byte(principal(c).Scope), &scope); err != nil {
 		return tufota.Errorf(tufota.EForbidden, "enrollment token has no valid scope")
 	}
-	ctx := c.Request().Context()
-	if _, err := s.cfg.Rollouts.Device(ctx, req.DeviceID); err == nil {
+	auditObject(c, "device/"+req.DeviceID, map[string]string{"hardware": scope.Hardware, "enrolled_with": principal(c).TokenID})
+	// enrollDevice refuses a registered device in its transaction; this
+	// read refuses the common case before any write.
+	if _, err := s.cfg.Rollouts.Device(c.Request().Context(), req.DeviceID); err == nil {
 		return tufota.Errorf(tufota.EConflict, "device %s is already registered; an enrollment token cannot re-enroll it", req.DeviceID)
 	}
-	auditObject(c, "device/"+req.DeviceID, map[string]string{"hardware": scope.Hardware, "enrolled_with": principal(c).TokenID})
 	d := rollout.Device{ID: req.DeviceID, Hardware: scope.Hardware, Version: req.Version, Attrs: scope.Attrs, Tags: scope.Tags}
-	return s.enrollDevice(c, d, defaultDeviceTokenTTL, principal(c).Name)
+	return s.enrollDevice(c, d, defaultDeviceTokenTTL, principal(c).Name, "device.enroll", true)
 }
 
 func (s *Server) listDevices(c echo.Context) error {

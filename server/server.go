@@ -95,6 +95,9 @@ type Server struct {
 	// reports commits device status reports with their audit entries,
 	// concurrent ones in shared transactions.
 	reports *storage.Group
+	// enrolls commits device enrollments (device row, token, audit entry),
+	// concurrent ones in shared transactions.
+	enrolls *storage.Group
 }
 
 // Default limits.
@@ -133,7 +136,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxUploadBytes <= 0 {
 		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, meta: newMetaCache(cfg.Blobs, time.Now), reports: cfg.DB.NewGroup(256)}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, meta: newMetaCache(cfg.Blobs, time.Now), reports: cfg.DB.NewGroup(256), enrolls: cfg.DB.NewGroup(256)}
 	cfg.Repo.OnMetadataWrite(s.meta.written)
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

@@ -32,7 +32,17 @@ type simDevice struct {
 	done      string // "failed" or "silent" once the device stopped
 	installed bool
 	lastErr   string
+
+	// client is kept between polls (one per device, made again when the
+	// device's version changes), so that a poll costs requests, not a
+	// reading of the device's state directory.
+	client        *client.Client
+	clientVersion string
 }
+
+// errSimulated is the install failure a device with Fail makes up: an
+// expected outcome, not an error of the run.
+var errSimulated = errors.New("simulated install failure")
 
 // simResult is what one device ended with.
 type simResult struct {
@@ -49,23 +59,42 @@ type simFleet struct {
 	root      []byte
 	http      *http.Client
 	log       *slog.Logger
+	// stats, when set, counts what the devices did (see countRequests);
+	// nil counts nothing.
+	stats *simStats
 }
 
-// poll runs one check-download-install-report cycle. It returns the state
-// the device ended in: "current" (nothing to do), "installed", "failed",
-// "silent".
-func (f *simFleet) poll(ctx context.Context, d *simDevice) (string, error) {
+// deviceClient returns d's client, made for its current version.
+func (f *simFleet) deviceClient(d *simDevice) (*client.Client, error) {
+	if d.client != nil && d.clientVersion == d.Version {
+		return d.client, nil
+	}
 	c, err := client.New(client.Config{
 		ServerURL: f.serverURL, TrustedRoot: f.root, StateDir: d.StateDir,
 		DeviceID: d.ID, Token: d.Token, HardwareID: d.Hardware, CurrentVersion: d.Version,
 		HTTPClient: f.http, Logger: f.log,
 	})
 	if err != nil {
-		return "", err
+		return nil, fmt.Errorf("device %s: %w", d.ID, err)
+	}
+	d.client, d.clientVersion = c, d.Version
+	return c, nil
+}
+
+// poll runs one check-download-install-report cycle. It returns the state
+// the device ended in: "current" (nothing to do), "installed", "failed"
+// (the download or the install failed, and the device reported it: final
+// for this update), "silent", or "error" (the check or a report did not get
+// through; the device tries again at its next poll, and a report that was
+// not delivered stays in its queue until then).
+func (f *simFleet) poll(ctx context.Context, d *simDevice) (string, error) {
+	c, err := f.deviceClient(d)
+	if err != nil {
+		return "error", err
 	}
 	upd, err := c.Check(ctx)
 	if err != nil {
-		return "failed", fmt.Errorf("check: %w", err)
+		return "error", fmt.Errorf("check: %w", err)
 	}
 	if upd == nil {
 		return "current", nil
@@ -74,7 +103,7 @@ func (f *simFleet) poll(ctx context.Context, d *simDevice) (string, error) {
 		return c.Report(ctx, client.NewReport(upd, state, cause))
 	}
 	if err := report(client.StateDownloading, nil); err != nil {
-		return "failed", fmt.Errorf("report: %w", err)
+		return "error", fmt.Errorf("report: %w", err)
 	}
 	if d.Silent {
 		return "silent", nil
@@ -85,22 +114,24 @@ func (f *simFleet) poll(ctx context.Context, d *simDevice) (string, error) {
 		return "failed", fmt.Errorf("download: %w", err)
 	}
 	if err := report(client.StateDownloaded, nil); err != nil {
-		return "failed", fmt.Errorf("report: %w", err)
+		return "error", fmt.Errorf("report: %w", err)
 	}
 	if err := report(client.StateInstalling, nil); err != nil {
-		return "failed", fmt.Errorf("report: %w", err)
+		return "error", fmt.Errorf("report: %w", err)
 	}
 	if d.Fail {
 		r := client.NewReport(upd, client.StateFailed, nil)
 		r.ErrorCode, r.Message = "install_failed", "simulated: health check failed after boot"
 		if err := c.Report(ctx, r); err != nil {
+			// Queued: the next poll delivers it.
 			return "failed", fmt.Errorf("report: %w", err)
 		}
-		return "failed", errors.New("simulated install failure")
+		return "failed", errSimulated
 	}
 	// The simulated boot and health check pass: the device now runs it.
 	d.Version = upd.Version
 	if err := report(client.StateInstalled, nil); err != nil {
+		// Queued: the next poll delivers it.
 		return "installed", fmt.Errorf("report: %w", err)
 	}
 	return "installed", nil
@@ -132,6 +163,7 @@ func (d *simDevice) pollOnce(ctx context.Context, f *simFleet) simResult {
 		return simResult{ID: d.ID, Hardware: d.Hardware, Version: d.Version, Status: d.done, Error: d.lastErr}
 	}
 	st, err := f.poll(ctx, d)
+	f.stats.cycle(err)
 	if st == "failed" || st == "silent" {
 		d.done = st
 	}
