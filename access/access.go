@@ -235,7 +235,12 @@ func (t *Tokens) List(ctx context.Context) ([]Token, error) {
 	if err := t.used.Flush(ctx); err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
-	rows, err := t.db.Query(ctx, `SELECT id, name, role, device_id, created_at, created_by, expires_at, revoked_at, last_used_at
+	return t.list(ctx, t.db)
+}
+
+// list reads every token through q, newest first.
+func (t *Tokens) list(ctx context.Context, q storage.Querier) ([]Token, error) {
+	rows, err := q.Query(ctx, `SELECT id, name, role, device_id, created_at, created_by, expires_at, revoked_at, last_used_at
 		FROM tokens ORDER BY created_at DESC, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
@@ -270,7 +275,23 @@ func (t *Tokens) List(ctx context.Context) ([]Token, error) {
 // (sharing the PostgreSQL database) within one poll interval of their Run,
 // because the revocation bumps the tokens generation in its transaction.
 func (t *Tokens) Revoke(ctx context.Context, idOrName string) (Token, error) {
-	toks, err := t.List(ctx)
+	if err := t.used.Flush(ctx); err != nil {
+		return Token{}, fmt.Errorf("revoke token %s: %w", idOrName, err)
+	}
+	var tok Token
+	err := t.db.Tx(ctx, func(tx *storage.Tx) error {
+		var err error
+		tok, err = t.RevokeIn(ctx, tx, idOrName)
+		return err
+	})
+	return tok, err
+}
+
+// RevokeIn revokes a token as Revoke does, inside tx (the caller's
+// transaction, e.g. with the revocation's audit entry): the token is
+// refused here once tx commits. Errors as Revoke's.
+func (t *Tokens) RevokeIn(ctx context.Context, tx *storage.Tx, idOrName string) (Token, error) {
+	toks, err := t.list(ctx, tx)
 	if err != nil {
 		return Token{}, err
 	}
@@ -293,20 +314,14 @@ func (t *Tokens) Revoke(ctx context.Context, idOrName string) (Token, error) {
 		return Token{}, tufota.Errorf(tufota.EConflict, "token %s is already revoked", match[0].ID)
 	}
 	now := t.now().UTC()
-	err = t.db.Tx(ctx, func(tx *storage.Tx) error {
-		if _, err := tx.Exec(ctx, `UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`, now.UnixNano(), match[0].ID); err != nil {
-			return err
-		}
-		g, err := t.db.Bump(ctx, tx, storage.GenTokens)
-		if err != nil {
-			return err
-		}
-		tx.OnCommit(func() { t.cache.revoked(match[0].ID, g) })
-		return nil
-	})
+	if _, err := tx.Exec(ctx, `UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`, now.UnixNano(), match[0].ID); err != nil {
+		return Token{}, fmt.Errorf("revoke token %s: %w", match[0].ID, err)
+	}
+	g, err := t.db.Bump(ctx, tx, storage.GenTokens)
 	if err != nil {
 		return Token{}, fmt.Errorf("revoke token %s: %w", match[0].ID, err)
 	}
+	tx.OnCommit(func() { t.cache.revoked(match[0].ID, g) })
 	match[0].RevokedAt = &now
 	return match[0], nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/http"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/storage"
 )
 
 const (
@@ -106,6 +108,26 @@ func (s *Server) record(ctx context.Context, e audit.Entry) {
 	if _, err := s.cfg.Audit.Append(ctx, audit.Escape(e)); err != nil {
 		s.log.Error("AUDIT APPEND FAILED", slog.String("action", e.Action), slog.String("actor", e.Actor), slog.String("object", e.Object), slog.Any("err", err))
 	}
+}
+
+// auditIn appends the audit entry of c's request (action on object, with
+// details; outcome from cause, nil for success) inside tx, the transaction
+// of the change it records, escaped as record does. The caller marks the
+// request audited (auditDoneKey) once tx has committed.
+func (s *Server) auditIn(ctx context.Context, tx *storage.Tx, c echo.Context, action, object string, details map[string]string, cause error) error {
+	p := principal(c)
+	e := audit.Entry{Actor: p.Name, Role: string(p.Role), Source: c.RealIP(), Action: action, Object: object,
+		Outcome: audit.OutcomeOK, Details: maps.Clone(details)}
+	if e.Details == nil {
+		e.Details = map[string]string{}
+	}
+	if cause != nil {
+		e.Outcome = outcomeOf(cause)
+		e.Details["error"] = truncate(cause.Error(), 512)
+		e.Details["code"] = string(tufota.ErrorCode(cause))
+	}
+	_, err := s.cfg.Audit.AppendTx(ctx, tx, audit.Escape(e))
+	return err
 }
 
 func stringOf(v any) string {

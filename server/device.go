@@ -2,13 +2,11 @@ package server
 
 import (
 	"context"
-	"maps"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/tufota/tufota"
-	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/storage"
 )
@@ -93,15 +91,7 @@ func (s *Server) deviceStatus(c echo.Context) error {
 			after, err = s.cfg.Rollouts.ReportIn(ctx, tx, p.DeviceID, report)
 			return err
 		})
-		e := audit.Entry{Actor: p.Name, Role: string(p.Role), Source: c.RealIP(), Action: "device.report", Object: object,
-			Outcome: audit.OutcomeOK, Details: maps.Clone(details)}
-		if reportErr != nil {
-			e.Outcome = outcomeOf(reportErr)
-			e.Details["error"] = truncate(reportErr.Error(), 512)
-			e.Details["code"] = string(tufota.ErrorCode(reportErr))
-		}
-		_, err := s.cfg.Audit.AppendTx(ctx, tx, e)
-		return err
+		return s.auditIn(ctx, tx, c, "device.report", object, details, reportErr)
 	})
 	if err != nil {
 		return err // nothing was recorded; the middleware audits the failure

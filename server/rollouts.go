@@ -12,7 +12,6 @@ import (
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
-	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
@@ -75,7 +74,6 @@ func (s *Server) registerDevice(c echo.Context) error {
 // same transaction.
 func (s *Server) enrollDevice(c echo.Context, d rollout.Device, ttl time.Duration, actor, action string, onlyNew bool) error {
 	ctx := context.WithoutCancel(c.Request().Context())
-	p := principal(c)
 	var (
 		dev     rollout.Device
 		isNew   bool
@@ -114,9 +112,7 @@ func (s *Server) enrollDevice(c echo.Context, d rollout.Device, ttl time.Duratio
 		if object == "" {
 			object = "device/" + d.ID
 		}
-		_, err = s.cfg.Audit.AppendTx(ctx, tx, audit.Entry{Actor: p.Name, Role: string(p.Role), Source: c.RealIP(),
-			Action: action, Object: object, Outcome: audit.OutcomeOK, Details: details})
-		return err
+		return s.auditIn(ctx, tx, c, action, object, details, nil)
 	})
 	if err != nil {
 		return err // nothing was recorded; the middleware audits the failure

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/storage"
 )
 
 // CreateTokenRequest is the body of POST /api/v1/tokens.
@@ -54,15 +56,28 @@ func (s *Server) createToken(c echo.Context) error {
 			return err
 		}
 	}
-	secret, tok, err := s.cfg.Tokens.Create(c.Request().Context(), nil, access.NewToken{Name: req.Name, Role: role, DeviceID: req.DeviceID, TTL: ttl}, principal(c).Name)
+	// The token and its audit entry commit together.
+	ctx := context.WithoutCancel(c.Request().Context())
+	var (
+		secret string
+		tok    access.Token
+	)
+	err = s.cfg.DB.Tx(ctx, func(tx *storage.Tx) error {
+		var err error
+		if secret, tok, err = s.cfg.Tokens.Create(ctx, tx, access.NewToken{Name: req.Name, Role: role, DeviceID: req.DeviceID, TTL: ttl}, principal(c).Name); err != nil {
+			return err
+		}
+		details := map[string]string{"name": tok.Name, "role": string(tok.Role), "device": tok.DeviceID}
+		if tok.ExpiresAt != nil {
+			details["expires"] = tok.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+		auditObject(c, "token/"+tok.ID, details)
+		return s.auditIn(ctx, tx, c, "token.create", "token/"+tok.ID, details, nil)
+	})
 	if err != nil {
-		return err
+		return err // nothing was created; the middleware audits the failure
 	}
-	details := map[string]string{"name": tok.Name, "role": string(tok.Role), "device": tok.DeviceID}
-	if tok.ExpiresAt != nil {
-		details["expires"] = tok.ExpiresAt.UTC().Format(time.RFC3339)
-	}
-	auditObject(c, "token/"+tok.ID, details)
+	c.Set(auditDoneKey, true)
 	s.log.Info("token created", "actor", principal(c).Name, "token", tok.ID, "name", tok.Name, "role", tok.Role)
 	return c.JSON(http.StatusCreated, CreateTokenResponse{Token: secret, Detail: tok})
 }
@@ -80,11 +95,25 @@ func (s *Server) listTokens(c echo.Context) error {
 
 func (s *Server) revokeToken(c echo.Context) error {
 	auditObject(c, "token/"+c.Param("id"), nil)
-	tok, err := s.cfg.Tokens.Revoke(c.Request().Context(), c.Param("id"))
-	if err != nil {
+	// The revocation and its audit entry commit together.
+	ctx := context.WithoutCancel(c.Request().Context())
+	if err := s.cfg.Tokens.FlushLastUsed(ctx); err != nil {
 		return err
 	}
-	auditObject(c, "token/"+tok.ID, map[string]string{"name": tok.Name, "role": string(tok.Role)})
+	var tok access.Token
+	err := s.cfg.DB.Tx(ctx, func(tx *storage.Tx) error {
+		var err error
+		if tok, err = s.cfg.Tokens.RevokeIn(ctx, tx, c.Param("id")); err != nil {
+			return err
+		}
+		details := map[string]string{"name": tok.Name, "role": string(tok.Role)}
+		auditObject(c, "token/"+tok.ID, details)
+		return s.auditIn(ctx, tx, c, "token.revoke", "token/"+tok.ID, details, nil)
+	})
+	if err != nil {
+		return err // nothing was revoked; the middleware audits the failure
+	}
+	c.Set(auditDoneKey, true)
 	s.log.Info("token revoked", "actor", principal(c).Name, "token", tok.ID, "name", tok.Name)
 	return c.JSON(http.StatusOK, tok)
 }
