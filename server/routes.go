@@ -52,6 +52,7 @@ func (s *Server) Routes() []Route {
 		{Method: http.MethodHead, Path: "/tuf/targets/*", Roles: readers, Action: "tuf.target.read", handler: s.tufTarget},
 
 		{Method: http.MethodGet, Path: "/api/v1/whoami", Roles: everyone, Action: "auth.whoami", handler: s.whoami},
+		{Method: http.MethodGet, Path: "/api/v1/openapi.json", Roles: everyone, Action: "api.openapi", handler: s.openAPI},
 
 		{Method: http.MethodPost, Path: "/api/v1/releases", Roles: pushers, Action: "release.push", handler: s.pushRelease},
 		{Method: http.MethodGet, Path: "/api/v1/releases", Roles: people, Action: "release.list", handler: s.listReleases},
