@@ -3,9 +3,12 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"regexp"
 	"slices"
@@ -144,7 +147,46 @@ func (v *openAPIChecker) validateRequest(req *http.Request) (*openapi3filter.Req
 		Request: vreq, PathParams: params, Route: route,
 		Options: &openapi3filter.Options{AuthenticationFunc: bearerAuth, IncludeResponseStatus: true, MultiError: true},
 	}
-	return in, openapi3filter.ValidateRequest(req.Context(), in)
+	if err := openapi3filter.ValidateRequest(req.Context(), in); err != nil {
+		return in, err
+	}
+	return in, validateJSONParts(route.Operation, req.Header.Get("Content-Type"), body)
+}
+
+// validateJSONParts validates the parts of a multipart/form-data body
+// that the document describes as JSON text with a contentSchema (the
+// release push's "release" part): openapi3filter checks them only as
+// strings, as JSON Schema 2020-12 makes contentSchema an annotation.
+func validateJSONParts(op *openapi3.Operation, contentType string, body []byte) error {
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil || mt != "multipart/form-data" || op.RequestBody == nil {
+		return nil
+	}
+	media := op.RequestBody.Value.Content.Get(mt)
+	if media == nil || media.Schema == nil {
+		return nil
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("multipart body: %w", err)
+		}
+		prop := media.Schema.Value.Properties[part.FormName()]
+		if prop == nil || prop.Value.ContentMediaType != "application/json" || prop.Value.ContentSchema == nil {
+			continue
+		}
+		var v any
+		if err := json.NewDecoder(part).Decode(&v); err != nil {
+			return fmt.Errorf("part %q: %w", part.FormName(), err)
+		}
+		if err := prop.Value.ContentSchema.Value.VisitJSON(v, openapi3.EnableJSONSchema2020()); err != nil {
+			return fmt.Errorf("part %q: %w", part.FormName(), err)
+		}
+	}
 }
 
 // validateResponse validates an answer with the given status, header and

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"regexp"
@@ -195,6 +196,22 @@ func TestOpenAPIRejectsWrongBodies(t *testing.T) {
 	}
 	if _, err := v.validateRequest(newReq(t, http.MethodPost, "http://tufota.test/api/v1/cohorts", `{"name":"icu","selector":"hardware=pump-a"}`, "")); err == nil {
 		t.Error("a request without credentials validates, want an error")
+	}
+	// The JSON "release" part of a push is checked against PushRequest.
+	for _, tc := range []struct {
+		release any
+		valid   bool
+	}{
+		{map[string]any{"name": "pump", "version": "1.0.0", "hardware": []string{"pump-a"}, "file": "fw.bin"}, true},
+		{map[string]any{"name": "pump", "version": "1.0.0", "hardware": []string{"pump-a"}, "file": "fw.bin", "signed": true}, false},
+		{map[string]any{"name": "pump", "hardware": []string{"pump-a"}}, false},
+	} {
+		body, ct := pushBody(t, tc.release, []byte("fw"))
+		req := newReq(t, http.MethodPost, "http://tufota.test/api/v1/releases", "", "Bearer tft_x")
+		req.Body, req.Header["Content-Type"] = io.NopCloser(body), []string{ct}
+		if _, err := v.validateRequest(req); (err == nil) != tc.valid {
+			t.Errorf("push of release %v: validation error %v, want valid = %v", tc.release, err, tc.valid)
+		}
 	}
 }
 
