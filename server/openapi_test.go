@@ -161,7 +161,9 @@ func TestOpenAPIServed(t *testing.T) {
 // TestOpenAPIRejectsWrongBodies shows that the validation the traffic
 // tests rely on fails for bodies the document forbids: a field too many, a
 // required field missing, an error code outside the table, an undescribed
-// status, and a request body with an unknown field.
+// status, a 503 without Retry-After, a request body with an unknown
+// field, a request without credentials and a push whose "release" part
+// breaks PushRequest.
 func TestOpenAPIRejectsWrongBodies(t *testing.T) {
 	ts := newTestServer(t)
 	v := newOpenAPIChecker(t, ts.Server, nil)
@@ -197,6 +199,18 @@ func TestOpenAPIRejectsWrongBodies(t *testing.T) {
 	if _, err := v.validateRequest(newReq(t, http.MethodPost, "http://tufota.test/api/v1/cohorts", `{"name":"icu","selector":"hardware=pump-a"}`, "")); err == nil {
 		t.Error("a request without credentials validates, want an error")
 	}
+	// A 503 must say when to retry.
+	tin, err := v.validateRequest(newReq(t, http.MethodGet, "http://tufota.test/tuf/targets/pump/1.0.0/abc.fw.bin", "", "Bearer tft_x"))
+	if err != nil {
+		t.Fatalf("valid target request: %v", err)
+	}
+	unavailable := []byte(`{"error":{"code":"unavailable","message":"storage unavailable: blob store; retry later"}}`)
+	if err := validateResponse(ctx, tin, 503, http.Header{"Content-Type": {"application/json"}, "Retry-After": {"5"}}, unavailable); err != nil {
+		t.Errorf("a 503 with Retry-After is refused: %v", err)
+	}
+	if err := validateResponse(ctx, tin, 503, jsonHeader, unavailable); err == nil {
+		t.Error("a 503 without Retry-After validates, want an error")
+	}
 	// The JSON "release" part of a push is checked against PushRequest.
 	for _, tc := range []struct {
 		release any
@@ -216,9 +230,10 @@ func TestOpenAPIRejectsWrongBodies(t *testing.T) {
 }
 
 // TestOpenAPIRouteMatrixTraffic sends every route a request its handler
-// accepts (the route matrix's validRequest) with an admitted role, and one
-// with a role it refuses, all through the validating transport; every
-// operation must then have had a validated success answer.
+// accepts (the route matrix's validRequest) with an admitted role, one
+// with an unknown token and one with a role it refuses, all through the
+// validating transport; every operation must then have had a validated
+// success answer.
 func TestOpenAPIRouteMatrixTraffic(t *testing.T) {
 	ts := newTestServer(t)
 	v := ts.checkTraffic(t)
@@ -229,6 +244,11 @@ func TestOpenAPIRouteMatrixTraffic(t *testing.T) {
 		}
 		if resp, body := ts.do(t, ts.validRequest(t, r), token); resp.StatusCode/100 != 2 {
 			t.Errorf("%s %s: status = %d, want 2xx (%s)", r.Method, r.Path, resp.StatusCode, body)
+		}
+		if !r.Public {
+			if resp, _ := ts.do(t, ts.validRequest(t, r), "tft_0000000000000000_"+strings.Repeat("A", 43)); resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s %s with an unknown token: status = %d, want 401", r.Method, r.Path, resp.StatusCode)
+			}
 		}
 		for _, role := range access.Roles {
 			if !r.Public && !slices.Contains(r.Roles, role) {
