@@ -36,6 +36,13 @@ func loadOpenAPI(t *testing.T) *openapi3.T {
 	return doc
 }
 
+// describedByOpenAPI reports whether a route belongs in the OpenAPI
+// document: every route but the HTML dashboard under /ui/, which is pages
+// for people, not an API.
+func describedByOpenAPI(r Route) bool {
+	return r.Path != "/ui" && !strings.HasPrefix(r.Path, "/ui/")
+}
+
 var echoParam = regexp.MustCompile(`:([A-Za-z_][A-Za-z0-9_]*)`)
 
 // openAPIPath maps an echo route path to its OpenAPI path template:
