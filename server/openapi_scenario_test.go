@@ -18,7 +18,8 @@ import (
 // and report, approve the next wave, read its status and history, manage
 // tokens, read, verify, export and checkpoint the audit log, read the fleet
 // report, status, metrics, delegations and root, read TUF metadata and
-// targets, and provoke documented errors (401, 403, 404, 409, 400).
+// targets (also conditionally, 304, and by range, 206), and provoke
+// documented errors (401, 403, 404, 409, 400).
 func TestOpenAPIValidatesTraffic(t *testing.T) {
 	ts := newTestServer(t)
 	v := ts.checkTraffic(t)
@@ -105,6 +106,18 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 	call("HEAD", "/tuf/timestamp.json", "", auth, 200)
 	call("GET", "/tuf/1.root.json", "", auth, 200)
 	call("GET", ts.targetURL(t, upd.Target), "", auth, 200)
+	// Conditional and range reads, as a polling or resuming device makes them.
+	resp, _ := ts.do(t, newReq(t, "GET", u+"/tuf/timestamp.json", "", auth), "")
+	cond := newReq(t, "GET", u+"/tuf/timestamp.json", "", auth)
+	cond.Header.Set("If-None-Match", resp.Header.Get("ETag"))
+	if resp, b := ts.do(t, cond, ""); resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("conditional metadata read: status = %d (%s), want 304", resp.StatusCode, b)
+	}
+	rng := newReq(t, "GET", u+ts.targetURL(t, upd.Target), "", auth)
+	rng.Header.Set("Range", "bytes=4-")
+	if resp, b := ts.do(t, rng, ""); resp.StatusCode != http.StatusPartialContent {
+		t.Fatalf("range read: status = %d (%s), want 206", resp.StatusCode, b)
+	}
 	call("HEAD", ts.targetURL(t, upd.Target), "", auth, 200)
 	for _, state := range []string{"downloading", "installing", "installed"} {
 		call("POST", "/api/v1/device/status", `{"device_id":"`+offered+`","target":"`+upd.Target+`","version":"1.2.0","state":"`+state+`","rollout_id":"`+upd.RolloutID+`"}`, auth, 204)
@@ -174,6 +187,8 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 		{"POST", "/api/v1/rollouts/{id}/{action}", 200},
 		{"GET", "/api/v1/device/update", 200},
 		{"POST", "/api/v1/device/status", 204},
+		{"GET", "/tuf/{file}", 304},
+		{"GET", "/tuf/targets/{path}", 206},
 	} {
 		got := v.statuses(st.method, st.path)
 		found := false
