@@ -43,12 +43,12 @@ func describedByOpenAPI(r Route) bool {
 	return r.Path != "/ui" && !strings.HasPrefix(r.Path, "/ui/")
 }
 
-var echoParam = regexp.MustCompile(`:([A-Za-z_][A-Za-z0-9_]*)`)
+var openAPIEchoParam = regexp.MustCompile(`:([A-Za-z_][A-Za-z0-9_]*)`)
 
 // openAPIPath maps an echo route path to its OpenAPI path template:
 // ":name" becomes "{name}" and the catch-all "*" becomes "{path}".
 func openAPIPath(echoPath string) string {
-	p := echoParam.ReplaceAllString(echoPath, "{$1}")
+	p := openAPIEchoParam.ReplaceAllString(echoPath, "{$1}")
 	return strings.Replace(p, "*", "{path}", 1)
 }
 
@@ -77,14 +77,14 @@ func newOpenAPIChecker(t *testing.T, s *Server, base http.RoundTripper) *openAPI
 	return &openAPIChecker{t: t, doc: loadOpenAPI(t), router: e, base: base, seen: map[string][]int{}}
 }
 
-// badRequestKey marks a request, through its context, that the test sends
+// openAPIBreaksKey marks a request, through its context, that the test sends
 // knowing it breaks the document (no credentials, an unknown field, a value
 // out of range): its request validation must fail, and the server's answer
 // must still be a documented error response.
-type badRequestKey struct{}
+type openAPIBreaksKey struct{}
 
-func breaksContract(req *http.Request) *http.Request {
-	return req.WithContext(context.WithValue(req.Context(), badRequestKey{}, true))
+func breaksOpenAPI(req *http.Request) *http.Request {
+	return req.WithContext(context.WithValue(req.Context(), openAPIBreaksKey{}, true))
 }
 
 // route finds the OpenAPI operation of req as echo routes it.
@@ -113,11 +113,11 @@ func (v *openAPIChecker) route(req *http.Request) (*routers.Route, map[string]st
 	return &routers.Route{Spec: v.doc, Path: p, PathItem: item, Method: req.Method, Operation: op}, params, nil
 }
 
-// bearerAuth checks what the document's security schemes ask for: a
+// openAPIAuth checks what the document's security schemes ask for: a
 // bearer token in the Authorization header (its validity is the server's
 // business), or a client certificate, which a request over plain HTTP
 // cannot carry.
-func bearerAuth(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+func openAPIAuth(_ context.Context, in *openapi3filter.AuthenticationInput) error {
 	switch in.SecurityScheme.Type {
 	case "http":
 		tok, ok := strings.CutPrefix(in.RequestValidationInput.Request.Header.Get("Authorization"), "Bearer ")
@@ -152,19 +152,19 @@ func (v *openAPIChecker) validateRequest(req *http.Request) (*openapi3filter.Req
 	vreq.Body = io.NopCloser(bytes.NewReader(body))
 	in := &openapi3filter.RequestValidationInput{
 		Request: vreq, PathParams: params, Route: route,
-		Options: &openapi3filter.Options{AuthenticationFunc: bearerAuth, IncludeResponseStatus: true, MultiError: true},
+		Options: &openapi3filter.Options{AuthenticationFunc: openAPIAuth, IncludeResponseStatus: true, MultiError: true},
 	}
 	if err := openapi3filter.ValidateRequest(req.Context(), in); err != nil {
 		return in, err
 	}
-	return in, validateJSONParts(route.Operation, req.Header.Get("Content-Type"), body)
+	return in, validateOpenAPIJSONParts(route.Operation, req.Header.Get("Content-Type"), body)
 }
 
-// validateJSONParts validates the parts of a multipart/form-data body
+// validateOpenAPIJSONParts validates the parts of a multipart/form-data body
 // that the document describes as JSON text with a contentSchema (the
 // release push's "release" part): openapi3filter checks them only as
 // strings, as JSON Schema 2020-12 makes contentSchema an annotation.
-func validateJSONParts(op *openapi3.Operation, contentType string, body []byte) error {
+func validateOpenAPIJSONParts(op *openapi3.Operation, contentType string, body []byte) error {
 	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil || mt != "multipart/form-data" || op.RequestBody == nil {
 		return nil
@@ -196,9 +196,9 @@ func validateJSONParts(op *openapi3.Operation, contentType string, body []byte) 
 	}
 }
 
-// validateResponse validates an answer with the given status, header and
+// validateOpenAPIResponse validates an answer with the given status, header and
 // body to the request described by in.
-func validateResponse(ctx context.Context, in *openapi3filter.RequestValidationInput, status int, header http.Header, body []byte) error {
+func validateOpenAPIResponse(ctx context.Context, in *openapi3filter.RequestValidationInput, status int, header http.Header, body []byte) error {
 	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: status, Header: header,
 		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true}}
 	out.SetBodyBytes(body)
@@ -207,7 +207,7 @@ func validateResponse(ctx context.Context, in *openapi3filter.RequestValidationI
 
 func (v *openAPIChecker) RoundTrip(req *http.Request) (*http.Response, error) {
 	what := req.Method + " " + req.URL.RequestURI()
-	bad, _ := req.Context().Value(badRequestKey{}).(bool)
+	bad, _ := req.Context().Value(openAPIBreaksKey{}).(bool)
 	in, err := v.validateRequest(req)
 	switch {
 	case in == nil:
@@ -228,7 +228,7 @@ func (v *openAPIChecker) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return resp, err
 	}
-	if err := validateResponse(req.Context(), in, resp.StatusCode, resp.Header, body); err != nil {
+	if err := validateOpenAPIResponse(req.Context(), in, resp.StatusCode, resp.Header, body); err != nil {
 		v.t.Errorf("%s: response %d breaks the OpenAPI document: %v\nbody: %.600s", what, resp.StatusCode, err, body)
 	}
 	v.mu.Lock()

@@ -13,22 +13,22 @@ import (
 	"github.com/tufota/tufota/storage"
 )
 
-// downBlobs is a blob store that answers every read as an unreachable
+// openAPIDownBlobs is a blob store that answers every read as an unreachable
 // bucket does once down is set, and every write as a full disk once full
 // is set.
-type downBlobs struct {
+type openAPIDownBlobs struct {
 	fullBlobs
 	down atomic.Bool
 }
 
-func (d *downBlobs) Open(ctx context.Context, key string) (storage.Object, error) {
+func (d *openAPIDownBlobs) Open(ctx context.Context, key string) (storage.Object, error) {
 	if d.down.Load() {
 		return nil, tufota.Errorf(tufota.EUnavailable, "storage unavailable: dial tcp 10.0.0.7:9000: connection refused")
 	}
 	return d.fullBlobs.Open(ctx, key)
 }
 
-func (d *downBlobs) Stat(ctx context.Context, key string) (storage.Info, error) {
+func (d *openAPIDownBlobs) Stat(ctx context.Context, key string) (storage.Info, error) {
 	if d.down.Load() {
 		return storage.Info{}, tufota.Errorf(tufota.EUnavailable, "storage unavailable: dial tcp 10.0.0.7:9000: connection refused")
 	}
@@ -40,9 +40,9 @@ func (d *downBlobs) Stat(ctx context.Context, key string) (storage.Info, error) 
 // with Retry-After), with every request and response validated against
 // the OpenAPI document.
 func TestOpenAPIValidatesStorageFailures(t *testing.T) {
-	var blobs *downBlobs
+	var blobs *openAPIDownBlobs
 	ts := newTestServerWith(t, func(b storage.Blobs) storage.Blobs {
-		blobs = &downBlobs{fullBlobs: fullBlobs{Blobs: b}}
+		blobs = &openAPIDownBlobs{fullBlobs: fullBlobs{Blobs: b}}
 		return blobs
 	})
 	v := ts.checkTraffic(t)
@@ -50,13 +50,13 @@ func TestOpenAPIValidatesStorageFailures(t *testing.T) {
 	target := ts.targetURL(t, "fixture/1.0.0/fw.bin")
 	push := func(version string) int {
 		r, ct := pushBody(t, signer.PushRequest{Name: "full", Version: version, Hardware: []string{"pump-a"}, File: "fw.bin"}, []byte("firmware"))
-		req := newReq(t, http.MethodPost, ts.http.URL+"/api/v1/releases", "", "")
+		req := openAPIRequest(t, http.MethodPost, ts.http.URL+"/api/v1/releases", "", "")
 		req.Body, req.Header["Content-Type"] = io.NopCloser(r), []string{ct}
 		resp, _ := ts.do(t, req, ts.tokens[access.RoleReleaseEngineer])
 		return resp.StatusCode
 	}
 	get := func(method, path string, role access.Role) int {
-		resp, _ := ts.do(t, newReq(t, method, ts.http.URL+path, "", ""), ts.tokens[role])
+		resp, _ := ts.do(t, openAPIRequest(t, method, ts.http.URL+path, "", ""), ts.tokens[role])
 		return resp.StatusCode
 	}
 

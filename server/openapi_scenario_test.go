@@ -28,7 +28,7 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 	// call sends a request and checks its status; the transport validates it.
 	call := func(method, path, body, auth string, want int) []byte {
 		t.Helper()
-		resp, b := ts.do(t, newReq(t, method, u+path, body, auth), "")
+		resp, b := ts.do(t, openAPIRequest(t, method, u+path, body, auth), "")
 		if resp.StatusCode != want {
 			t.Fatalf("%s %s: status = %d, want %d (%s)", method, path, resp.StatusCode, want, b)
 		}
@@ -37,7 +37,7 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 	// refuse sends a request that breaks the document and checks the error.
 	refuse := func(method, path, body, auth string, want int) {
 		t.Helper()
-		resp, b := ts.do(t, breaksContract(newReq(t, method, u+path, body, auth)), "")
+		resp, b := ts.do(t, breaksOpenAPI(openAPIRequest(t, method, u+path, body, auth)), "")
 		if resp.StatusCode != want {
 			t.Fatalf("%s %s: status = %d, want %d (%s)", method, path, resp.StatusCode, want, b)
 		}
@@ -62,11 +62,11 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 
 	// Devices: register one, enroll one with an enrollment token.
 	var reg DeviceTokenResponse
-	decodeInto(t, call("POST", "/api/v1/devices", `{"id":"pump-7","hardware":"pump-a","version":"1.0.0","attrs":{"site":"north"},"tags":["icu"]}`, op, 201), &reg)
+	openAPIDecode(t, call("POST", "/api/v1/devices", `{"id":"pump-7","hardware":"pump-a","version":"1.0.0","attrs":{"site":"north"},"tags":["icu"]}`, op, 201), &reg)
 	var et EnrollTokenResponse
-	decodeInto(t, call("POST", "/api/v1/enroll-tokens", `{"hardware":"pump-a","tags":["icu"],"expires":"1h"}`, op, 201), &et)
+	openAPIDecode(t, call("POST", "/api/v1/enroll-tokens", `{"hardware":"pump-a","tags":["icu"],"expires":"1h"}`, op, 201), &et)
 	var enr DeviceTokenResponse
-	decodeInto(t, call("POST", "/api/v1/device/enroll", `{"device_id":"pump-8","version":"1.0.0"}`, "Bearer "+et.EnrollToken, 201), &enr)
+	openAPIDecode(t, call("POST", "/api/v1/device/enroll", `{"device_id":"pump-8","version":"1.0.0"}`, "Bearer "+et.EnrollToken, 201), &enr)
 	call("GET", "/api/v1/devices", "", aud, 200)
 	call("GET", "/api/v1/devices/pump-7", "", aud, 200)
 
@@ -77,7 +77,7 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 	var ro struct {
 		ID string `json:"id"`
 	}
-	decodeInto(t, call("POST", "/api/v1/rollouts", `{"release":"pump@1.2.0","cohort":"icu","waves":"1,100%","soak":"0s","min_reports":1,"approval_required_after_wave":1}`, op, 201), &ro)
+	openAPIDecode(t, call("POST", "/api/v1/rollouts", `{"release":"pump@1.2.0","cohort":"icu","waves":"1,100%","soak":"0s","min_reports":1,"approval_required_after_wave":1}`, op, 201), &ro)
 	call("GET", "/api/v1/rollouts", "", aud, 200)
 	for _, action := range []string{"start", "pause", "resume"} {
 		call("POST", "/api/v1/rollouts/"+ro.ID+"/"+action, `{"reason":"openapi scenario"}`, op, 200)
@@ -88,11 +88,11 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 	offered := ""
 	var upd UpdateResponse
 	for id, auth := range devices {
-		resp, b := ts.do(t, newReq(t, "GET", u+"/api/v1/device/update?device_id="+id+"&hardware=pump-a&version=1.0.0", "", auth), "")
+		resp, b := ts.do(t, openAPIRequest(t, "GET", u+"/api/v1/device/update?device_id="+id+"&hardware=pump-a&version=1.0.0", "", auth), "")
 		switch resp.StatusCode {
 		case http.StatusOK:
 			offered = id
-			decodeInto(t, b, &upd)
+			openAPIDecode(t, b, &upd)
 		case http.StatusNoContent:
 		default:
 			t.Fatalf("%s poll: status = %d (%s)", id, resp.StatusCode, b)
@@ -107,13 +107,13 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 	call("GET", "/tuf/1.root.json", "", auth, 200)
 	call("GET", ts.targetURL(t, upd.Target), "", auth, 200)
 	// Conditional and range reads, as a polling or resuming device makes them.
-	resp, _ := ts.do(t, newReq(t, "GET", u+"/tuf/timestamp.json", "", auth), "")
-	cond := newReq(t, "GET", u+"/tuf/timestamp.json", "", auth)
+	resp, _ := ts.do(t, openAPIRequest(t, "GET", u+"/tuf/timestamp.json", "", auth), "")
+	cond := openAPIRequest(t, "GET", u+"/tuf/timestamp.json", "", auth)
 	cond.Header.Set("If-None-Match", resp.Header.Get("ETag"))
 	if resp, b := ts.do(t, cond, ""); resp.StatusCode != http.StatusNotModified {
 		t.Fatalf("conditional metadata read: status = %d (%s), want 304", resp.StatusCode, b)
 	}
-	rng := newReq(t, "GET", u+ts.targetURL(t, upd.Target), "", auth)
+	rng := openAPIRequest(t, "GET", u+ts.targetURL(t, upd.Target), "", auth)
 	rng.Header.Set("Range", "bytes=4-")
 	if resp, b := ts.do(t, rng, ""); resp.StatusCode != http.StatusPartialContent {
 		t.Fatalf("range read: status = %d (%s), want 206", resp.StatusCode, b)
@@ -135,7 +135,7 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 
 	// Tokens: create, list, revoke.
 	var ct2 CreateTokenResponse
-	decodeInto(t, call("POST", "/api/v1/tokens", `{"name":"ci","role":"release-engineer","expires":"24h"}`, admin, 201), &ct2)
+	openAPIDecode(t, call("POST", "/api/v1/tokens", `{"name":"ci","role":"release-engineer","expires":"24h"}`, admin, 201), &ct2)
 	call("GET", "/api/v1/tokens", "", aud, 200)
 	call("DELETE", "/api/v1/tokens/"+ct2.Detail.ID, "", admin, 200)
 

@@ -38,7 +38,7 @@ func TestOpenAPICopyInDocs(t *testing.T) {
 	}
 }
 
-var pathParam = regexp.MustCompile(`\{([^}]+)\}`)
+var openAPIPathParam = regexp.MustCompile(`\{([^}]+)\}`)
 
 // TestOpenAPICompleteness checks the document against the route table:
 // every route (but the HTML dashboard's, see describedByOpenAPI) is
@@ -113,7 +113,7 @@ func TestOpenAPICompleteness(t *testing.T) {
 		// Path parameters: exactly those of the template, all required.
 		p := strings.SplitN(key, " ", 2)[1]
 		var names, declared []string
-		for _, m := range pathParam.FindAllStringSubmatch(p, -1) {
+		for _, m := range openAPIPathParam.FindAllStringSubmatch(p, -1) {
 			names = append(names, m[1])
 		}
 		for _, pr := range op.Parameters {
@@ -147,7 +147,7 @@ func TestOpenAPIServed(t *testing.T) {
 	ts := newTestServer(t)
 	ts.checkTraffic(t)
 	for _, role := range access.Roles {
-		resp, body := ts.do(t, newReq(t, http.MethodGet, ts.http.URL+"/api/v1/openapi.json", "", ""), ts.tokens[role])
+		resp, body := ts.do(t, openAPIRequest(t, http.MethodGet, ts.http.URL+"/api/v1/openapi.json", "", ""), ts.tokens[role])
 		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, OpenAPI()) {
 			t.Errorf("%s: status = %d, body equal = %v", role, resp.StatusCode, bytes.Equal(body, OpenAPI()))
 		}
@@ -155,7 +155,7 @@ func TestOpenAPIServed(t *testing.T) {
 			t.Errorf("%s: Content-Type = %q", role, ct)
 		}
 	}
-	resp, _ := ts.do(t, breaksContract(newReq(t, http.MethodGet, ts.http.URL+"/api/v1/openapi.json", "", "")), "")
+	resp, _ := ts.do(t, breaksOpenAPI(openAPIRequest(t, http.MethodGet, ts.http.URL+"/api/v1/openapi.json", "", "")), "")
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("anonymous: status = %d, want 401", resp.StatusCode)
 	}
@@ -171,13 +171,13 @@ func TestOpenAPIRejectsWrongBodies(t *testing.T) {
 	ts := newTestServer(t)
 	v := newOpenAPIChecker(t, ts.Server, nil)
 	ctx := context.Background()
-	in, err := v.validateRequest(newReq(t, http.MethodGet, "http://tufota.test/api/v1/cohorts/icu", "", "Bearer tft_x"))
+	in, err := v.validateRequest(openAPIRequest(t, http.MethodGet, "http://tufota.test/api/v1/cohorts/icu", "", "Bearer tft_x"))
 	if err != nil {
 		t.Fatalf("valid request: %v", err)
 	}
 	jsonHeader := http.Header{"Content-Type": {"application/json"}}
 	good := `{"name":"icu","selector":"hardware=pump-a","devices":2,"created_at":"2026-01-02T03:04:05Z","created_by":"ops"}`
-	if err := validateResponse(ctx, in, 200, jsonHeader, []byte(good)); err != nil {
+	if err := validateOpenAPIResponse(ctx, in, 200, jsonHeader, []byte(good)); err != nil {
 		t.Fatalf("a correct cohort is refused: %v", err)
 	}
 	for _, tc := range []struct {
@@ -192,26 +192,26 @@ func TestOpenAPIRejectsWrongBodies(t *testing.T) {
 		{"error body with an extra field", 404, `{"error":{"code":"not_found","message":"no cohort","stack":"..."}}`},
 		{"undescribed status", 418, `{"error":{"code":"invalid","message":"teapot"}}`},
 	} {
-		if err := validateResponse(ctx, in, tc.status, jsonHeader, []byte(tc.body)); err == nil {
+		if err := validateOpenAPIResponse(ctx, in, tc.status, jsonHeader, []byte(tc.body)); err == nil {
 			t.Errorf("%s: %d %s validates, want an error", tc.name, tc.status, tc.body)
 		}
 	}
-	if _, err := v.validateRequest(newReq(t, http.MethodPost, "http://tufota.test/api/v1/cohorts", `{"name":"icu","selector":"hardware=pump-a","owner":"x"}`, "Bearer tft_x")); err == nil {
+	if _, err := v.validateRequest(openAPIRequest(t, http.MethodPost, "http://tufota.test/api/v1/cohorts", `{"name":"icu","selector":"hardware=pump-a","owner":"x"}`, "Bearer tft_x")); err == nil {
 		t.Error("a cohort request with an unknown field validates, want an error")
 	}
-	if _, err := v.validateRequest(newReq(t, http.MethodPost, "http://tufota.test/api/v1/cohorts", `{"name":"icu","selector":"hardware=pump-a"}`, "")); err == nil {
+	if _, err := v.validateRequest(openAPIRequest(t, http.MethodPost, "http://tufota.test/api/v1/cohorts", `{"name":"icu","selector":"hardware=pump-a"}`, "")); err == nil {
 		t.Error("a request without credentials validates, want an error")
 	}
 	// A 503 must say when to retry.
-	tin, err := v.validateRequest(newReq(t, http.MethodGet, "http://tufota.test/tuf/targets/pump/1.0.0/abc.fw.bin", "", "Bearer tft_x"))
+	tin, err := v.validateRequest(openAPIRequest(t, http.MethodGet, "http://tufota.test/tuf/targets/pump/1.0.0/abc.fw.bin", "", "Bearer tft_x"))
 	if err != nil {
 		t.Fatalf("valid target request: %v", err)
 	}
 	unavailable := []byte(`{"error":{"code":"unavailable","message":"storage unavailable: blob store; retry later"}}`)
-	if err := validateResponse(ctx, tin, 503, http.Header{"Content-Type": {"application/json"}, "Retry-After": {"5"}}, unavailable); err != nil {
+	if err := validateOpenAPIResponse(ctx, tin, 503, http.Header{"Content-Type": {"application/json"}, "Retry-After": {"5"}}, unavailable); err != nil {
 		t.Errorf("a 503 with Retry-After is refused: %v", err)
 	}
-	if err := validateResponse(ctx, tin, 503, jsonHeader, unavailable); err == nil {
+	if err := validateOpenAPIResponse(ctx, tin, 503, jsonHeader, unavailable); err == nil {
 		t.Error("a 503 without Retry-After validates, want an error")
 	}
 	// The JSON "release" part of a push is checked against PushRequest.
@@ -224,7 +224,7 @@ func TestOpenAPIRejectsWrongBodies(t *testing.T) {
 		{map[string]any{"name": "pump", "hardware": []string{"pump-a"}}, false},
 	} {
 		body, ct := pushBody(t, tc.release, []byte("fw"))
-		req := newReq(t, http.MethodPost, "http://tufota.test/api/v1/releases", "", "Bearer tft_x")
+		req := openAPIRequest(t, http.MethodPost, "http://tufota.test/api/v1/releases", "", "Bearer tft_x")
 		req.Body, req.Header["Content-Type"] = io.NopCloser(body), []string{ct}
 		if _, err := v.validateRequest(req); (err == nil) != tc.valid {
 			t.Errorf("push of release %v: validation error %v, want valid = %v", tc.release, err, tc.valid)
@@ -276,8 +276,8 @@ func TestOpenAPIRouteMatrixTraffic(t *testing.T) {
 	}
 }
 
-// newReq builds a client request; a body is sent as JSON.
-func newReq(t *testing.T, method, url, body, auth string) *http.Request {
+// openAPIRequest builds a client request; a body is sent as JSON.
+func openAPIRequest(t *testing.T, method, url, body, auth string) *http.Request {
 	t.Helper()
 	var req *http.Request
 	var err error
@@ -298,8 +298,8 @@ func newReq(t *testing.T, method, url, body, auth string) *http.Request {
 	return req
 }
 
-// decodeInto decodes a JSON answer into v.
-func decodeInto(t *testing.T, body []byte, v any) {
+// openAPIDecode decodes a JSON answer into v.
+func openAPIDecode(t *testing.T, body []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(body, v); err != nil {
 		t.Fatalf("decode %.200s: %v", body, err)
