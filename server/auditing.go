@@ -12,6 +12,7 @@ import (
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/storage"
 )
 
@@ -128,6 +129,44 @@ func (s *Server) auditIn(ctx context.Context, tx *storage.Tx, c echo.Context, ac
 	}
 	_, err := s.cfg.Audit.AppendTx(ctx, tx, audit.Escape(e))
 	return err
+}
+
+// routeAuditIn returns the work that appends the audit entry of c's
+// request (action on object, with details, outcome ok) in the transaction
+// of its change, for the rollout service's ...With operations. The caller
+// marks the request audited (auditDoneKey) once the change has committed.
+func (s *Server) routeAuditIn(c echo.Context, action, object string, details map[string]string) rollout.InTx {
+	return func(ctx context.Context, tx *storage.Tx) error {
+		return s.auditIn(ctx, tx, c, action, object, details, nil)
+	}
+}
+
+// auditEvent appends the audit entry of a rollout event (a person's
+// command, the controller's own decision, a device assignment) in tx, the
+// transaction that makes the event: the change commits only with its
+// entry (rollout.Service.AuditEventsIn). A pause the controller decides
+// alerts once tx has committed.
+func (s *Server) auditEvent(ctx context.Context, tx *storage.Tx, e rollout.Event) error {
+	d := map[string]string{"kind": e.Kind, "reason": e.Reason}
+	for k, v := range e.Details {
+		d[k] = v
+	}
+	object := "rollout/" + e.RolloutID
+	if e.RolloutID == "" {
+		object = "device/" + e.Details["device"]
+	}
+	role := ""
+	if e.Actor == rollout.ControllerActor {
+		role = "system"
+	}
+	if _, err := s.cfg.Audit.AppendTx(ctx, tx, audit.Escape(audit.Entry{Actor: e.Actor, Role: role, Action: "rollout." + e.Kind,
+		Object: object, Outcome: audit.OutcomeOK, Details: d})); err != nil {
+		return err
+	}
+	if e.Kind == rollout.EventPaused && e.Actor == rollout.ControllerActor {
+		tx.OnCommit(func() { s.cfg.Alerts.RolloutPaused(e.RolloutID, e.Reason) })
+	}
+	return nil
 }
 
 func stringOf(v any) string {
