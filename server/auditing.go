@@ -13,6 +13,7 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/rollout"
+	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
 )
 
@@ -39,7 +40,7 @@ func auditObject(c echo.Context, object string, details map[string]string) {
 func (s *Server) audited(r Route, next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		err := next(c)
-		if done, _ := c.Get(auditDoneKey).(bool); done {
+		if done, _ := c.Get(auditDoneKey).(bool); done && err == nil {
 			return err
 		}
 		denied := tufota.ErrorCode(err) == tufota.EForbidden
@@ -139,6 +140,34 @@ func (s *Server) routeAuditIn(c echo.Context, action, object string, details map
 	return func(ctx context.Context, tx *storage.Tx) error {
 		return s.auditIn(ctx, tx, c, action, object, details, nil)
 	}
+}
+
+// signerAudit returns the request's context carrying the audit of its
+// signer operation (signer.WithAudit): each database change the operation
+// makes commits with an entry of the action the signer names (the route's
+// action for the change it asked for, "release.publish" and the like for
+// what follows from it), with the request's actor, source and object and
+// its details added to the route's. Once an entry has committed the
+// request counts as audited, unless it fails after all: the route's
+// middleware then records the failure.
+func (s *Server) signerAudit(c echo.Context) context.Context {
+	return signer.WithAudit(c.Request().Context(), func(ctx context.Context, tx *storage.Tx, action string, details map[string]string) error {
+		d, _ := c.Get(auditDetailsKey).(map[string]string)
+		d = maps.Clone(d)
+		if d == nil {
+			d = map[string]string{}
+		}
+		maps.Copy(d, details)
+		object := stringOf(c.Get(auditObjectKey))
+		if object == "" {
+			object = c.Request().URL.Path
+		}
+		if err := s.auditIn(ctx, tx, c, action, object, d, nil); err != nil {
+			return err
+		}
+		tx.OnCommit(func() { c.Set(auditDoneKey, true) })
+		return nil
+	})
 }
 
 // auditEvent appends the audit entry of a rollout event (a person's
