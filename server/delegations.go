@@ -116,7 +116,7 @@ func (s *Server) renewDelegation(c echo.Context) error {
 // (the next top-level targets metadata, which adds it) or of a pending
 // renewal (the role's next metadata).
 func (s *Server) delegationSigning(c echo.Context) error {
-	p, err := s.cfg.Releases.DelegationPayload(c.Request().Context(), c.Param("name"))
+	p, err := s.cfg.Releases.DelegationPayload(s.signerAudit(c), c.Param("name")) // a stale payload is rebuilt, audited
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ import (
 // releaseSigning answers the signing payload of a pending release: the
 // canonical targets metadata to sign and who has signed so far.
 func (s *Server) releaseSigning(c echo.Context) error {
-	p, err := s.cfg.Releases.ReleasePayload(c.Request().Context(), c.Param("name"), c.Param("version"))
+	p, err := s.cfg.Releases.ReleasePayload(s.signerAudit(c), c.Param("name"), c.Param("version")) // a stale payload is rebuilt, audited
 	if err != nil {
 		return err
 	}

@@ -763,9 +763,12 @@ func (r *Releases) rebuildPending(ctx context.Context, p pendingRow, base int64,
 		if _, err := tx.Exec(ctx, `DELETE FROM pending_signatures WHERE pending_id = ?`, p.ID); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE pending_metadata SET base_version = ?, version = ?, metadata = ?, updated_at = ? WHERE id = ?`,
-			base, nmd.Signed.Version, string(mdJSON), now.UnixNano(), p.ID)
-		return err
+		if _, err := tx.Exec(ctx, `UPDATE pending_metadata SET base_version = ?, version = ?, metadata = ?, updated_at = ? WHERE id = ?`,
+			base, nmd.Signed.Version, string(mdJSON), now.UnixNano(), p.ID); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "pending.rebuild", map[string]string{"pending": p.ID, "role": p.Role, "old_base": strconv.FormatInt(p.Base, 10),
+			"version": strconv.FormatInt(nmd.Signed.Version, 10), "signatures_discarded": strconv.Itoa(len(sigs))})
 	})
 	if err != nil {
 		return p, 0, fmt.Errorf("rebuild pending %s metadata of %s: %w", p.Role, ref, err)

@@ -443,8 +443,10 @@ func (r *Releases) deleteRow(ctx context.Context, rel Release) error {
 		if err := deletePending(ctx, tx, pendingTargetsID(rel.Name, rel.Version)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `DELETE FROM releases WHERE name = ? AND version = ? AND state = ?`, rel.Name, rel.Version, StatePending)
-		return err
+		if _, err := tx.Exec(ctx, `DELETE FROM releases WHERE name = ? AND version = ? AND state = ?`, rel.Name, rel.Version, StatePending); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "release.discard", map[string]string{"release": rel.Name + "@" + rel.Version, "role": rel.Role, "reason": "publish failed"})
 	})
 	if err != nil {
 		return fmt.Errorf("remove unpublished release row: %w", err)
@@ -595,7 +597,13 @@ func (r *Releases) discardThresholdSigs(ctx context.Context, st *state, p pendin
 	if err != nil || status.Needed > 0 {
 		return 0, err
 	}
-	if _, err := r.db.Exec(ctx, `DELETE FROM pending_signatures WHERE pending_id = ?`, p.ID); err != nil {
+	err = r.db.Tx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM pending_signatures WHERE pending_id = ?`, p.ID); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "release.rollback", map[string]string{"pending": p.ID, "role": p.Role, "signatures_discarded": strconv.Itoa(len(sigs))})
+	})
+	if err != nil {
 		return 0, fmt.Errorf("discard signatures of %s: %w", p.ID, err)
 	}
 	return len(sigs), nil
