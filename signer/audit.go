@@ -18,10 +18,12 @@ type auditKey struct{}
 // WithAudit returns a copy of ctx that carries f. The Releases operations
 // that change state (Push, CancelRelease, SignRelease, AddDelegation,
 // UpdateDelegation, RemoveDelegation, RenewDelegation, SignDelegation,
-// CancelDelegation, ProposeRoot, SignRoot, CancelRoot) call f in the
+// CancelDelegation, ProposeRoot, SignRoot, CancelRoot, and ReleasePayload
+// and DelegationPayload when they rebuild a stale payload) call f in the
 // transaction of each database change they make: a release row and its
-// pending payload, a release recorded published, a pending payload or
-// signature stored or dropped, a root version recorded. Metadata files in
+// pending payload, a release recorded published or removed after a failed
+// publish, a pending payload or signature stored, rebuilt or dropped, a
+// root version recorded. Metadata files in
 // the blob store cannot share that transaction: they are written before
 // the change that records them, so a failed entry leaves at most a
 // metadata version that the database does not record yet, which the

@@ -321,7 +321,8 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 		if status, err = r.createPending(ctx, tx, role, targets, actor); err != nil {
 			return err
 		}
-		return auditIn(ctx, tx, "release.push", map[string]string{"state": string(StatePending), "role": role, "sha256": rel.SHA256})
+		return auditIn(ctx, tx, "release.push", map[string]string{"state": string(StatePending), "role": role, "target": rel.TargetPath,
+			"sha256": rel.SHA256, "length": strconv.FormatInt(rel.Length, 10)})
 	})
 	if exists {
 		return Release{}, tufota.Errorf(tufota.EConflict, "release %s already exists", ref)
