@@ -7,6 +7,7 @@ import (
 
 	"github.com/tufota/tufota/access"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/internal/testenv"
 	"github.com/tufota/tufota/rollout"
 )
 
@@ -46,7 +47,16 @@ func (ts *testServer) okEntries(t *testing.T, action, object string) int {
 // nothing changes and the caller gets an error; when it can, the change
 // and its entry are both there.
 func TestRolloutChangesCommitWithTheirAudit(t *testing.T) {
-	ts := newTestServer(t)
+	testRolloutChangesCommitWithTheirAudit(t, newTestServer(t))
+}
+
+// TestRolloutChangesCommitWithTheirAuditPostgres is
+// TestRolloutChangesCommitWithTheirAudit on PostgreSQL.
+func TestRolloutChangesCommitWithTheirAuditPostgres(t *testing.T) {
+	testRolloutChangesCommitWithTheirAudit(t, newTestServerIn(t, t.TempDir(), true, nil, testenv.Postgres(t)))
+}
+
+func testRolloutChangesCommitWithTheirAudit(t *testing.T, ts *testServer) {
 	ctx := context.Background()
 	op := ts.tokens[access.RoleOperator]
 	req := func(method, path, body string) *http.Request {

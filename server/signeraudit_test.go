@@ -10,6 +10,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/internal/testenv"
 	"github.com/tufota/tufota/signer"
 )
 
@@ -21,7 +22,16 @@ import (
 // nothing of the change is in the database and the caller gets an error;
 // when it can, the change and its entry are both there.
 func TestSignerChangesCommitWithTheirAudit(t *testing.T) {
-	ts := newTestServer(t)
+	testSignerChangesCommitWithTheirAudit(t, newTestServer(t))
+}
+
+// TestSignerChangesCommitWithTheirAuditPostgres is
+// TestSignerChangesCommitWithTheirAudit on PostgreSQL.
+func TestSignerChangesCommitWithTheirAuditPostgres(t *testing.T) {
+	testSignerChangesCommitWithTheirAudit(t, newTestServerIn(t, t.TempDir(), true, nil, testenv.Postgres(t)))
+}
+
+func testSignerChangesCommitWithTheirAudit(t *testing.T, ts *testServer) {
 	ctx := context.Background()
 	admin, eng := ts.tokens[access.RoleAdmin], ts.tokens[access.RoleReleaseEngineer]
 	// A delegation with metadata (published while the targets key is
