@@ -97,8 +97,11 @@ func outcomeOf(err error) string {
 	}
 }
 
-// record appends e to the audit log. A failed append is logged loudly; it
-// does not undo the change it describes, which has already happened.
+// record appends e to the audit log on its own: for refusals and failures
+// (which changed nothing, or only what their own in-transaction entries
+// record), reads and actions that change no database state (a timestamp
+// refresh). Changes append their entry in their own transaction instead
+// (auditIn, auditEvent, signerAudit). A failed append is logged loudly.
 func (s *Server) record(ctx context.Context, e audit.Entry) {
 	if s.cfg.Audit == nil {
 		return
