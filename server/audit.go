@@ -95,7 +95,7 @@ func (s *Server) auditCheckpoint(c echo.Context) error {
 		if err := s.auditIn(ctx, tx, c, "audit.checkpoint", "audit/checkpoint", nil, nil); err != nil {
 			return err
 		}
-		tx.OnCommit(func() { c.Set(auditDoneKey, true) })
+		tx.OnCommit(func() { c.Set(auditPartKey, true) })
 		return nil
 	})
 	if err != nil {

@@ -23,6 +23,10 @@ const (
 	// auditDoneKey marks a request whose handler wrote its audit entry in
 	// the transaction of its change.
 	auditDoneKey = "tufota.audit.done"
+	// auditPartKey marks a request that committed the entries of its
+	// changes in their transactions and may still fail after them (a
+	// signer operation): a failure is then recorded too, a success is not.
+	auditPartKey = "tufota.audit.part"
 )
 
 // auditObject names the object a handler acted on, with optional details,
@@ -40,7 +44,10 @@ func auditObject(c echo.Context, object string, details map[string]string) {
 func (s *Server) audited(r Route, next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		err := next(c)
-		if done, _ := c.Get(auditDoneKey).(bool); done && err == nil {
+		if done, _ := c.Get(auditDoneKey).(bool); done {
+			return err
+		}
+		if part, _ := c.Get(auditPartKey).(bool); part && err == nil {
 			return err
 		}
 		denied := tufota.ErrorCode(err) == tufota.EForbidden
@@ -168,7 +175,7 @@ func (s *Server) signerAudit(c echo.Context) context.Context {
 		if err := s.auditIn(ctx, tx, c, action, object, d, nil); err != nil {
 			return err
 		}
-		tx.OnCommit(func() { c.Set(auditDoneKey, true) })
+		tx.OnCommit(func() { c.Set(auditPartKey, true) })
 		return nil
 	})
 }

@@ -178,3 +178,35 @@ func testRolloutChangesCommitWithTheirAudit(t *testing.T, ts *testServer) {
 		t.Errorf("completion entries = %+v, want one by the controller", entries)
 	}
 }
+
+// TestRefusedChangesAuditedOnce: a refused report is recorded once, in the
+// transaction that would have held it, and the route's middleware adds no
+// second entry; a signature refused after nothing committed is recorded
+// once, by the middleware.
+func TestRefusedChangesAuditedOnce(t *testing.T) {
+	ts := newTestServer(t)
+	ctx := context.Background()
+	r := jsonRequest(http.MethodPost, ts.http.URL+"/api/v1/device/status", `{"device_id":"dev-1","target":"fixture/1.0.0/fw.bin","version":"1.0.0","state":"exploded"}`)
+	r.RequestURI = ""
+	if resp, body := ts.do(t, r, ts.tokens[access.RoleDevice]); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("report in a bad state = %d %s, want 400", resp.StatusCode, body)
+	}
+	entries, err := ts.cfg.Audit.List(ctx, audit.Filter{Action: "device.report"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Outcome != audit.OutcomeFailed {
+		t.Fatalf("device.report entries = %+v, want one failed", entries)
+	}
+	r = jsonRequest(http.MethodPost, ts.http.URL+"/api/v1/root/signatures", `{"keyid":"00","sig":"00","payload_sha256":"00"}`)
+	r.RequestURI = ""
+	if resp, body := ts.do(t, r, ts.tokens[access.RoleAdmin]); resp.StatusCode < 400 {
+		t.Fatalf("root signature with nothing pending = %d %s, want an error", resp.StatusCode, body)
+	}
+	if entries, err = ts.cfg.Audit.List(ctx, audit.Filter{Action: "root.sign"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Outcome == audit.OutcomeOK {
+		t.Fatalf("root.sign entries = %+v, want one refusal", entries)
+	}
+}
