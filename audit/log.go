@@ -616,16 +616,27 @@ func (l *Log) readHashRange(ctx context.Context, lo, hi int64) (map[int64]tlog.H
 // returned unchanged. A failed check is a *VerifyError naming the entry;
 // nothing is signed.
 func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) {
+	return l.CheckpointWith(ctx, nil)
+}
+
+// CheckpointWith is Checkpoint that runs in (when not nil) inside the
+// transaction that stores a new checkpoint, after its insert (typically
+// to append the entry that records who asked for it, with AppendTx: that
+// entry is the first one the next checkpoint covers). An error from in
+// stores nothing and is returned. When no new checkpoint is stored (the
+// log has not grown, or another process stored the same one), in is not
+// run.
+func (l *Log) CheckpointWith(ctx context.Context, in func(ctx context.Context, tx *storage.Tx) error) ([]byte, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	msg, err := l.checkpoint(ctx)
+	msg, err := l.checkpoint(ctx, in)
 	if err != nil {
 		return nil, fmt.Errorf("audit checkpoint: %w", err)
 	}
 	return msg, nil
 }
 
-func (l *Log) checkpoint(ctx context.Context) ([]byte, error) {
+func (l *Log) checkpoint(ctx context.Context, in func(ctx context.Context, tx *storage.Tx) error) ([]byte, error) {
 	// The last checkpoint first: it only ever covers committed entries, so
 	// the size read after it is at least its size unless entries were
 	// removed.
@@ -684,9 +695,19 @@ func (l *Log) checkpoint(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, err = l.db.Exec(ctx, "INSERT INTO audit_checkpoints (size, note, created_at) VALUES (?, ?, ?)",
-		n, string(msg), l.now().UnixNano())
-	if errors.Is(err, tufota.ErrConflict) {
+	taken := false
+	err = l.db.Tx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, "INSERT INTO audit_checkpoints (size, note, created_at) VALUES (?, ?, ?)",
+			n, string(msg), l.now().UnixNano()); err != nil {
+			taken = errors.Is(err, tufota.ErrConflict)
+			return err
+		}
+		if in == nil {
+			return nil
+		}
+		return in(ctx, tx)
+	})
+	if taken {
 		// Another process checkpointed the same size first: use its note
 		// if it agrees.
 		cps, lerr := l.loadCheckpoints(ctx, n, n)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/storage"
 )
 
 // Cohort is a saved selector, with the number of devices it matches now.
@@ -21,6 +22,14 @@ type Cohort struct {
 // CreateCohort saves a selector under a name. Errors: EInvalid for a bad
 // name, selector or actor; EConflict when the name is taken.
 func (s *Service) CreateCohort(ctx context.Context, name, selector, actor string) (Cohort, error) {
+	return s.CreateCohortWith(ctx, name, selector, actor, nil)
+}
+
+// CreateCohortWith is CreateCohort that runs in (when not nil) inside the
+// transaction that saves the cohort, after its insert: the cohort exists
+// only with what in writes (its audit entry). Errors as CreateCohort's,
+// and in's.
+func (s *Service) CreateCohortWith(ctx context.Context, name, selector, actor string, in InTx) (Cohort, error) {
 	if err := checkActor(actor); err != nil {
 		return Cohort{}, err
 	}
@@ -32,9 +41,16 @@ func (s *Service) CreateCohort(ctx context.Context, name, selector, actor string
 		return Cohort{}, err
 	}
 	now := s.clock()
-	_, err = s.db.Exec(ctx, `INSERT INTO cohorts (name, selector, created_at, created_by) VALUES (?, ?, ?, ?)`,
-		name, sel.String(), nanos(now), actor)
-	if errors.Is(err, tufota.ErrConflict) {
+	taken := false
+	err = s.db.Tx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO cohorts (name, selector, created_at, created_by) VALUES (?, ?, ?, ?)`,
+			name, sel.String(), nanos(now), actor); err != nil {
+			taken = errors.Is(err, tufota.ErrConflict)
+			return err
+		}
+		return runIn(ctx, tx, in)
+	})
+	if taken {
 		return Cohort{}, tufota.Errorf(tufota.EConflict, "cohort %s exists already", name)
 	}
 	if err != nil {

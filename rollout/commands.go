@@ -17,38 +17,43 @@ import (
 // scheduled). The cohort is checked again: it must not be empty or overlap
 // another active rollout.
 func (s *Service) Start(ctx context.Context, id, actor, reason string) error {
-	return s.command(ctx, id, actor, reason, CmdStart)
+	return s.Command(ctx, id, CmdStart, actor, reason, nil)
 }
 
 // Pause stops a scheduled, running or waiting rollout from offering its
 // release to more devices and from starting waves.
 func (s *Service) Pause(ctx context.Context, id, actor, reason string) error {
-	return s.command(ctx, id, actor, reason, CmdPause)
+	return s.Command(ctx, id, CmdPause, actor, reason, nil)
 }
 
 // Resume lets a paused rollout run again (or, if it was paused before it
 // started, be scheduled again). The failures counted so far are accepted:
 // the health gates judge only the reports that come after.
 func (s *Service) Resume(ctx context.Context, id, actor, reason string) error {
-	return s.command(ctx, id, actor, reason, CmdResume)
+	return s.Command(ctx, id, CmdResume, actor, reason, nil)
 }
 
 // Approve lets a rollout that waits for approval start its next wave. The
 // approver must not be the rollout's creator (EForbidden).
 func (s *Service) Approve(ctx context.Context, id, actor, reason string) error {
-	return s.command(ctx, id, actor, reason, CmdApprove)
+	return s.Command(ctx, id, CmdApprove, actor, reason, nil)
 }
 
 // Abort ends a draft or active rollout. Devices that installed the release
 // keep it; use Rollback to take it back.
 func (s *Service) Abort(ctx context.Context, id, actor, reason string) error {
-	return s.command(ctx, id, actor, reason, CmdAbort)
+	return s.Command(ctx, id, CmdAbort, actor, reason, nil)
 }
 
-// command applies a person's command; all of them share these errors:
-// EInvalid for an empty actor, ENotFound for an unknown rollout, EConflict
-// for a command the rollout's state does not allow (Transition's errors).
-func (s *Service) command(ctx context.Context, id, actor, reason string, cmd Command) error {
+// Command applies a person's command (CmdStart, CmdPause, CmdResume,
+// CmdApprove or CmdAbort) as Start, Pause, Resume, Approve and Abort do,
+// and runs in (when not nil) inside the transaction of the change, after
+// its writes: the change commits only with what in writes (its audit
+// entry), and an error from in leaves the rollout as it was. All commands
+// share these errors: EInvalid for an empty actor, ENotFound for an
+// unknown rollout, EConflict for a command the rollout's state does not
+// allow (Transition's errors); and in's error.
+func (s *Service) Command(ctx context.Context, id string, cmd Command, actor, reason string, in InTx) error {
 	if err := checkActor(actor); err != nil {
 		return err
 	}
@@ -56,7 +61,7 @@ func (s *Service) command(ctx context.Context, id, actor, reason string, cmd Com
 		return tufota.Errorf(tufota.EInvalid, "reason is longer than %d bytes", maxMessage)
 	}
 	for attempt := 0; ; attempt++ {
-		events, err := s.commandOnce(ctx, id, actor, reason, cmd)
+		events, err := s.commandOnce(ctx, id, actor, reason, cmd, in)
 		if errors.Is(err, errChanged) && attempt < 5 {
 			continue // the controller moved it meanwhile; judge again
 		}
@@ -68,7 +73,7 @@ func (s *Service) command(ctx context.Context, id, actor, reason string, cmd Com
 	}
 }
 
-func (s *Service) commandOnce(ctx context.Context, id, actor, reason string, cmd Command) ([]Event, error) {
+func (s *Service) commandOnce(ctx context.Context, id, actor, reason string, cmd Command, in InTx) ([]Event, error) {
 	r, err := s.rollout(ctx, s.db, id)
 	if err != nil {
 		return nil, err
@@ -106,7 +111,7 @@ func (s *Service) commandOnce(ctx context.Context, id, actor, reason string, cmd
 		if d.Action == Start {
 			r.State = Scheduled
 			d.Reason = said(fmt.Sprintf("%s started it: wave 1 of %d (%s, %s) starts", actor, len(r.Plan.Waves), r.Plan.Waves[0], plural(d.Size, "device")))
-			return s.apply(ctx, &r, d, m, now, actor, nil)
+			return s.apply(ctx, &r, d, m, now, actor, nil, in)
 		}
 		ev.Kind, next.Reason = EventScheduled, said(fmt.Sprintf("%s scheduled it: %s", actor, d.Reason))
 	case CmdPause:
@@ -142,7 +147,7 @@ func (s *Service) commandOnce(ctx context.Context, id, actor, reason string, cmd
 		return nil, tufota.Errorf(tufota.EInvalid, "command %s is not handled here", cmd)
 	}
 	ev.Reason = next.Reason
-	if err := s.save(ctx, &r, &next, &ev); err != nil {
+	if err := s.save(ctx, &r, &next, in, &ev); err != nil {
 		return nil, err
 	}
 	return []Event{ev}, nil
@@ -160,7 +165,7 @@ func (s *Service) commandOnce(ctx context.Context, id, actor, reason string, cmd
 // EConflict when the rollout cannot be rolled back (never started, or
 // rolled back already) or a previous release is not signed for it.
 func (s *Service) Rollback(ctx context.Context, id, actor, reason string) error {
-	return s.rollback(ctx, id, "", actor, reason)
+	return s.RollbackWith(ctx, id, "", actor, reason, nil)
 }
 
 // RollbackTo is Rollback with one release (NAME@VERSION) for every device,
@@ -172,15 +177,24 @@ func (s *Service) RollbackTo(ctx context.Context, id, release, actor, reason str
 	if _, _, err := ParseRelease(release); err != nil {
 		return err
 	}
-	return s.rollback(ctx, id, release, actor, reason)
+	return s.RollbackWith(ctx, id, release, actor, reason, nil)
 }
 
-func (s *Service) rollback(ctx context.Context, id, to, actor, reason string) error {
+// RollbackWith is RollbackTo with release to (Rollback when to is empty),
+// running in (when not nil) inside the transaction of the rollback, after
+// its writes: the rollback and the devices' new assignments commit only
+// with what in writes (its audit entry). Errors as RollbackTo's, and in's.
+func (s *Service) RollbackWith(ctx context.Context, id, to, actor, reason string, in InTx) error {
 	if err := checkActor(actor); err != nil {
 		return err
 	}
+	if to != "" {
+		if _, _, err := ParseRelease(to); err != nil {
+			return err
+		}
+	}
 	for attempt := 0; ; attempt++ {
-		events, err := s.rollbackOnce(ctx, id, to, actor, reason)
+		events, err := s.rollbackOnce(ctx, id, to, actor, reason, in)
 		if errors.Is(err, errChanged) && attempt < 5 {
 			continue
 		}
@@ -198,7 +212,7 @@ type rollbackTarget struct {
 	path string
 }
 
-func (s *Service) rollbackOnce(ctx context.Context, id, to, actor, reason string) ([]Event, error) {
+func (s *Service) rollbackOnce(ctx context.Context, id, to, actor, reason string, in InTx) ([]Event, error) {
 	r, err := s.rollout(ctx, s.db, id)
 	if err != nil {
 		return nil, err
@@ -276,7 +290,13 @@ func (s *Service) rollbackOnce(ctx context.Context, id, to, actor, reason string
 				return err
 			}
 		}
-		return insertEvent(ctx, tx, &ev)
+		if err := insertEvent(ctx, tx, &ev); err != nil {
+			return err
+		}
+		if err := s.recordEvents(ctx, tx, ev); err != nil {
+			return err
+		}
+		return runIn(ctx, tx, in)
 	})
 	if err != nil {
 		return nil, err

@@ -543,7 +543,11 @@ func (s *Service) ReportIn(ctx context.Context, tx *storage.Tx, deviceID string,
 	var events []Event
 	c := s.changes(ctx, tx)
 	_, had := c.devices[deviceID]
-	if err := s.report(ctx, tx, deviceID, r, &events); err != nil {
+	err = s.report(ctx, tx, deviceID, r, &events)
+	if err == nil {
+		err = s.recordEvents(ctx, tx, events...)
+	}
+	if err != nil {
 		if !had {
 			// The caller rolls this report back (its savepoint): the device
 			// row is not to be stamped after the generations are locked.
@@ -716,6 +720,14 @@ func (s *Service) reportSubject(ctx context.Context, q storage.Querier, d device
 // ENotFound for an unknown device or release, EConflict when the device is
 // in an active rollout or runs the release already.
 func (s *Service) AssignDevice(ctx context.Context, deviceID, name, version, actor string) error {
+	return s.AssignDeviceWith(ctx, deviceID, name, version, actor, nil)
+}
+
+// AssignDeviceWith is AssignDevice that runs in (when not nil) inside the
+// transaction of the assignment, after its writes: the assignment takes
+// effect only with what in writes (its audit entry). Errors as
+// AssignDevice's, and in's.
+func (s *Service) AssignDeviceWith(ctx context.Context, deviceID, name, version, actor string, in InTx) error {
 	if err := checkActor(actor); err != nil {
 		return err
 	}
@@ -756,19 +768,26 @@ func (s *Service) AssignDevice(ctx context.Context, deviceID, name, version, act
 	}
 	now := s.clock()
 	ref := name + "@" + version
+	ev := Event{Time: now, Actor: actor, Kind: EventDeviceAssigned,
+		Reason:  fmt.Sprintf("%s assigned %s to device %s (was running %s)", actor, ref, d.ID, orUnknown(d.Version)),
+		Details: map[string]string{"device": d.ID, "release": ref, "target": rel.TargetPath, "previous_version": d.Version}}
 	err = s.db.Tx(ctx, func(tx *storage.Tx) error {
 		if _, err := tx.Exec(ctx, `UPDATE devices SET target_release = ?, target_path = ?, target_rollout = '', target_by = ?, target_at = ?, updated_at = ? WHERE id = ?`,
 			ref, rel.TargetPath, actor, nanos(now), nanos(now), d.ID); err != nil {
 			return err
 		}
-		return s.deviceChanged(ctx, tx, d.ID)
+		if err := s.deviceChanged(ctx, tx, d.ID); err != nil {
+			return err
+		}
+		if err := s.recordEvents(ctx, tx, ev); err != nil {
+			return err
+		}
+		return runIn(ctx, tx, in)
 	})
 	if err != nil {
 		return fmt.Errorf("assign %s to device %s: %w", ref, d.ID, err)
 	}
-	s.notify(ctx, Event{Time: now, Actor: actor, Kind: EventDeviceAssigned,
-		Reason:  fmt.Sprintf("%s assigned %s to device %s (was running %s)", actor, ref, d.ID, orUnknown(d.Version)),
-		Details: map[string]string{"device": d.ID, "release": ref, "target": rel.TargetPath, "previous_version": d.Version}})
+	s.notify(ctx, ev)
 	return nil
 }
 

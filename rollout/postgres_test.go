@@ -44,6 +44,7 @@ func TestPostgres(t *testing.T) {
 		"RollbackToPrevious":             testRollbackToPrevious,
 		"AssignDevice":                   testAssignDevice,
 		"ConcurrentDevicesAndController": testConcurrentDevicesAndController,
+		"ConcurrentAuditedChanges":       testConcurrentAuditedChanges,
 		"LaterWaveWaitsForItsOwnDevices": testLaterWaveWaitsForItsOwnDevices,
 		"DeviceIDCaseVariants":           testDeviceIDCaseVariants,
 	} {

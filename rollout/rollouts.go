@@ -276,6 +276,14 @@ func (s *Service) resolveCohort(ctx context.Context, spec string) (string, Selec
 // unpublished release or a cohort that shares devices with an active
 // rollout (the error names it).
 func (s *Service) CreateRollout(ctx context.Context, spec Spec, actor string) (Rollout, error) {
+	return s.CreateRolloutWith(ctx, spec, actor, nil)
+}
+
+// CreateRolloutWith is CreateRollout that runs in (when not nil) inside
+// the transaction that creates the rollout, after its writes, with the new
+// rollout: the rollout exists only with what in writes (its audit entry).
+// Errors as CreateRollout's, and in's.
+func (s *Service) CreateRolloutWith(ctx context.Context, spec Spec, actor string, in func(ctx context.Context, tx *storage.Tx, r Rollout) error) (Rollout, error) {
 	if err := checkActor(actor); err != nil {
 		return Rollout{}, err
 	}
@@ -320,20 +328,33 @@ func (s *Service) CreateRollout(ctx context.Context, spec Spec, actor string) (R
 		ev := Event{RolloutID: r.ID, Time: now, Actor: actor, Kind: EventCreated,
 			Reason:  fmt.Sprintf("%s to %s in waves %s", r.Release, cohortLabel(r), FormatWaves(plan.Waves)),
 			Details: map[string]string{"release": r.Release, "selector": r.Selector, "cohort": cohort, "plan": mustJSON(plan)}}
+		taken := false
 		err := s.db.Tx(ctx, func(tx *storage.Tx) error {
 			if _, err := tx.Exec(ctx, `INSERT INTO rollouts (id, release_name, release_version, target_path, hardware, release_published_at,
 				cohort, selector, plan, state, wave, start_at, created_by, created_at, updated_at, revision)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 				r.ID, name, version, r.TargetPath, mustJSON(r.Hardware), nullNanos(rel.PublishedAt), cohort, r.Selector, mustJSON(plan),
 				string(Draft), -1, nullNanos(startAt), actor, nanos(now), nanos(now), 1); err != nil {
+				taken = errors.Is(err, tufota.ErrConflict)
 				return err
 			}
 			if err := s.rolloutChanged(ctx, tx); err != nil {
 				return err
 			}
-			return insertEvent(ctx, tx, &ev)
+			if err := insertEvent(ctx, tx, &ev); err != nil {
+				return err
+			}
+			if err := s.recordEvents(ctx, tx, ev); err != nil {
+				return err
+			}
+			if in == nil {
+				return nil
+			}
+			created := r
+			created.revision = 1
+			return in(ctx, tx, created)
 		})
-		if errors.Is(err, tufota.ErrConflict) && attempt < 3 {
+		if taken && attempt < 3 {
 			continue // ID collision
 		}
 		if err != nil {
@@ -595,7 +616,7 @@ func (s *Service) evaluate(ctx context.Context, r *Rollout, devices []deviceRow)
 	if d.Action == Hold {
 		return nil
 	}
-	ev, err := s.apply(ctx, r, d, m, now, ControllerActor, nil)
+	ev, err := s.apply(ctx, r, d, m, now, ControllerActor, nil, nil)
 	if errors.Is(err, errChanged) {
 		s.log.InfoContext(ctx, "rollout changed during evaluation; next tick decides", "rollout", r.ID)
 		return nil
@@ -636,9 +657,9 @@ var eventOf = map[Action]string{
 }
 
 // apply persists a decision (and extra, a person's changes to the row) in
-// one transaction guarded by the rollout's revision, and returns the
-// recorded events.
-func (s *Service) apply(ctx context.Context, r *Rollout, d Decision, m measurement, now time.Time, actor string, extra func(*Rollout)) ([]Event, error) {
+// one transaction guarded by the rollout's revision, with the events'
+// audit (AuditEventsIn) and in, and returns the recorded events.
+func (s *Service) apply(ctx context.Context, r *Rollout, d Decision, m measurement, now time.Time, actor string, extra func(*Rollout), in InTx) ([]Event, error) {
 	next := *r
 	next.waves = slices.Clone(r.waves)
 	next.State, next.Wave, next.Reason, next.UpdatedAt = d.Phase, d.Wave+1, d.Reason, now
@@ -667,7 +688,7 @@ func (s *Service) apply(ctx context.Context, r *Rollout, d Decision, m measureme
 	}
 	kind := eventOf[d.Action]
 	ev := Event{RolloutID: r.ID, Time: now, Actor: actor, Kind: kind, Reason: d.Reason, Details: details}
-	if err := s.save(ctx, r, &next, &ev); err != nil {
+	if err := s.save(ctx, r, &next, in, &ev); err != nil {
 		return nil, err
 	}
 	*r = next
@@ -675,8 +696,11 @@ func (s *Service) apply(ctx context.Context, r *Rollout, d Decision, m measureme
 }
 
 // save writes next over r's row if its revision is still r's, and
-// records the events, in one transaction.
-func (s *Service) save(ctx context.Context, r, next *Rollout, events ...*Event) error {
+// records the events (in the rollout's history and, through
+// AuditEventsIn, in the audit log), and runs in, in one transaction: the
+// rollout row first, the audit entries after it, the generation bump
+// last (Tx.BeforeCommit).
+func (s *Service) save(ctx context.Context, r, next *Rollout, in InTx, events ...*Event) error {
 	return s.db.Tx(ctx, func(tx *storage.Tx) error {
 		if err := s.update(ctx, tx, r.revision, next); err != nil {
 			return err
@@ -686,7 +710,12 @@ func (s *Service) save(ctx context.Context, r, next *Rollout, events ...*Event) 
 				return err
 			}
 		}
-		return nil
+		for _, e := range events {
+			if err := s.recordEvents(ctx, tx, *e); err != nil {
+				return err
+			}
+		}
+		return runIn(ctx, tx, in)
 	})
 }
 

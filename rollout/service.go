@@ -89,8 +89,15 @@ type Service struct {
 	log      *slog.Logger
 	newID    func() string
 	observer func(context.Context, Event)
-	hot      *hotCache
+	// eventAudit records events in the transaction that makes them.
+	eventAudit func(context.Context, *storage.Tx, Event) error
+	hot        *hotCache
 }
+
+// InTx is work a caller adds to the transaction of a change, after the
+// change's own writes (typically the change's audit entry): an error from
+// it rolls the change back, and the operation returns it.
+type InTx func(ctx context.Context, tx *storage.Tx) error
 
 // Option configures a Service.
 type Option func(*Service)
@@ -106,8 +113,9 @@ func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.log = l } }
 func WithIDs(f func() string) Option { return func(s *Service) { s.newID = f } }
 
 // WithObserver sets a function called with every event after it is
-// committed (for the audit log). It runs on the caller's goroutine and must
-// not block for long.
+// committed. It runs on the caller's goroutine and must not block for
+// long. Once AuditEventsIn is set, the events it records in their
+// transaction are not given to the observer too.
 func WithObserver(f func(context.Context, Event)) Option {
 	return func(s *Service) { s.observer = f }
 }
@@ -125,6 +133,39 @@ func NewService(db *storage.DB, releases ReleaseLookup, opts ...Option) *Service
 	return s
 }
 
+// AuditEventsIn makes f record every event (a transition of a rollout,
+// the controller's own included, or an assignment of a release to one
+// device) inside the transaction that makes it, after that transaction's
+// row writes and before its generation bumps: an error from f rolls the
+// change back. Such events are not given to the observer (WithObserver).
+// Call it before the service is used; it is not safe to call concurrently
+// with the service's other methods.
+func (s *Service) AuditEventsIn(f func(ctx context.Context, tx *storage.Tx, e Event) error) {
+	s.eventAudit = f
+}
+
+// recordEvents gives the events of a change to the event auditor, in the
+// change's transaction tx, as its last row writes.
+func (s *Service) recordEvents(ctx context.Context, tx *storage.Tx, events ...Event) error {
+	if s.eventAudit == nil {
+		return nil
+	}
+	for _, e := range events {
+		if err := s.eventAudit(ctx, tx, e); err != nil {
+			return fmt.Errorf("record %s event: %w", e.Kind, err)
+		}
+	}
+	return nil
+}
+
+// runIn runs in, when there is one, in tx.
+func runIn(ctx context.Context, tx *storage.Tx, in InTx) error {
+	if in == nil {
+		return nil
+	}
+	return in(ctx, tx)
+}
+
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
@@ -136,7 +177,7 @@ func (s *Service) clock() time.Time { return s.now().UTC() }
 func (s *Service) notify(ctx context.Context, events ...Event) {
 	for _, e := range events {
 		s.log.InfoContext(ctx, "rollout event", "rollout", e.RolloutID, "kind", e.Kind, "actor", e.Actor, "reason", e.Reason)
-		if s.observer != nil {
+		if s.observer != nil && s.eventAudit == nil {
 			s.observer(ctx, e)
 		}
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/storage"
 )
 
 // parseTimeParam parses an RFC 3339 time or a duration back from now
@@ -86,11 +88,19 @@ type CheckpointResponse struct {
 }
 
 func (s *Server) auditCheckpoint(c echo.Context) error {
-	msg, err := s.cfg.Audit.Checkpoint(c.Request().Context())
+	auditObject(c, "audit/checkpoint", nil)
+	// A new checkpoint and its entry commit together; when the log has not
+	// grown, nothing is stored and the middleware records the request.
+	msg, err := s.cfg.Audit.CheckpointWith(c.Request().Context(), func(ctx context.Context, tx *storage.Tx) error {
+		if err := s.auditIn(ctx, tx, c, "audit.checkpoint", "audit/checkpoint", nil, nil); err != nil {
+			return err
+		}
+		tx.OnCommit(func() { c.Set(auditPartKey, true) })
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	auditObject(c, "audit/checkpoint", nil)
 	return c.JSON(http.StatusOK, CheckpointResponse{Checkpoint: string(msg), VerifierKey: s.cfg.Audit.VerifierKey()})
 }
 

@@ -12,6 +12,8 @@ import (
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/rollout"
+	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
 )
 
@@ -21,6 +23,10 @@ const (
 	// auditDoneKey marks a request whose handler wrote its audit entry in
 	// the transaction of its change.
 	auditDoneKey = "tufota.audit.done"
+	// auditPartKey marks a request that committed the entries of its
+	// changes in their transactions and may still fail after them (a
+	// signer operation): a failure is then recorded too, a success is not.
+	auditPartKey = "tufota.audit.part"
 )
 
 // auditObject names the object a handler acted on, with optional details,
@@ -39,6 +45,9 @@ func (s *Server) audited(r Route, next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		err := next(c)
 		if done, _ := c.Get(auditDoneKey).(bool); done {
+			return err
+		}
+		if part, _ := c.Get(auditPartKey).(bool); part && err == nil {
 			return err
 		}
 		denied := tufota.ErrorCode(err) == tufota.EForbidden
@@ -95,8 +104,11 @@ func outcomeOf(err error) string {
 	}
 }
 
-// record appends e to the audit log. A failed append is logged loudly; it
-// does not undo the change it describes, which has already happened.
+// record appends e to the audit log on its own: for refusals and failures
+// (which changed nothing, or only what their own in-transaction entries
+// record), reads and actions that change no database state (a timestamp
+// refresh). Changes append their entry in their own transaction instead
+// (auditIn, auditEvent, signerAudit). A failed append is logged loudly.
 func (s *Server) record(ctx context.Context, e audit.Entry) {
 	if s.cfg.Audit == nil {
 		return
@@ -128,6 +140,72 @@ func (s *Server) auditIn(ctx context.Context, tx *storage.Tx, c echo.Context, ac
 	}
 	_, err := s.cfg.Audit.AppendTx(ctx, tx, audit.Escape(e))
 	return err
+}
+
+// routeAuditIn returns the work that appends the audit entry of c's
+// request (action on object, with details, outcome ok) in the transaction
+// of its change, for the rollout service's ...With operations. The caller
+// marks the request audited (auditDoneKey) once the change has committed.
+func (s *Server) routeAuditIn(c echo.Context, action, object string, details map[string]string) rollout.InTx {
+	return func(ctx context.Context, tx *storage.Tx) error {
+		return s.auditIn(ctx, tx, c, action, object, details, nil)
+	}
+}
+
+// signerAudit returns the request's context carrying the audit of its
+// signer operation (signer.WithAudit): each database change the operation
+// makes commits with an entry of the action the signer names (the route's
+// action for the change it asked for, "release.publish" and the like for
+// what follows from it), with the request's actor, source and object and
+// its details added to the route's. Once an entry has committed the
+// request counts as audited, unless it fails after all: the route's
+// middleware then records the failure.
+func (s *Server) signerAudit(c echo.Context) context.Context {
+	return signer.WithAudit(c.Request().Context(), func(ctx context.Context, tx *storage.Tx, action string, details map[string]string) error {
+		d, _ := c.Get(auditDetailsKey).(map[string]string)
+		d = maps.Clone(d)
+		if d == nil {
+			d = map[string]string{}
+		}
+		maps.Copy(d, details)
+		object := stringOf(c.Get(auditObjectKey))
+		if object == "" {
+			object = c.Request().URL.Path
+		}
+		if err := s.auditIn(ctx, tx, c, action, object, d, nil); err != nil {
+			return err
+		}
+		tx.OnCommit(func() { c.Set(auditPartKey, true) })
+		return nil
+	})
+}
+
+// auditEvent appends the audit entry of a rollout event (a person's
+// command, the controller's own decision, a device assignment) in tx, the
+// transaction that makes the event: the change commits only with its
+// entry (rollout.Service.AuditEventsIn). A pause the controller decides
+// alerts once tx has committed.
+func (s *Server) auditEvent(ctx context.Context, tx *storage.Tx, e rollout.Event) error {
+	d := map[string]string{"kind": e.Kind, "reason": e.Reason}
+	for k, v := range e.Details {
+		d[k] = v
+	}
+	object := "rollout/" + e.RolloutID
+	if e.RolloutID == "" {
+		object = "device/" + e.Details["device"]
+	}
+	role := ""
+	if e.Actor == rollout.ControllerActor {
+		role = "system"
+	}
+	if _, err := s.cfg.Audit.AppendTx(ctx, tx, audit.Escape(audit.Entry{Actor: e.Actor, Role: role, Action: "rollout." + e.Kind,
+		Object: object, Outcome: audit.OutcomeOK, Details: d})); err != nil {
+		return err
+	}
+	if e.Kind == rollout.EventPaused && e.Actor == rollout.ControllerActor {
+		tx.OnCommit(func() { s.cfg.Alerts.RolloutPaused(e.RolloutID, e.Reason) })
+	}
+	return nil
 }
 
 func stringOf(v any) string {

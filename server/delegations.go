@@ -30,7 +30,7 @@ func (s *Server) addDelegation(c echo.Context) error {
 	}
 	details := map[string]string{"paths": strings.Join(req.Paths, ","), "threshold": strconv.Itoa(req.Threshold), "keyids": strings.Join(ids, ",")}
 	auditObject(c, object, details)
-	d, err := s.cfg.Releases.AddDelegation(c.Request().Context(), req, principal(c).Name)
+	d, err := s.cfg.Releases.AddDelegation(s.signerAudit(c), req, principal(c).Name)
 	if err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func (s *Server) updateDelegation(c echo.Context) error {
 	}
 	details := map[string]string{"add_keys": strings.Join(added, ","), "revoke_keys": strings.Join(ch.RevokeKeys, ","), "threshold": strconv.Itoa(ch.Threshold)}
 	auditObject(c, object, details)
-	d, err := s.cfg.Releases.UpdateDelegation(c.Request().Context(), name, ch, principal(c).Name)
+	d, err := s.cfg.Releases.UpdateDelegation(s.signerAudit(c), name, ch, principal(c).Name)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func (s *Server) removeDelegation(c echo.Context) error {
 	name := c.Param("name")
 	object := "delegation/" + name
 	auditObject(c, object, nil)
-	d, err := s.cfg.Releases.RemoveDelegation(c.Request().Context(), name, principal(c).Name)
+	d, err := s.cfg.Releases.RemoveDelegation(s.signerAudit(c), name, principal(c).Name)
 	if err != nil {
 		return err
 	}
@@ -104,7 +104,7 @@ func (s *Server) renewDelegation(c echo.Context) error {
 	name := c.Param("name")
 	object := "delegation/" + name
 	auditObject(c, object, nil)
-	d, err := s.cfg.Releases.RenewDelegation(c.Request().Context(), name, principal(c).Name)
+	d, err := s.cfg.Releases.RenewDelegation(s.signerAudit(c), name, principal(c).Name)
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func (s *Server) renewDelegation(c echo.Context) error {
 // (the next top-level targets metadata, which adds it) or of a pending
 // renewal (the role's next metadata).
 func (s *Server) delegationSigning(c echo.Context) error {
-	p, err := s.cfg.Releases.DelegationPayload(c.Request().Context(), c.Param("name"))
+	p, err := s.cfg.Releases.DelegationPayload(s.signerAudit(c), c.Param("name")) // a stale payload is rebuilt, audited
 	if err != nil {
 		return err
 	}
@@ -133,14 +133,13 @@ func (s *Server) signDelegation(c echo.Context) error {
 	}
 	object := "delegation/" + name
 	auditObject(c, object, map[string]string{"keyid": up.KeyID, "payload_sha256": up.PayloadSHA256})
-	st, err := s.cfg.Releases.SignDelegation(c.Request().Context(), name, up, principal(c).Name)
+	st, err := s.cfg.Releases.SignDelegation(s.signerAudit(c), name, up, principal(c).Name)
 	if err != nil {
 		return err
 	}
 	auditObject(c, object, map[string]string{"keyid": up.KeyID, "payload_sha256": up.PayloadSHA256, "targets_version": strconv.FormatInt(st.Version, 10),
 		"signatures": strconv.Itoa(len(st.Signatures)), "needed": strconv.Itoa(st.Needed)})
-	if st.Published {
-		s.recordPublish(c, "delegation.publish", object, st)
+	if st.Published { // audited by the signer in the transaction that records it
 		s.log.Info("delegation published with offline signatures", "role", name, "targets_version", st.Version)
 	}
 	return c.JSON(http.StatusOK, st)
@@ -150,7 +149,7 @@ func (s *Server) signDelegation(c echo.Context) error {
 func (s *Server) cancelDelegation(c echo.Context) error {
 	name := c.Param("name")
 	auditObject(c, "delegation/"+name, nil)
-	if err := s.cfg.Releases.CancelDelegation(c.Request().Context(), name); err != nil {
+	if err := s.cfg.Releases.CancelDelegation(s.signerAudit(c), name); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

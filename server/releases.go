@@ -83,7 +83,7 @@ func (s *Server) pushRelease(c echo.Context) error {
 		sum := sha256.Sum256(sbom)
 		auditObject(c, "release/"+push.Name+"@"+push.Version, map[string]string{"file": push.File, "sbom_sha256": hex.EncodeToString(sum[:])})
 	}
-	rel, err := s.cfg.Releases.Push(req.Context(), push, &lastPart{r: file, mr: mr}, s.cfg.MaxUploadBytes, principal(c).Name, opts...)
+	rel, err := s.cfg.Releases.Push(s.signerAudit(c), push, &lastPart{r: file, mr: mr}, s.cfg.MaxUploadBytes, principal(c).Name, opts...)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

@@ -173,11 +173,25 @@ func (s *Server) createEnrollToken(c echo.Context) error {
 		req.Name = "enroll-" + req.Hardware
 	}
 	scope, _ := json.Marshal(req.EnrollScope)
-	secret, tok, err := s.cfg.Tokens.Create(c.Request().Context(), nil, access.NewToken{Name: req.Name, Role: access.RoleEnroll, TTL: ttl, Scope: string(scope)}, principal(c).Name)
+	// The token and its audit entry commit together.
+	ctx := context.WithoutCancel(c.Request().Context())
+	var (
+		secret string
+		tok    access.Token
+	)
+	err := s.cfg.DB.Tx(ctx, func(tx *storage.Tx) error {
+		var err error
+		if secret, tok, err = s.cfg.Tokens.Create(ctx, tx, access.NewToken{Name: req.Name, Role: access.RoleEnroll, TTL: ttl, Scope: string(scope)}, principal(c).Name); err != nil {
+			return err
+		}
+		details := map[string]string{"role": "enroll", "hardware": req.Hardware}
+		auditObject(c, "token/"+tok.ID, details)
+		return s.auditIn(ctx, tx, c, "token.create", "token/"+tok.ID, details, nil)
+	})
 	if err != nil {
-		return err
+		return err // nothing was created; the middleware audits the failure
 	}
-	auditObject(c, "token/"+tok.ID, map[string]string{"role": "enroll", "hardware": req.Hardware})
+	c.Set(auditDoneKey, true)
 	return c.JSON(http.StatusCreated, EnrollTokenResponse{EnrollToken: secret, Detail: tok})
 }
 
@@ -240,10 +254,14 @@ func (s *Server) assignDevice(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	auditObject(c, "device/"+c.Param("id"), map[string]string{"release": req.Release, "reason": req.Reason})
-	if err := s.cfg.Rollouts.AssignDevice(c.Request().Context(), c.Param("id"), name, version, principal(c).Name); err != nil {
-		return err
+	object, details := "device/"+c.Param("id"), map[string]string{"release": req.Release, "reason": req.Reason}
+	auditObject(c, object, details)
+	// The assignment and its audit entry commit together.
+	ctx := context.WithoutCancel(c.Request().Context())
+	if err := s.cfg.Rollouts.AssignDeviceWith(ctx, c.Param("id"), name, version, principal(c).Name, s.routeAuditIn(c, "device.assign", object, details)); err != nil {
+		return err // nothing was assigned; the middleware audits the failure
 	}
+	c.Set(auditDoneKey, true)
 	return s.getDevice(c)
 }
 
@@ -258,11 +276,15 @@ func (s *Server) createCohort(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	auditObject(c, "cohort/"+req.Name, map[string]string{"selector": req.Selector})
-	co, err := s.cfg.Rollouts.CreateCohort(c.Request().Context(), req.Name, req.Selector, principal(c).Name)
+	object, details := "cohort/"+req.Name, map[string]string{"selector": req.Selector}
+	auditObject(c, object, details)
+	// The cohort and its audit entry commit together.
+	ctx := context.WithoutCancel(c.Request().Context())
+	co, err := s.cfg.Rollouts.CreateCohortWith(ctx, req.Name, req.Selector, principal(c).Name, s.routeAuditIn(c, "cohort.create", object, details))
 	if err != nil {
-		return err
+		return err // nothing was saved; the middleware audits the failure
 	}
+	c.Set(auditDoneKey, true)
 	return c.JSON(http.StatusCreated, co)
 }
 
@@ -290,12 +312,18 @@ func (s *Server) createRollout(c echo.Context) error {
 	if err := decodeJSON(c, &spec); err != nil {
 		return err
 	}
-	auditObject(c, "rollout/new", map[string]string{"release": spec.Release, "cohort": spec.Cohort, "waves": spec.Waves})
-	r, err := s.cfg.Rollouts.CreateRollout(c.Request().Context(), spec, principal(c).Name)
+	details := map[string]string{"release": spec.Release, "cohort": spec.Cohort, "waves": spec.Waves}
+	auditObject(c, "rollout/new", details)
+	// The rollout and its audit entry commit together.
+	ctx := context.WithoutCancel(c.Request().Context())
+	r, err := s.cfg.Rollouts.CreateRolloutWith(ctx, spec, principal(c).Name, func(ctx context.Context, tx *storage.Tx, r rollout.Rollout) error {
+		return s.auditIn(ctx, tx, c, "rollout.create", "rollout/"+r.ID, details, nil)
+	})
 	if err != nil {
-		return err
+		return err // nothing was created; the middleware audits the failure
 	}
-	auditObject(c, "rollout/"+r.ID, map[string]string{"release": spec.Release, "cohort": spec.Cohort, "waves": spec.Waves})
+	c.Set(auditDoneKey, true)
+	auditObject(c, "rollout/"+r.ID, details)
 	return c.JSON(http.StatusCreated, r)
 }
 
@@ -343,31 +371,23 @@ func (s *Server) rolloutAction(c echo.Context) error {
 		}
 	}
 	id, action, actor := c.Param("id"), c.Param("action"), principal(c).Name
-	auditObject(c, "rollout/"+id, map[string]string{"action": action, "reason": req.Reason, "to": req.To})
-	ctx := c.Request().Context()
+	object, details := "rollout/"+id, map[string]string{"action": action, "reason": req.Reason, "to": req.To}
+	auditObject(c, object, details)
+	// The change and its audit entry commit together.
+	ctx := context.WithoutCancel(c.Request().Context())
+	in := s.routeAuditIn(c, "rollout.action", object, details)
 	var err error
 	switch action {
-	case "start":
-		err = s.cfg.Rollouts.Start(ctx, id, actor, req.Reason)
-	case "pause":
-		err = s.cfg.Rollouts.Pause(ctx, id, actor, req.Reason)
-	case "resume":
-		err = s.cfg.Rollouts.Resume(ctx, id, actor, req.Reason)
-	case "approve":
-		err = s.cfg.Rollouts.Approve(ctx, id, actor, req.Reason)
-	case "abort":
-		err = s.cfg.Rollouts.Abort(ctx, id, actor, req.Reason)
+	case "start", "pause", "resume", "approve", "abort":
+		err = s.cfg.Rollouts.Command(ctx, id, rollout.Command(action), actor, req.Reason, in)
 	case "rollback":
-		if req.To != "" {
-			err = s.cfg.Rollouts.RollbackTo(ctx, id, req.To, actor, req.Reason)
-		} else {
-			err = s.cfg.Rollouts.Rollback(ctx, id, actor, req.Reason)
-		}
+		err = s.cfg.Rollouts.RollbackWith(ctx, id, req.To, actor, req.Reason, in)
 	default:
 		return tufota.Errorf(tufota.ENotFound, "unknown rollout action %q: want start, pause, resume, approve, abort or rollback", action)
 	}
 	if err != nil {
-		return err
+		return err // nothing changed; the middleware audits the failure
 	}
+	c.Set(auditDoneKey, true)
 	return s.rolloutStatus(c)
 }

@@ -138,6 +138,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, meta: newMetaCache(cfg.Blobs, time.Now), reports: cfg.DB.NewGroup(256), enrolls: cfg.DB.NewGroup(256)}
 	cfg.Repo.OnMetadataWrite(s.meta.written)
+	cfg.Rollouts.AuditEventsIn(s.auditEvent) // every rollout event commits with its audit entry
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError

@@ -52,8 +52,9 @@ func newTestServerWith(t *testing.T, wrap func(storage.Blobs) storage.Blobs) *te
 // newTestServerIn is newTestServer in dir: fresh makes keys, repository,
 // device and tokens there; otherwise it opens what a fresh call made (as a
 // restarted server process would) and makes no tokens. wrap, when not nil,
-// wraps the blob store.
-func newTestServerIn(t *testing.T, dir string, fresh bool, wrap func(storage.Blobs) storage.Blobs) *testServer {
+// wraps the blob store. dbURL, when given, names the state database
+// (a fresh PostgreSQL database); the default is SQLite in dir.
+func newTestServerIn(t *testing.T, dir string, fresh bool, wrap func(storage.Blobs) storage.Blobs, dbURL ...string) *testServer {
 	t.Helper()
 	ctx := context.Background()
 	pass := []byte("test passphrase")
@@ -81,7 +82,11 @@ func newTestServerIn(t *testing.T, dir string, fresh bool, wrap func(storage.Blo
 	if wrap != nil {
 		blobs = wrap(blobs)
 	}
-	db, err := storage.OpenDB(ctx, "sqlite:"+filepath.Join(dir, "state.db"))
+	url := "sqlite:" + filepath.Join(dir, "state.db")
+	if len(dbURL) > 0 {
+		url = dbURL[0]
+	}
+	db, err := storage.OpenDB(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,14 +7,13 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/signer"
 )
 
 // releaseSigning answers the signing payload of a pending release: the
 // canonical targets metadata to sign and who has signed so far.
 func (s *Server) releaseSigning(c echo.Context) error {
-	p, err := s.cfg.Releases.ReleasePayload(c.Request().Context(), c.Param("name"), c.Param("version"))
+	p, err := s.cfg.Releases.ReleasePayload(s.signerAudit(c), c.Param("name"), c.Param("version")) // a stale payload is rebuilt, audited
 	if err != nil {
 		return err
 	}
@@ -31,15 +30,14 @@ func (s *Server) signRelease(c echo.Context) error {
 	}
 	object := "release/" + name + "@" + version
 	auditObject(c, object, map[string]string{"keyid": up.KeyID, "payload_sha256": up.PayloadSHA256})
-	st, err := s.cfg.Releases.SignRelease(c.Request().Context(), name, version, up, principal(c).Name)
+	st, err := s.cfg.Releases.SignRelease(s.signerAudit(c), name, version, up, principal(c).Name)
 	if err != nil {
 		return err
 	}
 	d := map[string]string{"keyid": up.KeyID, "payload_sha256": up.PayloadSHA256, "targets_version": strconv.FormatInt(st.Version, 10),
 		"signatures": strconv.Itoa(len(st.Signatures)), "needed": strconv.Itoa(st.Needed)}
 	auditObject(c, object, d)
-	if st.Published {
-		s.recordPublish(c, "release.publish", object, st)
+	if st.Published { // audited by the signer in the transaction that records it
 		s.log.Info("release published with offline signatures", "release", name+"@"+version, "targets_version", st.Version)
 	}
 	return c.JSON(http.StatusOK, st)
@@ -50,25 +48,11 @@ func (s *Server) signRelease(c echo.Context) error {
 func (s *Server) cancelRelease(c echo.Context) error {
 	name, version := c.Param("name"), c.Param("version")
 	auditObject(c, "release/"+name+"@"+version, nil)
-	rel, err := s.cfg.Releases.CancelRelease(c.Request().Context(), name, version)
+	rel, err := s.cfg.Releases.CancelRelease(s.signerAudit(c), name, version)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, rel)
-}
-
-// recordPublish writes the audit entry of metadata published by the last
-// signature.
-func (s *Server) recordPublish(c echo.Context, action, object string, st signer.SigningStatus) {
-	p := principal(c)
-	var by []string
-	for _, sg := range st.Signatures {
-		by = append(by, sg.KeyID[:16]+"="+sg.SignedBy)
-	}
-	s.record(c.Request().Context(), audit.Entry{
-		Actor: p.Name, Role: string(p.Role), Source: c.RealIP(), Action: action, Object: object, Outcome: audit.OutcomeOK,
-		Details: map[string]string{"version": strconv.FormatInt(st.Version, 10), "signed_by": strings.Join(by, ","), "server_keys": strconv.Itoa(len(st.ServerKeys))},
-	})
 }
 
 func (s *Server) rootShow(c echo.Context) error {
@@ -85,7 +69,7 @@ func (s *Server) rootUpdate(c echo.Context) error {
 		return err
 	}
 	auditObject(c, "root", nil)
-	p, err := s.cfg.Releases.ProposeRoot(c.Request().Context(), ch, principal(c).Name)
+	p, err := s.cfg.Releases.ProposeRoot(s.signerAudit(c), ch, principal(c).Name)
 	if err != nil {
 		return err
 	}
@@ -107,15 +91,14 @@ func (s *Server) rootSign(c echo.Context) error {
 		return err
 	}
 	auditObject(c, "root", map[string]string{"keyid": up.KeyID, "payload_sha256": up.PayloadSHA256})
-	st, err := s.cfg.Releases.SignRoot(c.Request().Context(), up, principal(c).Name)
+	st, err := s.cfg.Releases.SignRoot(s.signerAudit(c), up, principal(c).Name)
 	if err != nil {
 		return err
 	}
 	object := "root/" + strconv.FormatInt(st.Version, 10)
 	auditObject(c, object, map[string]string{"keyid": up.KeyID, "payload_sha256": up.PayloadSHA256,
 		"needed_new": strconv.Itoa(st.Needed), "needed_old": strconv.Itoa(st.OldNeeded)})
-	if st.Published {
-		s.recordPublish(c, "root.publish", object, st)
+	if st.Published { // audited by the signer in the transaction that records it
 		s.log.Warn("new root metadata published", "root_version", st.Version)
 	}
 	return c.JSON(http.StatusOK, st)
@@ -123,7 +106,7 @@ func (s *Server) rootSign(c echo.Context) error {
 
 func (s *Server) rootCancel(c echo.Context) error {
 	auditObject(c, "root", nil)
-	if err := s.cfg.Releases.CancelRoot(c.Request().Context()); err != nil {
+	if err := s.cfg.Releases.CancelRoot(s.signerAudit(c)); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

@@ -67,8 +67,10 @@ func (r *Releases) CancelRelease(ctx context.Context, name, version string) (Rel
 		if err := deletePending(ctx, tx, id); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `DELETE FROM releases WHERE name = ? AND version = ? AND state = ?`, name, version, StatePending)
-		return err
+		if _, err := tx.Exec(ctx, `DELETE FROM releases WHERE name = ? AND version = ? AND state = ?`, name, version, StatePending); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "release.cancel", map[string]string{"release": ref, "role": rel.Role})
 	})
 	if err != nil {
 		return Release{}, fmt.Errorf("cancel %s: %w", ref, err)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -449,6 +450,9 @@ func (r *Releases) AddDelegation(ctx context.Context, req DelegationRequest, act
 		return Delegation{}, fmt.Errorf("add delegation %s: %w", req.Name, err)
 	}
 	r.repo.log.InfoContext(ctx, "tuf delegation added", "role", req.Name, "paths", req.Paths, "threshold", req.Threshold, "keys", role.KeyIDs, "targets_version", md.Signed.Version)
+	if err := r.auditAlone(ctx, "delegation.add", map[string]string{"role": req.Name, "targets_version": strconv.FormatInt(md.Signed.Version, 10)}); err != nil {
+		return Delegation{}, fmt.Errorf("add delegation %s: published as targets v%d, but its audit entry failed: %w", req.Name, md.Signed.Version, err)
+	}
 	return delegationOf(st, md, role.Name), nil
 }
 
@@ -464,8 +468,8 @@ func (r *Releases) createPendingDelegation(ctx context.Context, st *state, base 
 		return Delegation{}, err
 	}
 	id, now := pendingDelegationID(req.Name), r.now().UTC().UnixNano()
-	if _, err := r.db.Exec(ctx, `INSERT INTO pending_metadata (id, role, base_version, version, metadata, extra, created_at, created_by, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, RoleTargets, base, md.Signed.Version, string(mdJSON), string(extra), now, actor, now); err != nil {
+	if err := r.insertPending(ctx, id, RoleTargets, base, md.Signed.Version, string(mdJSON), string(extra), actor, now,
+		"delegation.add", map[string]string{"role": req.Name, "state": "pending", "targets_version": strconv.FormatInt(md.Signed.Version, 10)}); err != nil {
 		if errors.Is(err, tufota.ErrConflict) {
 			return Delegation{}, tufota.Errorf(tufota.EConflict, "delegation %s waits for targets signatures already", req.Name)
 		}
@@ -516,8 +520,8 @@ func (r *Releases) RenewDelegation(ctx context.Context, name, actor string) (Del
 		return Delegation{}, err
 	}
 	id, now := pendingDelegationID(name), r.now().UTC().UnixNano()
-	if _, err := r.db.Exec(ctx, `INSERT INTO pending_metadata (id, role, base_version, version, metadata, extra, created_at, created_by, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, name, base, md.Signed.Version, string(mdJSON), string(extra), now, actor, now); err != nil {
+	if err := r.insertPending(ctx, id, name, base, md.Signed.Version, string(mdJSON), string(extra), actor, now,
+		"delegation.renew", map[string]string{"role": name, "state": "pending", "version": strconv.FormatInt(md.Signed.Version, 10)}); err != nil {
 		return Delegation{}, fmt.Errorf("record renewal of %s: %w", name, err)
 	}
 	p, err := loadPending(ctx, r.db, id)
@@ -685,7 +689,13 @@ func (r *Releases) SignDelegation(ctx context.Context, name string, up Signature
 	if err != nil {
 		return status, fmt.Errorf("sign %s: signature recorded, threshold met, but publish failed: %w", ref, err)
 	}
-	if err := deletePending(context.WithoutCancel(ctx), r.db, p.ID); err != nil {
+	err = r.db.Tx(context.WithoutCancel(ctx), func(tx *storage.Tx) error {
+		if err := deletePending(ctx, tx, p.ID); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "delegation.publish", map[string]string{"delegation": name, "role": p.Role, "version": strconv.FormatInt(v, 10)})
+	})
+	if err != nil {
 		return status, fmt.Errorf("sign %s: published as %s v%d, but its pending row remains: %w", ref, p.Role, v, err)
 	}
 	status.Published = true
@@ -708,7 +718,10 @@ func (r *Releases) CancelDelegation(ctx context.Context, name string) error {
 		if err := deletePending(ctx, tx, pendingDelegationID(name)); err != nil {
 			return err
 		}
-		return deletePending(ctx, tx, pendingRoleResignID(name))
+		if err := deletePending(ctx, tx, pendingRoleResignID(name)); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "delegation.cancel", map[string]string{"role": name})
 	})
 	if err != nil {
 		return fmt.Errorf("cancel delegation %s: %w", name, err)

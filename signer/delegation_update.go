@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -112,6 +113,9 @@ func (r *Releases) RemoveDelegation(ctx context.Context, name, actor string) (De
 			return Delegation{}, fmt.Errorf("remove delegation %s: %w", name, err)
 		}
 		r.repo.log.InfoContext(ctx, "tuf delegation removed", "role", name, "targets_version", md.Signed.Version)
+		if err := r.auditAlone(ctx, "delegation.remove", map[string]string{"role": name, "targets_version": strconv.FormatInt(md.Signed.Version, 10)}); err != nil {
+			return Delegation{}, fmt.Errorf("remove delegation %s: published as targets v%d, but its audit entry failed: %w", name, md.Signed.Version, err)
+		}
 		return d, nil
 	}
 	extra, err := json.Marshal(x)
@@ -123,8 +127,8 @@ func (r *Releases) RemoveDelegation(ctx context.Context, name, actor string) (De
 		return Delegation{}, err
 	}
 	id, now := pendingDelegationID(name), r.now().UTC().UnixNano()
-	if _, err := r.db.Exec(ctx, `INSERT INTO pending_metadata (id, role, base_version, version, metadata, extra, created_at, created_by, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, RoleTargets, base, md.Signed.Version, string(mdJSON), string(extra), now, actor, now); err != nil {
+	if err := r.insertPending(ctx, id, RoleTargets, base, md.Signed.Version, string(mdJSON), string(extra), actor, now,
+		"delegation.remove", map[string]string{"role": name, "state": "pending", "targets_version": strconv.FormatInt(md.Signed.Version, 10)}); err != nil {
 		return Delegation{}, fmt.Errorf("remove delegation %s: record the pending change: %w", name, err)
 	}
 	status, _, err := r.statusOf(ctx, st.root, pendingRow{ID: id, Role: RoleTargets, Ver: md.Signed.Version, Base: base, CreatedBy: actor}, md)
@@ -252,6 +256,9 @@ func (r *Releases) UpdateDelegation(ctx context.Context, name string, ch Delegat
 			return Delegation{}, fmt.Errorf("update delegation %s: %w", name, err)
 		}
 		r.repo.log.InfoContext(ctx, "tuf delegation updated", "role", name, "keys", len(req.Keys), "threshold", req.Threshold, "targets_version", md.Signed.Version)
+		if err := r.auditAlone(ctx, "delegation.update", map[string]string{"role": name, "targets_version": strconv.FormatInt(md.Signed.Version, 10)}); err != nil {
+			return Delegation{}, fmt.Errorf("update delegation %s: published as targets v%d, but its audit entry failed: %w", name, md.Signed.Version, err)
+		}
 		return delegationOf(st, md, name), nil
 	}
 
@@ -270,16 +277,20 @@ func (r *Releases) UpdateDelegation(ctx context.Context, name string, ch Delegat
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, pendingDelegationID(name), RoleTargets, base, md.Signed.Version, string(mdJSON), string(extra), now, actor, now); err != nil {
 			return err
 		}
+		details := map[string]string{"role": name, "state": "pending", "targets_version": strconv.FormatInt(md.Signed.Version, 10)}
 		if resign == nil {
-			return nil
+			return auditIn(ctx, tx, "delegation.update", details)
 		}
 		rJSON, err := resign.ToBytes(false)
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO pending_metadata (id, role, base_version, version, metadata, extra, created_at, created_by, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, pendingRoleResignID(name), name, resign.Signed.Version-1, resign.Signed.Version, string(rJSON), "{}", now, actor, now)
-		return err
+		if _, err = tx.Exec(ctx, `INSERT INTO pending_metadata (id, role, base_version, version, metadata, extra, created_at, created_by, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, pendingRoleResignID(name), name, resign.Signed.Version-1, resign.Signed.Version, string(rJSON), "{}", now, actor, now); err != nil {
+			return err
+		}
+		details["role_version"] = strconv.FormatInt(resign.Signed.Version, 10)
+		return auditIn(ctx, tx, "delegation.update", details)
 	})
 	if err != nil {
 		if errors.Is(err, tufota.ErrConflict) {
@@ -415,7 +426,10 @@ func (r *Releases) signUpdate(ctx context.Context, st *state, name string, top p
 		if err := deletePending(ctx, tx, pendingDelegationID(name)); err != nil {
 			return err
 		}
-		return deletePending(ctx, tx, pendingRoleResignID(name))
+		if err := deletePending(ctx, tx, pendingRoleResignID(name)); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "delegation.publish", map[string]string{"delegation": name, "role": RoleTargets, "version": strconv.FormatInt(v, 10)})
 	})
 	if err != nil {
 		return signed, fmt.Errorf("sign %s: published as targets v%d, but its pending rows remain: %w", ref, v, err)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -608,7 +609,7 @@ func (r *Releases) SignRelease(ctx context.Context, name, version string, up Sig
 	if err := r.repo.step("mark " + ref + " published"); err != nil {
 		return status, fmt.Errorf("sign %s: published as targets v%d but not recorded (Reconcile fixes this): %w", ref, v, err)
 	}
-	if err := r.markPublished(context.WithoutCancel(ctx), name, version, v, r.now().UTC()); err != nil {
+	if err := r.markPublished(context.WithoutCancel(ctx), name, version, p.Role, v, r.now().UTC()); err != nil {
 		return status, fmt.Errorf("sign %s: published as targets v%d but not recorded (Reconcile fixes this): %w", ref, v, err)
 	}
 	status.Published = true
@@ -635,7 +636,7 @@ func (r *Releases) signPublishFailed(ctx context.Context, status SigningStatus, 
 	}
 	if st.published(path) {
 		v := st.roleVersion(rel.Role)
-		if err := r.markPublished(ctx, name, version, v, r.now().UTC()); err != nil {
+		if err := r.markPublished(ctx, name, version, rel.Role, v, r.now().UTC()); err != nil {
 			return status, fmt.Errorf("sign %s: publish reported an error but the release is live as %s v%d, and recording it failed (Reconcile fixes this): %w", ref, rel.Role, v, errors.Join(perr, err))
 		}
 		r.repo.log.WarnContext(ctx, "publish reported an error but the release is live; recorded as published", "release", ref, "role", rel.Role, "version", v, "err", perr)
@@ -702,8 +703,11 @@ func (r *Releases) recordSignature(ctx context.Context, st *state, delegator *me
 		}
 	}
 	now := r.now().UTC()
-	if _, err := r.db.Exec(ctx, `INSERT INTO pending_signatures (pending_id, keyid, sig, payload_sha256, signed_by, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		p.ID, up.KeyID, up.Sig, sum, actor, now.UnixNano()); err != nil {
+	action := "delegation.sign"
+	if strings.HasPrefix(p.ID, "targets/") {
+		action = "release.sign"
+	}
+	if err := r.insertSig(ctx, p, up, sum, actor, now, action); err != nil {
 		if errors.Is(err, tufota.ErrConflict) {
 			return SigningStatus{}, nil, tufota.Errorf(tufota.EConflict, "key %s has already signed %s", up.KeyID, ref)
 		}
@@ -712,6 +716,19 @@ func (r *Releases) recordSignature(ctx context.Context, st *state, delegator *me
 	sigs = append(sigs, pendingSig{KeyID: up.KeyID, Sig: up.Sig, PayloadSHA256: sum, SignedBy: actor, CreatedAt: now})
 	status, err := r.targetsStatus(delegator, p, md, sigs)
 	return status, sigs, err
+}
+
+// insertSig records one signature over the payload (sha256 sum) of
+// pending row p, in one transaction with its audit entry (action, e.g.
+// "release.sign"; WithAudit).
+func (r *Releases) insertSig(ctx context.Context, p pendingRow, up SignatureUpload, sum, actor string, now time.Time, action string) error {
+	return r.db.Tx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO pending_signatures (pending_id, keyid, sig, payload_sha256, signed_by, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			p.ID, up.KeyID, up.Sig, sum, actor, now.UnixNano()); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, action, map[string]string{"pending": p.ID, "role": p.Role, "version": strconv.FormatInt(p.Ver, 10), "keyid": up.KeyID, "payload_sha256": sum})
+	})
 }
 
 // attachSignatures replaces md's signatures with the recorded ones that
@@ -746,9 +763,12 @@ func (r *Releases) rebuildPending(ctx context.Context, p pendingRow, base int64,
 		if _, err := tx.Exec(ctx, `DELETE FROM pending_signatures WHERE pending_id = ?`, p.ID); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE pending_metadata SET base_version = ?, version = ?, metadata = ?, updated_at = ? WHERE id = ?`,
-			base, nmd.Signed.Version, string(mdJSON), now.UnixNano(), p.ID)
-		return err
+		if _, err := tx.Exec(ctx, `UPDATE pending_metadata SET base_version = ?, version = ?, metadata = ?, updated_at = ? WHERE id = ?`,
+			base, nmd.Signed.Version, string(mdJSON), now.UnixNano(), p.ID); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "pending.rebuild", map[string]string{"pending": p.ID, "role": p.Role, "old_base": strconv.FormatInt(p.Base, 10),
+			"version": strconv.FormatInt(nmd.Signed.Version, 10), "signatures_discarded": strconv.Itoa(len(sigs))})
 	})
 	if err != nil {
 		return p, 0, fmt.Errorf("rebuild pending %s metadata of %s: %w", p.Role, ref, err)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -317,8 +318,11 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 			return err
 		}
 		var err error
-		status, err = r.createPending(ctx, tx, role, targets, actor)
-		return err
+		if status, err = r.createPending(ctx, tx, role, targets, actor); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "release.push", map[string]string{"state": string(StatePending), "role": role, "target": rel.TargetPath,
+			"sha256": rel.SHA256, "length": strconv.FormatInt(rel.Length, 10)})
 	})
 	if exists {
 		return Release{}, tufota.Errorf(tufota.EConflict, "release %s already exists", ref)
@@ -344,7 +348,7 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 		return Release{}, fmt.Errorf("push %s: published as targets v%d but not recorded (Reconcile fixes this): %w", ref, v, err)
 	}
 	pub := r.now().UTC()
-	if err := r.markPublished(context.WithoutCancel(ctx), rel.Name, rel.Version, v, pub); err != nil {
+	if err := r.markPublished(context.WithoutCancel(ctx), rel.Name, rel.Version, rel.Role, v, pub); err != nil {
 		return Release{}, fmt.Errorf("push %s: published as targets v%d but not recorded (Reconcile fixes this): %w", ref, v, err)
 	}
 	rel.State, rel.TargetsVersion, rel.PublishedAt = StatePublished, v, &pub
@@ -375,7 +379,7 @@ func (r *Releases) publishFailed(ctx context.Context, rel Release, targets []Tar
 	if live {
 		*published = true
 		v, pub := st.releaseVersion(rel.Role, rel.TargetPath), r.now().UTC()
-		if err := r.markPublished(ctx, rel.Name, rel.Version, v, pub); err != nil {
+		if err := r.markPublished(ctx, rel.Name, rel.Version, rel.Role, v, pub); err != nil {
 			return Release{}, fmt.Errorf("push %s: publish reported an error but the release is live as targets v%d, and recording it failed (Reconcile fixes this): %w", ref, v, errors.Join(perr, err))
 		}
 		r.repo.log.WarnContext(ctx, "publish reported an error but the release is live; recorded as published", "release", ref, "targets_version", v, "err", perr)
@@ -440,8 +444,10 @@ func (r *Releases) deleteRow(ctx context.Context, rel Release) error {
 		if err := deletePending(ctx, tx, pendingTargetsID(rel.Name, rel.Version)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `DELETE FROM releases WHERE name = ? AND version = ? AND state = ?`, rel.Name, rel.Version, StatePending)
-		return err
+		if _, err := tx.Exec(ctx, `DELETE FROM releases WHERE name = ? AND version = ? AND state = ?`, rel.Name, rel.Version, StatePending); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "release.discard", map[string]string{"release": rel.Name + "@" + rel.Version, "role": rel.Role, "reason": "publish failed"})
 	})
 	if err != nil {
 		return fmt.Errorf("remove unpublished release row: %w", err)
@@ -450,14 +456,18 @@ func (r *Releases) deleteRow(ctx context.Context, rel Release) error {
 }
 
 // markPublished records NAME@VERSION as published in version v of its
-// role's metadata and drops its pending payload, in one transaction.
-func (r *Releases) markPublished(ctx context.Context, name, version string, v int64, at time.Time) error {
+// role's metadata and drops its pending payload, in one transaction with
+// the "release.publish" audit entry (WithAudit).
+func (r *Releases) markPublished(ctx context.Context, name, version, role string, v int64, at time.Time) error {
 	return r.db.Tx(ctx, func(tx *storage.Tx) error {
 		if _, err := tx.Exec(ctx, `UPDATE releases SET state = ?, targets_version = ?, published_at = ? WHERE name = ? AND version = ? AND state = ?`,
 			StatePublished, v, at.UnixNano(), name, version, StatePending); err != nil {
 			return err
 		}
-		return deletePending(ctx, tx, pendingTargetsID(name, version))
+		if err := deletePending(ctx, tx, pendingTargetsID(name, version)); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "release.publish", map[string]string{"release": name + "@" + version, "role": role, "version": strconv.FormatInt(v, 10)})
 	})
 }
 
@@ -508,7 +518,7 @@ func (r *Releases) Reconcile(ctx context.Context) (int, error) {
 			continue
 		}
 		v := st.releaseVersion(rel.Role, rel.TargetPath)
-		if err := r.markPublished(ctx, rel.Name, rel.Version, v, r.now().UTC()); err != nil {
+		if err := r.markPublished(ctx, rel.Name, rel.Version, rel.Role, v, r.now().UTC()); err != nil {
 			errs = append(errs, fmt.Errorf("reconcile %s: record published: %w", ref, err))
 			continue
 		}
@@ -588,7 +598,13 @@ func (r *Releases) discardThresholdSigs(ctx context.Context, st *state, p pendin
 	if err != nil || status.Needed > 0 {
 		return 0, err
 	}
-	if _, err := r.db.Exec(ctx, `DELETE FROM pending_signatures WHERE pending_id = ?`, p.ID); err != nil {
+	err = r.db.Tx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM pending_signatures WHERE pending_id = ?`, p.ID); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "release.rollback", map[string]string{"pending": p.ID, "role": p.Role, "signatures_discarded": strconv.Itoa(len(sigs))})
+	})
+	if err != nil {
 		return 0, fmt.Errorf("discard signatures of %s: %w", p.ID, err)
 	}
 	return len(sigs), nil

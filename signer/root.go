@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -281,15 +282,19 @@ func (r *Releases) ProposeRoot(ctx context.Context, ch RootChange, actor string)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, pendingRootID, RoleRoot, st.root.Signed.Version, nr.Signed.Version, string(mdJSON), string(extraJSON), now, actor, now); err != nil {
 			return err
 		}
+		details := map[string]string{"root_version": strconv.FormatInt(nr.Signed.Version, 10)}
 		if resign == nil {
-			return nil
+			return auditIn(ctx, tx, "root.update", details)
 		}
 		if err := deletePending(ctx, tx, pendingResignID); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO pending_metadata (id, role, base_version, version, metadata, extra, created_at, created_by, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, pendingResignID, RoleTargets, st.targets.Signed.Version-1, st.targets.Signed.Version, string(resign), "{}", now, actor, now)
-		return err
+		if _, err := tx.Exec(ctx, `INSERT INTO pending_metadata (id, role, base_version, version, metadata, extra, created_at, created_by, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, pendingResignID, RoleTargets, st.targets.Signed.Version-1, st.targets.Signed.Version, string(resign), "{}", now, actor, now); err != nil {
+			return err
+		}
+		details["targets_resign_version"] = strconv.FormatInt(st.targets.Signed.Version, 10)
+		return auditIn(ctx, tx, "root.update", details)
 	})
 	if err != nil {
 		if errors.Is(err, tufota.ErrConflict) {
@@ -449,7 +454,10 @@ func (r *Releases) CancelRoot(ctx context.Context) error {
 		if err := deletePending(ctx, tx, pendingResignID); err != nil {
 			return err
 		}
-		return deletePending(ctx, tx, pendingRootID)
+		if err := deletePending(ctx, tx, pendingRootID); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "root.cancel", nil)
 	})
 }
 
@@ -532,8 +540,7 @@ func (r *Releases) SignRoot(ctx context.Context, up SignatureUpload, actor strin
 		}
 	}
 	now := r.now().UTC()
-	if _, err := r.db.Exec(ctx, `INSERT INTO pending_signatures (pending_id, keyid, sig, payload_sha256, signed_by, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		p.ID, up.KeyID, up.Sig, sum, actor, now.UnixNano()); err != nil {
+	if err := r.insertSig(ctx, p, up, sum, actor, now, "root.sign"); err != nil {
 		if errors.Is(err, tufota.ErrConflict) {
 			return SigningStatus{}, tufota.Errorf(tufota.EConflict, "key %s has already signed root v%d", up.KeyID, p.Ver)
 		}
@@ -554,8 +561,7 @@ func (r *Releases) signResign(ctx context.Context, st *state, p pendingRow, nr *
 			return SigningStatus{}, tufota.Errorf(tufota.EConflict, "key %s has already signed targets v%d for root v%d", up.KeyID, rmd.Signed.Version, nr.Signed.Version)
 		}
 	}
-	if _, err := r.db.Exec(ctx, `INSERT INTO pending_signatures (pending_id, keyid, sig, payload_sha256, signed_by, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		rp.ID, up.KeyID, up.Sig, up.PayloadSHA256, actor, r.now().UTC().UnixNano()); err != nil {
+	if err := r.insertSig(ctx, rp, up, up.PayloadSHA256, actor, r.now().UTC(), "root.sign"); err != nil {
 		if errors.Is(err, tufota.ErrConflict) {
 			return SigningStatus{}, tufota.Errorf(tufota.EConflict, "key %s has already signed targets v%d", up.KeyID, rmd.Signed.Version)
 		}
@@ -712,7 +718,10 @@ func (r *Releases) publishRootLocked(ctx context.Context, st *state, p pendingRo
 		if err := deletePending(ctx, tx, pendingResignID); err != nil {
 			return err
 		}
-		return deletePending(ctx, tx, pendingRootID)
+		if err := deletePending(ctx, tx, pendingRootID); err != nil {
+			return err
+		}
+		return auditIn(ctx, tx, "root.publish", map[string]string{"root_version": strconv.FormatInt(v, 10)})
 	})
 	if err != nil {
 		return fmt.Errorf("root v%d published but not recorded: %w", v, err)
