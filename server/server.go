@@ -145,6 +145,9 @@ func New(cfg Config) (*Server, error) {
 	e.Use(s.recoverer, s.securityHeaders, limitRanges)
 	s.register(e)
 	s.echo = e
+	if err := s.mountUI(e); err != nil { // the web dashboard, /ui/ (ui.go)
+		return nil, err
+	}
 	return s, nil
 }
 
