@@ -52,10 +52,10 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprint(t)
 	},
-	"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"iso":  func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"join": strings.Join,
-	"pct": func(f float64) string { return fmt.Sprintf("%g%%", f*100) },
-	"dur": func(d time.Duration) string { return humanDuration(d) },
+	"pct":  func(f float64) string { return fmt.Sprintf("%g%%", f*100) },
+	"dur":  func(d time.Duration) string { return humanDuration(d) },
 }
 
 // parsePages parses every page with the layout.
