@@ -84,7 +84,7 @@ func parseID(v string) ([idBytes]byte, bool) {
 	if len(v) != base64.RawURLEncoding.EncodedLen(idBytes) {
 		return id, false
 	}
-	n, err := base64.RawURLEncoding.Decode(id[:], []byte(v))
+	n, err := base64.RawURLEncoding.Strict().Decode(id[:], []byte(v))
 	if err != nil || n != idBytes {
 		return id, false
 	}
