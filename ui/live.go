@@ -15,7 +15,7 @@ import (
 // Chart geometry, in SVG user units.
 const (
 	chartWidth  = 640.0
-	chartLabel  = 90.0 // the wave labels' column
+	chartLabel  = 120.0 // the wave labels' column
 	rowHeight   = 34.0
 	chartBar    = 22.0
 	chartMargin = 8.0
@@ -60,6 +60,8 @@ type chart struct {
 	Wave   int           `json:"wave"`
 	Gate   string        `json:"gate"`
 	Width  float64       `json:"width"`
+	Label  float64       `json:"label"` // where the bars start
+	Span   float64       `json:"span"`  // how wide a bar is
 	Height float64       `json:"height"`
 	Rows   []chartRow    `json:"rows"`
 	Final  bool          `json:"final"`
@@ -74,7 +76,7 @@ func final(p rollout.Phase) bool {
 // failed, silent and not yet offered.
 func newChart(st rollout.Status) chart {
 	p := st.Plan
-	ch := chart{State: st.State, Reason: st.Reason, Next: st.Next, Wave: st.Wave, Width: chartWidth, Final: final(st.State)}
+	ch := chart{State: st.State, Reason: st.Reason, Next: st.Next, Wave: st.Wave, Width: chartWidth, Label: chartLabel, Span: chartWidth - chartLabel - chartMargin, Final: final(st.State)}
 	ch.Gate = fmt.Sprintf("gate: at most %g%% failed or silent", p.MaxFailureRate*100)
 	if p.MaxFailures != nil {
 		ch.Gate += fmt.Sprintf(" and at most %d", *p.MaxFailures)

@@ -25,7 +25,7 @@
     ch.rows.forEach(function (r) {
       var g = el("g", { "class": "row" });
       g.appendChild(el("text", { x: 4, y: r.y, dy: 16 }, "Wave " + r.wave + " (" + r.spec + ")"));
-      g.appendChild(el("rect", { "class": "track", x: 90, y: r.y, width: 542, height: 22 }));
+      g.appendChild(el("rect", { "class": "track", x: ch.label, y: r.y, width: ch.span, height: 22 }));
       (r.segments || []).forEach(function (s) {
         var rect = el("rect", { "class": s.class, x: s.x, y: r.y, width: s.w, height: 22 });
         rect.appendChild(el("title", {}, s.n + " " + s.name));

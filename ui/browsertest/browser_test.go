@@ -1,0 +1,337 @@
+package browsertest
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/tufota/tufota/internal/testenv"
+)
+
+var updateScreenshots = flag.Bool("update-screenshots", false, "copy the rollout and audit page screenshots to docs/img")
+
+// browser is one chromium browser context (its own cookies) with the
+// test's helpers.
+type browser struct {
+	t    *testing.T
+	ctx  context.Context
+	base string
+	axe  string
+	art  string
+	name string
+}
+
+func (b *browser) do(steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		dctx, dcancel := context.WithTimeout(b.ctx, 10*time.Second)
+		defer dcancel()
+		page, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`location.href + "\n" + document.body.innerText`))
+		b.t.Fatalf("%s: browser: %v; page: %.500s", b.name, err, page)
+	}
+}
+
+func eval[T any](b *browser, js string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
+	if err != nil {
+		b.t.Fatalf("%s: evaluate %.60q: %v", b.name, js, err)
+	}
+	return v
+}
+
+// waitFor evaluates js until it is true; the bound is a liveness bound
+// (the rollout advances in seconds), not a performance claim.
+func waitFor(b *browser, what, js string) {
+	b.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		// A page that reloads itself (the rollout page does when the
+		// state changes) fails an evaluation: try again.
+		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("%s: waited 2m for %s (last error: %v)", b.name, what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (b *browser) open(path string) {
+	b.t.Helper()
+	b.do(chromedp.Navigate(b.base+path), chromedp.WaitReady("body"))
+}
+
+// screenshot saves a PNG of the page to the artifact directory.
+func (b *browser) screenshot(name string, full bool) string {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+	defer cancel()
+	shot := chromedp.CaptureScreenshot()
+	if full {
+		shot = chromedp.FullScreenshot(100) // quality 100: PNG
+	}
+	png, err := chromedp.Run(ctx, shot)
+	if err != nil {
+		b.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	p := filepath.Join(b.art, name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	return p
+}
+
+// axeViolation is one serious or critical axe-core finding.
+type axeViolation struct {
+	ID     string   `json:"id"`
+	Impact string   `json:"impact"`
+	Help   string   `json:"help"`
+	Nodes  []string `json:"nodes"`
+}
+
+// checkAccessible injects axe-core into the page and fails on any serious
+// or critical violation.
+func (b *browser) checkAccessible(page string) {
+	b.t.Helper()
+	eval[bool](b, b.axe+";true")
+	raw := eval[string](b, `axe.run(document, {resultTypes: ["violations"]}).then(r => JSON.stringify(
+		r.violations.filter(v => v.impact === "serious" || v.impact === "critical")
+		 .map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 5).map(n => n.target.join(" "))}))))`)
+	var vs []axeViolation
+	if err := json.Unmarshal([]byte(raw), &vs); err != nil {
+		b.t.Fatalf("axe result: %v", err)
+	}
+	for _, v := range vs {
+		b.t.Errorf("axe on %s: %s (%s): %s at %v", page, v.ID, v.Impact, v.Help, v.Nodes)
+	}
+}
+
+func (b *browser) signIn(token string) {
+	b.t.Helper()
+	b.open("/ui/login")
+	b.do(chromedp.SendKeys(chromedp.CSS("#token"), token), chromedp.Submit(chromedp.CSS("#token")), chromedp.WaitReady("nav"))
+}
+
+// TestDashboard runs the dashboard in chromium against a real tufota
+// server with real simulated devices: an operator watches a rollout
+// advance wave by wave over server-sent events and approves the wave its
+// creator may not; a forged POST is refused and audited; an auditor sees
+// no buttons, finds the approval in the audit log and verifies the chain;
+// every page passes axe-core.
+func TestDashboard(t *testing.T) {
+	chromium, axePath := testenv.Browser(t)
+	axe, err := os.ReadFile(axePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	art := os.Getenv("TUFOTA_ARTIFACTS")
+	if art == "" {
+		art = t.TempDir()
+	} else if art, err = filepath.Abs(filepath.Join(art, "ui")); err == nil {
+		err = os.MkdirAll(art, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+
+	srv := startServer(t, buildTufota(t))
+	creator := srv.token("olivia", "operator")
+	approver := srv.token("oscar", "operator")
+	auditor := srv.token("audrey", "auditor")
+	srv.pushRelease("pump-fw", "1.1.0", "pump-a")
+	devs := srv.enrollDevices(10, "pump-a", "1.0.0")
+	srv.call(http.MethodPost, "/api/v1/cohorts", creator, map[string]string{"name": "icu-pumps", "selector": "hardware=pump-a,tag:icu"}, nil)
+	var ro struct {
+		ID string `json:"id"`
+	}
+	srv.call(http.MethodPost, "/api/v1/rollouts", creator, map[string]any{"release": "pump-fw@1.1.0", "cohort": "icu-pumps",
+		"waves": "10%,50%,100%", "soak": "1s", "min_reports": 1, "max_failure_rate": "20%", "device_timeout": "1m",
+		"approval_required_after_wave": 1}, &ro)
+	srv.call(http.MethodPost, "/api/v1/rollouts/"+ro.ID+"/start", creator, map[string]string{"reason": "browser test"}, nil)
+
+	devCtx, stopDevices := context.WithCancel(context.Background())
+	wg := srv.runDevices(devCtx, devs, 300*time.Millisecond)
+	defer func() { stopDevices(); wg.Wait() }()
+
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		// The server's certificate is self-signed for this run; chromium
+		// does not take a CA file, and ignores its SPKI allow-list flag
+		// here, so certificate errors are ignored: the browser talks to
+		// this loopback server only. (The Go clients trust its CA file.)
+		chromedp.Flag("ignore-certificate-errors", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	)
+	defer cancelAlloc()
+	root, cancelRoot := chromedp.NewContext(alloc)
+	defer cancelRoot()
+	if err := chromedp.Do(root); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	newBrowser := func(name string) *browser {
+		ctx, cancel := chromedp.NewContext(root, chromedp.WithNewBrowserContext())
+		t.Cleanup(cancel)
+		// The first run opens the tab, for as long as ctx lives: it must
+		// have no timeout of its own.
+		if err := chromedp.Do(ctx); err != nil {
+			t.Fatalf("open a tab for %s: %v", name, err)
+		}
+		return &browser{t: t, ctx: ctx, base: srv.url, axe: string(axe), art: art, name: name}
+	}
+
+	// The operator who did not create the rollout signs in and watches it.
+	op := newBrowser("oscar")
+	op.signIn(approver)
+	op.checkAccessible("rollouts")
+	op.open("/ui/rollouts/" + ro.ID)
+	op.checkAccessible("rollout")
+	// Wave 1 installs while the page is open: the chart changes from the
+	// event stream, without a reload.
+	waitFor(op, "wave 1 to install over the live stream",
+		`document.getElementById("chart").getAttribute("data-state") === "waiting-approval" || (document.querySelector("#waves tbody tr td:nth-child(6)") || {}).textContent === "1"`)
+	waitFor(op, "the rollout to wait for approval", `document.getElementById("state").textContent === "waiting-approval" && !!document.querySelector("button[data-action=approve]")`)
+	if n := eval[int](op, `document.querySelectorAll("#chart rect.installed").length`); n != 1 {
+		t.Errorf("chart after wave 1: %d installed bars, want 1", n)
+	}
+	op.screenshot("rollout-waiting-approval", true)
+
+	// A forged POST, from the operator's own signed-in page but without the
+	// CSRF token, is refused.
+	forged := eval[int](op, fmt.Sprintf(`fetch("/ui/rollouts/%s/pause", {method: "POST", headers: {"Content-Type": "application/x-www-form-urlencoded"}, body: "reason=forged"}).then(r => r.status)`, ro.ID))
+	if forged != http.StatusForbidden {
+		t.Errorf("forged POST without CSRF token: status %d, want 403", forged)
+	}
+	// And one from outside the browser, without a session, is refused too.
+	resp, err := srv.hc.PostForm(srv.url+"/ui/rollouts/"+ro.ID+"/pause", url.Values{"reason": {"forged"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("POST without a session: status %d, want 403", resp.StatusCode)
+	}
+
+	// The approval: wave 2, then wave 3, on the live chart.
+	op.do(chromedp.SendKeys(chromedp.CSS("#reason-approve"), "canary looks good"), chromedp.Click(chromedp.CSS("button[data-action=approve]")))
+	waitFor(op, "the approval to be done", `location.search.includes("done=approve") && !!document.getElementById("chart")`)
+	if got := eval[string](op, `(document.querySelector(".flash") || {}).textContent || ""`); !strings.Contains(got, "approve") {
+		t.Errorf("after approve: flash %q", got)
+	}
+	waves := map[string]bool{}
+	waitFor(op, "the rollout to complete", `(() => { const s = document.getElementById("chart"); return s.getAttribute("data-state") === "completed" || document.getElementById("state").textContent === "completed"; })()`)
+	for _, w := range eval[[]string](op, `Array.from(document.querySelectorAll("#waves tbody tr")).map(tr => tr.children[5].textContent)`) {
+		waves[w] = true
+	}
+	if !waves["1"] || !waves["4"] || !waves["5"] {
+		t.Errorf("installed per wave at the end = %v, want 1, 4 and 5", waves)
+	}
+	op.open("/ui/rollouts/" + ro.ID)
+	op.screenshot("rollout-completed", true)
+	if hist := eval[string](op, `document.querySelector(".timeline").textContent`); !strings.Contains(hist, "approved") || !strings.Contains(hist, "oscar") {
+		t.Errorf("history timeline lacks oscar's approval: %q", hist)
+	}
+	if ms := eval[string](op, `document.getElementById("hist-h").parentElement.querySelector("dl").textContent`); !strings.Contains(ms, "100 %") || !strings.Contains(ms, "reached") {
+		t.Errorf("milestones: %q", ms)
+	}
+	for _, p := range []string{"/ui/releases", "/ui/devices", "/ui/keys"} {
+		op.open(p)
+		op.checkAccessible(p)
+	}
+	op.open("/ui/releases")
+	if txt := eval[string](op, `document.querySelector("main").textContent`); !strings.Contains(txt, "pump-fw@1.1.0") || !strings.Contains(txt, "cyclonedx") {
+		t.Errorf("releases page lacks the release or its SBOM: %.300q", txt)
+	}
+	op.screenshot("releases", true)
+	op.open("/ui/devices")
+	op.screenshot("devices", true)
+	op.open("/ui/keys")
+	op.screenshot("keys", true)
+	// Sign out: the session is gone.
+	op.do(chromedp.Click(chromedp.CSS(".who button")), chromedp.WaitReady("#token"))
+	op.open("/ui/rollouts")
+	if loc := eval[string](op, `location.pathname`); loc != "/ui/login" {
+		t.Errorf("after sign-out /ui/rollouts shows %s, want the sign-in page", loc)
+	}
+	op.checkAccessible("login")
+
+	// A checkpoint is signed (the server signs one every 10 minutes; an
+	// admin may ask for one) so that the chain verifies against it.
+	srv.call(http.MethodPost, "/api/v1/audit/checkpoint", srv.adminToken, nil, nil)
+
+	// The auditor: no buttons; the approval and the refused forgery in the
+	// audit log; the chain verifies.
+	au := newBrowser("audrey")
+	au.signIn(auditor)
+	au.open("/ui/rollouts/" + ro.ID)
+	if n := eval[int](au, `document.querySelectorAll("form[action^='/ui/rollouts/'] button, #actions").length`); n != 0 {
+		t.Errorf("auditor sees %d action buttons", n)
+	}
+	au.open("/ui/audit?action=rollout.action")
+	rows := eval[string](au, `document.getElementById("entries").textContent`)
+	if !strings.Contains(rows, "oscar") || !strings.Contains(rows, "action=approve") {
+		t.Errorf("audit page lacks oscar's approval: %.400q", rows)
+	}
+	au.open("/ui/audit?action=ui.csrf")
+	if rows := eval[string](au, `document.getElementById("entries").textContent`); !strings.Contains(rows, "denied") || !strings.Contains(rows, "oscar") {
+		t.Errorf("audit page lacks the refused forgery: %.400q", rows)
+	}
+	au.open("/ui/audit")
+	au.do(chromedp.Click(chromedp.CSS("#verify")), chromedp.WaitReady("#verify-result"))
+	res := eval[string](au, `document.getElementById("verify-result").textContent`)
+	if !strings.Contains(res, "Verified:") {
+		t.Errorf("verify chain: %q", res)
+	}
+	if cp := eval[string](au, `(document.getElementById("checkpoint") || {}).textContent || ""`); len(strings.Split(strings.TrimSpace(cp), "\n")) != 3 {
+		t.Errorf("latest checkpoint = %q, want origin, size and hash", cp)
+	}
+	au.checkAccessible("audit")
+	au.screenshot("audit", false)
+	// The tablet layout.
+	au.do(chromedp.EmulateViewport(768, 1024))
+	au.open("/ui/rollouts/" + ro.ID)
+	au.checkAccessible("rollout (tablet)")
+	au.screenshot("rollout-tablet", true)
+
+	if *updateScreenshots {
+		for from, to := range map[string]string{"rollout-waiting-approval": "ui-rollout.png", "audit": "ui-audit.png"} {
+			b, err := os.ReadFile(filepath.Join(art, from+".png"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join("..", "..", "docs", "img", to), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Logf("dashboard test ran in %s; screenshots in %s", time.Since(started).Round(time.Second), art)
+}
