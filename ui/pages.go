@@ -352,6 +352,8 @@ type auditView struct {
 	Entries   []audit.Entry
 	MayVerify bool
 	Verified  *verifyResult
+	// VerifyAction is the verify form's target, keeping the page's filter.
+	VerifyAction string
 }
 
 // verifyResult is a chain verification as the audit page shows it.
@@ -374,7 +376,10 @@ func (u *UI) showAudit(c echo.Context, vr *verifyResult) error {
 	if err != nil {
 		return err
 	}
-	v := auditView{Query: q, Entries: entries, MayVerify: u.may(session(c).Principal.Role, actVerify), Verified: vr}
+	v := auditView{Query: q, Entries: entries, MayVerify: u.may(session(c).Principal.Role, actVerify), Verified: vr, VerifyAction: "/ui/audit/verify"}
+	if qs := c.QueryParams().Encode(); qs != "" {
+		v.VerifyAction += "?" + qs
+	}
 	return u.render(c, http.StatusOK, "audit", pageData{Title: "Audit log", Data: v})
 }
 

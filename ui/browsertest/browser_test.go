@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -305,8 +306,12 @@ func TestDashboard(t *testing.T) {
 	if rows := eval[string](au, `document.getElementById("entries").textContent`); !strings.Contains(rows, "denied") || !strings.Contains(rows, "oscar") {
 		t.Errorf("audit page lacks the refused forgery: %.400q", rows)
 	}
-	au.open("/ui/audit")
+	au.open("/ui/audit?action=rollout.action")
 	au.do(chromedp.Click(chromedp.CSS("#verify")), chromedp.WaitReady("#verify-result"))
+	// The verify form keeps the page's filter.
+	if acts := eval[[]string](au, `Array.from(document.querySelectorAll("#entries tbody tr")).map(tr => tr.children[4].textContent)`); len(acts) < 2 || slices.ContainsFunc(acts, func(a string) bool { return a != "rollout.action" }) {
+		t.Errorf("after verify the entries shown are %v, want the rollout.action filter kept", acts)
+	}
 	res := eval[string](au, `document.getElementById("verify-result").textContent`)
 	if !strings.Contains(res, "Verified:") {
 		t.Errorf("verify chain: %q", res)
