@@ -37,6 +37,7 @@ func (s *Server) mountUI(e *echo.Echo) error {
 		return err
 	}
 	d.Mount(e)
+	s.uiShutdown = d.Shutdown
 	return nil
 }
 

@@ -164,6 +164,8 @@ func (u *UI) live(c echo.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-u.done:
+			return nil
 		case <-t.C:
 		}
 		// The stream lasts only as long as its session and token.

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -140,6 +141,17 @@ type UI struct {
 	pages    map[string]*template.Template
 	sessions *Sessions
 	static   http.Handler
+	// done closes at Shutdown: event streams end so that the HTTP server
+	// can shut down gracefully.
+	done     chan struct{}
+	shutdown sync.Once
+}
+
+// Shutdown ends the open event streams (the live charts); the browsers
+// reconnect to whichever server answers next. Give it to
+// http.Server.RegisterOnShutdown. It is safe to call more than once.
+func (u *UI) Shutdown() {
+	u.shutdown.Do(func() { close(u.done) })
 }
 
 // The actions of the server's route table that the dashboard's pages and
@@ -194,6 +206,7 @@ func New(cfg Config) (*UI, error) {
 		cfg: cfg, log: cfg.Logger, now: cfg.Now, pages: pages,
 		sessions: NewSessions(cfg.IdleTimeout, cfg.MaxAge, cfg.Now),
 		static:   http.StripPrefix("/ui/static/", http.FileServer(http.FS(static))),
+		done:     make(chan struct{}),
 	}
 	return u, nil
 }

@@ -183,7 +183,8 @@ func newHarness(t *testing.T) *harness {
 		Expiries: func(context.Context) ([]RoleExpiry, error) {
 			return []RoleExpiry{{Role: "root", Expires: h.now.Add(24 * time.Hour), Warning: "root metadata expires in 1d 0h"}}, nil
 		},
-		Now:    func() time.Time { return h.now },
+		Now:       func() time.Time { return h.now },
+		LiveEvery: 10 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
