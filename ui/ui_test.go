@@ -185,7 +185,7 @@ func newHarness(t *testing.T) *harness {
 		},
 		Now:       func() time.Time { return h.now },
 		LiveEvery: 10 * time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler),
+		Logger:    slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)
