@@ -11,9 +11,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/tufota/tufota/internal/testenv"
@@ -30,6 +34,58 @@ type browser struct {
 	axe  string
 	art  string
 	name string
+
+	mu sync.Mutex
+	// sse are the live chart's status events the browser received, in
+	// order, with the stream (request) that carried each.
+	sse []sseEvent
+	// problems are console errors, exceptions and CSP violations.
+	problems []string
+}
+
+// sseEvent is one status event of the live chart as the browser got it.
+type sseEvent struct {
+	stream    string
+	State     string `json:"state"`
+	Wave      int    `json:"wave"`
+	Installed int    // summed over the waves
+}
+
+// listen records what the tab receives and complains about.
+func (b *browser) listen() {
+	chromedp.Listen(b.ctx, func(ev any) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		switch ev := ev.(type) {
+		case *network.EventEventSourceMessageReceived:
+			if ev.EventName != "status" {
+				return
+			}
+			var ch struct {
+				State string `json:"state"`
+				Wave  int    `json:"wave"`
+				Rows  []struct {
+					Installed int `json:"installed"`
+				} `json:"rows"`
+			}
+			if err := json.Unmarshal([]byte(ev.Data), &ch); err != nil {
+				b.problems = append(b.problems, "bad status event: "+ev.Data)
+				return
+			}
+			e := sseEvent{stream: string(ev.RequestID), State: ch.State, Wave: ch.Wave}
+			for _, r := range ch.Rows {
+				e.Installed += r.Installed
+			}
+			b.sse = append(b.sse, e)
+		case *log.EventEntryAdded:
+			// Network errors are the refusals the test provokes (403).
+			if ev.Entry.Source != log.EntrySourceNetwork && (ev.Entry.Level == log.EntryLevelError || ev.Entry.Source == log.EntrySourceSecurity || ev.Entry.Source == log.EntrySourceViolation) {
+				b.problems = append(b.problems, fmt.Sprintf("%s %s: %s (%s)", ev.Entry.Source, ev.Entry.Level, ev.Entry.Text, ev.Entry.URL))
+			}
+		case *runtime.EventExceptionThrown:
+			b.problems = append(b.problems, fmt.Sprintf("exception: %s at %s:%d", ev.ExceptionDetails.Text, ev.ExceptionDetails.URL, ev.ExceptionDetails.LineNumber))
+		}
+	})
 }
 
 func (b *browser) do(steps ...chromedp.Action[chromedp.Void]) {
@@ -207,7 +263,16 @@ func TestDashboard(t *testing.T) {
 		if err := chromedp.Do(ctx); err != nil {
 			t.Fatalf("open a tab for %s: %v", name, err)
 		}
-		return &browser{t: t, ctx: ctx, base: srv.url, axe: string(axe), art: art, name: name}
+		b := &browser{t: t, ctx: ctx, base: srv.url, axe: string(axe), art: art, name: name}
+		b.listen()
+		t.Cleanup(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for _, p := range b.problems {
+				t.Errorf("%s: browser console: %s", name, p)
+			}
+		})
+		return b
 	}
 
 	// The operator who did not create the rollout signs in and watches it.
@@ -256,6 +321,27 @@ func TestDashboard(t *testing.T) {
 	if !waves["1"] || !waves["4"] || !waves["5"] {
 		t.Errorf("installed per wave at the end = %v, want 1, 4 and 5", waves)
 	}
+	// The browser saw the rollout advance on the event stream: wave 1
+	// waiting for approval, then later waves, then completed, and at least
+	// one stream that changed while the page stayed open.
+	op.mu.Lock()
+	seen := slices.Clone(op.sse)
+	op.mu.Unlock()
+	var waitedAt1, completed, changed bool
+	for i, e := range seen {
+		waitedAt1 = waitedAt1 || (e.State == "waiting-approval" && e.Wave == 1 && e.Installed == 1)
+		completed = completed || (e.State == "completed" && e.Wave == 3 && e.Installed == 10)
+		if i > 0 && seen[i-1].stream == e.stream && seen[i-1].Installed != e.Installed {
+			changed = true
+		}
+		if i > 0 && e.Wave < seen[i-1].Wave {
+			t.Errorf("status events went back from wave %d to %d", seen[i-1].Wave, e.Wave)
+		}
+	}
+	if !waitedAt1 || !completed || !changed {
+		t.Errorf("status events = %+v: want wave 1 waiting for approval with 1 installed, completed with 10, and a stream that changed", seen)
+	}
+	t.Logf("the live chart got %d status events", len(seen))
 	op.open("/ui/rollouts/" + ro.ID)
 	op.screenshot("rollout-completed", true)
 	if hist := eval[string](op, `document.querySelector(".timeline").textContent`); !strings.Contains(hist, "approved") || !strings.Contains(hist, "oscar") {
