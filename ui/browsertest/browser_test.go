@@ -307,6 +307,16 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("POST without a session: status %d, want 403", resp.StatusCode)
 	}
 
+	// Two people: the operator who created the rollout may not approve it.
+	cr := newBrowser("olivia")
+	cr.signIn(creator)
+	cr.open("/ui/rollouts/" + ro.ID)
+	cr.do(chromedp.Click(chromedp.CSS("button[data-action=approve]")))
+	waitFor(cr, "the creator's approval to be refused", `(document.querySelector(".error") || {}).textContent !== undefined && document.querySelector(".error").textContent.includes("someone else must approve")`)
+	if st := eval[string](cr, `document.title`); !strings.Contains(st, "Forbidden") {
+		t.Errorf("creator's approval: page %q, want Forbidden", st)
+	}
+
 	// The approval: wave 2, then wave 3, on the live chart.
 	op.do(chromedp.SendKeys(chromedp.CSS("#reason-approve"), "canary looks good"), chromedp.Click(chromedp.CSS("button[data-action=approve]")))
 	waitFor(op, "the approval to be done", `location.search.includes("done=approve") && !!document.getElementById("chart")`)
@@ -383,8 +393,18 @@ func TestDashboard(t *testing.T) {
 	if n := eval[int](au, `document.querySelectorAll("form[action^='/ui/rollouts/'] button, #actions").length`); n != 0 {
 		t.Errorf("auditor sees %d action buttons", n)
 	}
+	// A POST the auditor's role may not make, with a valid CSRF token, is
+	// refused too.
+	denied := eval[int](au, fmt.Sprintf(`fetch("/ui/rollouts/%s/abort", {method: "POST", headers: {"Content-Type": "application/x-www-form-urlencoded"},
+		body: "reason=forged&csrf=" + encodeURIComponent(document.querySelector("input[name=csrf]").value)}).then(r => r.status)`, ro.ID))
+	if denied != http.StatusForbidden {
+		t.Errorf("auditor's POST to abort: status %d, want 403", denied)
+	}
 	au.open("/ui/audit?action=rollout.action")
 	rows := eval[string](au, `document.getElementById("entries").textContent`)
+	if !strings.Contains(rows, "olivia") || !strings.Contains(rows, "someone else must approve") || !strings.Contains(rows, "audrey") {
+		t.Errorf("audit page lacks the creator's refused approval or the auditor's refused abort: %.600q", rows)
+	}
 	if !strings.Contains(rows, "oscar") || !strings.Contains(rows, "action=approve") {
 		t.Errorf("audit page lacks oscar's approval: %.400q", rows)
 	}
