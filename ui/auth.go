@@ -87,7 +87,7 @@ func (u *UI) withSession(action string, h echo.HandlerFunc) echo.HandlerFunc {
 				if err := u.cfg.Tokens.Check(req.Context(), se.Principal.TokenID); err != nil {
 					u.sessions.Delete(ck.Value)
 					if tufota.ErrorCode(err) != tufota.EUnauthorized {
-						return err
+						return u.shown(c, err)
 					}
 					ok = false
 				}
@@ -182,7 +182,7 @@ func (u *UI) login(c echo.Context) error {
 	p, err := u.cfg.Tokens.Authenticate(req.Context(), strings.TrimSpace(req.PostFormValue("token")))
 	if err != nil {
 		if tufota.ErrorCode(err) != tufota.EUnauthorized {
-			return err
+			return u.shown(c, err)
 		}
 		return fail(err.Error(), "That token was not accepted.")
 	}
