@@ -369,7 +369,21 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("releases page lacks the release or its SBOM: %.300q", txt)
 	}
 	op.screenshot("releases", true)
-	op.open("/ui/devices")
+	// A newer release nobody runs yet: every device is on the
+	// outdated-firmware report, found with the filters.
+	srv.pushRelease("pump-fw", "1.2.0", "pump-a")
+	op.open("/ui/devices?cohort=icu-pumps&version=1.1.0&seen_within=1h")
+	if n := eval[int](op, `document.querySelectorAll("#devs-h ~ div tbody tr").length`); n != 10 {
+		t.Errorf("devices filtered by cohort, version and last seen: %d rows, want 10", n)
+	}
+	if rows := eval[[]string](op, `Array.from(document.querySelectorAll("#outdated-h ~ div tbody tr")).map(tr => tr.children[3].textContent + " " + tr.children[4].textContent)`); len(rows) != 10 || rows[0] != "pump-fw@1.2.0 1" {
+		t.Errorf("outdated-firmware report = %v, want 10 devices one release behind pump-fw@1.2.0", rows)
+	}
+	op.open("/ui/devices?version=1.0.0")
+	if n := eval[int](op, `document.querySelectorAll("#devs-h ~ div tbody tr").length`); n != 0 {
+		t.Errorf("devices on 1.0.0 after the rollout: %d, want 0", n)
+	}
+	op.open("/ui/devices?cohort=icu-pumps")
 	op.screenshot("devices", true)
 	op.open("/ui/keys")
 	op.screenshot("keys", true)
