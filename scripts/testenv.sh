@@ -11,7 +11,9 @@
 # and exports, for the command:
 #   TUFOTA_TEST_MINIO_ENDPOINT (host:port), TUFOTA_TEST_MINIO_ACCESS_KEY,
 #   TUFOTA_TEST_MINIO_SECRET_KEY, TUFOTA_TEST_POSTGRES_URL (superuser URL),
-#   TUFOTA_TEST_SOFTHSM_MODULE, and for tests that need private instances
+#   TUFOTA_TEST_SOFTHSM_MODULE, TUFOTA_TEST_CHROMIUM and TUFOTA_TEST_AXE_CORE
+#   (the web dashboard's browser test: Debian's chromium, and axe-core from npm,
+#   cached), and for tests that need private instances
 #   (fault tests that stop a server) TUFOTA_TEST_MINIO_BIN, TUFOTA_TEST_POSTGRES_BINDIR.
 #
 # Usage:
@@ -31,6 +33,8 @@ MINIO_MODULE=github.com/minio/minio
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 PG_MAJOR=15
 SOFTHSM_MODULE=/usr/lib/softhsm/libsofthsm2.so
+CHROMIUM=/usr/bin/chromium
+AXE_VERSION=4.10.3
 
 GO=${GO:-go}
 cache=${TUFOTA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tufota}
@@ -80,6 +84,8 @@ missing_apt_packages() {
 	pg_bindir >/dev/null || m+=(postgresql)
 	command -v curl >/dev/null 2>&1 || m+=(curl)
 	command -v flock >/dev/null 2>&1 || m+=(util-linux)
+	[ -x "$CHROMIUM" ] || m+=(chromium)
+	command -v npm >/dev/null 2>&1 || m+=(npm)
 	echo "${m[*]}"
 }
 
@@ -111,6 +117,26 @@ ensure_apt_packages() {
 	) 7>"$cache/apt.lock"
 	missing=$(missing_apt_packages)
 	[ -z "$missing" ] || die "still missing after apt-get install: $missing"
+}
+
+# ensure_axe installs axe-core (pinned) with npm into the cache, once.
+axe_js="$cache/npm/node_modules/axe-core/axe.min.js"
+ensure_axe() {
+	local have=
+	[ -f "$cache/npm/node_modules/axe-core/package.json" ] &&
+		have=$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$cache/npm/node_modules/axe-core/package.json")
+	if [ "$have" = "$AXE_VERSION" ] && [ -s "$axe_js" ]; then
+		log "axe-core: cached $AXE_VERSION"
+		return 0
+	fi
+	mkdir -p "$cache/npm"
+	(
+		flock 8
+		log "axe-core: npm install axe-core@$AXE_VERSION"
+		npm install --prefix "$cache/npm" --no-audit --no-fund --no-save "axe-core@$AXE_VERSION" >"$cache/npm.log" 2>&1 ||
+			{ tail -20 "$cache/npm.log" >&2; die "npm install axe-core@$AXE_VERSION failed (log: $cache/npm.log)"; }
+	) 8>"$cache/npm.lock"
+	[ -s "$axe_js" ] || die "axe-core: $axe_js missing after npm install"
 }
 
 # minio_cached succeeds when the cached binary was built from MINIO_VERSION.
@@ -174,6 +200,7 @@ fi
 command -v "$GO" >/dev/null 2>&1 || die "$GO not found in PATH"
 ensure_apt_packages
 ensure_minio
+ensure_axe
 pgbin=$(pg_bindir)
 log "softhsm2: module $SOFTHSM_MODULE ($(softhsm2-util --version 2>/dev/null || echo '?'))"
 if $install_only; then
@@ -344,6 +371,7 @@ EOF
 start_minio
 start_postgres
 export TUFOTA_TEST_SOFTHSM_MODULE="$SOFTHSM_MODULE"
+export TUFOTA_TEST_CHROMIUM="$CHROMIUM" TUFOTA_TEST_AXE_CORE="$axe_js"
 log "provisioned in $(($(now) - t0))s; running: $*"
 
 s=$(now)

@@ -98,6 +98,8 @@ type Server struct {
 	// enrolls commits device enrollments (device row, token, audit entry),
 	// concurrent ones in shared transactions.
 	enrolls *storage.Group
+	// uiShutdown ends the web dashboard's event streams at shutdown (ui.go).
+	uiShutdown func()
 }
 
 // Default limits.
@@ -146,6 +148,9 @@ func New(cfg Config) (*Server, error) {
 	e.Use(s.recoverer, s.securityHeaders, limitRanges)
 	s.register(e)
 	s.echo = e
+	if err := s.mountUI(e); err != nil { // the web dashboard, /ui/ (ui.go)
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -167,6 +172,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Conf
 	if tlsConfig != nil {
 		ln = tls.NewListener(ln, tlsConfig)
 	}
+	hs.RegisterOnShutdown(s.uiShutdown)
 	bg, stopBG := context.WithCancel(ctx)
 	bgDone := make(chan struct{})
 	go func() {
