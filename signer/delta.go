@@ -34,7 +34,7 @@ type Delta struct {
 	Length      int64  `json:"length"`
 	SHA256      string `json:"sha256,omitempty"`
 	// FullLength is the length of the full image the delta produces.
-	FullLength int64 `json:"full_length"`
+	FullLength int64  `json:"full_length"`
 	Message    string `json:"message,omitempty"`
 	// CreateMillis is how long making the delta took.
 	CreateMillis int64     `json:"create_ms"`
