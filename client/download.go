@@ -39,6 +39,9 @@ func (c *Client) Download(ctx context.Context, upd *Update, dstPath string) erro
 	// target, beside the destination: remove them, they are not resumed.
 	_ = os.Remove(dstPath + ".part")
 	_ = os.Remove(dstPath + ".part.target")
+	if c.cfg.Delta != nil {
+		return c.downloadWithDelta(ctx, upd, dstPath)
+	}
 	return c.repo.Download(ctx, &Target{Path: upd.Target, Length: upd.Length, Hashes: upd.Hashes}, dstPath)
 }
 
