@@ -210,7 +210,7 @@ type device struct {
 
 // newDevice registers a device running image as NAME@1.0.0, installed
 // in its A/B slots, with a client that uses deltas.
-func (e *env) newDevice(id, name string, image []byte) *device {
+func (e *env) newDevice(id, name string, image []byte, memory int64) *device {
 	e.t.Helper()
 	ctx := context.Background()
 	if err := e.rollouts.RegisterDevice(ctx, rollout.Device{ID: id, Hardware: "pump-a", Version: "1.0.0"}, "test"); err != nil {
@@ -234,7 +234,7 @@ func (e *env) newDevice(id, name string, image []byte) *device {
 	d.client, err = client.New(client.Config{
 		ServerURL: e.http.URL, TrustedRoot: e.root, StateDir: filepath.Join(d.dir, "state"), DeviceID: id, Token: token,
 		HardwareID: "pump-a", CurrentVersion: "1.0.0", HTTPClient: &http.Client{Transport: d.net},
-		Delta: &client.DeltaConfig{Base: d.ab.DeltaBase, Memory: 1 << 20},
+		Delta: &client.DeltaConfig{Base: d.ab.DeltaBase, Memory: memory},
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -344,11 +344,17 @@ func TestDeltaUpdateEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	const size = 1 << 20
-	products := []string{"pump-ok", "pump-tampered", "pump-otherbase", "pump-result"}
+	products := []string{"pump-ok", "pump-tampered", "pump-otherbase", "pump-result", "pump-memory", "pump-nodelta"}
 	v1, v11 := map[string][]byte{}, map[string][]byte{}
 	for i, p := range products {
 		v1[p] = image(uint64(i), size)
 		v11[p] = pointRelease(v1[p])
+		if p == "pump-nodelta" {
+			// Unrelated random bytes: the delta is as large as the image.
+			v11[p] = make([]byte, size)
+			r := rand.NewChaCha8([32]byte{byte(i)})
+			r.Read(v11[p])
+		}
 		e.push(p, "1.0.0", v1[p])
 		e.push(p, "1.1.0", v11[p])
 	}
@@ -372,24 +378,38 @@ func TestDeltaUpdateEndToEnd(t *testing.T) {
 	d0 := s.Deltas[0]
 	t.Logf("release show: delta %s %d bytes for a %d-byte image (%.2f %%), made in %d ms", d0.TargetPath, d0.Length, d0.FullLength, 100*float64(d0.Length)/float64(d0.FullLength), d0.CreateMillis)
 
+	if nd := e.show("pump-nodelta", "1.1.0").Deltas; len(nd) != 1 || nd[0].State != signer.DeltaTooLarge {
+		t.Fatalf("pump-nodelta deltas = %+v, want one too_large", nd)
+	}
+
 	// pump-tampered: the delta's bytes in the blob store are altered
 	// after signing.
 	e.tamper(e.show("pump-tampered", "1.1.0").Deltas[0])
 
+	// Each outcome is in the audit log.
+	var audited int
+	if err := e.db.QueryRow(ctx, `SELECT COUNT(*) FROM audit_entries WHERE action = 'release.delta'`).Scan(&audited); err != nil || audited != len(products) {
+		t.Fatalf("%d release.delta audit entries (%v), want %d", audited, err, len(products))
+	}
+
 	tests := []struct {
 		product   string
 		installed []byte // the device's 1.0.0 image
+		memory    int64  // the device's memory bound for applying
 		code      string // the fallback's report code; "" for a delta install
 	}{
-		{"pump-ok", v1["pump-ok"], ""},
-		{"pump-tampered", v1["pump-tampered"], client.CodeDeltaCorrupt},
+		{"pump-ok", v1["pump-ok"], 1 << 20, ""},
+		{"pump-tampered", v1["pump-tampered"], 1 << 20, client.CodeDeltaCorrupt},
 		// A device whose 1.0.0 is not the published 1.0.0 image.
-		{"pump-otherbase", image(777, size), client.CodeDeltaBase},
-		{"pump-result", v1["pump-result"], client.CodeDeltaResult},
+		{"pump-otherbase", image(777, size), 1 << 20, client.CodeDeltaBase},
+		{"pump-result", v1["pump-result"], 1 << 20, client.CodeDeltaResult},
+		{"pump-memory", v1["pump-memory"], delta.MinMemory - 1, client.CodeDeltaMemory},
+		// No delta offered: the full image, and nothing to report.
+		{"pump-nodelta", v1["pump-nodelta"], 1 << 20, "none"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.product, func(t *testing.T) {
-			d := e.newDevice(fmt.Sprintf("dev-%d", i), tt.product, tt.installed)
+			d := e.newDevice(fmt.Sprintf("dev-%d", i), tt.product, tt.installed, tt.memory)
 			stats := e.update(d, tt.product, "1.1.0")
 			got := d.slotImage(t)
 			if !bytes.Equal(got, v11[tt.product]) {
@@ -398,6 +418,12 @@ func TestDeltaUpdateEndToEnd(t *testing.T) {
 			transferred := d.net.total()
 			codes := e.errorCodes(d.id)
 			t.Logf("%s: %d bytes transferred for a %d-byte image (delta %q), report codes %v", tt.product, transferred, len(v11[tt.product]), stats.Delta, codes)
+			if tt.code == "none" {
+				if stats.Delta != "" || stats.Fallback != nil || len(codes) != 0 || transferred < int64(len(v11[tt.product])) {
+					t.Fatalf("stats = %+v, codes %v, %d bytes: want a plain full download", stats, codes, transferred)
+				}
+				return
+			}
 			if tt.code == "" {
 				if stats.Delta == "" || stats.Fallback != nil {
 					t.Fatalf("stats = %+v, want a delta install", stats)
