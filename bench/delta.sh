@@ -21,7 +21,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/tufota-delta-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 PAIRS=${PAIRS:-"containerd vmlinux vmlinuz ovmf"}
 
-for tool in apt-get dpkg-deb zstd xdelta3 lz4 /usr/bin/time; do
+for tool in apt-get dpkg-deb zstd xdelta3 lz4 xz /usr/bin/time; do
 	command -v "$tool" >/dev/null || { echo "delta bench: $tool missing (apt-get install -y xdelta3 zstd lz4 time)" >&2; exit 1; }
 done
 "$GO" build -o "$WORK/deltatool" ./bench/deltatool
@@ -36,12 +36,18 @@ fetch() {
 	dpkg-deb -x "$WORK/$1_$(echo "$2" | sed 's/:/%3a/')_"*.deb "$3"
 }
 
-# vmlinux VMLINUZ OUT: the kernel's uncompressed image (LZ4 payload).
+# vmlinux VMLINUZ OUT: the kernel's uncompressed image, from the XZ (Debian
+# amd64) or LZ4 payload of the bzImage.
 vmlinux() {
 	local off
-	off=$(LC_ALL=C grep -obUaP '\x02\x21\x4c\x18' "$1" | head -1 | cut -d: -f1)
-	tail -c +"$((off + 1))" "$1" | lz4 -dc >"$2" 2>/dev/null || true
-	[ -s "$2" ]
+	off=$(LC_ALL=C grep -obUaP '\xfd\x37\x7a\x58\x5a\x00' "$1" | head -1 | cut -d: -f1 || true)
+	if [ -n "$off" ]; then
+		tail -c +"$((off + 1))" "$1" | xz -dc >"$2" 2>/dev/null || true
+	else
+		off=$(LC_ALL=C grep -obUaP '\x02\x21\x4c\x18' "$1" | head -1 | cut -d: -f1)
+		tail -c +"$((off + 1))" "$1" | lz4 -dc >"$2" 2>/dev/null || true
+	fi
+	[ -s "$2" ] || { echo "delta bench: cannot unpack $1" >&2; return 1; }
 }
 
 pair() { # NAME -> sets OLD NEW OLDV NEWV
@@ -66,7 +72,8 @@ pair() { # NAME -> sets OLD NEW OLDV NEWV
 		fi
 		OLD=$(ls "$WORK"/kernel-old/boot/vmlinuz-*) NEW=$(ls "$WORK"/kernel-new/boot/vmlinuz-*) OLDV=$a NEWV=$b
 		if [ "$name" = vmlinux ]; then
-			vmlinux "$OLD" "$WORK/vmlinux-old" && vmlinux "$NEW" "$WORK/vmlinux-new"
+			vmlinux "$OLD" "$WORK/vmlinux-old"
+			vmlinux "$NEW" "$WORK/vmlinux-new"
 			OLD=$WORK/vmlinux-old NEW=$WORK/vmlinux-new
 		fi
 		;;

@@ -266,3 +266,24 @@ func FuzzApply(f *testing.F) {
 		}
 	})
 }
+
+func TestMakeLimits(t *testing.T) {
+	t.Parallel()
+	old := firmwareLike(12, 10_000)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := MakeBytes(ctx, old, old, io.Discard); !errors.Is(err, context.Canceled) {
+		t.Fatalf("MakeBytes with a canceled context = %v, want context.Canceled", err)
+	}
+	err := Make(context.Background(), bytes.NewReader(old), int64(len(old)), bytes.NewReader(old), int64(len(old)), io.Discard, MakeOptions{MaxImage: 9_999})
+	if tufota.ErrorCode(err) != tufota.ETooLarge {
+		t.Fatalf("Make over MaxImage = %v, want code too_large", err)
+	}
+	var buf bytes.Buffer
+	if err := Make(context.Background(), bytes.NewReader(old), int64(len(old)), bytes.NewReader(old[:5000]), 5000, &buf, MakeOptions{}); err != nil {
+		t.Fatalf("Make: %v", err)
+	}
+	if got, err := apply(old, buf.Bytes(), expect(old, old[:5000]), Limits{}); err != nil || !bytes.Equal(got, old[:5000]) {
+		t.Fatalf("Apply of Make's delta: %v", err)
+	}
+}

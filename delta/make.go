@@ -266,6 +266,9 @@ func bsdiff(ctx context.Context, sa []int32, old, new []byte, e *encoder) error 
 		scan += length
 		scsc := scan
 		for ; scan < newSize; scan++ {
+			if scan&(1<<20-1) == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
 			pos, length = search(sa, old, new[scan:])
 			for ; scsc < scan+length; scsc++ {
 				if scsc+lastOffset < oldSize && old[scsc+lastOffset] == new[scsc] {
