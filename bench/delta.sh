@@ -12,7 +12,7 @@
 # /usr/bin/time (apt-get install -y xdelta3 zstd lz4 time).
 #
 #   bench/delta.sh            # all pairs
-#   PAIRS="containerd" bench/delta.sh
+#   PAIRS="containerd" WORKERS=1 bench/delta.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -20,6 +20,7 @@ GO=${GO:-go}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tufota-delta-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 PAIRS=${PAIRS:-"containerd vmlinux vmlinuz ovmf"}
+WORKERS=${WORKERS:-2} # tufota's match-search goroutines (the goal is "on 2 cores")
 
 for tool in apt-get dpkg-deb zstd xdelta3 lz4 xz /usr/bin/time; do
 	command -v "$tool" >/dev/null || { echo "delta bench: $tool missing (apt-get install -y xdelta3 zstd lz4 time)" >&2; exit 1; }
@@ -102,7 +103,7 @@ for name in $PAIRS; do
 	full=$(size "$WORK/full.zst")
 	long=$(awk -v s="$(size "$OLD")" 'BEGIN{w=10; while (2^w < s) w++; print w}')
 
-	timed tmk "$WORK/deltatool" make "$OLD" "$NEW" "$WORK/p.tufd"
+	timed tmk "$WORK/deltatool" make -workers "$WORKERS" "$OLD" "$NEW" "$WORK/p.tufd"
 	timed tap "$WORK/deltatool" apply -memory $((16 << 20)) "$OLD" "$WORK/p.tufd" "$WORK/out"
 	cmp -s "$WORK/out" "$NEW" || { echo "tufota apply differs on $name" >&2; exit 1; }
 	td=$(size "$WORK/p.tufd")

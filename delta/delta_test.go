@@ -287,3 +287,29 @@ func TestMakeLimits(t *testing.T) {
 		t.Fatalf("Apply of Make's delta: %v", err)
 	}
 }
+
+// TestMakeWorkers: a delta made by several workers, each over its own part
+// of the new image, applies to the same image and stays small.
+func TestMakeWorkers(t *testing.T) {
+	t.Parallel()
+	old := firmwareLike(13, 3<<20+12345)
+	new := slices.Clone(old)
+	for _, at := range []int{1000, 1 << 20, 2<<20 + 7, 3 << 20} {
+		copy(new[at:], "changed here")
+	}
+	new = slices.Concat(new[:1500000], randBytes(14, 5000), new[1500000:])
+	for _, workers := range []int{1, 2, 3} {
+		var buf bytes.Buffer
+		err := Make(context.Background(), bytes.NewReader(old), int64(len(old)), bytes.NewReader(new), int64(len(new)), &buf, MakeOptions{Workers: workers})
+		if err != nil {
+			t.Fatalf("Make with %d workers: %v", workers, err)
+		}
+		got, err := apply(old, buf.Bytes(), expect(old, new), Limits{})
+		if err != nil || !bytes.Equal(got, new) {
+			t.Fatalf("Apply of a %d-worker delta: %v", workers, err)
+		}
+		if buf.Len() > HeaderSize+6000 {
+			t.Errorf("%d workers: delta of %d bytes, want at most %d", workers, buf.Len(), HeaderSize+6000)
+		}
+	}
+}

@@ -1,6 +1,6 @@
 // Command deltatool makes and applies tufota deltas for bench/delta.sh:
 //
-//	deltatool make OLD NEW PATCH
+//	deltatool make [-workers N] OLD NEW PATCH
 //	deltatool apply [-memory BYTES] OLD PATCH OUT
 //
 // Each prints one line: the operation, its wall time, the process's peak
@@ -30,34 +30,47 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: deltatool make OLD NEW PATCH | apply [-memory BYTES] OLD PATCH OUT")
+		return fmt.Errorf("usage: deltatool make [-workers N] OLD NEW PATCH | apply [-memory BYTES] OLD PATCH OUT")
 	}
 	ctx := context.Background()
 	start := time.Now()
 	switch args[0] {
 	case "make":
-		if len(args) != 4 {
-			return fmt.Errorf("usage: deltatool make OLD NEW PATCH")
+		fs := flag.NewFlagSet("make", flag.ContinueOnError)
+		workers := fs.Int("workers", 1, "match-search workers")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
 		}
-		old, err := os.ReadFile(args[1])
+		if fs.NArg() != 3 {
+			return fmt.Errorf("usage: deltatool make [-workers N] OLD NEW PATCH")
+		}
+		old, err := os.Open(fs.Arg(0))
 		if err != nil {
 			return err
 		}
-		new, err := os.ReadFile(args[2])
+		new, err := os.Open(fs.Arg(1))
 		if err != nil {
 			return err
 		}
-		out, err := os.Create(args[3])
+		ost, err := old.Stat()
 		if err != nil {
 			return err
 		}
-		if err := delta.MakeBytes(ctx, old, new, out); err != nil {
+		nst, err := new.Stat()
+		if err != nil {
+			return err
+		}
+		out, err := os.Create(fs.Arg(2))
+		if err != nil {
+			return err
+		}
+		if err := delta.Make(ctx, old, ost.Size(), new, nst.Size(), out, delta.MakeOptions{Workers: *workers}); err != nil {
 			return err
 		}
 		if err := out.Close(); err != nil {
 			return err
 		}
-		st, _ := os.Stat(args[3])
+		st, _ := os.Stat(fs.Arg(2))
 		report("make", start, st.Size())
 	case "apply":
 		fs := flag.NewFlagSet("apply", flag.ContinueOnError)
