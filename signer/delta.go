@@ -2,6 +2,7 @@ package signer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -120,7 +121,7 @@ func (r *Releases) DeltaCandidates(ctx context.Context, maxBases int) ([]DeltaPa
 	// Newest version first within each product.
 	slices.SortStableFunc(rels, func(a, b Release) int {
 		if a.Name != b.Name {
-			return compareStrings(a.Name, b.Name)
+			return cmp.Compare(a.Name, b.Name)
 		}
 		c, _ := tufota.CompareVersions(b.Version, a.Version)
 		return c
@@ -142,16 +143,6 @@ func (r *Releases) DeltaCandidates(ctx context.Context, maxBases int) ([]DeltaPa
 		}
 	}
 	return out, nil
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func shareHardware(a, b Release) bool {
