@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
 )
@@ -17,8 +18,9 @@ type DeltaConfig struct {
 	// Every is how often the worker looks for published releases without
 	// deltas; zero disables deltas.
 	Every time.Duration
-	// MaxBases is how many earlier releases of the same product each new
-	// release gets a delta from (default 2).
+	// MaxBases is how many of the newest earlier releases of the same
+	// product each new release gets a delta from, and how many more of the
+	// earlier releases that registered devices still run (default 2).
 	MaxBases int
 	// Options bounds each delta (share of the full image, image size).
 	Options signer.DeltaOptions
@@ -59,7 +61,12 @@ func (s *Server) DeltasOnce(ctx context.Context) int {
 	if maxBases <= 0 {
 		maxBases = 2
 	}
-	pairs, err := s.cfg.Releases.DeltaCandidates(ctx, maxBases)
+	running, err := s.fleetReleases(ctx)
+	if err != nil {
+		s.log.Error("delta candidates: fleet state", slog.Any("err", err))
+		return 0
+	}
+	pairs, err := s.cfg.Releases.DeltaCandidates(ctx, maxBases, running)
 	if err != nil {
 		s.log.Error("delta candidates", slog.Any("err", err))
 		return 0
@@ -89,6 +96,36 @@ func (s *Server) DeltasOnce(ctx context.Context) int {
 			slog.Int64("length", d.Length), slog.Int64("full_length", d.FullLength), slog.Int64("create_ms", d.CreateMillis), slog.String("message", d.Message))
 	}
 	return n
+}
+
+// fleetReleases returns whether some registered device runs a release: its
+// recorded current release, or a device of one of the release's hardware
+// IDs that reports the release's version.
+func (s *Server) fleetReleases(ctx context.Context) (func(signer.Release) bool, error) {
+	devices, err := s.cfg.Rollouts.Devices(ctx, rollout.DeviceFilter{})
+	if err != nil {
+		return nil, err
+	}
+	current, versions := map[string]bool{}, map[string]bool{}
+	for _, d := range devices {
+		if d.CurrentRelease != "" {
+			current[d.CurrentRelease] = true
+		}
+		if d.Version != "" {
+			versions[d.Hardware+"@"+d.Version] = true
+		}
+	}
+	return func(rel signer.Release) bool {
+		if current[rel.Name+"@"+rel.Version] {
+			return true
+		}
+		for _, hw := range rel.Hardware {
+			if versions[hw+"@"+rel.Version] {
+				return true
+			}
+		}
+		return false
+	}, nil
 }
 
 // releaseWithDeltas is the release show answer: the release and the

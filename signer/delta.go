@@ -94,9 +94,11 @@ func (r *Releases) Deltas(ctx context.Context, name, version string) ([]Delta, e
 
 // DeltaCandidates returns the pairs a delta should be made for and has not
 // been considered yet: for each published release signed by the top-level
-// targets role, the maxBases newest published releases of the same product
-// below it that share a hardware ID with it. Newest results first.
-func (r *Releases) DeltaCandidates(ctx context.Context, maxBases int) ([]DeltaPair, error) {
+// targets role, as bases, the maxBases newest published releases of the
+// same product below it that share a hardware ID with it and, when running
+// is not nil, up to maxBases more of those that running reports devices
+// run (fleet state). Newest results first.
+func (r *Releases) DeltaCandidates(ctx context.Context, maxBases int, running func(base Release) bool) ([]DeltaPair, error) {
 	rels, err := r.list(ctx, `WHERE state = ? AND role = ?`, StatePublished, RoleTargets)
 	if err != nil {
 		return nil, err
@@ -128,15 +130,22 @@ func (r *Releases) DeltaCandidates(ctx context.Context, maxBases int) ([]DeltaPa
 	})
 	var out []DeltaPair
 	for i, res := range rels {
-		n := 0
+		history, fleet := 0, 0
 		for _, base := range rels[i+1:] {
-			if base.Name != res.Name || n >= maxBases {
+			if base.Name != res.Name || (history >= maxBases && (running == nil || fleet >= maxBases)) {
 				break
 			}
 			if c, err := tufota.CompareVersions(base.Version, res.Version); err != nil || c >= 0 || !shareHardware(base, res) {
 				continue
 			}
-			n++
+			switch {
+			case history < maxBases:
+				history++
+			case running != nil && fleet < maxBases && running(base):
+				fleet++
+			default:
+				continue
+			}
 			if !done[[3]string{res.Name, base.Version, res.Version}] {
 				out = append(out, DeltaPair{Base: base, Result: res})
 			}

@@ -74,7 +74,7 @@ func TestMakeDelta(t *testing.T) {
 	e.push("pump", "1.2.0", v12)
 	e.push("valve", "1.0.0", v1)
 
-	pairs, err := e.rels.DeltaCandidates(ctx, 2)
+	pairs, err := e.rels.DeltaCandidates(ctx, 2, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestMakeDelta(t *testing.T) {
 	if recorded != len(pairs) {
 		t.Fatalf("record called %d times, want %d", recorded, len(pairs))
 	}
-	if again, err := e.rels.DeltaCandidates(ctx, 2); err != nil || len(again) != 0 {
+	if again, err := e.rels.DeltaCandidates(ctx, 2, nil); err != nil || len(again) != 0 {
 		t.Fatalf("DeltaCandidates after making them = %v, %v; want none", again, err)
 	}
 
@@ -149,6 +149,30 @@ func TestMakeDelta(t *testing.T) {
 		delta.Expect{OldSize: int64(len(v1)), OldSHA256: s1[:], NewSize: int64(len(v11)), NewSHA256: s11[:]}, delta.Limits{})
 	if err != nil || !bytes.Equal(out.Bytes(), v11) {
 		t.Fatalf("applying the published delta: %v", err)
+	}
+}
+
+// TestDeltaCandidatesFromFleet: beyond the newest earlier releases, a
+// release that devices still run gets a delta too.
+func TestDeltaCandidatesFromFleet(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newDeltaEnv(t)
+	for _, v := range []string{"1.0.0", "1.1.0", "1.2.0", "1.3.0"} {
+		e.push("pump", v, randomImage(t, 1000))
+	}
+	run := func(base Release) bool { return base.Version == "1.0.0" }
+	pairs, err := e.rels.DeltaCandidates(ctx, 1, run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range pairs {
+		got = append(got, p.Base.Version+"→"+p.Result.Version)
+	}
+	want := []string{"1.2.0→1.3.0", "1.0.0→1.3.0", "1.1.0→1.2.0", "1.0.0→1.2.0", "1.0.0→1.1.0"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("DeltaCandidates = %v, want %v", got, want)
 	}
 }
 
