@@ -145,6 +145,9 @@ type Config struct {
 	// Now is the clock TUF metadata expiry is decided against; nil means
 	// time.Now. Devices with a trusted real-time clock leave it nil.
 	Now func() time.Time
+	// Delta, when set, makes Download try a delta from the installed image
+	// first (delta.go); nil downloads full images only.
+	Delta *DeltaConfig
 }
 
 // Client checks for, downloads and reports firmware updates for one device.
@@ -160,8 +163,9 @@ type Client struct {
 	checkMu sync.Mutex // serialises Check (shared metadata cache)
 	queueMu sync.Mutex // serialises the report queue
 
-	mu      sync.Mutex
-	current string // installed version, "" when none
+	mu           sync.Mutex
+	current      string     // installed version, "" when none
+	lastDownload DeltaStats // what the last Download did
 }
 
 // New validates cfg and returns a Client. It creates StateDir and its

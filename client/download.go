@@ -30,7 +30,9 @@ import (
 // Errors: ErrLengthMismatch when the server sends more or fewer bytes than
 // signed, ErrHashMismatch when the bytes differ (the partial file is
 // removed in both cases), ErrServer or ErrUnreachable when the transfer
-// fails. Concurrent calls must use different dstPaths.
+// fails. Concurrent calls must use different dstPaths. With Config.Delta
+// set, a signed delta from the installed image is tried first (delta.go);
+// any failure of it falls back to the full image.
 func (c *Client) Download(ctx context.Context, upd *Update, dstPath string) error {
 	if upd == nil {
 		return errors.New("download: nil update")
@@ -39,6 +41,9 @@ func (c *Client) Download(ctx context.Context, upd *Update, dstPath string) erro
 	// target, beside the destination: remove them, they are not resumed.
 	_ = os.Remove(dstPath + ".part")
 	_ = os.Remove(dstPath + ".part.target")
+	if c.cfg.Delta != nil {
+		return c.downloadWithDelta(ctx, upd, dstPath)
+	}
 	return c.repo.Download(ctx, &Target{Path: upd.Target, Length: upd.Length, Hashes: upd.Hashes}, dstPath)
 }
 

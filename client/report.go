@@ -74,6 +74,9 @@ func NewReport(upd *Update, state State, err error) Report {
 // (signatures below the threshold), "metadata_oversized" (a file over its
 // length limit or the length the referring role signs), or "metadata".
 func ErrorCode(err error) string {
+	if code := deltaCode(err); code != "" {
+		return code
+	}
 	if errors.Is(err, ErrMetadata) {
 		return metadataCode(err)
 	}

@@ -25,6 +25,7 @@ func (s *Server) runBackground(ctx context.Context) {
 func (s *Server) backgroundJobs(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.refreshLoop(ctx) })
+	wg.Go(func() { s.deltaLoop(ctx) })
 	wg.Go(func() {
 		if err := s.cfg.Rollouts.Run(ctx, s.cfg.ControllerEvery); err != nil && ctx.Err() == nil {
 			s.log.Error("rollout controller stopped", slog.Any("err", err))

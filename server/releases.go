@@ -182,7 +182,11 @@ func (s *Server) getRelease(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, rel)
+	deltas, err := s.cfg.Releases.Deltas(c.Request().Context(), rel.Name, rel.Version)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, releaseWithDeltas{Release: rel, Deltas: deltas})
 }
 
 // splitRef splits NAME@VERSION.

@@ -74,6 +74,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// MaxUploadBytes bounds one firmware image (default 2 GiB).
 	MaxUploadBytes int64
+	// Deltas configures the background delta worker (deltas.go); the zero
+	// value makes no deltas.
+	Deltas DeltaConfig
 	// CachePoll is how often the hot-path caches (verified tokens,
 	// devices, active rollouts) look for changes made by other replicas:
 	// the bound on how long a token revoked elsewhere is still accepted

@@ -210,6 +210,7 @@ type serverOptions struct {
 	alertWebhook    string
 	alertSecretFile string
 	controllerEvery time.Duration
+	deltaEvery      time.Duration
 	leasePeriod     time.Duration
 	targetsURL      string
 	auditArchive    string
@@ -255,6 +256,7 @@ func (a *app) serverCommand() *cobra.Command {
 	f.BoolVar(&o.requireSBOM, "require-sbom", false, "refuse a release push without an SBOM (release push --sbom FILE, CycloneDX or SPDX JSON)")
 	f.DurationVar(&o.refreshMargin, "refresh-margin", 12*time.Hour, "re-sign timestamp and snapshot when they expire within this margin")
 	f.DurationVar(&o.controllerEvery, "controller-interval", 10*time.Second, "how often the rollout controller evaluates active rollouts")
+	f.DurationVar(&o.deltaEvery, "delta-interval", 0, "how often the background worker makes binary deltas between published releases (0: no deltas)")
 	f.DurationVar(&o.leasePeriod, "lease-period", leader.DefaultPeriod, "leader lease: one replica runs the background jobs (refresher, rollout controller, audit checkpoints); renewed every third of it, taken over by another replica at most this long (plus a third) after the leader dies")
 	f.StringVar(&o.alertWebhook, "alert-webhook", "", "URL that receives HMAC-signed JSON security alerts")
 	f.StringVar(&o.alertSecretFile, "alert-secret-file", "", "file holding the alert HMAC secret (at least 16 bytes)")
@@ -410,6 +412,7 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		Rollouts:        d.rollouts,
 		Alerts:          alerts,
 		ControllerEvery: o.controllerEvery,
+		Deltas:          server.DeltaConfig{Every: o.deltaEvery},
 		Elector:         elector,
 		RefreshMargin:   o.refreshMargin,
 		MaxUploadBytes:  o.maxUpload,
