@@ -183,4 +183,3 @@ func finishErr(errs []error) error {
 	}
 	return &tufota.Error{Code: code, Message: msg, Err: errors.Join(errs...)}
 }
-

@@ -122,4 +122,3 @@ func normalPurl(s string) (string, error) {
 
 // sameStatement is the identity of a statement in the store.
 func (s Statement) key() string { return s.VulnID + "\x00" + s.Ref + "\x00" + s.Product }
-
