@@ -42,6 +42,9 @@ type ImportResult struct {
 // statements those with the same vulnerability, ref and product) and
 // recomputes the findings, all inside tx: an error leaves nothing behind.
 func (s *Store) Import(ctx context.Context, tx *storage.Tx, b Batch, actor string) (ImportResult, error) {
+	if err := tx.LockXact(ctx, findingsLock); err != nil {
+		return ImportResult{}, err
+	}
 	before, err := s.findings(ctx, tx, "")
 	if err != nil {
 		return ImportResult{}, err
@@ -206,8 +209,15 @@ func refs[T any](xs []T, f func(T) string) []string {
 	return out
 }
 
+// findingsLock serialises the transactions that rewrite the findings
+// (on PostgreSQL; SQLite serialises writers anyway).
+const findingsLock = "vuln.findings"
+
 // recompute replaces the findings with Match over what is stored.
 func (s *Store) recompute(ctx context.Context, tx *storage.Tx) ([]Finding, error) {
+	if err := tx.LockXact(ctx, findingsLock); err != nil {
+		return nil, err
+	}
 	advs, err := s.advisories(ctx, tx)
 	if err != nil {
 		return nil, err

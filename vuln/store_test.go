@@ -10,17 +10,46 @@ import (
 	"time"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/internal/testenv"
 	"github.com/tufota/tufota/storage"
 )
 
-func openStore(t *testing.T) (*Store, *storage.DB) {
+// dbOpener opens a fresh state database: SQLite by default,
+// PostgreSQL in TestStorePostgres.
+type dbOpener func(t *testing.T) string
+
+func sqliteURL(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "state.db") }
+
+func openStoreWith(t *testing.T, url dbOpener) (*Store, *storage.DB) {
 	t.Helper()
-	db, err := storage.OpenDB(t.Context(), "sqlite:"+filepath.Join(t.TempDir(), "state.db"))
+	db, err := storage.OpenDB(t.Context(), url(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
 	return NewStore(db, func() time.Time { return time.Unix(1_800_000_000, 0) }), db
+}
+
+func openStore(t *testing.T) (*Store, *storage.DB) { return openStoreWith(t, sqliteURL) }
+
+// TestStorePostgres runs the store scenarios on PostgreSQL (make test's
+// integration environment; skipped without it, like the other PostgreSQL
+// suites).
+func TestStorePostgres(t *testing.T) {
+	t.Parallel()
+	pg := func(t *testing.T) string { return testenv.Postgres(t) }
+	t.Run("ImportAndRecompute", func(t *testing.T) { testStoreImportAndRecompute(t, pg) })
+	t.Run("ImportAtomic", func(t *testing.T) { testStoreImportAtomic(t, pg) })
+}
+
+func TestStoreImportAndRecompute(t *testing.T) {
+	t.Parallel()
+	testStoreImportAndRecompute(t, sqliteURL)
+}
+
+func TestStoreImportAtomic(t *testing.T) {
+	t.Parallel()
+	testStoreImportAtomic(t, sqliteURL)
 }
 
 func sbomRelease(t *testing.T, ref, file string) ReleaseSBOM {
@@ -43,9 +72,8 @@ func importFile(t *testing.T, s *Store, db *storage.DB, b Batch) ImportResult {
 	return res
 }
 
-func TestStoreImportAndRecompute(t *testing.T) {
-	t.Parallel()
-	s, db := openStore(t)
+func testStoreImportAndRecompute(t *testing.T, url dbOpener) {
+	s, db := openStoreWith(t, url)
 	ctx := t.Context()
 	rels := []ReleaseSBOM{sbomRelease(t, "pumpd@1.0.0", "pumpd-1.0.0.cdx.json")}
 	if changed, err := s.SyncReleases(ctx, rels); err != nil || !changed {
@@ -129,10 +157,9 @@ func TestStoreWithdrawn(t *testing.T) {
 	}
 }
 
-// TestStoreImportAtomic: an import whose transaction fails leaves nothing.
-func TestStoreImportAtomic(t *testing.T) {
-	t.Parallel()
-	s, db := openStore(t)
+// testStoreImportAtomic: an import whose transaction fails leaves nothing.
+func testStoreImportAtomic(t *testing.T, url dbOpener) {
+	s, db := openStoreWith(t, url)
 	b, err := ReadFS(os.DirFS("testdata"), "osv")
 	if err != nil {
 		t.Fatal(err)
