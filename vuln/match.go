@@ -111,10 +111,34 @@ func Groups(advs []Advisory) []Group {
 // with a version over one without. Withdrawn advisories are ignored.
 // Findings come sorted by advisory, release and component. Match is pure.
 func Match(advs []Advisory, vex []Statement, rels []Release) []Finding {
+	groups := Groups(advs)
+	// Index the groups by the packages they name, so that each component
+	// meets only the advisories about it (an OSV export holds thousands).
+	idx := map[string][]int{}
+	add := func(k string, gi int) {
+		if l := idx[k]; len(l) == 0 || l[len(l)-1] != gi {
+			idx[k] = append(l, gi)
+		}
+	}
+	for gi, g := range groups {
+		for _, a := range g.Members {
+			for _, af := range a.Affected {
+				base, _, _ := strings.Cut(af.Ecosystem, ":")
+				add(base+"\x00"+af.Name, gi)
+				if af.Purl != "" {
+					add("purl\x00"+af.Purl, gi)
+				}
+			}
+		}
+	}
 	var out []Finding
-	for _, g := range Groups(advs) {
-		for _, rel := range rels {
-			for _, c := range rel.Components {
+	for _, rel := range rels {
+		for _, c := range rel.Components {
+			unversioned, _, _ := strings.Cut(c.Purl, "@")
+			cands := append(slices.Clone(idx[c.Ecosystem+"\x00"+c.Package]), idx["purl\x00"+unversioned]...)
+			slices.Sort(cands)
+			for _, gi := range slices.Compact(cands) {
+				g := groups[gi]
 				hit, fixed := g.affects(c)
 				if !hit {
 					continue
