@@ -1,6 +1,8 @@
 package server
 
 import (
+	"archive/zip"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -214,4 +216,56 @@ func TestVulnExposureEndToEnd(t *testing.T) {
 	if e := entries[2]; e.Details["newly_affected"] != "1" || e.Details["advisories"] != "1" {
 		t.Errorf("audit entry of the first import = %+v", e.Details)
 	}
+}
+
+// TestVulnImportRefusals: bad imports get a clear status and code, and
+// leave nothing behind.
+func TestVulnImportRefusals(t *testing.T) {
+	ts := newTestServer(t)
+	var zipBad bytes.Buffer
+	zw := zip.NewWriter(&zipBad)
+	for name, data := range map[string][]byte{
+		"osv/GO-2023-2402.json":  vulnTestdata(t, "osv/GO-2023-2402.json"),
+		"osv/bad-version.json":   vulnTestdata(t, "bad/bad-version.json"),
+		"vex/bad-state.vex.json": vulnTestdata(t, "bad/vex-bad-state.json"),
+	} {
+		w, err := zw.Create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = w.Write(data)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	engineer := ts.tokens[access.RoleReleaseEngineer]
+	tests := []struct {
+		name, ct string
+		body     []byte
+		token    string
+		status   int
+		want     string
+	}{
+		{"no content type", "", []byte(`{}`), engineer, http.StatusBadRequest, "want application/zip"},
+		{"text", "text/plain", []byte("GO-2023-2402"), engineer, http.StatusBadRequest, "want application/zip"},
+		{"JSON too large", "application/json", bytes.Repeat([]byte(" "), 4<<20+1), engineer, http.StatusRequestEntityTooLarge, "send a zip"},
+		{"not a zip", "application/zip", []byte("PK not really"), engineer, http.StatusBadRequest, "not a zip archive"},
+		{"zip with bad files", "application/zip", zipBad.Bytes(), engineer, http.StatusBadRequest, "2 file(s) not imported"},
+		{"neither OSV nor VEX", "application/json", []byte(`{"name":"x"}`), engineer, http.StatusBadRequest, "neither an OSV record"},
+		{"auditor", "application/json", vulnTestdata(t, "osv/GO-2023-2402.json"), ts.tokens[access.RoleAuditor], http.StatusForbidden, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := ts.vulnCall(t, http.MethodPost, "/api/v1/vulnerabilities/import", tt.ct, tt.body, tt.token, tt.status, nil)
+			if !strings.Contains(string(b), tt.want) {
+				t.Errorf("answer %.300s, want %q", b, tt.want)
+			}
+		})
+	}
+	if b := ts.vulnCall(t, http.MethodPost, "/api/v1/vulnerabilities/import", "application/zip", zipBad.Bytes(), engineer, http.StatusBadRequest, nil); !strings.Contains(string(b), "osv/bad-version.json") || !strings.Contains(string(b), "vex/bad-state.vex.json") {
+		t.Errorf("zip refusal does not name both bad files: %s", b)
+	}
+	// GO-2023-2402 was good, but came in a refused import: not stored.
+	ts.vulnCall(t, http.MethodGet, "/api/v1/vulnerabilities?id=GO-2023-2402", "", nil, engineer, http.StatusNotFound, nil)
+	ts.vulnCall(t, http.MethodGet, "/api/v1/vulnerabilities?release=nonsense", "", nil, engineer, http.StatusBadRequest, nil)
 }
