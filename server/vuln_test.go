@@ -106,6 +106,9 @@ func TestVulnExposureEndToEnd(t *testing.T) {
 			t.Fatalf("push pumpd %s: %d %s", v, res.StatusCode, body)
 		}
 	}
+	// From here on every request and answer is checked against openapi.json
+	// (the push helper above sends its SBOM part as text/plain).
+	ts.checkTraffic(t)
 	for _, d := range []struct{ id, version, site string }{
 		{"pump-1", "1.0.0", "north"}, {"pump-2", "1.0.0", "north"}, {"pump-3", "1.1.0", "north"}, {"pump-4", "1.0.0", "south"},
 	} {
