@@ -208,3 +208,34 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("error = %v, want 7 bad files", err)
 	}
 }
+
+// TestComponentsSPDX reads the SPDX SBOM of the signer's tests (a published
+// firmware shape: Zephyr, mbed TLS, littlefs). Its pkg:github and
+// pkg:generic purls name no OSV ecosystem, so Match cannot judge them; the
+// test pins that they are read and left without one.
+func TestComponentsSPDX(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join("..", "signer", "testdata", "sbom", "pump-fw.spdx.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := Components(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, c := range cs {
+		if c.Purl == "pkg:github/mbed-tls/mbedtls@v3.6.2" { // packageurl-go normalises github names to lower case
+			found = true
+			if c.Ecosystem != "" {
+				t.Errorf("mbedtls ecosystem = %q, want none", c.Ecosystem)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("components %+v: no mbedtls purl", cs)
+	}
+	if _, err := Components([]byte(`{"name":"x"}`)); tufota.ErrorCode(err) != tufota.EInvalid {
+		t.Errorf("Components(not an SBOM) error = %v, want invalid", err)
+	}
+}
