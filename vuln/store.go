@@ -173,6 +173,11 @@ func (s *Store) SyncReleases(ctx context.Context, rels []ReleaseSBOM) (bool, err
 		return false, nil
 	}
 	err = s.db.Tx(ctx, func(tx *storage.Tx) error {
+		// Concurrent syncs (two reports right after a publish) wait here;
+		// the later one replaces what the earlier one indexed.
+		if err := tx.LockXact(ctx, findingsLock); err != nil {
+			return err
+		}
 		for _, r := range append(drop, refs(add, func(i indexed) string { return i.ref })...) {
 			if _, err := tx.Exec(ctx, `DELETE FROM vuln_components WHERE release = ?`, r); err != nil {
 				return err

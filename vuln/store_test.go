@@ -40,6 +40,7 @@ func TestStorePostgres(t *testing.T) {
 	pg := func(t *testing.T) string { return testenv.Postgres(t) }
 	t.Run("ImportAndRecompute", func(t *testing.T) { testStoreImportAndRecompute(t, pg) })
 	t.Run("ImportAtomic", func(t *testing.T) { testStoreImportAtomic(t, pg) })
+	t.Run("ConcurrentSync", func(t *testing.T) { testStoreConcurrentSync(t, pg) })
 }
 
 func TestStoreImportAndRecompute(t *testing.T) {
@@ -177,5 +178,33 @@ func testStoreImportAtomic(t *testing.T, url dbOpener) {
 	var n int
 	if err := db.QueryRow(t.Context(), `SELECT COUNT(*) FROM vuln_advisories`).Scan(&n); err != nil || n != 0 {
 		t.Errorf("advisories after a failed import = %d (%v), want 0", n, err)
+	}
+}
+
+// TestStoreConcurrentSync: reports that race to index the same new
+// releases all succeed.
+func TestStoreConcurrentSync(t *testing.T) {
+	t.Parallel()
+	testStoreConcurrentSync(t, sqliteURL)
+}
+
+func testStoreConcurrentSync(t *testing.T, url dbOpener) {
+	s, _ := openStoreWith(t, url)
+	rels := []ReleaseSBOM{sbomRelease(t, "pumpd@1.0.0", "pumpd-1.0.0.cdx.json"), sbomRelease(t, "pumpd@1.1.0", "pumpd-1.1.0.cdx.json")}
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			_, err := s.SyncReleases(t.Context(), rels)
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent SyncReleases: %v", err)
+		}
+	}
+	idx, err := s.Indexed(t.Context())
+	if err != nil || len(idx) != 2 {
+		t.Errorf("indexed = %v, %v; want both releases", idx, err)
 	}
 }
