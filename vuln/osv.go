@@ -197,8 +197,8 @@ func parseVersion(ecosystem, ver string) (semantic.Version, error) {
 	return v, nil
 }
 
-// firstJSONKeys reports which top-level keys a JSON object has, to tell an
-// OSV record from a CycloneDX VEX document.
+// kindOf tells an OSV record ("osv") from a CycloneDX VEX document ("vex") by
+// their top-level keys.
 func kindOf(data []byte) (string, error) {
 	var doc map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(data))

@@ -120,5 +120,5 @@ func normalPurl(s string) (string, error) {
 	return p.ToString(), nil
 }
 
-// sameStatement is the identity of a statement in the store.
+// key is the identity of a statement in the store.
 func (s Statement) key() string { return s.VulnID + "\x00" + s.Ref + "\x00" + s.Product }
