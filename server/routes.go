@@ -80,6 +80,8 @@ func (s *Server) Routes() []Route {
 		{Method: http.MethodPost, Path: "/api/v1/enroll-tokens", Roles: operator, Action: "token.create", handler: s.createEnrollToken},
 		{Method: http.MethodPost, Path: "/api/v1/device/enroll", Roles: enroller, Action: "device.enroll", handler: s.enroll},
 		{Method: http.MethodGet, Path: "/api/v1/fleet/report", Roles: people, Action: "fleet.report", handler: s.fleetReport},
+		{Method: http.MethodPost, Path: "/api/v1/vulnerabilities/import", Roles: pushers, Action: "vuln.import", handler: s.importVulnerabilities},
+		{Method: http.MethodGet, Path: "/api/v1/vulnerabilities", Roles: people, Action: "vuln.list", handler: s.listVulnerabilities},
 		{Method: http.MethodGet, Path: "/api/v1/status", Roles: people, Action: "status.read", handler: s.getStatus},
 		{Method: http.MethodGet, Path: "/metrics", Roles: people, Action: "metrics.read", handler: echo.WrapHandler(newMetricsHandler(s))},
 		{Method: http.MethodGet, Path: "/debug/pprof/*", Roles: admin, Action: "debug.pprof", handler: s.pprofHandler()},

@@ -276,6 +276,8 @@ func (ts *testServer) validRequest(t *testing.T, r Route) *http.Request {
 		req = httptest.NewRequest(r.Method, u+strings.Replace(r.Path, ":id", id, 1), nil)
 	case "/api/v1/rollouts/:id/:action":
 		req = jsonRequest(r.Method, u+"/api/v1/rollouts/"+ts.newRollout(t, n)+"/abort", `{"reason":"matrix"}`)
+	case "/api/v1/vulnerabilities/import":
+		req = ts.vulnImportRequest(t, r)
 	case "/debug/pprof/*":
 		req = httptest.NewRequest(r.Method, u+"/debug/pprof/heap", nil)
 	case "/api/v1/fleet/report", "/api/v1/status", "/metrics":

@@ -81,6 +81,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.simCommand(),
 		a.quickstartCommand(),
 		a.backupCommand(), a.restoreCommand(),
+		a.vulnCommand(),
 	)
 	return root
 }

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"archive/zip"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/rollout"
+	"github.com/tufota/tufota/server"
+)
+
+// vulnCommand is "tufota vuln": advisory import and exposure reports
+// (server/vuln.go, package vuln). It uses only apiClient.do/getJSON/
+// sendJSON, so that it ports to a typed client as is.
+func (a *app) vulnCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "vuln", Short: "Vulnerability exposure: import OSV advisories and VEX, report affected releases and devices"}
+	cmd.AddCommand(a.vulnImportCommand(), a.vulnReportCommand(), a.vulnCohortCommand())
+	return cmd
+}
+
+func (a *app) vulnImportCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "import PATH",
+		Short: "Import OSV records and CycloneDX VEX documents: a directory, a zip (such as OSV's Go/all.zip) or one JSON file",
+		Long: "Reads advisories in the OSV schema and VEX statements in CycloneDX JSON from PATH and sends them to the server, " +
+			"which checks every file first (one bad file imports nothing and every bad file is named), stores them and " +
+			"matches them against every release's SBOM. A directory is zipped on the fly (its *.json files). No network " +
+			"access besides the tufota server is needed.",
+		Args: exactArgs(1, "a directory, zip or JSON file"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			body, ct, err := vulnImportBody(args[0])
+			if err != nil {
+				return err
+			}
+			defer body.Close()
+			var res server.VulnImportResult
+			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/vulnerabilities/import", body, ct, &res); err != nil {
+				return err
+			}
+			return a.print(res, func(w io.Writer) {
+				fmt.Fprintf(w, "Imported %d file(s): %d advisories, %d withdrawn, %d VEX statements.\n", res.Files, res.Advisories, res.Withdrawn, res.Statements)
+				if len(res.NewlyAffected) == 0 {
+					fmt.Fprintln(w, "No release is newly affected.")
+					return
+				}
+				fmt.Fprintf(w, "Newly affected (%d device(s) run them):\n", res.ExposedDevices)
+				row(w, "ADVISORY", "RELEASE", "COMPONENT", "VERSION", "FIXED IN")
+				for _, f := range res.NewlyAffected {
+					row(w, f.Advisory, f.Release, f.Component, f.Version, dash(f.FixedIn))
+				}
+			})
+		},
+	}
+}
+
+// vulnImportBody opens PATH as a request body: a zip or JSON file as is,
+// a directory as a zip streamed through a pipe.
+func vulnImportBody(path string) (io.ReadCloser, string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, "", tufota.Errorf(tufota.EInvalid, "vuln import: %v", err)
+	}
+	if !st.IsDir() {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, "", tufota.Errorf(tufota.EInvalid, "vuln import: %v", err)
+		}
+		if strings.EqualFold(filepath.Ext(path), ".zip") {
+			return f, "application/zip", nil
+		}
+		return f, "application/json", nil
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		zw := zip.NewWriter(pw)
+		err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.EqualFold(filepath.Ext(p), ".json") {
+				return err
+			}
+			rel, err := filepath.Rel(path, p)
+			if err != nil {
+				return err
+			}
+			w, err := zw.Create(filepath.ToSlash(rel))
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = io.Copy(w, f)
+			return err
+		})
+		if err == nil {
+			err = zw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr, "application/zip", nil
+}
+
+func (a *app) vulnReportCommand() *cobra.Command {
+	var id, release, format string
+	cmd := &cobra.Command{
+		Use:   "report [--id CVE-... | --release NAME@VERSION] [-o json | --format csv]",
+		Short: "Per advisory: affected releases, devices running them, cohorts, and the first fixing release with its rollout progress",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkCSVFormat("vuln report", format); err != nil {
+				return err
+			}
+			reps, err := a.vulnReport(cmd, id, release)
+			if err != nil {
+				return err
+			}
+			if format == "csv" {
+				return writeVulnCSV(a.stdout, reps)
+			}
+			return a.print(reps, func(w io.Writer) { printVulnReport(w, reps) })
+		},
+	}
+	cmd.Flags().StringVar(&id, "id", "", "one advisory, by any of its IDs (CVE, GHSA, GO-...)")
+	cmd.Flags().StringVar(&release, "release", "", "only advisories found in NAME@VERSION")
+	cmd.Flags().StringVar(&format, "format", "", "csv: one row per advisory, release and device")
+	return cmd
+}
+
+func (a *app) vulnReport(cmd *cobra.Command, id, release string) ([]server.VulnReport, error) {
+	c, err := a.api()
+	if err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	if id != "" {
+		q.Set("id", id)
+	}
+	if release != "" {
+		q.Set("release", release)
+	}
+	var reps []server.VulnReport
+	err = c.getJSON(cmd.Context(), "/api/v1/vulnerabilities?"+q.Encode(), &reps)
+	return reps, err
+}
+
+func printVulnReport(w io.Writer, reps []server.VulnReport) {
+	if len(reps) == 0 {
+		fmt.Fprintln(w, "No imported advisory affects any release.")
+		return
+	}
+	for _, r := range reps {
+		ids := r.Advisory
+		if len(r.Aliases) > 0 {
+			ids += " (" + strings.Join(r.Aliases, ", ") + ")"
+		}
+		fmt.Fprintf(w, "%s: %s — %s, %d device(s) exposed\n", ids, dash(r.Summary), r.Status, len(r.ExposedDevices))
+		row(w, "  RELEASE", "STATUS", "COMPONENT", "VERSION", "FIXED IN", "DEVICES")
+		for _, e := range r.Releases {
+			for _, c := range e.Components {
+				st := c.Status
+				if c.Justification != "" {
+					st += " (" + c.Justification + ")"
+				}
+				row(w, "  "+e.Release, st, c.Component, c.Version, dash(c.FixedIn), len(e.Devices))
+			}
+		}
+		for _, co := range r.Cohorts {
+			row(w, "  cohort "+co.Name, fmt.Sprintf("%d exposed", co.Exposed))
+		}
+		for _, f := range r.Fixes {
+			row(w, "  fixed by "+f.Release, fmt.Sprintf("%d device(s) run it", f.Devices))
+			for _, ro := range f.Rollouts {
+				row(w, "    rollout "+ro.ID, ro.State, fmt.Sprintf("%d/%d installed, %d failed, %d in progress", ro.Installed, ro.Devices, ro.Failed, ro.InProgress))
+			}
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func writeVulnCSV(out io.Writer, reps []server.VulnReport) error {
+	w := csv.NewWriter(out)
+	_ = w.Write([]string{"advisory", "aliases", "release", "status", "component", "version", "fixed_in", "device", "first_fix"})
+	for _, r := range reps {
+		fix := map[string]string{}
+		for _, f := range r.Fixes {
+			fix[f.Product] = f.Release
+		}
+		for _, e := range r.Releases {
+			product, _, _ := strings.Cut(e.Release, "@")
+			devs := e.Devices
+			if len(devs) == 0 {
+				devs = []string{""}
+			}
+			for _, c := range e.Components {
+				for _, d := range devs {
+					_ = w.Write([]string{r.Advisory, strings.Join(r.Aliases, " "), e.Release, c.Status, csvSafe(c.Component), csvSafe(c.Version), csvSafe(c.FixedIn), csvSafe(d), fix[product]})
+				}
+			}
+		}
+	}
+	w.Flush()
+	return w.Error()
+}
+
+// vulnCohortCommand saves the devices exposed to an advisory now as a
+// cohort (a selector on their IDs), ready for a remediation rollout.
+func (a *app) vulnCohortCommand() *cobra.Command {
+	var id string
+	cmd := &cobra.Command{
+		Use:   "cohort NAME --exposed-to ID",
+		Short: "Save the devices exposed to an advisory now as a cohort, for a remediation rollout",
+		Args:  exactArgs(1, "a cohort name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			reps, err := a.vulnReport(cmd, id, "")
+			if err != nil {
+				return err
+			}
+			var devs []string
+			for _, r := range reps {
+				devs = append(devs, r.ExposedDevices...)
+			}
+			if len(devs) == 0 {
+				return tufota.Errorf(tufota.EInvalid, "vuln cohort: no device is exposed to %s", id)
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			var co rollout.Cohort
+			sel := "id in (" + strings.Join(devs, ",") + ")"
+			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/cohorts", server.CohortRequest{Name: args[0], Selector: sel}, &co); err != nil {
+				return err
+			}
+			return a.print(co, func(w io.Writer) { fmt.Fprintf(w, "Cohort %s: %d device(s) exposed to %s\n", co.Name, co.Devices, id) })
+		},
+	}
+	cmd.Flags().StringVar(&id, "exposed-to", "", "advisory ID (required)")
+	_ = cmd.MarkFlagRequired("exposed-to")
+	return cmd
+}
