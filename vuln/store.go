@@ -13,7 +13,7 @@ import (
 )
 
 // Store keeps advisories, VEX statements, release components and findings
-// in the state database (tables of migration 0010). Every change recomputes
+// in the state database (tables of migration 0009). Every change recomputes
 // the findings in its own transaction. It is safe for concurrent use.
 type Store struct {
 	db  *storage.DB

@@ -1,4 +1,4 @@
--- 0010_vuln: vulnerability exposure (package vuln). Imported OSV
+-- 0009_vuln: vulnerability exposure (package vuln). Imported OSV
 -- advisories (withdrawn ones kept, so that a later import of an older copy
 -- cannot resurrect them, and ignored in matching), VEX statements from the
 -- device maker, the components of each release's SBOM, and the findings:
