@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/audit"
 )
 
@@ -80,10 +81,7 @@ func (s *Server) auditExport(c echo.Context) error {
 }
 
 // CheckpointResponse carries a signed checkpoint note.
-type CheckpointResponse struct {
-	Checkpoint  string `json:"checkpoint"`
-	VerifierKey string `json:"verifier_key"`
-}
+type CheckpointResponse = api.CheckpointResponse
 
 func (s *Server) auditCheckpoint(c echo.Context) error {
 	msg, err := s.cfg.Audit.Checkpoint(c.Request().Context())
