@@ -208,3 +208,25 @@ func (c *Client) Ready(ctx context.Context) (api.Readiness, error) {
 	}
 	return r, nil
 }
+
+// Transport returns a RoundTripper that sends the Client's bearer token
+// over the Client's transport: for other HTTP clients of the same server,
+// such as a TUF updater reading /tuf/.
+func (c *Client) Transport() http.RoundTripper {
+	next := c.http.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	return bearer{token: c.token, next: next}
+}
+
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
+}

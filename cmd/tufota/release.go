@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime/multipart"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +14,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
+	"github.com/tufota/tufota/apiclient"
 	"github.com/tufota/tufota/signer"
 )
 
@@ -27,7 +26,7 @@ func (a *app) releaseCommand() *cobra.Command {
 }
 
 func (a *app) releasePushCommand() *cobra.Command {
-	var req signer.PushRequest
+	var req api.PushRequest
 	var hardware []string
 	var sbomPath string
 	cmd := &cobra.Command{
@@ -57,7 +56,7 @@ func (a *app) releasePushCommand() *cobra.Command {
 }
 
 // pushRelease pushes a release without an SBOM.
-func (a *app) pushRelease(ctx context.Context, path string, req signer.PushRequest) (signer.Release, error) {
+func (a *app) pushRelease(ctx context.Context, path string, req api.PushRequest) (api.Release, error) {
 	return a.pushReleaseSBOM(ctx, path, "", req)
 }
 
@@ -85,8 +84,8 @@ func readSBOM(path string) ([]byte, string, error) {
 // pushReleaseSBOM validates locally, then streams FILE as multipart without
 // holding it in memory, with a progress line on a terminal. A non-empty
 // sbomPath is validated and sent as the "sbom" part, before the firmware.
-func (a *app) pushReleaseSBOM(ctx context.Context, path, sbomPath string, req signer.PushRequest) (signer.Release, error) {
-	var rel signer.Release
+func (a *app) pushReleaseSBOM(ctx context.Context, path, sbomPath string, req api.PushRequest) (api.Release, error) {
+	var rel api.Release
 	var sbom []byte
 	if sbomPath != "" {
 		var err error
@@ -124,39 +123,7 @@ func (a *app) pushReleaseSBOM(ctx context.Context, path, sbomPath string, req si
 	if w, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(w.Fd())) {
 		body = &progress{r: f, total: st.Size(), w: w, label: req.File}
 	}
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		err := func() error {
-			part, err := mw.CreateFormField("release")
-			if err != nil {
-				return err
-			}
-			if err := writeJSON(part, req); err != nil {
-				return err
-			}
-			if sbom != nil {
-				sp, err := mw.CreateFormFile("sbom", filepath.Base(sbomPath))
-				if err != nil {
-					return err
-				}
-				if _, err := sp.Write(sbom); err != nil {
-					return err
-				}
-			}
-			fp, err := mw.CreateFormFile("file", req.File)
-			if err != nil {
-				return err
-			}
-			if _, err := io.Copy(fp, body); err != nil {
-				return err
-			}
-			return mw.Close()
-		}()
-		pw.CloseWithError(err)
-	}()
-	err = c.do(ctx, http.MethodPost, "/api/v1/releases", pr, mw.FormDataContentType(), &rel)
-	_ = pr.CloseWithError(io.ErrClosedPipe)
+	rel, err = c.PushRelease(ctx, apiclient.Push{Release: req, SBOM: sbom, SBOMName: filepath.Base(sbomPath), File: body})
 	if p, ok := body.(*progress); ok {
 		p.done()
 	}
@@ -169,15 +136,7 @@ func (a *app) releaseListCommand() *cobra.Command {
 		Short: "List releases, newest first",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var rels []signer.Release
-			if err := c.getJSON(cmd.Context(), "/api/v1/releases", &rels); err != nil {
-				return err
-			}
-			return a.print(rels, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) ([]api.Release, error) { return c.ListReleases(ctx) }, func(w io.Writer, rels []api.Release) {
 				row(w, "NAME", "VERSION", "HARDWARE", "SIZE", "STATE", "SIGNED BY", "PUBLISHED", "BY")
 				for _, r := range rels {
 					row(w, r.Name, r.Version, strings.Join(r.Hardware, ","), humanBytes(r.Length), r.State, r.Role, fmtTime(r.PublishedAt), r.CreatedBy)
@@ -197,20 +156,14 @@ func (a *app) releaseShowCommand() *cobra.Command {
 			if !ok || name == "" || version == "" {
 				return tufota.Errorf(tufota.EInvalid, "release show: %q: want NAME@VERSION", args[0])
 			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var rel signer.Release
-			if err := c.getJSON(cmd.Context(), "/api/v1/releases/"+url.PathEscape(name)+"/"+url.PathEscape(version), &rel); err != nil {
-				return err
-			}
-			return a.print(rel, func(w io.Writer) { printRelease(w, rel) })
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Release, error) {
+				return c.Release(ctx, name, version)
+			}, func(w io.Writer, rel api.Release) { printRelease(w, rel) })
 		},
 	}
 }
 
-func printRelease(w io.Writer, r signer.Release) {
+func printRelease(w io.Writer, r api.Release) {
 	row(w, "Release:", r.Name+"@"+r.Version)
 	row(w, "State:", r.State)
 	row(w, "Target:", r.TargetPath)
@@ -255,7 +208,7 @@ func printRelease(w io.Writer, r signer.Release) {
 	}
 }
 
-func signedBy(s *signer.SigningStatus, keyID string) bool {
+func signedBy(s *api.SigningStatus, keyID string) bool {
 	for _, sg := range s.Signatures {
 		if sg.KeyID == keyID {
 			return true

@@ -1,19 +1,18 @@
 package main
 
 import (
+	"context"
 	"encoding/csv"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tufota/tufota"
-	"github.com/tufota/tufota/rollout"
-	"github.com/tufota/tufota/server"
+	"github.com/tufota/tufota/api"
+	"github.com/tufota/tufota/apiclient"
 )
 
 func (a *app) rolloutCommand() *cobra.Command {
@@ -33,7 +32,7 @@ func (a *app) rolloutCommand() *cobra.Command {
 }
 
 func (a *app) rolloutCreateCommand() *cobra.Command {
-	var spec rollout.Spec
+	var spec api.RolloutSpec
 	var maxFailures int
 	cmd := &cobra.Command{
 		Use:   "create --release NAME@VERSION --cohort NAME|SELECTOR --waves 1%,10%,50%,100% [flags]",
@@ -43,15 +42,7 @@ func (a *app) rolloutCreateCommand() *cobra.Command {
 			if cmd.Flags().Changed("max-failures") {
 				spec.MaxFailures = &maxFailures
 			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var r rollout.Rollout
-			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/rollouts", spec, &r); err != nil {
-				return err
-			}
-			return a.print(r, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Rollout, error) { return c.CreateRollout(ctx, spec) }, func(w io.Writer, r api.Rollout) {
 				fmt.Fprintf(w, "Created rollout %s: %s to %s in waves %s (state %s)\n", r.ID, r.Release, r.Selector, spec.Waves, r.State)
 			})
 		},
@@ -76,21 +67,15 @@ func (a *app) rolloutCreateCommand() *cobra.Command {
 }
 
 func (a *app) rolloutActionCommand(action, short string) *cobra.Command {
-	var req server.ActionRequest
+	var req api.ActionRequest
 	cmd := &cobra.Command{
 		Use:   action + " ID [--reason TEXT]",
 		Short: short,
 		Args:  exactArgs(1, "a rollout ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var st rollout.Status
-			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/rollouts/"+url.PathEscape(args[0])+"/"+action, req, &st); err != nil {
-				return err
-			}
-			return a.print(st, func(w io.Writer) { printStatus(w, st) })
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.RolloutStatus, error) {
+				return c.RolloutAction(ctx, args[0], action, req)
+			}, printStatus)
 		},
 	}
 	cmd.Flags().StringVar(&req.Reason, "reason", "", "why (recorded in the history and the audit log)")
@@ -106,15 +91,7 @@ func (a *app) rolloutListCommand() *cobra.Command {
 		Short: "List rollouts",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var rs []rollout.Rollout
-			if err := c.getJSON(cmd.Context(), "/api/v1/rollouts", &rs); err != nil {
-				return err
-			}
-			return a.print(rs, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) ([]api.Rollout, error) { return c.ListRollouts(ctx) }, func(w io.Writer, rs []api.Rollout) {
 				row(w, "ID", "RELEASE", "COHORT", "STATE", "CREATED BY")
 				for _, r := range rs {
 					row(w, r.ID, r.Release, r.Selector, r.State, r.CreatedBy)
@@ -130,20 +107,14 @@ func (a *app) rolloutStatusCommand() *cobra.Command {
 		Short: "Show a rollout's state, waves and health",
 		Args:  exactArgs(1, "a rollout ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var st rollout.Status
-			if err := c.getJSON(cmd.Context(), "/api/v1/rollouts/"+url.PathEscape(args[0]), &st); err != nil {
-				return err
-			}
-			return a.print(st, func(w io.Writer) { printStatus(w, st) })
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.RolloutStatus, error) {
+				return c.Rollout(ctx, args[0])
+			}, printStatus)
 		},
 	}
 }
 
-func printStatus(w io.Writer, st rollout.Status) {
+func printStatus(w io.Writer, st api.RolloutStatus) {
 	row(w, "Rollout:", st.ID)
 	row(w, "Release:", st.Release)
 	row(w, "Cohort:", st.Selector)
@@ -170,8 +141,8 @@ func (a *app) rolloutHistoryCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var h rollout.History
-			if err := c.getJSON(cmd.Context(), "/api/v1/rollouts/"+url.PathEscape(args[0])+"/history", &h); err != nil {
+			h, err := c.RolloutHistory(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			if format == "csv" {
@@ -184,7 +155,7 @@ func (a *app) rolloutHistoryCommand() *cobra.Command {
 	return cmd
 }
 
-func printHistory(w io.Writer, h rollout.History) {
+func printHistory(w io.Writer, h api.RolloutHistory) {
 	r := h.Rollout
 	fmt.Fprintf(w, "Rollout %s: %s to %s, state %s\n\n", r.ID, r.Release, r.Selector, r.State)
 	row(w, "TIME", "ACTOR", "EVENT", "REASON")
@@ -223,7 +194,7 @@ func printHistory(w io.Writer, h rollout.History) {
 	}
 }
 
-func writeHistoryCSV(out io.Writer, h rollout.History) error {
+func writeHistoryCSV(out io.Writer, h api.RolloutHistory) error {
 	w := csv.NewWriter(out)
 	_ = w.Write([]string{"record", "time", "actor", "kind", "reason", "device", "wave", "state", "error_code", "previous_version", "installed_at"})
 	for _, e := range h.Events {
@@ -263,8 +234,8 @@ func (a *app) fleetCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var rows []server.FleetRow
-			if err := c.getJSON(cmd.Context(), "/api/v1/fleet/report", &rows); err != nil {
+			rows, err := c.FleetReport(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if format == "csv" {

@@ -6,19 +6,16 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
-	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tufota/tufota"
-	"github.com/tufota/tufota/rollout"
-	"github.com/tufota/tufota/server"
+	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/sim"
 )
 
 type simOptions struct {
@@ -131,54 +128,54 @@ func (a *app) sim(ctx context.Context, o simOptions) error {
 		return fmt.Errorf("sim: %w", err)
 	}
 	defer os.RemoveAll(work)
-	devs, err := newSimDevices(work, o.prefix, o.hardware, o.version, o.devices, o.failRate, o.silentRate, o.seed)
+	devs, err := sim.NewDevices(work, o.prefix, o.hardware, o.version, o.devices, o.failRate, o.silentRate, o.seed)
 	if err != nil {
 		return fmt.Errorf("sim: %w", err)
 	}
-	stats := newSimStats()
-	tr := deviceTransport(hc, o.maxConns)
+	stats := sim.NewStats()
+	tr := sim.DeviceTransport(hc, o.maxConns)
 	defer tr.CloseIdleConnections()
-	shared := &http.Client{Transport: stats.countRequests(tr)}
+	shared := &http.Client{Transport: stats.CountRequests(tr)}
 	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
-	enroller := &apiClient{base: strings.TrimRight(a.serverURL, "/"), token: o.enrollToken, http: &http.Client{Transport: tr}}
+	enroller := apiclient.New(a.serverURL, o.enrollToken, apiclient.WithHTTPClient(&http.Client{Transport: tr}))
 	t0 := time.Now()
-	if err := enrollParallel(ctx, enroller, devs, o.enrollConcurrency); err != nil {
+	if err := sim.EnrollParallel(ctx, enroller, devs, o.enrollConcurrency); err != nil {
 		return fmt.Errorf("sim: %w", err)
 	}
 	enrollTook := time.Since(t0)
 	log.Info("sim: enrolled", "devices", len(devs), "seconds", enrollTook.Seconds(), "per_second", float64(len(devs))/enrollTook.Seconds())
 
-	fleet := &simFleet{serverURL: a.serverURL, root: root, http: shared, log: slog.New(slog.DiscardHandler), stats: stats}
+	fleet := &sim.Fleet{ServerURL: a.serverURL, Root: root, HTTP: shared, Log: slog.New(slog.DiscardHandler), Stats: stats}
 	t1 := time.Now()
-	stats.begin(t1)
-	results := fleet.runLoad(ctx, devs, simLoad{Every: o.poll, Jitter: o.jitter, Duration: o.duration, Workers: o.concurrency, Seed: o.seed})
+	stats.Begin(t1)
+	results := fleet.RunLoad(ctx, devs, sim.Load{Every: o.poll, Jitter: o.jitter, Duration: o.duration, Workers: o.concurrency, Seed: o.seed})
 	runTook := time.Since(t1)
 	log.Info("sim: polls done; delivering queued reports", "seconds", runTook.Seconds())
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-	unacked := flushReports(fctx, devs, o.concurrency)
+	unacked := sim.FlushReports(fctx, devs, o.concurrency)
 	cancel()
 
-	sum := stats.summarize(len(devs), enrollTook, runTook)
+	sum := stats.Summarize(len(devs), enrollTook, runTook)
 	sum.Unacknowledged = unacked
 	var diffs []string
 	if a.token != "" {
-		api := &apiClient{base: strings.TrimRight(a.serverURL, "/"), token: a.token, http: hc}
-		if diffs, err = compareWithServer(ctx, api, stats, devs, o.rollouts, &sum); err != nil {
+		api := apiclient.New(a.serverURL, a.token, apiclient.WithHTTPClient(hc))
+		if diffs, err = sim.CompareWithServer(ctx, api, stats, devs, o.rollouts, &sum); err != nil {
 			return fmt.Errorf("sim: read the server's counts: %w", err)
 		}
 		sum.Compared = true
 	} else {
 		log.Warn("sim: no --token: the server's counts are not compared")
 	}
-	sum.judge(diffs)
-	var perDevice []simResult
+	sum.Judge(diffs)
+	var perDevice []sim.Result
 	if o.perDevice {
 		perDevice = results
 	}
 	out := struct {
-		simSummary
-		DevicesLast []simResult `json:"device_results,omitempty"`
+		sim.Summary
+		DevicesLast []sim.Result `json:"device_results,omitempty"`
 	}{sum, perDevice}
 	if err := a.print(out, func(w io.Writer) {
 		printSimSummary(w, sum)
@@ -195,96 +192,14 @@ func (a *app) sim(ctx context.Context, o simOptions) error {
 	return nil
 }
 
-// compareWithServer reads each rollout's history and the fleet report and
-// fills sum.Rollouts and sum.Versions; it returns the differences.
-func compareWithServer(ctx context.Context, api *apiClient, stats *simStats, devs []*simDevice, extra []string, sum *simSummary) ([]string, error) {
-	ours := make(map[string]bool, len(devs))
-	for _, d := range devs {
-		ours[d.ID] = true
-	}
-	ids := stats.rolloutsSeen()
-	for _, id := range extra {
-		if !slices.Contains(ids, id) {
-			ids = append(ids, id)
-		}
-	}
-	var diffs []string
-	for _, id := range ids {
-		var h rollout.History
-		if err := api.getJSON(ctx, "/api/v1/rollouts/"+url.PathEscape(id)+"/history", &h); err != nil {
-			return nil, fmt.Errorf("rollout %s: %w", id, err)
-		}
-		c, d := compareStates(ours, stats.lastStates(id), h.Devices)
-		started := 0
-		for _, w := range h.Waves {
-			if w.Started {
-				started++
-			}
-		}
-		sum.Rollouts = append(sum.Rollouts, simRolloutCheck{ID: id, State: string(h.Rollout.State), WavesStarted: started, Waves: len(h.Waves), simCompare: c})
-		for _, line := range d {
-			diffs = append(diffs, "rollout "+id+": "+line)
-		}
-	}
-	var fleet []server.FleetRow
-	if err := api.getJSON(ctx, "/api/v1/fleet/report", &fleet); err != nil {
-		return nil, fmt.Errorf("fleet report: %w", err)
-	}
-	c, d := compareVersions(devs, fleet)
-	sum.Versions = &c
-	return append(diffs, d...), nil
-}
-
-// enrollAll enrolls every device with the enrollment token, 16 at a time.
-func enrollAll(ctx context.Context, c *apiClient, devs []*simDevice) error {
-	return enrollParallel(ctx, c, devs, 16)
-}
-
-// enrollParallel enrolls every device with the enrollment token, at most
-// n at a time; the first failure stops the rest and is returned.
-func enrollParallel(ctx context.Context, c *apiClient, devs []*simDevice, n int) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	jobs := make(chan *simDevice)
-	var wg sync.WaitGroup
-	for range max(n, 1) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for d := range jobs {
-				var res server.DeviceTokenResponse
-				if err := c.sendJSON(ctx, http.MethodPost, "/api/v1/device/enroll", server.EnrollRequest{DeviceID: d.ID, Version: d.Version}, &res); err != nil {
-					cancel(fmt.Errorf("enroll %s: %w", d.ID, err))
-					continue
-				}
-				d.Token = res.Token
-			}
-		}()
-	}
-feed:
-	for _, d := range devs {
-		select {
-		case jobs <- d:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(jobs)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return err
-	}
-	return nil
-}
-
-func printSimSummary(w io.Writer, s simSummary) {
+func printSimSummary(w io.Writer, s sim.Summary) {
 	row(w, "DEVICES", s.Devices)
 	row(w, "ENROLLED", fmt.Sprintf("%.1f s (%.0f/s)", s.EnrollSeconds, s.EnrollPerSecond))
 	row(w, "POLLS", fmt.Sprintf("%d in %.1f s (%.0f/s): %s", s.Polls, s.RunSeconds, s.PollsPerSecond, countList(s.PollStatus)))
 	row(w, "POLL LATENCY", fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, max %.2f ms", s.PollP50Ms, s.PollP99Ms, s.PollMaxMs))
 	for _, ph := range []struct {
 		name string
-		p    *simPhase
+		p    *sim.Phase
 	}{{"WHILE UPDATING", s.Rollout}, {"AFTER UPDATES", s.After}} {
 		if ph.p != nil {
 			row(w, ph.name, fmt.Sprintf("%.0f s: %d polls (%.0f/s), p50 %.2f ms, p99 %.2f ms, max %.2f ms", ph.p.Seconds, ph.p.Polls, ph.p.PollsPerSecond, ph.p.P50Ms, ph.p.P99Ms, ph.p.MaxMs))
@@ -329,7 +244,7 @@ func countList(m map[string]int) string {
 	return strings.Join(parts, " ")
 }
 
-func printSimResults(w io.Writer, results []simResult) {
+func printSimResults(w io.Writer, results []sim.Result) {
 	row(w, "DEVICE", "HARDWARE", "VERSION", "STATUS", "ERROR")
 	for _, r := range results {
 		row(w, r.ID, r.Hardware, r.Version, r.Status, dash(r.Error))

@@ -1,4 +1,11 @@
-package main
+// Package sim is tufota's fleet simulator: devices built on the real
+// device library (client) against a real server, each with an image file
+// standing in for its flash, polling on a schedule, installing what they
+// are offered (or failing, or going silent, as told), and counting from
+// the wire what they did, so that a run can be compared with the server's
+// own counts. `tufota sim`, the quickstart and the end-to-end tests drive
+// it; bench/fleet records its summary.
+package sim
 
 import (
 	"context"
@@ -16,9 +23,9 @@ import (
 	"github.com/tufota/tufota/client"
 )
 
-// simDevice is one simulated device: the real client package against a real
+// Device is one simulated device: the real client package against a real
 // server, with an image file standing in for the flash.
-type simDevice struct {
+type Device struct {
 	ID       string
 	Hardware string
 	Version  string
@@ -40,12 +47,12 @@ type simDevice struct {
 	clientVersion string
 }
 
-// errSimulated is the install failure a device with Fail makes up: an
+// ErrSimulated is the install failure a device with Fail makes up: an
 // expected outcome, not an error of the run.
-var errSimulated = errors.New("simulated install failure")
+var ErrSimulated = errors.New("simulated install failure")
 
-// simResult is what one device ended with.
-type simResult struct {
+// Result is what one device ended with.
+type Result struct {
 	ID       string `json:"id"`
 	Hardware string `json:"hardware"`
 	Version  string `json:"version"`
@@ -53,26 +60,26 @@ type simResult struct {
 	Error    string `json:"error,omitempty"`
 }
 
-// simFleet carries what all simulated devices share.
-type simFleet struct {
-	serverURL string
-	root      []byte
-	http      *http.Client
-	log       *slog.Logger
-	// stats, when set, counts what the devices did (see countRequests);
+// Fleet carries what all simulated devices share.
+type Fleet struct {
+	ServerURL string
+	Root      []byte // the trust anchor, root.json
+	HTTP      *http.Client
+	Log       *slog.Logger
+	// Stats, when set, counts what the devices did (see CountRequests);
 	// nil counts nothing.
-	stats *simStats
+	Stats *Stats
 }
 
 // deviceClient returns d's client, made for its current version.
-func (f *simFleet) deviceClient(d *simDevice) (*client.Client, error) {
+func (f *Fleet) deviceClient(d *Device) (*client.Client, error) {
 	if d.client != nil && d.clientVersion == d.Version {
 		return d.client, nil
 	}
 	c, err := client.New(client.Config{
-		ServerURL: f.serverURL, TrustedRoot: f.root, StateDir: d.StateDir,
+		ServerURL: f.ServerURL, TrustedRoot: f.Root, StateDir: d.StateDir,
 		DeviceID: d.ID, Token: d.Token, HardwareID: d.Hardware, CurrentVersion: d.Version,
-		HTTPClient: f.http, Logger: f.log,
+		HTTPClient: f.HTTP, Logger: f.Log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", d.ID, err)
@@ -87,7 +94,7 @@ func (f *simFleet) deviceClient(d *simDevice) (*client.Client, error) {
 // for this update), "silent", or "error" (the check or a report did not get
 // through; the device tries again at its next poll, and a report that was
 // not delivered stays in its queue until then).
-func (f *simFleet) poll(ctx context.Context, d *simDevice) (string, error) {
+func (f *Fleet) poll(ctx context.Context, d *Device) (string, error) {
 	c, err := f.deviceClient(d)
 	if err != nil {
 		return "error", err
@@ -126,7 +133,7 @@ func (f *simFleet) poll(ctx context.Context, d *simDevice) (string, error) {
 			// Queued: the next poll delivers it.
 			return "failed", fmt.Errorf("report: %w", err)
 		}
-		return "failed", errSimulated
+		return "failed", ErrSimulated
 	}
 	// The simulated boot and health check pass: the device now runs it.
 	d.Version = upd.Version
@@ -137,10 +144,10 @@ func (f *simFleet) poll(ctx context.Context, d *simDevice) (string, error) {
 	return "installed", nil
 }
 
-// runOnce polls every device once, at most 16 at a time, and returns their
+// RunOnce polls every device once, at most 16 at a time, and returns their
 // results in device order.
-func (f *simFleet) runOnce(ctx context.Context, devs []*simDevice) []simResult {
-	out := make([]simResult, len(devs))
+func (f *Fleet) RunOnce(ctx context.Context, devs []*Device) []Result {
+	out := make([]Result, len(devs))
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for i, d := range devs {
@@ -158,12 +165,12 @@ func (f *simFleet) runOnce(ctx context.Context, devs []*simDevice) []simResult {
 
 // pollOnce polls unless the device already finished (failed or silent
 // devices stay that way, as real ones would until serviced).
-func (d *simDevice) pollOnce(ctx context.Context, f *simFleet) simResult {
+func (d *Device) pollOnce(ctx context.Context, f *Fleet) Result {
 	if d.done != "" {
-		return simResult{ID: d.ID, Hardware: d.Hardware, Version: d.Version, Status: d.done, Error: d.lastErr}
+		return Result{ID: d.ID, Hardware: d.Hardware, Version: d.Version, Status: d.done, Error: d.lastErr}
 	}
 	st, err := f.poll(ctx, d)
-	f.stats.cycle(err)
+	f.Stats.cycle(err)
 	if st == "failed" || st == "silent" {
 		d.done = st
 	}
@@ -177,15 +184,15 @@ func (d *simDevice) pollOnce(ctx context.Context, f *simFleet) simResult {
 	if st == "installed" {
 		d.installed = true
 	}
-	return simResult{ID: d.ID, Hardware: d.Hardware, Version: d.Version, Status: st, Error: d.lastErr}
+	return Result{ID: d.ID, Hardware: d.Hardware, Version: d.Version, Status: st, Error: d.lastErr}
 }
 
-// runUntil polls every device every interval until stop reports true or
+// RunUntil polls every device every interval until stop reports true or
 // ctx ends, and returns the last results.
-func (f *simFleet) runUntil(ctx context.Context, devs []*simDevice, every time.Duration, stop func(context.Context) bool) []simResult {
-	var last []simResult
+func (f *Fleet) RunUntil(ctx context.Context, devs []*Device, every time.Duration, stop func(context.Context) bool) []Result {
+	var last []Result
 	for {
-		last = f.runOnce(ctx, devs)
+		last = f.RunOnce(ctx, devs)
 		if stop(ctx) || ctx.Err() != nil {
 			return last
 		}
@@ -197,13 +204,13 @@ func (f *simFleet) runUntil(ctx context.Context, devs []*simDevice, every time.D
 	}
 }
 
-// newSimDevices prepares n devices with state dirs under dir; exactly
+// NewDevices prepares n devices with state dirs under dir; exactly
 // round(n*failRate) of them fail their install and round(n*silentRate) go
 // silent, chosen by a seeded shuffle so runs repeat.
-func newSimDevices(dir, prefix, hw, version string, n int, failRate, silentRate float64, seed uint64) ([]*simDevice, error) {
-	devs := make([]*simDevice, n)
+func NewDevices(dir, prefix, hw, version string, n int, failRate, silentRate float64, seed uint64) ([]*Device, error) {
+	devs := make([]*Device, n)
 	for i := range devs {
-		d := &simDevice{ID: fmt.Sprintf("%s-%04d", prefix, i+1), Hardware: hw, Version: version}
+		d := &Device{ID: fmt.Sprintf("%s-%04d", prefix, i+1), Hardware: hw, Version: version}
 		d.StateDir = filepath.Join(dir, d.ID)
 		if err := os.MkdirAll(d.StateDir, 0o700); err != nil {
 			return nil, err

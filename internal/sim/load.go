@@ -1,4 +1,4 @@
-package main
+package sim
 
 import (
 	"bytes"
@@ -20,40 +20,40 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/rollout"
-	"github.com/tufota/tufota/server"
 )
 
-// simStats counts what a simulated fleet did, from the wire: every device
+// Stats counts what a simulated fleet did, from the wire: every device
 // poll with its latency and answer, every status report sent and whether
 // the server acknowledged it (2xx), every failed request by kind, and each
 // device's last known state per rollout (offered when a poll offered it,
 // then the state of each acknowledged report). It is safe for concurrent
-// use; a nil *simStats counts nothing.
-type simStats struct {
+// use; a nil *Stats counts nothing.
+type Stats struct {
 	mu         sync.Mutex
 	pollStatus map[int]int
 	polls      []pollSample
-	start      time.Time // when polling began (begin); zero: the first poll
+	start      time.Time // when polling began (Begin); zero: the first poll
 	lastOffer  time.Time // the last poll answered with an offer
 	lastAck    time.Time // the last report the server acknowledged
 	requests   int
 	errs       map[string]int // "poll http_5xx", "report timeout", "cycle check", ...
 	sent       map[string]int // report state → reports sent (first attempts and retries)
 	acked      map[string]int // report state → reports the server acknowledged
-	last       map[string]simState
+	last       map[string]state
 	late       int // polls that started more than one interval late
 	maxLag     time.Duration
 }
 
-// pollSample is one poll: when it started (since simStats.start) and how
+// pollSample is one poll: when it started (since Stats.start) and how
 // long its answer took.
 type pollSample struct {
 	at, took time.Duration
 }
 
-// simState is a device's last known state in one rollout.
-type simState struct {
+// state is a device's last known state in one rollout.
+type state struct {
 	Rollout, State string
 }
 
@@ -61,12 +61,12 @@ type simState struct {
 // 10,000 devices every 5 s for half an hour.
 const maxLatencySamples = 3_600_000
 
-func newSimStats() *simStats {
-	return &simStats{pollStatus: map[int]int{}, errs: map[string]int{}, sent: map[string]int{}, acked: map[string]int{}, last: map[string]simState{}}
+func NewStats() *Stats {
+	return &Stats{pollStatus: map[int]int{}, errs: map[string]int{}, sent: map[string]int{}, acked: map[string]int{}, last: map[string]state{}}
 }
 
-// begin marks the start of polling: poll times count from here.
-func (s *simStats) begin(t time.Time) {
+// Begin marks the start of polling: poll times count from here.
+func (s *Stats) Begin(t time.Time) {
 	if s == nil {
 		return
 	}
@@ -75,7 +75,7 @@ func (s *simStats) begin(t time.Time) {
 	s.mu.Unlock()
 }
 
-func (s *simStats) addErr(kind string) {
+func (s *Stats) addErr(kind string) {
 	s.mu.Lock()
 	s.errs[kind]++
 	s.mu.Unlock()
@@ -83,8 +83,8 @@ func (s *simStats) addErr(kind string) {
 
 // cycle counts a device cycle's error by the step that failed; a simulated
 // install failure is an outcome, not an error.
-func (s *simStats) cycle(err error) {
-	if s == nil || err == nil || errors.Is(err, errSimulated) {
+func (s *Stats) cycle(err error) {
+	if s == nil || err == nil || errors.Is(err, ErrSimulated) {
 		return
 	}
 	step, _, ok := strings.Cut(err.Error(), ":")
@@ -95,7 +95,7 @@ func (s *simStats) cycle(err error) {
 }
 
 // lag records how late a poll started against its schedule.
-func (s *simStats) lag(d, every time.Duration) {
+func (s *Stats) lag(d, every time.Duration) {
 	if s == nil {
 		return
 	}
@@ -107,15 +107,15 @@ func (s *simStats) lag(d, every time.Duration) {
 	}
 }
 
-// countRequests wraps rt so that every request the devices make is counted
+// CountRequests wraps rt so that every request the devices make is counted
 // in s.
-func (s *simStats) countRequests(rt http.RoundTripper) http.RoundTripper {
+func (s *Stats) CountRequests(rt http.RoundTripper) http.RoundTripper {
 	return &countingTransport{base: rt, stats: s}
 }
 
 type countingTransport struct {
 	base  http.RoundTripper
-	stats *simStats
+	stats *Stats
 }
 
 // RoundTrip sends req unchanged. It reads a copy of a status report's body
@@ -195,7 +195,7 @@ func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			dev := req.URL.Query().Get("device_id")
 			if offer.RolloutID != "" && dev != "" {
 				if cur, ok := s.last[dev]; !ok || cur.Rollout != offer.RolloutID {
-					s.last[dev] = simState{Rollout: offer.RolloutID, State: string(rollout.StatusOffered)}
+					s.last[dev] = state{Rollout: offer.RolloutID, State: string(rollout.StatusOffered)}
 				}
 			}
 		}
@@ -205,7 +205,7 @@ func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			s.acked[rep.State]++
 			s.lastAck = start.Add(took)
 			if rep.DeviceID != "" && rep.RolloutID != "" {
-				s.last[rep.DeviceID] = simState{Rollout: rep.RolloutID, State: rep.State}
+				s.last[rep.DeviceID] = state{Rollout: rep.RolloutID, State: rep.State}
 			}
 		}
 	}
@@ -230,8 +230,8 @@ func transportErrKind(err error) string {
 	return "transport"
 }
 
-// simLoad is how a fleet polls in runLoad.
-type simLoad struct {
+// Load is how a fleet polls in RunLoad.
+type Load struct {
 	// Every is each device's poll interval; Jitter (0 to 1) spreads each
 	// interval uniformly over Every × (1 ± Jitter), and the first poll of
 	// each device falls uniformly within the first interval.
@@ -264,11 +264,11 @@ func (h *dueHeap) Pop() any {
 	return x
 }
 
-// runLoad polls every device on its own jittered schedule for l.Duration,
+// RunLoad polls every device on its own jittered schedule for l.Duration,
 // with at most l.Workers polls in flight (a device is polled by one worker
 // at a time), and returns the last result of each device in device order.
 // It returns early, with what it has, when ctx ends.
-func (f *simFleet) runLoad(ctx context.Context, devs []*simDevice, l simLoad) []simResult {
+func (f *Fleet) RunLoad(ctx context.Context, devs []*Device, l Load) []Result {
 	if l.Workers < 1 {
 		l.Workers = 1
 	}
@@ -285,9 +285,9 @@ func (f *simFleet) runLoad(ctx context.Context, devs []*simDevice, l simLoad) []
 	}
 	heap.Init(&h)
 
-	out := make([]simResult, len(devs))
+	out := make([]Result, len(devs))
 	for i, d := range devs {
-		out[i] = simResult{ID: d.ID, Hardware: d.Hardware, Version: d.Version, Status: "not-polled"}
+		out[i] = Result{ID: d.ID, Hardware: d.Hardware, Version: d.Version, Status: "not-polled"}
 	}
 	jobs := make(chan due)
 	// Every device is in exactly one place (the heap, jobs, a worker or
@@ -299,7 +299,7 @@ func (f *simFleet) runLoad(ctx context.Context, devs []*simDevice, l simLoad) []
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				f.stats.lag(time.Since(j.at), l.Every)
+				f.Stats.lag(time.Since(j.at), l.Every)
 				out[j.i] = devs[j.i].pollOnce(ctx, f)
 				done <- j
 			}
@@ -344,10 +344,10 @@ dispatch:
 	return out
 }
 
-// flushReports delivers every report still queued on a device (with the
+// FlushReports delivers every report still queued on a device (with the
 // client's retries), at most workers at a time, and returns how many stay
 // undelivered.
-func flushReports(ctx context.Context, devs []*simDevice, workers int) int {
+func FlushReports(ctx context.Context, devs []*Device, workers int) int {
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
@@ -377,9 +377,9 @@ func flushReports(ctx context.Context, devs []*simDevice, workers int) int {
 	return pending
 }
 
-// simSummary is what `tufota sim` prints at the end, and what bench/fleet
+// Summary is what `tufota sim` prints at the end, and what bench/fleet
 // records.
-type simSummary struct {
+type Summary struct {
 	Devices         int            `json:"devices"`
 	EnrollSeconds   float64        `json:"enroll_seconds"`
 	EnrollPerSecond float64        `json:"enroll_per_second"`
@@ -393,8 +393,8 @@ type simSummary struct {
 	// Rollout and After split the polls: those that started until the
 	// last report was acknowledged (while devices updated), and those that
 	// started after it (every device answered "nothing to do").
-	Rollout      *simPhase      `json:"during_updates,omitempty"`
-	After        *simPhase      `json:"after_updates,omitempty"`
+	Rollout      *Phase         `json:"during_updates,omitempty"`
+	After        *Phase         `json:"after_updates,omitempty"`
 	LatePolls    int            `json:"late_polls"`
 	MaxLagMs     float64        `json:"max_lag_ms"`
 	Requests     int            `json:"requests"`
@@ -411,10 +411,10 @@ type simSummary struct {
 	// Rollouts are the rollouts that offered the devices something (and
 	// --rollout): each one's state and devices per state as the simulator
 	// saw them and as the server has them.
-	Rollouts []simRolloutCheck `json:"rollouts,omitempty"`
+	Rollouts []RolloutCheck `json:"rollouts,omitempty"`
 	// Versions counts the simulated devices per firmware version, as the
 	// simulator and the server's fleet report have them.
-	Versions *simCompare `json:"versions,omitempty"`
+	Versions *Compare `json:"versions,omitempty"`
 	// Lost counts devices whose last acknowledged state (or version) the
 	// server does not have.
 	Lost       int      `json:"lost_reports"`
@@ -422,8 +422,8 @@ type simSummary struct {
 	OK         bool     `json:"ok"`
 }
 
-// simPhase is the polls of one stretch of the run.
-type simPhase struct {
+// Phase is the polls of one stretch of the run.
+type Phase struct {
 	Seconds        float64 `json:"seconds"`
 	Polls          int     `json:"polls"`
 	PollsPerSecond float64 `json:"polls_per_second"`
@@ -433,7 +433,7 @@ type simPhase struct {
 }
 
 // phase summarizes the polls that started within [from, to).
-func phase(polls []pollSample, from, to time.Duration) *simPhase {
+func phase(polls []pollSample, from, to time.Duration) *Phase {
 	var lat []time.Duration
 	for _, p := range polls {
 		if p.at >= from && p.at < to {
@@ -444,33 +444,33 @@ func phase(polls []pollSample, from, to time.Duration) *simPhase {
 		return nil
 	}
 	slices.Sort(lat)
-	ph := &simPhase{Seconds: math.Round((to-from).Seconds()*10) / 10, Polls: len(lat),
+	ph := &Phase{Seconds: math.Round((to-from).Seconds()*10) / 10, Polls: len(lat),
 		P50Ms: ms(percentile(lat, 0.50)), P99Ms: ms(percentile(lat, 0.99)), MaxMs: ms(lat[len(lat)-1])}
 	ph.PollsPerSecond = math.Round(float64(len(lat))/(to-from).Seconds()*10) / 10
 	return ph
 }
 
-// simRolloutCheck compares devices per state in one rollout.
-type simRolloutCheck struct {
+// RolloutCheck compares devices per state in one rollout.
+type RolloutCheck struct {
 	ID    string `json:"id"`
 	State string `json:"state"`
 	// WavesStarted counts the waves the rollout started.
 	WavesStarted int `json:"waves_started"`
 	Waves        int `json:"waves"`
-	simCompare
+	Compare
 }
 
-// simCompare is one count per key by the simulator and by the server.
-type simCompare struct {
+// Compare is one count per key by the simulator and by the server.
+type Compare struct {
 	Sim    map[string]int `json:"sim"`
 	Server map[string]int `json:"server"`
 }
 
-// summarize fills the simulator's own counts.
-func (s *simStats) summarize(devices int, enroll, run time.Duration) simSummary {
+// Summarize fills the simulator's own counts.
+func (s *Stats) Summarize(devices int, enroll, run time.Duration) Summary {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sum := simSummary{
+	sum := Summary{
 		Devices: devices, EnrollSeconds: enroll.Seconds(), RunSeconds: run.Seconds(),
 		PollStatus: map[string]int{}, Errors: maps.Clone(s.errs), ReportsSent: maps.Clone(s.sent), ReportsAcked: maps.Clone(s.acked),
 		Requests: s.requests, LatePolls: s.late, MaxLagMs: ms(s.maxLag),
@@ -507,7 +507,7 @@ func (s *simStats) summarize(devices int, enroll, run time.Duration) simSummary 
 
 // rolloutsSeen returns the rollouts that offered a device something, or
 // that a device reported on, sorted.
-func (s *simStats) rolloutsSeen() []string {
+func (s *Stats) rolloutsSeen() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := map[string]bool{}
@@ -523,7 +523,7 @@ func (s *simStats) rolloutsSeen() []string {
 }
 
 // lastStates returns each device's last known state in rollout id.
-func (s *simStats) lastStates(id string) map[string]string {
+func (s *Stats) lastStates(id string) map[string]string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[string]string{}
@@ -550,8 +550,8 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 // device in a rollout with the server's outcomes (rollout history), for
 // the devices in ours (the simulator's devices). It returns devices per
 // state on each side and one line per device that differs, sorted.
-func compareStates(ours map[string]bool, sim map[string]string, srv []rollout.DeviceOutcome) (simCompare, []string) {
-	c := simCompare{Sim: map[string]int{}, Server: map[string]int{}}
+func compareStates(ours map[string]bool, sim map[string]string, srv []api.DeviceOutcome) (Compare, []string) {
+	c := Compare{Sim: map[string]int{}, Server: map[string]int{}}
 	server := map[string]string{}
 	for _, o := range srv {
 		if ours[o.DeviceID] {
@@ -579,8 +579,8 @@ func compareStates(ours map[string]bool, sim map[string]string, srv []rollout.De
 
 // compareVersions compares what each simulated device runs with the
 // server's fleet report.
-func compareVersions(devs []*simDevice, fleet []server.FleetRow) (simCompare, []string) {
-	c := simCompare{Sim: map[string]int{}, Server: map[string]int{}}
+func compareVersions(devs []*Device, fleet []api.FleetRow) (Compare, []string) {
+	c := Compare{Sim: map[string]int{}, Server: map[string]int{}}
 	server := map[string]string{}
 	for _, r := range fleet {
 		server[r.DeviceID] = r.Version
@@ -602,9 +602,9 @@ func compareVersions(devs []*simDevice, fleet []server.FleetRow) (simCompare, []
 	return c, diff
 }
 
-// judge sets Lost, Mismatches (at most 20 lines, and a count of the rest)
+// Judge sets Lost, Mismatches (at most 20 lines, and a count of the rest)
 // and OK: no error, no unacknowledged report, no difference.
-func (sum *simSummary) judge(diffs []string) {
+func (sum *Summary) Judge(diffs []string) {
 	sum.Lost = len(diffs)
 	if len(diffs) > 20 {
 		diffs = append(diffs[:20:20], fmt.Sprintf("... and %d more", len(diffs)-20))
@@ -613,9 +613,9 @@ func (sum *simSummary) judge(diffs []string) {
 	sum.OK = sum.ErrorCount == 0 && sum.Unacknowledged == 0 && sum.Lost == 0
 }
 
-// deviceTransport is the one transport all simulated devices share:
+// DeviceTransport is the one transport all simulated devices share:
 // keep-alive connections to the server, at most conns of them.
-func deviceTransport(hc *http.Client, conns int) *http.Transport {
+func DeviceTransport(hc *http.Client, conns int) *http.Transport {
 	tr := hc.Transport.(*http.Transport).Clone()
 	tr.ResponseHeaderTimeout = 30 * time.Second
 	tr.MaxConnsPerHost = conns
