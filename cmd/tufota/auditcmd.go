@@ -14,6 +14,7 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/internal/datadir"
 	"github.com/tufota/tufota/storage"
 )
 
@@ -111,7 +112,7 @@ func (a *app) auditExportCommand() *cobra.Command {
 				_, err := a.stdout.Write(buf.Bytes())
 				return err
 			}
-			return writeFileAtomic(out, buf.Bytes(), 0o600)
+			return datadir.WriteFileAtomic(out, buf.Bytes(), 0o600)
 		},
 	}
 	f := cmd.Flags()

@@ -17,6 +17,7 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/backup"
+	"github.com/tufota/tufota/internal/datadir"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
 )
@@ -97,7 +98,7 @@ func (a *app) runBackup(ctx context.Context, dir, to, auditKey string) (backupRe
 	if err != nil {
 		return res, err
 	}
-	cfg, err := loadConfig(dir)
+	cfg, err := datadir.Load(dir)
 	if err != nil {
 		return res, err
 	}
@@ -121,7 +122,7 @@ func (a *app) runBackup(ctx context.Context, dir, to, auditKey string) (backupRe
 	if c, ok := blobs.(io.Closer); ok {
 		defer c.Close()
 	}
-	db, err := storage.OpenDB(ctx, resolve(dir, cfg.DB))
+	db, err := storage.OpenDB(ctx, datadir.Resolve(dir, cfg.DB))
 	if err != nil {
 		return res, err
 	}
@@ -154,8 +155,8 @@ func (a *app) runBackup(ctx context.Context, dir, to, auditKey string) (backupRe
 // repoFiles lists the files of the repository directory that a backup
 // carries: tufota.json, the trust anchor and every key file inside dir. It
 // also returns the key URIs it cannot carry.
-func repoFiles(dir string, cfg repoConfig) (files []backup.File, notCovered []string) {
-	files = append(files, backup.File{Name: configName, Path: filepath.Join(dir, configName)})
+func repoFiles(dir string, cfg datadir.Config) (files []backup.File, notCovered []string) {
+	files = append(files, backup.File{Name: datadir.ConfigName, Path: filepath.Join(dir, datadir.ConfigName)})
 	if _, err := os.Stat(filepath.Join(dir, "root.json")); err == nil {
 		files = append(files, backup.File{Name: "root.json", Path: filepath.Join(dir, "root.json")})
 	}
@@ -167,7 +168,7 @@ func repoFiles(dir string, cfg repoConfig) (files []backup.File, notCovered []st
 			continue
 		}
 		seen[uri] = true
-		p, isFile := cutScheme(resolve(dir, uri), "file:")
+		p, isFile := cutScheme(datadir.Resolve(dir, uri), "file:")
 		if !isFile {
 			notCovered = append(notCovered, uri+" (not a key file: back it up with the HSM/KMS tools)")
 			continue
@@ -247,15 +248,15 @@ func (a *app) runRestore(ctx context.Context, o restoreOptions) (res restoreResu
 	if err != nil {
 		return res, fmt.Errorf("restore: %w", err)
 	}
-	cfgBytes, err := b.ReadFile(configName)
+	cfgBytes, err := b.ReadFile(datadir.ConfigName)
 	if err != nil {
 		return res, fmt.Errorf("restore: %w", err)
 	}
-	var cfg repoConfig
+	var cfg datadir.Config
 	dec := json.NewDecoder(bytes.NewReader(cfgBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&cfg); err != nil {
-		return res, tufota.Errorf(tufota.EInvalid, "restore: the backup's %s: %v", configName, err)
+		return res, tufota.Errorf(tufota.EInvalid, "restore: the backup's %s: %v", datadir.ConfigName, err)
 	}
 	dir, err := filepath.Abs(o.dir)
 	if err != nil {
@@ -295,7 +296,7 @@ func (a *app) runRestore(ctx context.Context, o restoreOptions) (res restoreResu
 	if c, ok := blobs.(io.Closer); ok {
 		defer c.Close()
 	}
-	db, err := storage.OpenDB(ctx, resolve(dir, cfg.DB))
+	db, err := storage.OpenDB(ctx, datadir.Resolve(dir, cfg.DB))
 	if err != nil {
 		return res, fmt.Errorf("restore: %w", err)
 	}
@@ -307,7 +308,7 @@ func (a *app) runRestore(ctx context.Context, o restoreOptions) (res restoreResu
 	if err := b.RestoreFiles(dir); err != nil {
 		return res, err
 	}
-	if err := writeConfig(dir, cfg); err != nil {
+	if err := datadir.Write(dir, cfg); err != nil {
 		return res, fmt.Errorf("restore: %w", err)
 	}
 	if err := b.RestoreState(ctx, db, blobs); err != nil {
@@ -340,8 +341,8 @@ func (a *app) runRestore(ctx context.Context, o restoreOptions) (res restoreResu
 
 // auditVerifierKey derives the audit checkpoint verifier key from the
 // restored audit key.
-func auditVerifierKey(ctx context.Context, dir string, cfg repoConfig, pass []byte) (string, error) {
-	k, err := signer.Open(ctx, resolve(dir, cfg.Keys.Audit), signer.WithPassphrase(func() ([]byte, error) { return pass, nil }))
+func auditVerifierKey(ctx context.Context, dir string, cfg datadir.Config, pass []byte) (string, error) {
+	k, err := signer.Open(ctx, datadir.Resolve(dir, cfg.Keys.Audit), signer.WithPassphrase(func() ([]byte, error) { return pass, nil }))
 	if err != nil {
 		return "", fmt.Errorf("open audit key: %w", err)
 	}

@@ -233,7 +233,7 @@ func TestRestoreRefusesTamperedBackup(t *testing.T) {
 
 	// A wrong audit key: the restored log does not verify under it, and the
 	// half-restored directory is removed.
-	cfg, err := loadConfig(h.dir)
+	cfg, err := datadir.Load(h.dir)
 	if err != nil {
 		t.Fatal(err)
 	}

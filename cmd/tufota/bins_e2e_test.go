@@ -18,13 +18,13 @@ import (
 // with the signed metadata refuses to start.
 func TestHashedBinsCLI(t *testing.T) {
 	h := startHarnessFull(t, nil, []string{"--hashed-bins", "4"})
-	b, err := os.ReadFile(filepath.Join(h.dir, configName))
+	b, err := os.ReadFile(filepath.Join(h.dir, datadir.ConfigName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cfg repoConfig
+	var cfg datadir.Config
 	if err := json.Unmarshal(b, &cfg); err != nil || cfg.HashedBins != 4 {
-		t.Fatalf("%s: hashed_bins = %d (%v), want 4", configName, cfg.HashedBins, err)
+		t.Fatalf("%s: hashed_bins = %d (%v), want 4", datadir.ConfigName, cfg.HashedBins, err)
 	}
 
 	fw, want := h.writeFirmware("pump.bin", 5000)
@@ -104,12 +104,12 @@ func TestHashedBinsInitRefusals(t *testing.T) {
 func TestHashedBinsConfigMismatch(t *testing.T) {
 	h := &harness{t: t, dir: filepath.Join(t.TempDir(), "repo"), env: map[string]string{"TUFOTA_KEY_PASSPHRASE": "0123456789abcdef"}}
 	h.mustCLI("init", "--dir", h.dir, "--hashed-bins", "2")
-	cfg, err := loadConfig(h.dir)
+	cfg, err := datadir.Load(h.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.HashedBins = 0
-	if err := writeConfig(h.dir, cfg); err != nil {
+	if err := datadir.Write(h.dir, cfg); err != nil {
 		t.Fatal(err)
 	}
 	_, err = h.runCLI("server", "--dir", h.dir, "--addr", "127.0.0.1:0", "--tls-self-signed")

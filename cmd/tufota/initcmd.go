@@ -17,6 +17,7 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/internal/datadir"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
 )
@@ -119,7 +120,7 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 	if err != nil {
 		return res, err
 	}
-	if _, err := os.Stat(filepath.Join(dir, configName)); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, datadir.ConfigName)); err == nil {
 		return res, tufota.Errorf(tufota.EConflict, "%s already holds a tufota repository; refusing to overwrite it", dir)
 	}
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
@@ -155,11 +156,11 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 			}
 		}
 	}()
-	cfg := repoConfig{
+	cfg := datadir.Config{
 		Version:    1,
 		Storage:    o.storage,
 		DB:         o.db,
-		Keys:       roleURIs{Audit: "file:keys/audit.key"},
+		Keys:       datadir.RoleURIs{Audit: "file:keys/audit.key"},
 		HashedBins: o.hashedBins,
 	}
 	res.HashedBins = o.hashedBins
@@ -174,7 +175,7 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 		for _, uri := range p.uris {
 			var sv signature.SignerVerifier
 			if p.generated {
-				path, _ := cutScheme(resolve(dir, uri), "file:")
+				path, _ := cutScheme(datadir.Resolve(dir, uri), "file:")
 				sv, err = signer.GenerateFileKey(path, o.keyAlg, pass)
 			} else {
 				sv, err = kr.Open(ctx, uri)
@@ -209,7 +210,7 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 		}
 		res.Thresholds[p.role] = p.threshold
 	}
-	auditPath, _ := cutScheme(resolve(dir, cfg.Keys.Audit), "file:")
+	auditPath, _ := cutScheme(datadir.Resolve(dir, cfg.Keys.Audit), "file:")
 	auditKey, err := signer.GenerateFileKey(auditPath, "ed25519", pass)
 	if err != nil {
 		return res, fmt.Errorf("init: generate audit key: %w", err)
@@ -233,7 +234,7 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 	if c, ok := blobs.(io.Closer); ok {
 		defer c.Close()
 	}
-	db, err := storage.OpenDB(ctx, resolve(dir, cfg.DB))
+	db, err := storage.OpenDB(ctx, datadir.Resolve(dir, cfg.DB))
 	if err != nil {
 		return res, fmt.Errorf("init: %w", err)
 	}
@@ -244,7 +245,7 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 		return res, fmt.Errorf("init: %w", err)
 	}
 	res.Root = filepath.Join(dir, "root.json")
-	if err := writeFileAtomic(res.Root, root, 0o644); err != nil {
+	if err := datadir.WriteFileAtomic(res.Root, root, 0o644); err != nil {
 		return res, fmt.Errorf("init: write trust anchor: %w", err)
 	}
 	secret, tok, err := access.NewTokens(db, nil).Create(ctx, nil, access.NewToken{Name: "admin", Role: access.RoleAdmin, TTL: o.adminExpires}, "tufota-init")
@@ -277,7 +278,7 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 	if _, err := alog.Checkpoint(ctx); err != nil {
 		return res, fmt.Errorf("init: audit checkpoint: %w", err)
 	}
-	if err := writeConfig(dir, cfg); err != nil {
+	if err := datadir.Write(dir, cfg); err != nil {
 		return res, fmt.Errorf("init: %w", err)
 	}
 	res.AdminToken, res.Dir = secret, dir
@@ -378,7 +379,7 @@ func nonEmpty(s string) []string {
 }
 
 // keyURIsForAudit lists role=URI pairs for the audit record of init.
-func keyURIsForAudit(k roleURIs) []string {
+func keyURIsForAudit(k datadir.RoleURIs) []string {
 	var out []string
 	for _, u := range k.Root {
 		out = append(out, "root="+u)

@@ -13,17 +13,12 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
+	_ "github.com/sigstore/sigstore/pkg/signature/kms/hashivault"
 	"github.com/spf13/cobra"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
-	// The KMS providers tufota's key URIs can name: linking a provider in
-	// registers its scheme with sigstore's kms package.
-	_ "github.com/sigstore/sigstore/pkg/signature/kms/aws"
-	_ "github.com/sigstore/sigstore/pkg/signature/kms/azure"
-	_ "github.com/sigstore/sigstore/pkg/signature/kms/gcp"
-	_ "github.com/sigstore/sigstore/pkg/signature/kms/hashivault"
-
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/internal/datadir"
 	"github.com/tufota/tufota/signer"
 )
 
@@ -152,7 +147,7 @@ whether the newest root metadata lists that key for the role.`,
 
 // configKeys are the opened keys of a repository's configuration.
 type configKeys struct {
-	cfg     repoConfig
+	cfg     datadir.Config
 	entries []keyListEntry
 	root    *metadata.Metadata[metadata.RootType] // nil when unreadable
 	rootErr error
@@ -166,7 +161,7 @@ func (a *app) openConfigKeys(ctx context.Context, dir string, pass func() ([]byt
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := loadConfig(dir)
+	cfg, err := datadir.Load(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +172,7 @@ func (a *app) openConfigKeys(ctx context.Context, dir string, pass func() ([]byt
 	defer kr.Close()
 	add := func(role, uri string) {
 		e := keyListEntry{Role: role, URI: signer.RedactKeyURI(uri)}
-		sv, err := kr.Open(ctx, resolve(dir, uri))
+		sv, err := kr.Open(ctx, datadir.Resolve(dir, uri))
 		if err == nil {
 			e.KeyID, err = signer.KeyID(sv)
 		}
@@ -206,7 +201,7 @@ func (a *app) openConfigKeys(ctx context.Context, dir string, pass func() ([]byt
 }
 
 // currentRoot reads the newest root metadata from the repository's blobs.
-func (a *app) currentRoot(ctx context.Context, dir string, cfg repoConfig) (*metadata.Metadata[metadata.RootType], error) {
+func (a *app) currentRoot(ctx context.Context, dir string, cfg datadir.Config) (*metadata.Metadata[metadata.RootType], error) {
 	blobs, err := a.openBlobs(ctx, dir, cfg.Storage, false)
 	if err != nil {
 		return nil, err

@@ -26,6 +26,7 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/internal/datadir"
 	"github.com/tufota/tufota/internal/leader"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/server"
@@ -93,7 +94,7 @@ func (d *deps) Close() error {
 // opened through one Keyring (keys in one HSM token share its sessions),
 // closed by deps.Close.
 func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts *server.Alerter, auditOpts ...audit.Option) (_ *deps, err error) {
-	cfg, err := loadConfig(dir)
+	cfg, err := datadir.Load(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +124,7 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	}
 	// Every repository write (publish, refresh) holds this lock: one
 	// writer at a time across all replicas on PostgreSQL.
-	if db, err = storage.OpenDB(ctx, resolve(dir, cfg.DB)); err != nil {
+	if db, err = storage.OpenDB(ctx, datadir.Resolve(dir, cfg.DB)); err != nil {
 		return nil, err
 	}
 	repo := signer.NewRepository(blobs, signer.WithLogger(log), signer.WithLocker(db.Locker(repositoryLock)))
@@ -137,7 +138,7 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	var s signer.Signers
 	if targetsThreshold <= 1 {
 		for _, uri := range cfg.Keys.Targets {
-			k, err := keys.Open(ctx, resolve(dir, uri))
+			k, err := keys.Open(ctx, datadir.Resolve(dir, uri))
 			if err != nil {
 				return nil, fmt.Errorf("open targets key: %w", err)
 			}
@@ -149,13 +150,13 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	if err := checkHashedBins(ctx, repo, cfg, s); err != nil {
 		return nil, err
 	}
-	if s.Snapshot, err = keys.Open(ctx, resolve(dir, cfg.Keys.Snapshot)); err != nil {
+	if s.Snapshot, err = keys.Open(ctx, datadir.Resolve(dir, cfg.Keys.Snapshot)); err != nil {
 		return nil, fmt.Errorf("open snapshot key: %w", err)
 	}
-	if s.Timestamp, err = keys.Open(ctx, resolve(dir, cfg.Keys.Timestamp)); err != nil {
+	if s.Timestamp, err = keys.Open(ctx, datadir.Resolve(dir, cfg.Keys.Timestamp)); err != nil {
 		return nil, fmt.Errorf("open timestamp key: %w", err)
 	}
-	auditKey, err := keys.Open(ctx, resolve(dir, cfg.Keys.Audit))
+	auditKey, err := keys.Open(ctx, datadir.Resolve(dir, cfg.Keys.Audit))
 	if err != nil {
 		return nil, fmt.Errorf("open audit key: %w", err)
 	}
@@ -170,7 +171,7 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	// Root rotations may introduce new online keys by URI; the server opens
 	// them like its own, and after a restart uses the ones of the newest root.
 	releases := signer.NewReleases(db, repo, s, signer.WithKeyOpener(func(ctx context.Context, uri string) (signature.SignerVerifier, error) {
-		return keys.Open(ctx, resolve(dir, uri))
+		return keys.Open(ctx, datadir.Resolve(dir, uri))
 	}))
 	if err := releases.RestoreOnlineKeys(ctx); err != nil {
 		return nil, fmt.Errorf("online keys: %w", err)
@@ -235,7 +236,7 @@ func (a *app) serverCommand() *cobra.Command {
 			go func() { errc <- a.runServer(cmd.Context(), o, ready) }()
 			select {
 			case l := <-ready:
-				if err := writeFileAtomic(o.urlFile, []byte(l.URL+"\n"), 0o644); err != nil {
+				if err := datadir.WriteFileAtomic(o.urlFile, []byte(l.URL+"\n"), 0o644); err != nil {
 					return fmt.Errorf("write --url-file: %w", err)
 				}
 				return <-errc
@@ -334,7 +335,7 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		}
 		auditOpts = append(auditOpts, audit.WithArchive(archive))
 	}
-	unlock, err := lockDataDir(dir, time.Now())
+	unlock, err := datadir.Lock(dir, time.Now())
 	if err != nil {
 		return err
 	}
@@ -389,7 +390,7 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 			return err
 		}
 		caFile = filepath.Join(dir, "tls-self-signed.pem")
-		if err := writeFileAtomic(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), 0o644); err != nil {
+		if err := datadir.WriteFileAtomic(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), 0o644); err != nil {
 			return fmt.Errorf("write self-signed certificate: %w", err)
 		}
 		tlsConfig = server.TLSConfig(cert, clientCAs)
@@ -519,16 +520,16 @@ func rootThreshold(ctx context.Context, repo *signer.Repository, role string) (i
 // checkHashedBins refuses to serve a repository whose layout differs from
 // the one DIR/tufota.json records ('init --hashed-bins'), and a hashed-bin
 // repository without an online targets key, which signs the bins.
-func checkHashedBins(ctx context.Context, repo *signer.Repository, cfg repoConfig, s signer.Signers) error {
+func checkHashedBins(ctx context.Context, repo *signer.Repository, cfg datadir.Config, s signer.Signers) error {
 	bits, err := repo.HashedBins(ctx)
 	if err != nil {
 		return fmt.Errorf("repository layout: %w", err)
 	}
 	if bits != cfg.HashedBins {
-		return tufota.Errorf(tufota.EInvalid, "repository layout: %s records hashed_bins %d, but the signed targets metadata has %d (0: no hashed bins)", configName, cfg.HashedBins, bits)
+		return tufota.Errorf(tufota.EInvalid, "repository layout: %s records hashed_bins %d, but the signed targets metadata has %d (0: no hashed bins)", datadir.ConfigName, cfg.HashedBins, bits)
 	}
 	if bits > 0 && len(s.Targets) == 0 {
-		return tufota.Errorf(tufota.EInvalid, "repository layout: hashed bins are signed by the server's online targets key, and %s names none the server can use", configName)
+		return tufota.Errorf(tufota.EInvalid, "repository layout: hashed bins are signed by the server's online targets key, and %s names none the server can use", datadir.ConfigName)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package main
+package datadir
 
 import (
 	"encoding/json"
@@ -13,43 +13,43 @@ import (
 	"github.com/tufota/tufota"
 )
 
-// lockName is the file in a data directory that `tufota server` holds an
-// exclusive lock on while it runs with an embedded backend.
-const lockName = "tufota.lock"
+// LockName is the file in a data directory that `tufota server` holds an
+// exclusive lock on while it runs with an Embedded backend.
+const LockName = "tufota.lock"
 
-// lockHolder is what the lock file says about the server holding it.
-type lockHolder struct {
+// holder is what the lock file says about the server holding it.
+type holder struct {
 	PID     int       `json:"pid"`
 	Host    string    `json:"host"`
 	Started time.Time `json:"started"`
 }
 
-// embedded reports whether a repository keeps state or blobs on this
+// Embedded reports whether a repository keeps state or blobs on this
 // host's disk (SQLite, the file store): then only one server may use it.
 // Replicas share PostgreSQL and S3 and may share a data directory's
 // config and keys.
-func embedded(cfg repoConfig) bool {
+func Embedded(cfg Config) bool {
 	remoteDB := strings.HasPrefix(cfg.DB, "postgres://") || strings.HasPrefix(cfg.DB, "postgresql://")
 	remoteBlobs := strings.HasPrefix(cfg.Storage, "s3://")
 	return !remoteDB || !remoteBlobs
 }
 
-// lockDataDir takes an exclusive lock (flock) on DIR/tufota.lock when the
-// repository in dir has an embedded backend, and writes this process's
+// Lock takes an exclusive lock (flock) on DIR/tufota.lock when the
+// repository in dir has an Embedded backend, and writes this process's
 // pid, host and start time into it. It fails with EConflict, naming the
 // holder, when another process holds it. The lock lasts until the returned
 // function is called or the process exits (the kernel drops it then, so a
 // crashed server leaves no stale lock; the file stays, and its content is
 // read only when the lock is taken).
-func lockDataDir(dir string, now time.Time) (unlock func(), err error) {
-	cfg, err := loadConfig(dir)
+func Lock(dir string, now time.Time) (unlock func(), err error) {
+	cfg, err := Load(dir)
 	if err != nil {
 		return nil, err
 	}
-	if !embedded(cfg) {
+	if !Embedded(cfg) {
 		return func() {}, nil
 	}
-	path := filepath.Join(dir, lockName)
+	path := filepath.Join(dir, LockName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600) // #nosec G304 -- the operator's data directory
 	if err != nil {
 		return nil, fmt.Errorf("lock data directory: %w", err)
@@ -62,7 +62,7 @@ func lockDataDir(dir string, now time.Time) (unlock func(), err error) {
 		return nil, fmt.Errorf("lock data directory %s: %w", dir, err)
 	}
 	host, _ := os.Hostname()
-	b, _ := json.Marshal(lockHolder{PID: os.Getpid(), Host: host, Started: now.UTC()})
+	b, _ := json.Marshal(holder{PID: os.Getpid(), Host: host, Started: now.UTC()})
 	if err := writeHolder(f, append(b, '\n')); err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("lock data directory: write %s: %w", path, err)
@@ -83,7 +83,7 @@ func writeHolder(f *os.File, b []byte) error {
 // describeHolder reads who holds the lock file at path.
 func describeHolder(path string) string {
 	b, err := os.ReadFile(path) // #nosec G304 -- the operator's data directory
-	var h lockHolder
+	var h holder
 	if err != nil || json.Unmarshal(b, &h) != nil || h.PID == 0 {
 		return "holder unknown: it has not written its details yet"
 	}
