@@ -19,8 +19,10 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/apiclient"
 	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/client"
+	"github.com/tufota/tufota/internal/datadir"
 	"github.com/tufota/tufota/internal/testenv"
 )
 
@@ -99,7 +101,7 @@ func checkRestored(t *testing.T, h *harness, dir string, f restoredFleet) {
 	cfg.LocalMetadataDir, cfg.LocalTargetsDir = t.TempDir(), t.TempDir()
 	cfg.RemoteTargetsURL = url + "/tuf/targets"
 	cfg.PrefixTargetsWithHash = true
-	if err := cfg.SetDefaultFetcherTransport(tokenTransport{token: f.devToken, next: hc.Transport}); err != nil {
+	if err := cfg.SetDefaultFetcherTransport(apiclient.New(url, f.devToken, apiclient.WithHTTPClient(hc)).Transport()); err != nil {
 		t.Fatal(err)
 	}
 	up, err := updater.New(cfg)

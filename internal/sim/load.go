@@ -624,3 +624,12 @@ func DeviceTransport(hc *http.Client, conns int) *http.Transport {
 	tr.IdleConnTimeout = 90 * time.Second
 	return tr
 }
+
+// SetLast records st as device's last acknowledged state in rollout
+// rolloutID, as an acknowledged report would: for checking what a run's
+// comparison with the server finds when the two disagree.
+func (s *Stats) SetLast(device, rolloutID, st string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.last[device] = state{Rollout: rolloutID, State: st}
+}

@@ -1,4 +1,4 @@
-package main
+package hsm
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
-	"github.com/tufota/tufota/internal/testenv"
+	"github.com/tufota/tufota/e2e"
 )
 
 // TestHSMInitServeVerify runs the whole life of a repository whose root
@@ -24,14 +24,14 @@ import (
 // (pin-source), a release pushed, and go-tuf's stock updater verifying it.
 // The data directory holds no private key of an HSM role and no PIN.
 func TestHSMInitServeVerify(t *testing.T) {
-	hsm, uri, pinFile := softHSMKeys(t)
-	cli := &harness{t: t, env: map[string]string{"TUFOTA_KEY_PASSPHRASE": "not-used-by-hsm-keys"}}
+	hsm, uri, pinFile := e2e.SoftHSMKeys(t)
+	cli := &e2e.Harness{T: t, Env: map[string]string{"TUFOTA_KEY_PASSPHRASE": "not-used-by-hsm-keys"}}
 
 	// Make the keys inside the token.
 	ids := map[string]string{}
 	for _, object := range []string{"root-1", "root-2", "snapshot", "timestamp"} {
 		var info keyInfo
-		if err := json.Unmarshal([]byte(cli.mustCLI("key", "create", "--uri", uri(object), "-o", "json")), &info); err != nil {
+		if err := json.Unmarshal([]byte(cli.MustCLI("key", "create", "--uri", uri(object), "-o", "json")), &info); err != nil {
 			t.Fatal(err)
 		}
 		if len(info.KeyID) != 64 || info.KeyType != metadata.KeyTypeECDSA_SHA2_P256 || !strings.Contains(info.PublicKey, "BEGIN PUBLIC KEY") {
@@ -39,11 +39,11 @@ func TestHSMInitServeVerify(t *testing.T) {
 		}
 		ids[object] = info.KeyID
 	}
-	if _, err := cli.runCLI("key", "create", "--uri", uri("root-1")); err == nil || !strings.Contains(err.Error(), "already holds a key pair") {
+	if _, err := cli.RunCLI("key", "create", "--uri", uri("root-1")); err == nil || !strings.Contains(err.Error(), "already holds a key pair") {
 		t.Fatalf("key create over an existing label: %v, want a refusal", err)
 	}
 	var shown keyInfo
-	if err := json.Unmarshal([]byte(cli.mustCLI("key", "show", uri("root-2"), "-o", "json")), &shown); err != nil {
+	if err := json.Unmarshal([]byte(cli.MustCLI("key", "show", uri("root-2"), "-o", "json")), &shown); err != nil {
 		t.Fatal(err)
 	}
 	if shown.KeyID != ids["root-2"] {
@@ -73,7 +73,7 @@ func TestHSMInitServeVerify(t *testing.T) {
 	for _, tt := range bad {
 		t.Run("refuse "+tt.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "repo")
-			_, err := cli.runCLI(append([]string{"init", "--dir", dir}, tt.flags...)...)
+			_, err := cli.RunCLI(append([]string{"init", "--dir", dir}, tt.flags...)...)
 			if err == nil || !strings.Contains(err.Error(), tt.mention) {
 				t.Fatalf("init %s: %v, want an error mentioning %q", strings.Join(tt.flags, " "), err, tt.mention)
 			}
@@ -87,9 +87,9 @@ func TestHSMInitServeVerify(t *testing.T) {
 	}
 
 	// Init with the HSM keys and serve.
-	h := startHarnessFull(t, nil, hsmFlags)
+	h := e2e.StartFull(t, nil, hsmFlags)
 
-	root, err := new(metadata.Metadata[metadata.RootType]).FromBytes(h.root)
+	root, err := new(metadata.Metadata[metadata.RootType]).FromBytes(h.Root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,19 +116,19 @@ func TestHSMInitServeVerify(t *testing.T) {
 		t.Fatalf("root v1 does not verify with its own keys: %v", err)
 	}
 
-	assertNoHSMSecretsInDir(t, h.dir, hsm.PIN, map[string]bool{"keys/targets.key": true, "keys/audit.key": true})
+	assertNoHSMSecretsInDir(t, h.Dir, hsm.PIN, map[string]bool{"keys/targets.key": true, "keys/audit.key": true})
 
 	// The server signs snapshot and timestamp with the HSM keys: a stock
 	// go-tuf client verifies the new release.
-	fw, want := h.writeFirmware("pump.bin", 64<<10)
-	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "2.0.0", "--hardware", "pump-a")
-	got, err := h.download(h.root, "pump-fw/2.0.0/pump.bin")
+	fw, want := h.WriteFirmware("pump.bin", 64<<10)
+	h.MustCLI("release", "push", fw, "--name", "pump-fw", "--version", "2.0.0", "--hardware", "pump-a")
+	got, err := h.Download(h.Root, "pump-fw/2.0.0/pump.bin")
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("stock updater download: %v (same bytes: %v)", err, bytes.Equal(got, want))
 	}
 	// And tufota's own client.
-	c := h.newClient(h.url, "dev-hsm-1", "pump-a", "1.0.0")
-	h.mustCLI("device", "assign", "dev-hsm-1", "pump-fw@2.0.0", "--reason", "hsm test")
+	c := h.NewClient(h.URL, "dev-hsm-1", "pump-a", "1.0.0")
+	h.MustCLI("device", "assign", "dev-hsm-1", "pump-fw@2.0.0", "--reason", "hsm test")
 	ctx := context.Background()
 	upd, err := c.Check(ctx)
 	if err != nil || upd == nil || upd.Version != "2.0.0" {
@@ -144,7 +144,7 @@ func TestHSMInitServeVerify(t *testing.T) {
 
 	// key list and key show report each role's keys.
 	var entries []keyListEntry
-	if err := json.Unmarshal([]byte(h.mustCLI("key", "list", "--dir", h.dir, "-o", "json")), &entries); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("key", "list", "--dir", h.Dir, "-o", "json")), &entries); err != nil {
 		t.Fatal(err)
 	}
 	byRole := map[string][]string{}
@@ -164,13 +164,13 @@ func TestHSMInitServeVerify(t *testing.T) {
 		t.Fatalf("key list = %v", byRole)
 	}
 	var byID keyInfo
-	if err := json.Unmarshal([]byte(h.mustCLI("key", "show", ids["timestamp"], "--dir", h.dir, "-o", "json")), &byID); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("key", "show", ids["timestamp"], "--dir", h.Dir, "-o", "json")), &byID); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Join(byID.RootRoles, ",") != "timestamp" || strings.Join(byID.ConfigRoles, ",") != "timestamp" || byID.URI == "" || byID.RootVersion != 1 {
 		t.Fatalf("key show %s = %+v, want the timestamp key of root v1 and tufota.json", ids["timestamp"], byID)
 	}
-	if _, err := h.runCLI("key", "show", strings.Repeat("ab", 32), "--dir", h.dir); err == nil {
+	if _, err := h.RunCLI("key", "show", strings.Repeat("ab", 32), "--dir", h.Dir); err == nil {
 		t.Fatal("key show of an unknown key ID succeeded")
 	}
 }
@@ -225,18 +225,23 @@ func assertNoHSMSecretsInDir(t *testing.T, dir, pin string, fileKeys map[string]
 	}
 }
 
-// softHSMKeys makes a SoftHSM2 token for the test, writes its PIN to a
-// file, and returns the token, a function that names a key object in it as
-// a pkcs11: URI with pin-source (what init and the server store), and the
-// PIN file.
-func softHSMKeys(t *testing.T) (testenv.HSM, func(object string) string, string) {
-	t.Helper()
-	hsm := testenv.SoftHSM(t)
-	pinFile := filepath.Join(t.TempDir(), "hsm.pin")
-	if err := os.WriteFile(pinFile, []byte(hsm.PIN+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return hsm, func(object string) string {
-		return "pkcs11:token=" + hsm.TokenLabel + ";object=" + object + "?module-path=" + hsm.Module + "&pin-source=file:" + pinFile
-	}, pinFile
+// keyInfo and keyListEntry are what `tufota key show` and `key list`
+// print with -o json.
+type keyInfo struct {
+	URI         string   `json:"uri,omitempty"`
+	KeyID       string   `json:"keyid"`
+	KeyType     string   `json:"keytype"`
+	Scheme      string   `json:"scheme"`
+	PublicKey   string   `json:"public_key"`
+	ConfigRoles []string `json:"config_roles,omitempty"`
+	RootRoles   []string `json:"root_roles,omitempty"`
+	RootVersion int64    `json:"root_version,omitempty"`
+}
+
+type keyListEntry struct {
+	Role   string `json:"role"`
+	URI    string `json:"uri"`
+	KeyID  string `json:"keyid,omitempty"`
+	InRoot bool   `json:"in_root"`
+	Error  string `json:"error,omitempty"`
 }

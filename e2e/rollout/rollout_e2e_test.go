@@ -1,4 +1,4 @@
-package main
+package rollout
 
 import (
 	"context"
@@ -9,38 +9,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tufota/tufota/apiclient"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/e2e"
+	"github.com/tufota/tufota/internal/sim"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/server"
 )
 
-func (h *harness) rolloutStatus(id string) rollout.Status {
-	h.t.Helper()
-	var st rollout.Status
-	if err := json.Unmarshal([]byte(h.mustCLI("rollout", "status", id, "-o", "json")), &st); err != nil {
-		h.t.Fatal(err)
-	}
-	return st
-}
-
-func (h *harness) createRollout(args ...string) string {
-	h.t.Helper()
-	var r rollout.Rollout
-	out := h.mustCLI(append([]string{"rollout", "create", "-o", "json"}, args...)...)
-	if err := json.Unmarshal([]byte(out), &r); err != nil || r.ID == "" {
-		h.t.Fatalf("rollout create: %v in %q", err, out)
-	}
-	return r.ID
-}
-
 // runFleet polls until the rollout leaves running (or a minute passes).
-func runFleet(t *testing.T, h *harness, fleet *simFleet, devs []*simDevice, id string) rollout.Status {
+func runFleet(t *testing.T, h *e2e.Harness, fleet *sim.Fleet, devs []*sim.Device, id string) rollout.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var st rollout.Status
-	fleet.runUntil(ctx, devs, 50*time.Millisecond, func(context.Context) bool {
-		st = h.rolloutStatus(id)
+	fleet.RunUntil(ctx, devs, 50*time.Millisecond, func(context.Context) bool {
+		st = h.RolloutStatus(id)
 		return st.State != rollout.Running
 	})
 	return st
@@ -52,14 +36,14 @@ func TestRolloutEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("SKIPPING 200-device rollout end-to-end test: -short")
 	}
-	h := startHarnessWith(t, "--controller-interval", "100ms")
-	fw, _ := h.writeFirmware("pump.bin", 4096)
-	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.1.0", "--hardware", "pump-a")
+	h := e2e.StartWith(t, "--controller-interval", "100ms")
+	fw, _ := h.WriteFirmware("pump.bin", 4096)
+	h.MustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.1.0", "--hardware", "pump-a")
 
 	t.Run("all healthy completes", func(t *testing.T) {
 		fleet, devs := enrollFleet(t, h, "pump-a", 200, 0, 0, 7)
-		id := h.createRollout("--release", "pump-fw@1.1.0", "--cohort", "hardware=pump-a", "--waves", "5%,25%,100%", "--max-failure-rate", "5%")
-		h.mustCLI("rollout", "start", id, "--reason", "e2e")
+		id := h.CreateRollout("--release", "pump-fw@1.1.0", "--cohort", "hardware=pump-a", "--waves", "5%,25%,100%", "--max-failure-rate", "5%")
+		h.MustCLI("rollout", "start", id, "--reason", "e2e")
 		st := runFleet(t, h, fleet, devs, id)
 		if st.State != rollout.Completed {
 			t.Fatalf("rollout state = %s (%s), want completed", st.State, st.Next)
@@ -70,7 +54,7 @@ func TestRolloutEndToEnd(t *testing.T) {
 			}
 		}
 		var hist rollout.History
-		if err := json.Unmarshal([]byte(h.mustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
+		if err := json.Unmarshal([]byte(h.MustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
 			t.Fatal(err)
 		}
 		waves := 0
@@ -88,17 +72,17 @@ func TestRolloutEndToEnd(t *testing.T) {
 	})
 
 	t.Run("half failing pauses in wave 1", func(t *testing.T) {
-		fw2, _ := h.writeFirmware("pump.bin", 4096)
-		h.mustCLI("release", "push", fw2, "--name", "pump-fw", "--version", "1.2.0", "--hardware", "pump-b")
+		fw2, _ := h.WriteFirmware("pump.bin", 4096)
+		h.MustCLI("release", "push", fw2, "--name", "pump-fw", "--version", "1.2.0", "--hardware", "pump-b")
 		fleet, devs := enrollFleet(t, h, "pump-b", 200, 0.5, 0, 11)
-		id := h.createRollout("--release", "pump-fw@1.2.0", "--cohort", "hardware=pump-b", "--waves", "5%,25%,100%", "--min-reports", "10", "--max-failure-rate", "5%")
-		h.mustCLI("rollout", "start", id)
+		id := h.CreateRollout("--release", "pump-fw@1.2.0", "--cohort", "hardware=pump-b", "--waves", "5%,25%,100%", "--min-reports", "10", "--max-failure-rate", "5%")
+		h.MustCLI("rollout", "start", id)
 		st := runFleet(t, h, fleet, devs, id)
 		if st.State != rollout.Paused {
 			t.Fatalf("rollout state = %s, want paused", st.State)
 		}
 		var hist rollout.History
-		if err := json.Unmarshal([]byte(h.mustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
+		if err := json.Unmarshal([]byte(h.MustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
 			t.Fatal(err)
 		}
 		last := hist.Events[len(hist.Events)-1]
@@ -122,40 +106,40 @@ func TestRolloutEndToEnd(t *testing.T) {
 }
 
 // enrollFleet pushes a release for hw and enrolls n devices on 1.0.0.
-func enrollFleet(t *testing.T, h *harness, hw string, n int, failRate, silentRate float64, seed uint64) (*simFleet, []*simDevice) {
+func enrollFleet(t *testing.T, h *e2e.Harness, hw string, n int, failRate, silentRate float64, seed uint64) (*sim.Fleet, []*sim.Device) {
 	t.Helper()
 	var enroll server.EnrollTokenResponse
-	if err := json.Unmarshal([]byte(h.mustCLI("device", "enroll-token", "--hardware", hw, "-o", "json")), &enroll); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("device", "enroll-token", "--hardware", hw, "-o", "json")), &enroll); err != nil {
 		t.Fatal(err)
 	}
-	devs, err := newSimDevices(t.TempDir(), hw, hw, "1.0.0", n, failRate, silentRate, seed)
+	devs, err := sim.NewDevices(t.TempDir(), hw, hw, "1.0.0", n, failRate, silentRate, seed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := enrollAll(context.Background(), &apiClient{base: h.url, token: enroll.EnrollToken, http: h.hc}, devs); err != nil {
+	if err := sim.EnrollAll(context.Background(), apiclient.New(h.URL, enroll.EnrollToken, apiclient.WithHTTPClient(h.HC)), devs); err != nil {
 		t.Fatal(err)
 	}
-	return &simFleet{serverURL: h.url, root: h.root, http: h.hc, log: slog.New(slog.DiscardHandler)}, devs
+	return &sim.Fleet{ServerURL: h.URL, Root: h.Root, HTTP: h.HC, Log: slog.New(slog.DiscardHandler)}, devs
 }
 
 func TestRolloutGatesEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("SKIPPING rollout gates end-to-end test: -short")
 	}
-	h := startHarnessWith(t, "--controller-interval", "100ms")
+	h := e2e.StartWith(t, "--controller-interval", "100ms")
 
 	t.Run("silent devices past the device timeout count as failed", func(t *testing.T) {
-		fw, _ := h.writeFirmware("c.bin", 2048)
-		h.mustCLI("release", "push", fw, "--name", "c-fw", "--version", "1.1.0", "--hardware", "pump-c")
+		fw, _ := h.WriteFirmware("c.bin", 2048)
+		h.MustCLI("release", "push", fw, "--name", "c-fw", "--version", "1.1.0", "--hardware", "pump-c")
 		fleet, devs := enrollFleet(t, h, "pump-c", 20, 0, 1, 3)
-		id := h.createRollout("--release", "c-fw@1.1.0", "--cohort", "hardware=pump-c", "--waves", "50%,100%", "--device-timeout", "1s", "--max-failure-rate", "10%")
-		h.mustCLI("rollout", "start", id)
+		id := h.CreateRollout("--release", "c-fw@1.1.0", "--cohort", "hardware=pump-c", "--waves", "50%,100%", "--device-timeout", "1s", "--max-failure-rate", "10%")
+		h.MustCLI("rollout", "start", id)
 		st := runFleet(t, h, fleet, devs, id)
 		if st.State != rollout.Paused {
 			t.Fatalf("rollout = %s, wave 1 %+v; want paused", st.State, st.Waves[0])
 		}
 		var hist rollout.History
-		if err := json.Unmarshal([]byte(h.mustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
+		if err := json.Unmarshal([]byte(h.MustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
 			t.Fatal(err)
 		}
 		last := hist.Events[len(hist.Events)-1]
@@ -165,30 +149,30 @@ func TestRolloutGatesEndToEnd(t *testing.T) {
 	})
 
 	t.Run("approval gate needs a different user", func(t *testing.T) {
-		fw, _ := h.writeFirmware("d.bin", 2048)
-		h.mustCLI("release", "push", fw, "--name", "d-fw", "--version", "1.1.0", "--hardware", "pump-d")
+		fw, _ := h.WriteFirmware("d.bin", 2048)
+		h.MustCLI("release", "push", fw, "--name", "d-fw", "--version", "1.1.0", "--hardware", "pump-d")
 		fleet, devs := enrollFleet(t, h, "pump-d", 20, 0, 0, 3)
-		id := h.createRollout("--release", "d-fw@1.1.0", "--cohort", "hardware=pump-d", "--waves", "10%,100%", "--approval-required-after-wave", "1")
-		h.mustCLI("rollout", "start", id)
+		id := h.CreateRollout("--release", "d-fw@1.1.0", "--cohort", "hardware=pump-d", "--waves", "10%,100%", "--approval-required-after-wave", "1")
+		h.MustCLI("rollout", "start", id)
 		st := runFleet(t, h, fleet, devs, id)
 		if st.State != rollout.WaitingApproval {
 			t.Fatalf("rollout = %s, want waiting-approval after wave 1", st.State)
 		}
-		if _, err := h.runCLI("rollout", "approve", id); err == nil {
+		if _, err := h.RunCLI("rollout", "approve", id); err == nil {
 			t.Fatal("the creator approved their own rollout")
 		}
 		var olivia struct {
 			Token string `json:"token"`
 		}
-		if err := json.Unmarshal([]byte(h.mustCLI("token", "create", "--name", "olivia", "--role", "operator", "-o", "json")), &olivia); err != nil {
+		if err := json.Unmarshal([]byte(h.MustCLI("token", "create", "--name", "olivia", "--role", "operator", "-o", "json")), &olivia); err != nil {
 			t.Fatal(err)
 		}
-		h.mustCLI("rollout", "approve", id, "--token", olivia.Token, "--reason", "wave 1 clean")
+		h.MustCLI("rollout", "approve", id, "--token", olivia.Token, "--reason", "wave 1 clean")
 		if st := runFleet(t, h, fleet, devs, id); st.State != rollout.Completed {
 			t.Fatalf("after approval: %s, want completed", st.State)
 		}
 		var hist rollout.History
-		if err := json.Unmarshal([]byte(h.mustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
+		if err := json.Unmarshal([]byte(h.MustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
 			t.Fatal(err)
 		}
 		approved := false
@@ -201,10 +185,10 @@ func TestRolloutGatesEndToEnd(t *testing.T) {
 		// The audit export lists the release and every rollout action
 		// with the right actor, and verifies.
 		export := filepath.Join(t.TempDir(), "audit.json")
-		h.mustCLI("audit", "export", "--format", "json", "--out", export)
-		h.mustCLI("audit", "verify", "--export", export)
+		h.MustCLI("audit", "export", "--format", "json", "--out", export)
+		h.MustCLI("audit", "verify", "--export", export)
 		var entries []audit.Entry
-		if err := json.Unmarshal([]byte(h.mustCLI("audit", "log", "--object", "rollout/"+id, "-o", "json")), &entries); err != nil {
+		if err := json.Unmarshal([]byte(h.MustCLI("audit", "log", "--object", "rollout/"+id, "-o", "json")), &entries); err != nil {
 			t.Fatal(err)
 		}
 		seen := map[string]bool{}
@@ -233,7 +217,7 @@ func TestRolloutGatesEndToEnd(t *testing.T) {
 			{[]string{"--release", "d-fw@1.1.0", "--cohort", "hardware=pump-d", "--waves", "100%", "--window", "Funday 25:00-26:00"}, "window"},
 		}
 		for _, tc := range tests {
-			_, err := h.runCLI(append([]string{"rollout", "create"}, tc.args...)...)
+			_, err := h.RunCLI(append([]string{"rollout", "create"}, tc.args...)...)
 			if err == nil || !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(tc.want)) {
 				t.Errorf("rollout create %v: %v, want an error about %q", tc.args, err, tc.want)
 			}

@@ -1,19 +1,20 @@
-package main
+package release
 
 import (
 	"encoding/json"
 	"strings"
 	"testing"
 
+	"github.com/tufota/tufota/e2e"
 	"github.com/tufota/tufota/server"
 )
 
 // TestStatusCommand: on a fresh repository `tufota status` lists the four
 // roles, who signs each, and no warning; an auditor may read it.
 func TestStatusCommand(t *testing.T) {
-	h := startHarness(t)
+	h := e2e.Start(t)
 	var st server.Status
-	if err := json.Unmarshal([]byte(h.mustCLI("status", "-o", "json")), &st); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("status", "-o", "json")), &st); err != nil {
 		t.Fatal(err)
 	}
 	online := map[string]bool{}
@@ -26,10 +27,10 @@ func TestStatusCommand(t *testing.T) {
 	if len(st.Roles) != 4 || online["root"] || online["targets"] || !online["snapshot"] || !online["timestamp"] || len(st.Warnings) != 0 {
 		t.Fatalf("status = %+v, want root and targets offline, snapshot and timestamp online, no warnings", st)
 	}
-	if st.Leader != "leader" && st.Leader != "follower" { // the first lease attempt may not have run yet
+	if st.Leader != "leader" && st.Leader != "follower" { // the first lease attempt may not have e2e.Run yet
 		t.Errorf("leader role = %q, want leader or follower", st.Leader)
 	}
-	out := h.mustCLI("status")
+	out := h.MustCLI("status")
 	if !strings.Contains(out, "key holders (offline)") || !strings.Contains(out, "server (online)") {
 		t.Errorf("status table:\n%s", out)
 	}

@@ -1,4 +1,4 @@
-package main
+package rollout
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/tufota/tufota/client"
+	"github.com/tufota/tufota/e2e"
 	"github.com/tufota/tufota/server"
 )
 
@@ -19,7 +20,7 @@ import (
 // called in) and checks every column of `tufota fleet report`, as JSON and as
 // CSV: the outdated-firmware list of a risk assessment.
 func TestFleetReportEndToEnd(t *testing.T) {
-	h := startHarness(t)
+	h := e2e.Start(t)
 	ctx := context.Background()
 	for _, r := range []struct{ name, version, hw string }{
 		{"pump-fw", "1.0.0", "pump-a"},
@@ -27,13 +28,13 @@ func TestFleetReportEndToEnd(t *testing.T) {
 		{"pump-fw", "1.2.0", "pump-a"},
 		{"monitor-fw", "2.0.0", "monitor-x"},
 	} {
-		fw, _ := h.writeFirmware(r.name+".bin", 2048)
-		h.mustCLI("release", "push", fw, "--name", r.name, "--version", r.version, "--hardware", r.hw)
+		fw, _ := h.WriteFirmware(r.name+".bin", 2048)
+		h.MustCLI("release", "push", fw, "--name", r.name, "--version", r.version, "--hardware", r.hw)
 	}
 
 	// dev-a updates 1.0.0 → 1.2.0 and reports it installed.
-	a := h.newClient(h.url, "dev-a", "pump-a", "1.0.0")
-	h.mustCLI("device", "assign", "dev-a", "pump-fw@1.2.0", "--reason", "fleet report test")
+	a := h.NewClient(h.URL, "dev-a", "pump-a", "1.0.0")
+	h.MustCLI("device", "assign", "dev-a", "pump-fw@1.2.0", "--reason", "fleet report test")
 	upd, err := a.Check(ctx)
 	if err != nil || upd == nil {
 		t.Fatalf("dev-a Check = %+v, %v", upd, err)
@@ -46,8 +47,8 @@ func TestFleetReportEndToEnd(t *testing.T) {
 	}
 
 	// dev-b is offered 1.1.0 and fails twice, then rolls back once.
-	b := h.newClient(h.url, "dev-b", "pump-a", "1.0.0")
-	h.mustCLI("device", "assign", "dev-b", "pump-fw@1.1.0", "--reason", "fleet report test")
+	b := h.NewClient(h.URL, "dev-b", "pump-a", "1.0.0")
+	h.MustCLI("device", "assign", "dev-b", "pump-fw@1.1.0", "--reason", "fleet report test")
 	if upd, err = b.Check(ctx); err != nil || upd == nil {
 		t.Fatalf("dev-b Check = %+v, %v", upd, err)
 	}
@@ -58,10 +59,10 @@ func TestFleetReportEndToEnd(t *testing.T) {
 	}
 
 	// dev-m runs the newest monitor firmware and never called in.
-	h.registerDevice("dev-m", "monitor-x", "2.0.0")
+	h.RegisterDevice("dev-m", "monitor-x", "2.0.0")
 
 	var rows []server.FleetRow
-	if err := json.Unmarshal([]byte(h.mustCLI("fleet", "report", "-o", "json")), &rows); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("fleet", "report", "-o", "json")), &rows); err != nil {
 		t.Fatalf("fleet report -o json: %v", err)
 	}
 	type want struct {
@@ -96,7 +97,7 @@ func TestFleetReportEndToEnd(t *testing.T) {
 	}
 
 	// The CSV says the same, one line per device, with a header.
-	recs, err := csv.NewReader(strings.NewReader(h.mustCLI("fleet", "report", "--format", "csv"))).ReadAll()
+	recs, err := csv.NewReader(strings.NewReader(h.MustCLI("fleet", "report", "--format", "csv"))).ReadAll()
 	if err != nil {
 		t.Fatalf("fleet report --format csv: %v", err)
 	}
@@ -116,7 +117,7 @@ func TestFleetReportEndToEnd(t *testing.T) {
 	}
 
 	// Bad input: an unknown format is refused with a clear message.
-	if _, err := h.runCLI("fleet", "report", "--format", "xlsx"); err == nil || !strings.Contains(err.Error(), "xlsx") {
+	if _, err := h.RunCLI("fleet", "report", "--format", "xlsx"); err == nil || !strings.Contains(err.Error(), "xlsx") {
 		t.Errorf("fleet report --format xlsx: %v, want an error naming the format", err)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package replicas
 
 import (
 	"bytes"
@@ -22,20 +22,20 @@ import (
 
 // apiCall is one raw request to a replica with the admin token.
 func (c *cluster) apiCall(method, url string, body io.Reader, contentType string) (status int, retryAfter string, e server.ErrorBody, took time.Duration) {
-	c.t.Helper()
+	c.T.Helper()
 	req, err := http.NewRequest(method, url, body)
 	if err != nil {
-		c.t.Fatal(err)
+		c.T.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.adminToken)
+	req.Header.Set("Authorization", "Bearer "+c.AdminToken)
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
 	start := time.Now()
-	resp, err := c.hc.Do(req) // the client's 30s timeout turns a hang into a failure
+	resp, err := c.HC.Do(req) // the client's 30s timeout turns a hang into a failure
 	took = time.Since(start)
 	if err != nil {
-		c.t.Fatalf("%s %s: %v (after %v): the server must answer, not hang", method, url, err, took)
+		c.T.Fatalf("%s %s: %v (after %v): the server must answer, not hang", method, url, err, took)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -77,13 +77,13 @@ func TestFaultsOutagesAndRecovery(t *testing.T) {
 	ctx := context.Background()
 
 	// Acknowledged before any fault.
-	fw, want := c.writeFirmware("pump.bin", 64<<10)
+	fw, want := c.WriteFirmware("pump.bin", 64<<10)
 	if _, err := c.pushAt(s.url, fw, "pump-fw", "1.0.0"); err != nil {
 		t.Fatal(err)
 	}
-	c.registerDevice("dev-1", "pump-a", "0.9.0")
-	ro := c.createRollout("--release", "pump-fw@1.0.0", "--cohort", "hardware=pump-a", "--waves", "100%")
-	c.mustCLI("rollout", "start", ro, "--reason", "before the faults")
+	c.RegisterDevice("dev-1", "pump-a", "0.9.0")
+	ro := c.CreateRollout("--release", "pump-fw@1.0.0", "--cohort", "hardware=pump-a", "--waves", "100%")
+	c.MustCLI("rollout", "start", ro, "--reason", "before the faults")
 
 	t.Run("MinIO stops mid-upload", func(t *testing.T) {
 		const size = 40 << 20 // a multipart upload of 16 MiB parts
@@ -149,7 +149,7 @@ func TestFaultsOutagesAndRecovery(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fw2, _ := c.writeFirmware("pump.bin", 32<<10)
+		fw2, _ := c.WriteFirmware("pump.bin", 32<<10)
 		pushed := make(chan error, 1)
 		go func() {
 			_, err := c.pushAt(s.url, fw2, "pump-fw", "1.1.0")
@@ -185,8 +185,8 @@ func TestFaultsOutagesAndRecovery(t *testing.T) {
 		})
 		pg.Start()
 		waitFor(t, "re-elected after PostgreSQL returned", 2*lease, c.roleIs(s.url, "leader"))
-		c.mustCLI("rollout", "pause", ro, "--reason", "after the outage")
-		if st := c.rolloutStatus(ro); st.State != rollout.Paused {
+		c.MustCLI("rollout", "pause", ro, "--reason", "after the outage")
+		if st := c.RolloutStatus(ro); st.State != rollout.Paused {
 			t.Fatalf("rollout state after recovery = %s, want paused", st.State)
 		}
 	})
@@ -198,12 +198,12 @@ func TestFaultsOutagesAndRecovery(t *testing.T) {
 		r, code, err := c.readyz(s.url)
 		return code == http.StatusOK, fmt.Sprintf("%d %+v %v", code, r, err)
 	})
-	fw3, want3 := c.writeFirmware("pump.bin", 48<<10)
+	fw3, want3 := c.WriteFirmware("pump.bin", 48<<10)
 	if _, err := c.pushAt(s.url, fw3, "pump-fw", "1.2.0"); err != nil {
 		t.Fatalf("push after recovery: %v", err)
 	}
 	var rels []signer.Release
-	if err := json.Unmarshal([]byte(c.mustCLI("release", "list", "-o", "json")), &rels); err != nil {
+	if err := json.Unmarshal([]byte(c.MustCLI("release", "list", "-o", "json")), &rels); err != nil {
 		t.Fatal(err)
 	}
 	listed := map[string]string{}
@@ -213,7 +213,7 @@ func TestFaultsOutagesAndRecovery(t *testing.T) {
 	if listed["1.0.0"] != signer.StatePublished || listed["1.2.0"] != signer.StatePublished || len(listed) != 2 {
 		t.Fatalf("releases after recovery = %v; want exactly 1.0.0 and 1.2.0 published", listed)
 	}
-	up := stockUpdater(t, c.harness, s.url)
+	up := stockUpdater(t, c.Harness, s.url)
 	for path, content := range map[string][]byte{"pump-fw/1.0.0/pump.bin": want, "pump-fw/1.2.0/pump.bin": want3} {
 		ti, err := up.GetTargetInfo(path)
 		if err != nil {
@@ -230,3 +230,7 @@ func TestFaultsOutagesAndRecovery(t *testing.T) {
 		}
 	}
 }
+
+// repositoryLock is the database lock the server takes to write the TUF
+// repository (cmd/tufota, servercmd.go).
+const repositoryLock = "tuf-repository"

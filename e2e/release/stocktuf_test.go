@@ -1,4 +1,4 @@
-package main
+package release
 
 import (
 	"bytes"
@@ -7,27 +7,30 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/e2e"
 )
 
 // TestStockGoTUFUpdaterVerifiesRepository checks that what tufota publishes
 // is a valid TUF repository for go-tuf's own updater, not only for tufota's
 // client.
 func TestStockGoTUFUpdaterVerifiesRepository(t *testing.T) {
-	h := startHarness(t)
-	fw, want := h.writeFirmware("pump.bin", 1<<20)
-	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.0", "--hardware", "pump-a")
-	fw2, want2 := h.writeFirmware("pump.bin", 4096)
-	h.mustCLI("release", "push", fw2, "--name", "pump-fw", "--version", "1.0.1", "--hardware", "pump-a")
+	h := e2e.Start(t)
+	fw, want := h.WriteFirmware("pump.bin", 1<<20)
+	h.MustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.0", "--hardware", "pump-a")
+	fw2, want2 := h.WriteFirmware("pump.bin", 4096)
+	h.MustCLI("release", "push", fw2, "--name", "pump-fw", "--version", "1.0.1", "--hardware", "pump-a")
 
-	cfg, err := config.New(h.url+"/tuf", h.root)
+	cfg, err := config.New(h.URL+"/tuf", h.Root)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.LocalMetadataDir = t.TempDir()
 	cfg.LocalTargetsDir = t.TempDir()
-	cfg.RemoteTargetsURL = h.url + "/tuf/targets"
+	cfg.RemoteTargetsURL = h.URL + "/tuf/targets"
 	cfg.PrefixTargetsWithHash = true
-	if err := cfg.SetDefaultFetcherTransport(tokenTransport{token: h.deviceToken("stock-go-tuf"), next: h.hc.Transport}); err != nil {
+	if err := cfg.SetDefaultFetcherTransport(apiclient.New(h.URL, h.DeviceToken("stock-go-tuf"), apiclient.WithHTTPClient(h.HC)).Transport()); err != nil {
 		t.Fatal(err)
 	}
 	if err := cfg.SetDefaultFetcherRetry(0, 1); err != nil {

@@ -1,4 +1,4 @@
-package main
+package audit
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/e2e"
 	"github.com/tufota/tufota/internal/testenv"
 )
 
@@ -25,7 +26,7 @@ func TestServerArchivesCheckpointsOnObjectLock(t *testing.T) {
 	const bucket = "tufota-audit-archive"
 	archive := "s3://" + bucket + "/ckpt?endpoint=" + endpoint + "&secure=false&object-lock=compliance"
 	start := time.Now()
-	h := startHarnessFull(t, env, nil, "--audit-archive", archive)
+	h := e2e.StartFull(t, env, nil, "--audit-archive", archive)
 
 	mc, err := minio.New(endpoint, &minio.Options{Creds: credentials.NewStaticV4(access, secret, "")})
 	if err != nil {
@@ -79,8 +80,8 @@ func TestServerArchivesCheckpointsOnObjectLock(t *testing.T) {
 		{"archive kept shorter than the audit retention", []string{"--audit-archive", archive + "&retention=30d"}, "shorter than --audit-retention"},
 		{"archive without object lock", []string{"--audit-archive", "file:/tmp/x"}, "not write-once storage"},
 	} {
-		args := append([]string{"server", "--dir", h.dir, "--addr", "127.0.0.1:0", "--insecure-http"}, tc.flags...)
-		if _, err := h.runCLI(args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+		args := append([]string{"server", "--dir", h.Dir, "--addr", "127.0.0.1:0", "--insecure-http"}, tc.flags...)
+		if _, err := h.RunCLI(args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: server %v: %v, want an error containing %q", tc.name, tc.flags, err, tc.want)
 		}
 	}

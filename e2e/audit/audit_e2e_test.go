@@ -1,4 +1,4 @@
-package main
+package audit
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/e2e"
 )
 
 // TestAuditTrailEndToEnd runs real actions through the CLI and the server,
@@ -15,23 +16,23 @@ import (
 // verifies offline against the key init printed, and that a later export
 // provably extends it.
 func TestAuditTrailEndToEnd(t *testing.T) {
-	h := startHarness(t)
-	fw, _ := h.writeFirmware("fw.bin", 2048)
-	h.mustCLI("token", "create", "--name", "alice", "--role", "release-engineer", "--expires", "30d")
+	h := e2e.Start(t)
+	fw, _ := h.WriteFirmware("fw.bin", 2048)
+	h.MustCLI("token", "create", "--name", "alice", "--role", "release-engineer", "--expires", "30d")
 	var alice struct {
 		Token string `json:"token"`
 	}
-	if err := json.Unmarshal([]byte(h.mustCLI("token", "create", "--name", "alice2", "--role", "release-engineer", "-o", "json")), &alice); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("token", "create", "--name", "alice2", "--role", "release-engineer", "-o", "json")), &alice); err != nil {
 		t.Fatal(err)
 	}
-	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.0", "--hardware", "pump-a", "--token", alice.Token)
-	if _, err := h.runCLI("token", "create", "--name", "eve", "--role", "admin", "--token", alice.Token); err == nil {
+	h.MustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.0", "--hardware", "pump-a", "--token", alice.Token)
+	if _, err := h.RunCLI("token", "create", "--name", "eve", "--role", "admin", "--token", alice.Token); err == nil {
 		t.Fatal("a release engineer created an admin token")
 	}
-	h.mustCLI("token", "revoke", "alice")
+	h.MustCLI("token", "revoke", "alice")
 
 	var entries []audit.Entry
-	if err := json.Unmarshal([]byte(h.mustCLI("audit", "log", "-o", "json")), &entries); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("audit", "log", "-o", "json")), &entries); err != nil {
 		t.Fatal(err)
 	}
 	type key struct{ actor, action, outcome string }
@@ -54,31 +55,31 @@ func TestAuditTrailEndToEnd(t *testing.T) {
 
 	dir := t.TempDir()
 	old := filepath.Join(dir, "old.json")
-	h.mustCLI("audit", "export", "--format", "json", "--out", old)
+	h.MustCLI("audit", "export", "--format", "json", "--out", old)
 	var rep struct {
 		Export audit.Report `json:"export"`
 	}
-	if err := json.Unmarshal([]byte(h.mustCLI("audit", "verify", "--export", old, "-o", "json")), &rep); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("audit", "verify", "--export", old, "-o", "json")), &rep); err != nil {
 		t.Fatal(err)
 	}
 	if !rep.Export.OK || rep.Export.Entries < 6 {
 		t.Fatalf("verify old export = %+v", rep.Export)
 	}
 	vkey := rep.Export.VerifierKey
-	h.mustCLI("audit", "verify", "--export", old, "--key", vkey)
-	if _, err := h.runCLI("audit", "verify", "--export", old, "--key", strings.Replace(vkey, "+", "-x+", 1)); err == nil {
+	h.MustCLI("audit", "verify", "--export", old, "--key", vkey)
+	if _, err := h.RunCLI("audit", "verify", "--export", old, "--key", strings.Replace(vkey, "+", "-x+", 1)); err == nil {
 		t.Fatal("verify accepted an export against the wrong pinned key")
 	}
 
-	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.1", "--hardware", "pump-a")
+	h.MustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.1", "--hardware", "pump-a")
 	newer := filepath.Join(dir, "new.json")
-	h.mustCLI("audit", "export", "--format", "json", "--out", newer)
-	out := h.mustCLI("audit", "verify", "--export", newer, "--since-export", old, "--key", vkey)
+	h.MustCLI("audit", "export", "--format", "json", "--out", newer)
+	out := h.MustCLI("audit", "verify", "--export", newer, "--since-export", old, "--key", vkey)
 	if !strings.Contains(out, "extends") {
 		t.Fatalf("verify --since-export output lacks the consistency result:\n%s", out)
 	}
 	// Server-side and client-side verification of the live log.
-	h.mustCLI("audit", "verify", "--key", vkey)
+	h.MustCLI("audit", "verify", "--key", vkey)
 
 	// An edited export is refused, naming the entry.
 	b, err := os.ReadFile(newer)
@@ -89,7 +90,7 @@ func TestAuditTrailEndToEnd(t *testing.T) {
 	if err := os.WriteFile(edited, []byte(strings.Replace(string(b), `"alice2"`, `"mallory"`, 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.runCLI("audit", "verify", "--export", edited); err == nil || !strings.Contains(err.Error(), "entry") {
+	if _, err := h.RunCLI("audit", "verify", "--export", edited); err == nil || !strings.Contains(err.Error(), "entry") {
 		t.Fatalf("verify of an edited export: %v, want a failure naming the entry", err)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package delegation
 
 import (
 	"bytes"
@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tufota/tufota/e2e"
+	"github.com/tufota/tufota/internal/datadir"
 )
 
 // TestHashedBinsCLI: `init --hashed-bins 4` records the layout in
@@ -17,8 +20,8 @@ import (
 // product-line delegation is refused; and a server whose config disagrees
 // with the signed metadata refuses to start.
 func TestHashedBinsCLI(t *testing.T) {
-	h := startHarnessFull(t, nil, []string{"--hashed-bins", "4"})
-	b, err := os.ReadFile(filepath.Join(h.dir, datadir.ConfigName))
+	h := e2e.StartFull(t, nil, []string{"--hashed-bins", "4"})
+	b, err := os.ReadFile(filepath.Join(h.Dir, datadir.ConfigName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,22 +30,22 @@ func TestHashedBinsCLI(t *testing.T) {
 		t.Fatalf("%s: hashed_bins = %d (%v), want 4", datadir.ConfigName, cfg.HashedBins, err)
 	}
 
-	fw, want := h.writeFirmware("pump.bin", 5000)
+	fw, want := h.WriteFirmware("pump.bin", 5000)
 	var rel struct {
 		TargetPath     string `json:"target_path"`
 		State          string `json:"state"`
 		TargetsVersion int64  `json:"targets_version"`
 	}
-	if err := json.Unmarshal([]byte(h.mustCLI("release", "push", fw, "--name", "pump", "--version", "2.0.0", "--hardware", "pump-a", "-o", "json")), &rel); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("release", "push", fw, "--name", "pump", "--version", "2.0.0", "--hardware", "pump-a", "-o", "json")), &rel); err != nil {
 		t.Fatal(err)
 	}
 	if rel.State != "published" {
 		t.Fatalf("pushed release = %+v, want published", rel)
 	}
-	h.mustCLI("release", "push", fw, "--name", "monitor", "--version", "1.0.0", "--hardware", "mon-a")
+	h.MustCLI("release", "push", fw, "--name", "monitor", "--version", "1.0.0", "--hardware", "mon-a")
 
 	// go-tuf's updater, through the server's /tuf/.
-	up, err := h.stockClient(h.root) // refreshed
+	up, err := h.StockClient(h.Root) // refreshed
 	if err != nil {
 		t.Fatalf("stock Refresh: %v", err)
 	}
@@ -50,13 +53,13 @@ func TestHashedBinsCLI(t *testing.T) {
 	if top == nil || len(top.Signed.Targets) != 0 || top.Signed.Delegations == nil || top.Signed.Delegations.SuccinctRoles == nil {
 		t.Fatalf("top-level targets = %+v, want no targets and a succinct delegation", top)
 	}
-	if got, err := h.download(h.root, rel.TargetPath); err != nil || !bytes.Equal(got, want) {
+	if got, err := h.Download(h.Root, rel.TargetPath); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("stock download of %s: %v", rel.TargetPath, err)
 	}
 
 	// tufota's device client.
-	c := h.newClient(h.url, "dev-1", "pump-a", "1.0.0")
-	h.mustCLI("device", "assign", "dev-1", "pump@2.0.0", "--reason", "hashed bins test")
+	c := h.NewClient(h.URL, "dev-1", "pump-a", "1.0.0")
+	h.MustCLI("device", "assign", "dev-1", "pump@2.0.0", "--reason", "hashed bins test")
 	ctx := context.Background()
 	upd, err := c.Check(ctx)
 	if err != nil || upd == nil || upd.Version != "2.0.0" {
@@ -70,7 +73,7 @@ func TestHashedBinsCLI(t *testing.T) {
 		t.Fatalf("client downloaded different bytes (err %v)", err)
 	}
 
-	if _, err := h.runCLI("delegation", "add", "pumps", "--paths", "pump/*/*", "--key", "file:"+filepath.Join(h.dir, "keys", "targets.key")); err == nil || !strings.Contains(err.Error(), "hashed bins") {
+	if _, err := h.RunCLI("delegation", "add", "pumps", "--paths", "pump/*/*", "--key", "file:"+filepath.Join(h.Dir, "keys", "targets.key")); err == nil || !strings.Contains(err.Error(), "hashed bins") {
 		t.Fatalf("delegation add in a hashed-bin repository: %v, want a refusal naming hashed bins", err)
 	}
 }
@@ -79,7 +82,7 @@ func TestHashedBinsCLI(t *testing.T) {
 // hashed bins with a targets threshold above one, before creating
 // anything.
 func TestHashedBinsInitRefusals(t *testing.T) {
-	h := &harness{t: t, env: map[string]string{"TUFOTA_KEY_PASSPHRASE": "0123456789abcdef"}}
+	h := &e2e.Harness{T: t, Env: map[string]string{"TUFOTA_KEY_PASSPHRASE": "0123456789abcdef"}}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -89,7 +92,7 @@ func TestHashedBinsInitRefusals(t *testing.T) {
 		{[]string{"--hashed-bins", "4", "--targets-key", "file:keys/t1.key", "--targets-key", "file:keys/t2.key", "--targets-threshold", "2"}, "needs --targets-threshold 1"},
 	} {
 		dir := filepath.Join(t.TempDir(), "repo")
-		_, err := h.runCLI(append([]string{"init", "--dir", dir}, tc.args...)...)
+		_, err := h.RunCLI(append([]string{"init", "--dir", dir}, tc.args...)...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Fatalf("init %v: %v, want an error saying %q", tc.args, err, tc.want)
 		}
@@ -102,17 +105,17 @@ func TestHashedBinsInitRefusals(t *testing.T) {
 // TestHashedBinsConfigMismatch: a server refuses to start when
 // DIR/tufota.json and the signed metadata disagree about the layout.
 func TestHashedBinsConfigMismatch(t *testing.T) {
-	h := &harness{t: t, dir: filepath.Join(t.TempDir(), "repo"), env: map[string]string{"TUFOTA_KEY_PASSPHRASE": "0123456789abcdef"}}
-	h.mustCLI("init", "--dir", h.dir, "--hashed-bins", "2")
-	cfg, err := datadir.Load(h.dir)
+	h := &e2e.Harness{T: t, Dir: filepath.Join(t.TempDir(), "repo"), Env: map[string]string{"TUFOTA_KEY_PASSPHRASE": "0123456789abcdef"}}
+	h.MustCLI("init", "--dir", h.Dir, "--hashed-bins", "2")
+	cfg, err := datadir.Load(h.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.HashedBins = 0
-	if err := datadir.Write(h.dir, cfg); err != nil {
+	if err := datadir.Write(h.Dir, cfg); err != nil {
 		t.Fatal(err)
 	}
-	_, err = h.runCLI("server", "--dir", h.dir, "--addr", "127.0.0.1:0", "--tls-self-signed")
+	_, err = h.RunCLI("server", "--dir", h.Dir, "--addr", "127.0.0.1:0", "--tls-self-signed")
 	if err == nil || !strings.Contains(err.Error(), "hashed_bins 0") {
 		t.Fatalf("server with a config that disagrees with the metadata: %v, want a refusal", err)
 	}

@@ -1,4 +1,4 @@
-package main
+package hsm
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tufota/tufota/e2e"
 	"github.com/tufota/tufota/signer"
 )
 
@@ -19,21 +20,21 @@ import (
 // tufota client and go-tuf's stock updater verify and download it. The data
 // dir holds no private key of the HSM roles and no PIN.
 func TestHSMThresholdRelease(t *testing.T) {
-	hsm, uri, _ := softHSMKeys(t)
-	cli := &harness{t: t, env: map[string]string{"TUFOTA_KEY_PASSPHRASE": "not-used-by-hsm-keys"}}
+	hsm, uri, _ := e2e.SoftHSMKeys(t)
+	cli := &e2e.Harness{T: t, Env: map[string]string{"TUFOTA_KEY_PASSPHRASE": "not-used-by-hsm-keys"}}
 	for _, object := range []string{"root-1", "root-2", "targets-alice", "targets-bob"} {
-		cli.mustCLI("key", "create", "--uri", uri(object))
+		cli.MustCLI("key", "create", "--uri", uri(object))
 	}
-	h := startHarnessFull(t, nil, []string{
+	h := e2e.StartFull(t, nil, []string{
 		"--root-key", uri("root-1"), "--root-key", uri("root-2"), "--root-threshold", "2",
 		"--targets-key", uri("targets-alice"), "--targets-key", uri("targets-bob"), "--targets-threshold", "2",
 	})
-	assertNoHSMSecretsInDir(t, h.dir, hsm.PIN, map[string]bool{"keys/snapshot.key": true, "keys/timestamp.key": true, "keys/audit.key": true})
+	assertNoHSMSecretsInDir(t, h.Dir, hsm.PIN, map[string]bool{"keys/snapshot.key": true, "keys/timestamp.key": true, "keys/audit.key": true})
 
-	fw, want := h.writeFirmware("pump.bin", 200<<10)
+	fw, want := h.WriteFirmware("pump.bin", 200<<10)
 	const path = "pump-fw/3.0.0/pump.bin"
 	var rel signer.Release
-	if err := json.Unmarshal([]byte(h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "3.0.0", "--hardware", "pump-a", "-o", "json")), &rel); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("release", "push", fw, "--name", "pump-fw", "--version", "3.0.0", "--hardware", "pump-a", "-o", "json")), &rel); err != nil {
 		t.Fatal(err)
 	}
 	if rel.State == signer.StatePublished || rel.Signing == nil || rel.Signing.Needed != 2 || len(rel.Signing.ServerKeys) != 0 {
@@ -41,38 +42,38 @@ func TestHSMThresholdRelease(t *testing.T) {
 	}
 	invisible := func(stage string) {
 		t.Helper()
-		if _, err := h.download(h.root, path); err == nil {
+		if _, err := h.Download(h.Root, path); err == nil {
 			t.Fatalf("%s: a TUF client downloaded the pending release", stage)
 		}
-		if _, err := h.runCLI("device", "assign", "dev-hsm", "pump-fw@3.0.0", "--reason", "too early"); err == nil {
+		if _, err := h.RunCLI("device", "assign", "dev-hsm", "pump-fw@3.0.0", "--reason", "too early"); err == nil {
 			t.Fatalf("%s: a pending release was assigned to a device", stage)
 		}
 	}
-	c := h.newClient(h.url, "dev-hsm", "pump-a", "1.0.0")
+	c := h.NewClient(h.URL, "dev-hsm", "pump-a", "1.0.0")
 	invisible("no signature")
 
 	// Alice signs with her key in the HSM: one of two.
-	h.mustCLI("release", "sign", "pump-fw@3.0.0", "--key", uri("targets-alice"), "--yes")
-	if err := json.Unmarshal([]byte(h.mustCLI("release", "show", "pump-fw@3.0.0", "-o", "json")), &rel); err != nil {
+	h.MustCLI("release", "sign", "pump-fw@3.0.0", "--key", uri("targets-alice"), "--yes")
+	if err := json.Unmarshal([]byte(h.MustCLI("release", "show", "pump-fw@3.0.0", "-o", "json")), &rel); err != nil {
 		t.Fatal(err)
 	}
 	if rel.State == signer.StatePublished || rel.Signing == nil || rel.Signing.Needed != 1 || len(rel.Signing.Signatures) != 1 {
 		t.Fatalf("after one signature: state %s, signing %+v; want pending with 1 signature, 1 needed", rel.State, rel.Signing)
 	}
 	invisible("one signature")
-	if _, err := h.runCLI("release", "sign", "pump-fw@3.0.0", "--key", uri("targets-alice"), "--yes"); err == nil {
+	if _, err := h.RunCLI("release", "sign", "pump-fw@3.0.0", "--key", uri("targets-alice"), "--yes"); err == nil {
 		t.Fatal("the same HSM key signed twice")
 	}
 
 	// Bob signs with the second HSM key: published.
-	if out := h.mustCLI("release", "sign", "pump-fw@3.0.0", "--key", uri("targets-bob"), "--yes"); !strings.Contains(out, "published as targets v") {
+	if out := h.MustCLI("release", "sign", "pump-fw@3.0.0", "--key", uri("targets-bob"), "--yes"); !strings.Contains(out, "published as targets v") {
 		t.Fatalf("second signature:\n%s", out)
 	}
-	got, err := h.download(h.root, path)
+	got, err := h.Download(h.Root, path)
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("stock go-tuf download after two signatures: %v (same bytes: %v)", err, bytes.Equal(got, want))
 	}
-	h.mustCLI("device", "assign", "dev-hsm", "pump-fw@3.0.0", "--reason", "two-person rule met")
+	h.MustCLI("device", "assign", "dev-hsm", "pump-fw@3.0.0", "--reason", "two-person rule met")
 	ctx := context.Background()
 	upd, err := c.Check(ctx)
 	if err != nil || upd == nil || upd.Target != path {

@@ -1,4 +1,4 @@
-package main
+package release
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tufota/tufota/e2e"
 	"github.com/tufota/tufota/signer"
 )
 
@@ -20,8 +21,8 @@ import (
 // and downloads, `release show` lists it, and a device is still offered
 // only the firmware.
 func TestSBOMReleaseEndToEnd(t *testing.T) {
-	h := startHarnessWith(t, "--require-sbom")
-	fw, want := h.writeFirmware("pump.bin", 64<<10)
+	h := e2e.StartWith(t, "--require-sbom")
+	fw, want := h.WriteFirmware("pump.bin", 64<<10)
 	doc, err := os.ReadFile(filepath.Join("..", "..", "signer", "testdata", "sbom", "pump-fw.cdx.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +33,7 @@ func TestSBOMReleaseEndToEnd(t *testing.T) {
 	}
 
 	// Refused without an SBOM, and with one that is not an SBOM.
-	_, err = h.runCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.0", "--hardware", "pump-a")
+	_, err = h.RunCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.0", "--hardware", "pump-a")
 	if err == nil || !strings.Contains(err.Error(), "this repository requires an SBOM with every release (--sbom FILE)") {
 		t.Fatalf("push without --sbom: %v, want the require-sbom refusal", err)
 	}
@@ -40,17 +41,17 @@ func TestSBOMReleaseEndToEnd(t *testing.T) {
 	if err := os.WriteFile(notSBOM, []byte(`{"name":"pump-fw"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = h.runCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.0", "--hardware", "pump-a", "--sbom", notSBOM)
+	_, err = h.RunCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.0", "--hardware", "pump-a", "--sbom", notSBOM)
 	if err == nil || !strings.Contains(err.Error(), "neither CycloneDX JSON") {
 		t.Fatalf("push with a non-SBOM: %v, want a validation error", err)
 	}
-	if out := h.mustCLI("release", "list", "-o", "json"); strings.TrimSpace(out) != "[]" {
+	if out := h.MustCLI("release", "list", "-o", "json"); strings.TrimSpace(out) != "[]" {
 		t.Fatalf("refused pushes left releases: %s", out)
 	}
 
 	// Published with its SBOM.
 	var rel signer.Release
-	out := h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.0", "--hardware", "pump-a", "--sbom", sbomFile, "-o", "json")
+	out := h.MustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.0", "--hardware", "pump-a", "--sbom", sbomFile, "-o", "json")
 	if err := json.Unmarshal([]byte(out), &rel); err != nil {
 		t.Fatalf("push -o json: %v in %q", err, out)
 	}
@@ -60,19 +61,19 @@ func TestSBOMReleaseEndToEnd(t *testing.T) {
 		t.Fatalf("pushed release: state %s, SBOM %+v; want published with %+v", rel.State, rel.SBOM, wantSBOM)
 	}
 	var shown signer.Release
-	if err := json.Unmarshal([]byte(h.mustCLI("release", "show", "pump-fw@1.0.0", "-o", "json")), &shown); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("release", "show", "pump-fw@1.0.0", "-o", "json")), &shown); err != nil {
 		t.Fatal(err)
 	}
 	if shown.SBOM == nil || *shown.SBOM != wantSBOM {
 		t.Fatalf("release show -o json: SBOM %+v, want %+v", shown.SBOM, wantSBOM)
 	}
-	if out := h.mustCLI("release", "show", "pump-fw@1.0.0"); !strings.Contains(out, "pump-fw/1.0.0/sbom.cdx.json (cyclonedx,") || !strings.Contains(out, wantSBOM.SHA256) {
+	if out := h.MustCLI("release", "show", "pump-fw@1.0.0"); !strings.Contains(out, "pump-fw/1.0.0/sbom.cdx.json (cyclonedx,") || !strings.Contains(out, wantSBOM.SHA256) {
 		t.Fatalf("release show does not list the SBOM:\n%s", out)
 	}
 
 	// go-tuf's stock updater verifies both targets, signed in one targets
 	// version.
-	up, err := h.stockClient(h.root)
+	up, err := h.StockClient(h.Root)
 	if err != nil {
 		t.Fatalf("stock updater Refresh: %v", err)
 	}
@@ -82,15 +83,15 @@ func TestSBOMReleaseEndToEnd(t *testing.T) {
 	if _, err := up.GetTargetInfo(rel.TargetPath); err != nil {
 		t.Fatalf("firmware target not in the signed targets: %v", err)
 	}
-	got, err := h.download(h.root, wantSBOM.Path)
+	got, err := h.Download(h.Root, wantSBOM.Path)
 	if err != nil || !bytes.Equal(got, doc) {
 		t.Fatalf("stock updater download of the SBOM: %v (equal %v)", err, bytes.Equal(got, doc))
 	}
 
 	// A device is offered the firmware, never the SBOM.
 	ctx := context.Background()
-	c := h.newClient(h.url, "dev-1", "pump-a", "0.9.0")
-	h.mustCLI("device", "assign", "dev-1", "pump-fw@1.0.0", "--reason", "SBOM test")
+	c := h.NewClient(h.URL, "dev-1", "pump-a", "0.9.0")
+	h.MustCLI("device", "assign", "dev-1", "pump-fw@1.0.0", "--reason", "SBOM test")
 	upd, err := c.Check(ctx)
 	if err != nil || upd == nil {
 		t.Fatalf("Check = %+v, %v; want the firmware", upd, err)

@@ -1,4 +1,4 @@
-package main
+package replicas
 
 import (
 	"bytes"
@@ -23,17 +23,19 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
+	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/e2e"
 	"github.com/tufota/tufota/internal/testenv"
 	"github.com/tufota/tufota/server"
 	"github.com/tufota/tufota/signer"
 )
 
 // cluster is one repository (initialised into S3 and PostgreSQL) served by
-// several `tufota server` replicas, each started through run() with the
+// several `tufota server` replicas, each started through e2e.Run() with the
 // same TLS certificate, as behind a load balancer. The embedded harness
 // drives the CLI; its url is the first replica's.
 type cluster struct {
-	*harness
+	*e2e.Harness
 	certFile, keyFile string
 }
 
@@ -43,15 +45,15 @@ func initCluster(t *testing.T, env map[string]string, initFlags ...string) *clus
 	t.Helper()
 	pass := make([]byte, 16)
 	_, _ = rand.Read(pass)
-	h := &harness{t: t, dir: filepath.Join(t.TempDir(), "repo"), env: map[string]string{"TUFOTA_KEY_PASSPHRASE": hex.EncodeToString(pass)}}
-	maps.Copy(h.env, env)
-	var res initResult
-	if err := json.Unmarshal([]byte(h.mustCLI(append([]string{"init", "--dir", h.dir, "-o", "json"}, initFlags...)...)), &res); err != nil {
+	h := &e2e.Harness{T: t, Dir: filepath.Join(t.TempDir(), "repo"), Env: map[string]string{"TUFOTA_KEY_PASSPHRASE": hex.EncodeToString(pass)}}
+	maps.Copy(h.Env, env)
+	var res e2e.InitResult
+	if err := json.Unmarshal([]byte(h.MustCLI(append([]string{"init", "--dir", h.Dir, "-o", "json"}, initFlags...)...)), &res); err != nil {
 		t.Fatalf("init -o json: %v", err)
 	}
-	h.adminToken = res.AdminToken
+	h.AdminToken = res.AdminToken
 	var err error
-	if h.root, err = os.ReadFile(res.Root); err != nil {
+	if h.Root, err = os.ReadFile(res.Root); err != nil {
 		t.Fatal(err)
 	}
 	cert, leaf, err := server.SelfSignedCertificate([]string{"localhost", "127.0.0.1"}, time.Now())
@@ -62,7 +64,7 @@ func initCluster(t *testing.T, env map[string]string, initFlags ...string) *clus
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{harness: h, certFile: filepath.Join(t.TempDir(), "cert.pem"), keyFile: filepath.Join(t.TempDir(), "key.pem")}
+	c := &cluster{Harness: h, certFile: filepath.Join(t.TempDir(), "cert.pem"), keyFile: filepath.Join(t.TempDir(), "key.pem")}
 	if err := os.WriteFile(c.certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -71,28 +73,10 @@ func initCluster(t *testing.T, env map[string]string, initFlags ...string) *clus
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(leaf)
-	h.caFile = c.certFile
-	h.hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}, Timeout: 30 * time.Second}
-	h.env["TUFOTA_TOKEN"], h.env["TUFOTA_CA"] = h.adminToken, h.caFile
+	h.CAFile = c.certFile
+	h.HC = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}, Timeout: 30 * time.Second}
+	h.Env["TUFOTA_TOKEN"], h.Env["TUFOTA_CA"] = h.AdminToken, h.CAFile
 	return c
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's logger and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // replica is one running `tufota server`.
@@ -101,21 +85,21 @@ type replica struct {
 	url    string
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
+	logs   *e2e.SyncBuffer
 }
 
 // startReplica starts a server on the cluster's repository and waits until
 // it listens. The first replica started becomes the CLI's server.
 func (c *cluster) startReplica(name string, flags ...string) *replica {
-	t := c.t
+	t := c.T
 	t.Helper()
 	urlFile := filepath.Join(t.TempDir(), "url")
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &replica{name: name, cancel: cancel, done: make(chan error, 1), logs: &syncBuffer{}}
+	r := &replica{name: name, cancel: cancel, done: make(chan error, 1), logs: &e2e.SyncBuffer{}}
 	go func() {
-		args := append([]string{"server", "--dir", c.dir, "--addr", "127.0.0.1:0", "--tls-cert", c.certFile, "--tls-key", c.keyFile,
+		args := append([]string{"server", "--dir", c.Dir, "--addr", "127.0.0.1:0", "--tls-cert", c.certFile, "--tls-key", c.keyFile,
 			"--url-file", urlFile, "--log-level", "info"}, flags...)
-		r.done <- run(ctx, args, c.env, strings.NewReader(""), io.Discard, r.logs)
+		r.done <- e2e.Run(ctx, args, c.Env, strings.NewReader(""), io.Discard, r.logs)
 	}()
 	t.Cleanup(func() {
 		r.stop(t)
@@ -138,15 +122,15 @@ func (c *cluster) startReplica(name string, flags ...string) *replica {
 			t.Fatalf("replica %s did not write its URL", name)
 		}
 	}
-	if c.url == "" {
-		c.url = r.url
-		c.env["TUFOTA_SERVER"] = r.url
+	if c.URL == "" {
+		c.URL = r.url
+		c.Env["TUFOTA_SERVER"] = r.url
 	}
 	return r
 }
 
 // stop cancels the replica's context (the process is told to end, as by
-// SIGTERM) and waits until run() returns. Idempotent.
+// SIGTERM) and waits until e2e.Run() returns. Idempotent.
 func (r *replica) stop(t *testing.T) {
 	t.Helper()
 	if r.cancel == nil {
@@ -162,7 +146,7 @@ func (r *replica) stop(t *testing.T) {
 // readyz returns a replica's /readyz answer.
 func (c *cluster) readyz(url string) (server.Readiness, int, error) {
 	var r server.Readiness
-	resp, err := c.hc.Get(url + "/readyz")
+	resp, err := c.HC.Get(url + "/readyz")
 	if err != nil {
 		return r, 0, err
 	}
@@ -204,8 +188,8 @@ func (c *cluster) metaVersion(url, file string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.adminToken)
-	resp, err := c.hc.Do(req)
+	req.Header.Set("Authorization", "Bearer "+c.AdminToken)
+	resp, err := c.HC.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -226,12 +210,12 @@ func (c *cluster) metaVersion(url, file string) (int64, error) {
 
 // cliAt runs the CLI against the replica at url; safe from goroutines.
 func (c *cluster) cliAt(url string, args ...string) (string, error) {
-	env := maps.Clone(c.env)
+	env := maps.Clone(c.Env)
 	env["TUFOTA_SERVER"] = url
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	err := run(ctx, args, env, strings.NewReader(""), &out, &errOut)
+	err := e2e.Run(ctx, args, env, strings.NewReader(""), &out, &errOut)
 	return out.String(), err
 }
 
@@ -272,11 +256,11 @@ func TestReplicasFailover(t *testing.T) {
 	})
 
 	// Push through A, verify and download through B.
-	fw, want := c.writeFirmware("pump.bin", 1<<20+5)
+	fw, want := c.WriteFirmware("pump.bin", 1<<20+5)
 	if _, err := c.pushAt(a.url, fw, "pump-fw", "2.0.0"); err != nil {
 		t.Fatalf("push through A: %v", err)
 	}
-	dev := c.newClient(b.url, "dev-b", "pump-a", "1.0.0")
+	dev := c.NewClient(b.url, "dev-b", "pump-a", "1.0.0")
 	if _, err := c.cliAt(b.url, "device", "assign", "dev-b", "pump-fw@2.0.0"); err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +292,7 @@ func TestReplicasFailover(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 2 * perReplica {
 		url := []string{a.url, b.url}[i%2]
-		fw, _ := c.writeFirmware(fmt.Sprintf("fw-%d.bin", i), 4096+i)
+		fw, _ := c.WriteFirmware(fmt.Sprintf("fw-%d.bin", i), 4096+i)
 		wg.Go(func() {
 			rel, err := c.pushAt(url, fw, "pump-fw", fmt.Sprintf("3.0.%d", i))
 			results <- pushed{rel, err}
@@ -336,7 +320,7 @@ func TestReplicasFailover(t *testing.T) {
 		t.Fatalf("timestamp version %d after the pushes, want above %d", tv, before)
 	}
 	// Every target of every push is in the latest targets metadata.
-	stock := stockUpdater(t, c.harness, b.url)
+	stock := stockUpdater(t, c.Harness, b.url)
 	for _, p := range append(paths, "pump-fw/2.0.0/pump.bin") {
 		if _, err := stock.GetTargetInfo(p); err != nil {
 			t.Fatalf("target %s lost: %v", p, err)
@@ -366,9 +350,9 @@ func TestReplicasFailover(t *testing.T) {
 // stockUpdater is go-tuf's own updater (as in stocktuf_test.go), refreshed
 // from the replica at url with the admin token (a reader): it fails the
 // test if the repository does not verify.
-func stockUpdater(t *testing.T, h *harness, url string) *updater.Updater {
+func stockUpdater(t *testing.T, h *e2e.Harness, url string) *updater.Updater {
 	t.Helper()
-	cfg, err := config.New(url+"/tuf", h.root)
+	cfg, err := config.New(url+"/tuf", h.Root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +360,7 @@ func stockUpdater(t *testing.T, h *harness, url string) *updater.Updater {
 	cfg.LocalTargetsDir = t.TempDir()
 	cfg.RemoteTargetsURL = url + "/tuf/targets"
 	cfg.PrefixTargetsWithHash = true
-	if err := cfg.SetDefaultFetcherTransport(tokenTransport{token: h.adminToken, next: h.hc.Transport}); err != nil {
+	if err := cfg.SetDefaultFetcherTransport(apiclient.New(h.URL, h.AdminToken, apiclient.WithHTTPClient(h.HC)).Transport()); err != nil {
 		t.Fatal(err)
 	}
 	if err := cfg.SetDefaultFetcherRetry(0, 1); err != nil {

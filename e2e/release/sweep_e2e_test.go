@@ -1,4 +1,4 @@
-package main
+package release
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tufota/tufota/e2e"
 )
 
 // writeStale writes size bytes to dir/name with a modification time of
@@ -64,7 +66,7 @@ func TestServerStartSweepsStaging(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out, errOut bytes.Buffer
-	if err := run(ctx, []string{"init", "--dir", dir}, env, strings.NewReader(""), &out, &errOut); err != nil {
+	if err := e2e.Run(ctx, []string{"init", "--dir", dir}, env, strings.NewReader(""), &out, &errOut); err != nil {
 		t.Fatalf("init: %v: %s", err, errOut.String())
 	}
 	staging := filepath.Join(dir, "blobs", "staging")
@@ -77,7 +79,7 @@ func TestServerStartSweepsStaging(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		var out, errOut bytes.Buffer
-		done <- run(ctx, []string{"server", "--dir", dir, "--addr", "127.0.0.1:0", "--insecure-http", "--url-file", urlFile, "--log-level", "warn"}, env, strings.NewReader(""), &out, &errOut)
+		done <- e2e.Run(ctx, []string{"server", "--dir", dir, "--addr", "127.0.0.1:0", "--insecure-http", "--url-file", urlFile, "--log-level", "warn"}, env, strings.NewReader(""), &out, &errOut)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -111,8 +113,8 @@ func TestServerStartSweepsStaging(t *testing.T) {
 // keep working.
 func TestServerSweepsStagingPeriodically(t *testing.T) {
 	t.Parallel()
-	h := startHarnessWith(t, "--staging-sweep-interval", "50ms", "--staging-max-age", "1h")
-	staging := filepath.Join(h.dir, "blobs", "staging")
+	h := e2e.StartWith(t, "--staging-sweep-interval", "50ms", "--staging-max-age", "1h")
+	staging := filepath.Join(h.Dir, "blobs", "staging")
 	stale := []string{
 		writeStale(t, staging, "00112233445566778899aabbccddeeff", 1<<20, 2*time.Hour),
 		writeStale(t, staging, ".tufota-tmp-00112233445566778899aabb", 1<<20, 2*time.Hour),
@@ -122,6 +124,6 @@ func TestServerSweepsStagingPeriodically(t *testing.T) {
 	if _, err := os.Stat(young); err != nil {
 		t.Fatalf("a staging file younger than --staging-max-age was removed: %v", err)
 	}
-	fw, _ := h.writeFirmware("fw.bin", 3<<20)
-	h.mustCLI("release", "push", fw, "--name", "pump", "--version", "1.0.0", "--hardware", "hw-a")
+	fw, _ := h.WriteFirmware("fw.bin", 3<<20)
+	h.MustCLI("release", "push", fw, "--name", "pump", "--version", "1.0.0", "--hardware", "hw-a")
 }

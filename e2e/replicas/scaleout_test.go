@@ -1,4 +1,4 @@
-package main
+package replicas
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/tufota/tufota/e2e"
 	"github.com/tufota/tufota/internal/testenv"
 )
 
@@ -17,14 +18,14 @@ func TestS3AndPostgresEndToEnd(t *testing.T) {
 	endpoint, access, secret := testenv.MinIO(t)
 	pg := testenv.Postgres(t)
 	env := map[string]string{"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
-	h := startHarnessFull(t, env, []string{
+	h := e2e.StartFull(t, env, []string{
 		"--storage", "s3://tufota-e2e/repo?endpoint=" + endpoint + "&secure=false",
 		"--db", pg,
 	})
-	fw, want := h.writeFirmware("pump.bin", 6<<20+3) // above the multipart threshold
-	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "2.0.0", "--hardware", "pump-a")
-	c := h.newClient(h.url, "dev-s3", "pump-a", "1.0.0")
-	h.mustCLI("device", "assign", "dev-s3", "pump-fw@2.0.0")
+	fw, want := h.WriteFirmware("pump.bin", 6<<20+3) // above the multipart threshold
+	h.MustCLI("release", "push", fw, "--name", "pump-fw", "--version", "2.0.0", "--hardware", "pump-a")
+	c := h.NewClient(h.URL, "dev-s3", "pump-a", "1.0.0")
+	h.MustCLI("device", "assign", "dev-s3", "pump-fw@2.0.0")
 	ctx := context.Background()
 	upd, err := c.Check(ctx)
 	if err != nil || upd == nil {
@@ -38,7 +39,7 @@ func TestS3AndPostgresEndToEnd(t *testing.T) {
 		t.Fatal("image downloaded from S3 differs")
 	}
 	for _, local := range []string{"blobs", "tufota.db"} {
-		if _, err := os.Stat(filepath.Join(h.dir, local)); err == nil {
+		if _, err := os.Stat(filepath.Join(h.Dir, local)); err == nil {
 			t.Errorf("%s exists in the data dir; state should be in S3 and PostgreSQL", local)
 		}
 	}

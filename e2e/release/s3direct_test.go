@@ -1,4 +1,4 @@
-package main
+package release
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/tufota/tufota/client"
+	"github.com/tufota/tufota/e2e"
 	"github.com/tufota/tufota/internal/testenv"
 )
 
@@ -29,9 +30,9 @@ func TestDirectTargetDownloadsFromMinIO(t *testing.T) {
 	endpoint, access, secret := testenv.MinIO(t)
 	bucket := "tufota-direct"
 	env := map[string]string{"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
-	h := startHarnessFull(t, env, []string{"--storage", "s3://" + bucket + "/repo?endpoint=" + endpoint + "&secure=false"})
-	fw, want := h.writeFirmware("pump.bin", 300<<10)
-	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "2.0.0", "--hardware", "pump-a")
+	h := e2e.StartFull(t, env, []string{"--storage", "s3://" + bucket + "/repo?endpoint=" + endpoint + "&secure=false"})
+	fw, want := h.WriteFirmware("pump.bin", 300<<10)
+	h.MustCLI("release", "push", fw, "--name", "pump-fw", "--version", "2.0.0", "--hardware", "pump-a")
 
 	ctx := context.Background()
 	mc, err := minio.New(endpoint, &minio.Options{Creds: credentials.NewStaticV4(access, secret, "")})
@@ -72,13 +73,13 @@ func TestDirectTargetDownloadsFromMinIO(t *testing.T) {
 		t.Fatalf("metadata through the bucket = %d, want 403 (only targets/ is public)", got)
 	}
 
-	c, err := client.New(client.Config{ServerURL: h.url, TargetsURL: base, TrustedRoot: h.root, StateDir: t.TempDir(),
-		DeviceID: "dev-direct", Token: h.registerDevice("dev-direct", "pump-a", "1.0.0"), HardwareID: "pump-a",
-		CurrentVersion: "1.0.0", HTTPClient: h.hc})
+	c, err := client.New(client.Config{ServerURL: h.URL, TargetsURL: base, TrustedRoot: h.Root, StateDir: t.TempDir(),
+		DeviceID: "dev-direct", Token: h.RegisterDevice("dev-direct", "pump-a", "1.0.0"), HardwareID: "pump-a",
+		CurrentVersion: "1.0.0", HTTPClient: h.HC})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.mustCLI("device", "assign", "dev-direct", "pump-fw@2.0.0")
+	h.MustCLI("device", "assign", "dev-direct", "pump-fw@2.0.0")
 	upd, err := c.Check(ctx)
 	if err != nil || upd == nil {
 		t.Fatalf("Check = %+v, %v", upd, err)
@@ -109,10 +110,10 @@ func TestDirectTargetDownloadsFromMinIO(t *testing.T) {
 func TestAuditExportToObjectLock(t *testing.T) {
 	endpoint, access, secret := testenv.MinIO(t)
 	env := map[string]string{"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
-	h := startHarnessFull(t, env, nil)
+	h := e2e.StartFull(t, env, nil)
 	to := "s3://tufota-audit-lock/exports-test?endpoint=" + endpoint + "&secure=false&object-lock=compliance&retention=1d"
 	var res map[string]string
-	if err := json.Unmarshal([]byte(h.mustCLI("audit", "export", "--format", "json", "--to", to, "-o", "json")), &res); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("audit", "export", "--format", "json", "--to", to, "-o", "json")), &res); err != nil {
 		t.Fatal(err)
 	}
 	mc, err := minio.New(endpoint, &minio.Options{Creds: credentials.NewStaticV4(access, secret, "")})
@@ -128,7 +129,7 @@ func TestAuditExportToObjectLock(t *testing.T) {
 	if err := mc.MakeBucket(context.Background(), "tufota-plain-bucket", minio.MakeBucketOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.runCLI("audit", "export", "--to", "s3://tufota-plain-bucket?endpoint="+endpoint+"&secure=false&object-lock=compliance"); err == nil || !strings.Contains(err.Error(), "Object Lock") {
+	if _, err := h.RunCLI("audit", "export", "--to", "s3://tufota-plain-bucket?endpoint="+endpoint+"&secure=false&object-lock=compliance"); err == nil || !strings.Contains(err.Error(), "Object Lock") {
 		t.Fatalf("export to a bucket without object lock: %v, want a refusal naming Object Lock", err)
 	}
 }

@@ -1,19 +1,16 @@
-package main
+package sim
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/rollout"
-	"github.com/tufota/tufota/server"
 )
 
 func TestPercentile(t *testing.T) {
@@ -51,11 +48,11 @@ func TestPercentile(t *testing.T) {
 func TestCompareStates(t *testing.T) {
 	t.Parallel()
 	ours := map[string]bool{"a": true, "b": true, "c": true, "d": true}
-	srv := []rollout.DeviceOutcome{
-		{DeviceID: "a", State: rollout.StatusInstalled},
-		{DeviceID: "b", State: rollout.StatusDownloading}, // a lost installed report
-		{DeviceID: "d", State: rollout.StatusFailed},      // the simulator never saw d's
-		{DeviceID: "other", State: rollout.StatusInstalled},
+	srv := []api.DeviceOutcome{
+		{DeviceID: "a", State: string(rollout.StatusInstalled)},
+		{DeviceID: "b", State: string(rollout.StatusDownloading)}, // a lost installed report
+		{DeviceID: "d", State: string(rollout.StatusFailed)},      // the simulator never saw d's
+		{DeviceID: "other", State: string(rollout.StatusInstalled)},
 	}
 	sim := map[string]string{"a": "installed", "b": "installed", "c": "offered"}
 	c, diff := compareStates(ours, sim, srv)
@@ -77,8 +74,8 @@ func TestCompareStates(t *testing.T) {
 
 func TestCompareVersions(t *testing.T) {
 	t.Parallel()
-	devs := []*simDevice{{ID: "a", Version: "2.0.0"}, {ID: "b", Version: "2.0.0"}, {ID: "c", Version: "1.0.0"}}
-	fleet := []server.FleetRow{{DeviceID: "a", Version: "2.0.0"}, {DeviceID: "b", Version: "1.0.0"}}
+	devs := []*Device{{ID: "a", Version: "2.0.0"}, {ID: "b", Version: "2.0.0"}, {ID: "c", Version: "1.0.0"}}
+	fleet := []api.FleetRow{{DeviceID: "a", Version: "2.0.0"}, {DeviceID: "b", Version: "1.0.0"}}
 	c, diff := compareVersions(devs, fleet)
 	if len(diff) != 2 || !strings.Contains(diff[0], "device b: runs 2.0.0, fleet report says 1.0.0") || !strings.Contains(diff[1], "device c: not in the fleet report") {
 		t.Errorf("differences = %q", diff)
@@ -92,17 +89,17 @@ func TestJudge(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name   string
-		sum    simSummary
+		sum    Summary
 		diffs  []string
 		wantOK bool
 	}{
-		{"clean", simSummary{}, nil, true},
-		{"an error", simSummary{ErrorCount: 1}, nil, false},
-		{"an unacknowledged report", simSummary{Unacknowledged: 1}, nil, false},
-		{"a difference", simSummary{}, []string{"device x: simulator installed, server downloading"}, false},
+		{"clean", Summary{}, nil, true},
+		{"an error", Summary{ErrorCount: 1}, nil, false},
+		{"an unacknowledged report", Summary{Unacknowledged: 1}, nil, false},
+		{"a difference", Summary{}, []string{"device x: simulator installed, server downloading"}, false},
 	}
 	for _, tc := range tests {
-		tc.sum.judge(tc.diffs)
+		tc.sum.Judge(tc.diffs)
 		if tc.sum.OK != tc.wantOK || tc.sum.Lost != len(tc.diffs) {
 			t.Errorf("%s: OK = %v, Lost = %d; want %v, %d", tc.name, tc.sum.OK, tc.sum.Lost, tc.wantOK, len(tc.diffs))
 		}
@@ -111,8 +108,8 @@ func TestJudge(t *testing.T) {
 	for i := range many {
 		many[i] = fmt.Sprintf("device %02d", i)
 	}
-	var s simSummary
-	s.judge(many)
+	var s Summary
+	s.Judge(many)
 	if s.Lost != 25 || len(s.Mismatches) != 21 || s.Mismatches[20] != "... and 5 more" {
 		t.Errorf("25 differences: Lost %d, %d lines, last %q", s.Lost, len(s.Mismatches), s.Mismatches[len(s.Mismatches)-1])
 	}
@@ -142,8 +139,8 @@ func TestCountingTransport(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	stats := newSimStats()
-	hc := &http.Client{Transport: stats.countRequests(http.DefaultTransport)}
+	stats := NewStats()
+	hc := &http.Client{Transport: stats.CountRequests(http.DefaultTransport)}
 	get := func(path string) string {
 		t.Helper()
 		res, err := hc.Get(srv.URL + path)
@@ -180,7 +177,7 @@ func TestCountingTransport(t *testing.T) {
 	if got := stats.lastStates("ro-1"); got["dev-1"] != "downloading" {
 		t.Errorf("last state of dev-1 = %q, want downloading (the installed report was refused)", got["dev-1"])
 	}
-	sum := stats.summarize(2, time.Second, time.Second)
+	sum := stats.Summarize(2, time.Second, time.Second)
 	if sum.Polls != 2 || sum.PollStatus["200"] != 1 || sum.PollStatus["204"] != 1 {
 		t.Errorf("polls = %d %v, want one 200 and one 204", sum.Polls, sum.PollStatus)
 	}
@@ -198,117 +195,8 @@ func TestCountingTransport(t *testing.T) {
 	if _, err := hc.Get(srv.URL + "/api/v1/device/update?device_id=dev-2"); err == nil {
 		t.Fatal("a request to a closed server succeeded")
 	}
-	if sum := stats.summarize(2, time.Second, time.Second); sum.Errors["poll conn_refused"] != 1 {
+	if sum := stats.Summarize(2, time.Second, time.Second); sum.Errors["poll conn_refused"] != 1 {
 		t.Errorf("errors after the server went away = %v, want poll conn_refused 1", sum.Errors)
-	}
-}
-
-// TestSimLoadEndToEnd runs the load mode of the simulator (scheduled,
-// jittered polls over bounded workers and connections) with the real
-// client against a real server while a two-wave rollout runs, and compares
-// its counts with the server's; then shows that the comparison catches a
-// report the server does not have.
-func TestSimLoadEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("SKIPPING sim load end-to-end test: -short")
-	}
-	h := startHarnessWith(t, "--controller-interval", "100ms")
-	fw, _ := h.writeFirmware("pump.bin", 4096)
-	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.1.0", "--hardware", "pump-a")
-	var enroll server.EnrollTokenResponse
-	if err := json.Unmarshal([]byte(h.mustCLI("device", "enroll-token", "--hardware", "pump-a", "-o", "json")), &enroll); err != nil {
-		t.Fatal(err)
-	}
-	devs, err := newSimDevices(t.TempDir(), "load", "pump-a", "1.0.0", 30, 0, 0, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stats := newSimStats()
-	tr := deviceTransport(h.hc, 4)
-	defer tr.CloseIdleConnections()
-	if err := enrollParallel(context.Background(), &apiClient{base: h.url, token: enroll.EnrollToken, http: h.hc}, devs, 8); err != nil {
-		t.Fatal(err)
-	}
-	id := h.createRollout("--release", "pump-fw@1.1.0", "--cohort", "hardware=pump-a", "--waves", "50%,100%")
-	h.mustCLI("rollout", "start", id)
-	fleet := &simFleet{serverURL: h.url, root: h.root, http: &http.Client{Transport: stats.countRequests(tr)}, log: slog.New(slog.DiscardHandler), stats: stats}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	// Poll in rounds of a few seconds until the rollout completes, as
-	// `tufota sim` would for its --duration.
-	for ctx.Err() == nil && h.rolloutStatus(id).State == rollout.Running {
-		fleet.runLoad(ctx, devs, simLoad{Every: 100 * time.Millisecond, Jitter: 0.5, Duration: 2 * time.Second, Workers: 3, Seed: 1})
-	}
-	if st := h.rolloutStatus(id); st.State != rollout.Completed {
-		t.Fatalf("rollout = %s (%s), want completed", st.State, st.Next)
-	}
-	if n := flushReports(ctx, devs, 4); n != 0 {
-		t.Fatalf("%d reports undelivered", n)
-	}
-	sum := stats.summarize(len(devs), 0, time.Second)
-	api := &apiClient{base: h.url, token: h.adminToken, http: h.hc}
-	diffs, err := compareWithServer(ctx, api, stats, devs, nil, &sum)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum.judge(diffs)
-	if !sum.OK || sum.ErrorCount != 0 || len(sum.Rollouts) != 1 {
-		t.Fatalf("summary not OK: errors %v, differences %v, rollouts %+v", sum.Errors, sum.Mismatches, sum.Rollouts)
-	}
-	if r := sum.Rollouts[0]; r.ID != id || r.Sim["installed"] != 30 || r.Server["installed"] != 30 || r.WavesStarted != 2 {
-		t.Errorf("rollout check = %+v; want 30 installed on both sides, 2 waves started", r)
-	}
-	if sum.Versions.Sim["1.1.0"] != 30 || sum.Versions.Server["1.1.0"] != 30 {
-		t.Errorf("versions = %+v; want 30 devices on 1.1.0 on both sides", sum.Versions)
-	}
-	if sum.ReportsAcked["installed"] != 30 || sum.PollStatus["200"] < 30 {
-		t.Errorf("acknowledged %v, poll answers %v; want 30 installed reports and at least 30 offers", sum.ReportsAcked, sum.PollStatus)
-	}
-
-	// A device the simulator saw acknowledged in a state the server does
-	// not have (as if the server had lost the report) is a difference.
-	stats.mu.Lock()
-	stats.last[devs[0].ID] = simState{Rollout: id, State: string(rollout.StatusRolledBack)}
-	stats.mu.Unlock()
-	sum2 := stats.summarize(len(devs), 0, time.Second)
-	diffs, err = compareWithServer(ctx, api, stats, devs, nil, &sum2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum2.judge(diffs)
-	if sum2.OK || sum2.Lost != 1 || !strings.Contains(sum2.Mismatches[0], devs[0].ID+": simulator rolled-back, server installed") {
-		t.Fatalf("a report the server lacks: OK %v, lost %d, %v", sum2.OK, sum2.Lost, sum2.Mismatches)
-	}
-}
-
-// TestSimCommand runs `tufota sim` itself against a server with no
-// rollout: every poll is answered 204, nothing is lost, the exit is clean
-// and the summary says so.
-func TestSimCommand(t *testing.T) {
-	if testing.Short() {
-		t.Skip("SKIPPING tufota sim command test: -short")
-	}
-	h := startHarness(t)
-	var enroll server.EnrollTokenResponse
-	if err := json.Unmarshal([]byte(h.mustCLI("device", "enroll-token", "--hardware", "pump-a", "-o", "json")), &enroll); err != nil {
-		t.Fatal(err)
-	}
-	out := h.mustCLI("sim", "--enroll-token", enroll.EnrollToken, "--root", h.env["TUFOTA_ROOT"], "--devices", "12",
-		"--hardware", "pump-a", "--poll", "100ms", "--duration", "1s", "--concurrency", "3", "--max-conns", "2", "-o", "json")
-	var sum simSummary
-	if err := json.Unmarshal([]byte(out), &sum); err != nil {
-		t.Fatalf("sim -o json: %v in %q", err, out)
-	}
-	if !sum.OK || !sum.Compared || sum.Devices != 12 || sum.Polls < 12 || sum.PollStatus["204"] != sum.Polls || sum.ErrorCount != 0 {
-		t.Fatalf("summary = %+v; want 12 devices, every poll a 204, compared, OK", sum)
-	}
-	if sum.Versions == nil || sum.Versions.Server["1.0.0"] != 12 {
-		t.Errorf("versions = %+v; want 12 devices on 1.0.0 in the fleet report", sum.Versions)
-	}
-	if _, err := h.runCLI("sim", "--enroll-token", enroll.EnrollToken, "--root", h.env["TUFOTA_ROOT"], "--devices", "2",
-		"--hardware", "pump-a", "--jitter", "2"); err == nil || !strings.Contains(err.Error(), "--jitter") {
-		t.Errorf("sim --jitter 2: %v, want refused", err)
 	}
 }
 
