@@ -91,10 +91,8 @@ func Run(ctx context.Context, args []string, env map[string]string, stdin io.Rea
 	err := cmd.Run()
 	var exit *exec.ExitError
 	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &exit) && ctx.Err() != nil && exit.ExitCode() == 0:
-		return nil
+	case err == nil, ctx.Err() != nil && cmd.ProcessState != nil && cmd.ProcessState.Success():
+		return nil // a server that shut down cleanly on SIGTERM
 	case errors.As(err, &exit):
 		msg := strings.TrimSpace(errBuf.String())
 		if i := strings.LastIndex(msg, "tufota: "); i >= 0 {
