@@ -21,6 +21,7 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/apiclient"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/backup"
 	"github.com/tufota/tufota/client"
 	"github.com/tufota/tufota/internal/datadir"
 	"github.com/tufota/tufota/internal/testenv"
@@ -147,7 +148,7 @@ func TestBackupRestoreSQLiteFile(t *testing.T) {
 	f := setUpFleet(t, h, 200<<10)
 	bdir := filepath.Join(t.TempDir(), "backup")
 	// The server is running: backup takes a consistent copy anyway.
-	var br backupResult
+	var br backup.DirResult
 	if err := json.Unmarshal([]byte(h.mustCLI("backup", "--dir", h.dir, "--to", bdir, "-o", "json")), &br); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +156,7 @@ func TestBackupRestoreSQLiteFile(t *testing.T) {
 		t.Fatalf("backup result = %+v", br)
 	}
 	newDir := filepath.Join(t.TempDir(), "restored")
-	var rr restoreResult
+	var rr backup.RestoreResult
 	out := h.mustCLI("restore", "--from", bdir, "--dir", newDir, "--manifest-sha256", br.ManifestSHA256, "-o", "json")
 	if err := json.Unmarshal([]byte(out), &rr); err != nil {
 		t.Fatal(err)

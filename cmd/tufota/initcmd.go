@@ -152,7 +152,7 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 			if created {
 				_ = os.RemoveAll(dir)
 			} else {
-				removeContents(dir)
+				datadir.RemoveContents(dir)
 			}
 		}
 	}()
@@ -283,13 +283,6 @@ func (a *app) initRepo(ctx context.Context, o initOptions) (res initResult, err 
 	}
 	res.AdminToken, res.Dir = secret, dir
 	return res, nil
-}
-
-func removeContents(dir string) {
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
-	}
 }
 
 func cutScheme(uri, scheme string) (string, bool) {

@@ -105,3 +105,12 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	return os.Rename(f.Name(), path)
 }
+
+// RemoveContents removes everything inside dir, not dir itself: what a
+// failed init, backup or restore into an existing empty directory leaves.
+func RemoveContents(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+	}
+}
