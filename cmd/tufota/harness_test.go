@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tufota/tufota/client"
+	"github.com/tufota/tufota/internal/datadir"
 )
 
 // harness is one repository and one running server, driven through run().
@@ -74,7 +75,7 @@ func startHarnessFull(t *testing.T, env map[string]string, initFlags []string, s
 	for k, v := range env {
 		h.env[k] = v
 	}
-	var res initResult
+	var res datadir.InitResult
 	if err := json.Unmarshal([]byte(h.mustCLI(append([]string{"init", "--dir", h.dir, "-o", "json"}, initFlags...)...)), &res); err != nil {
 		t.Fatalf("init -o json: %v", err)
 	}

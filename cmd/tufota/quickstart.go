@@ -20,6 +20,7 @@ import (
 	apipkg "github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/apiclient"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/internal/datadir"
 	"github.com/tufota/tufota/internal/leader"
 	"github.com/tufota/tufota/internal/sim"
 	"github.com/tufota/tufota/rollout"
@@ -89,7 +90,7 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 	step("init: creating repository in %s", dir)
 	loud := a.logLevel
 	a.logLevel = "warn"
-	res, err := a.initRepo(ctx, initOptions{dir: dir, keyAlg: "ecdsa-p256", adminExpires: 24 * time.Hour})
+	res, err := datadir.Init(ctx, datadir.InitOptions{Dir: dir, KeyAlg: "ecdsa-p256", AdminExpires: 24 * time.Hour}, a.openBlobs, func() ([]byte, error) { return a.passphrase(true) }, a.logger())
 	if err != nil {
 		return err
 	}

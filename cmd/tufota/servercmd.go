@@ -71,15 +71,6 @@ func auditRolloutEvents(alog *audit.Log, alerts *server.Alerter, log *slog.Logge
 	}
 }
 
-// openAudit returns the audit log in db, checkpointed with key.
-func openAudit(ctx context.Context, db *storage.DB, origin string, key crypto.Signer, log *slog.Logger, opts ...audit.Option) (*audit.Log, error) {
-	ns, err := audit.NewNoteSigner(origin, key)
-	if err != nil {
-		return nil, fmt.Errorf("audit signer: %w", err)
-	}
-	return audit.New(ctx, db, ns, append([]audit.Option{audit.WithLogger(log)}, opts...)...)
-}
-
 func (d *deps) Close() error {
 	if c, ok := d.blobs.(io.Closer); ok {
 		_ = c.Close()
@@ -164,7 +155,7 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	if !ok {
 		return nil, fmt.Errorf("audit key %s cannot sign checkpoints", cfg.Keys.Audit)
 	}
-	alog, err := openAudit(ctx, db, cfg.AuditOrigin, cs, log, auditOpts...)
+	alog, err := datadir.OpenAudit(ctx, db, cfg.AuditOrigin, cs, log, auditOpts...)
 	if err != nil {
 		return nil, err
 	}
