@@ -64,7 +64,7 @@ type InitResult struct {
 // DIR/root.json, the first admin token and the audit log's first entries
 // and checkpoint. It refuses a directory that is not new or empty, and
 // leaves nothing behind when it fails.
-func Init(ctx context.Context, o InitOptions, open func(ctx context.Context, dir, url string, create bool) (storage.Blobs, error), passphrase func() ([]byte, error), log *slog.Logger) (res InitResult, err error) {
+func Init(ctx context.Context, o InitOptions, open Opener, passphrase func() ([]byte, error), log *slog.Logger) (res InitResult, err error) {
 	if o.Dir == "" {
 		return res, tufota.Errorf(tufota.EInvalid, "init: --dir is required")
 	}
