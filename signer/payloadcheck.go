@@ -341,3 +341,95 @@ func CheckSBOMPayload(signed *metadata.TargetsType, rel *api.Release) (*metadata
 	}
 	return sb, nil
 }
+
+// A Line is one line a key holder is shown before signing: a label and
+// what it says.
+type Line struct{ Label, Text string }
+
+// DelegationSigning is what a delegation payload asks a key holder to
+// sign, as CheckDelegationSigning found it.
+type DelegationSigning struct {
+	// Lines describe the change, for the key holder to read; they are
+	// set, as far as the check got, even when it refuses.
+	Lines []Line
+	// Role is the delegated role whose keys sign (a renewal) or that the
+	// payload adds; NewRole the role as a key change makes it.
+	Role, NewRole *metadata.DelegatedRole
+}
+
+func (c *DelegationSigning) line(label, text string) { c.Lines = append(c.Lines, Line{label, text}) }
+
+// CheckDelegationSigning checks a pending change of delegated role name
+// against the repository as go-tuf verified it from rootFile: top is the
+// verified top-level targets metadata, cur the role's own verified
+// metadata (nil when it has none). signed is the payload (top-level
+// targets, or the role's own metadata when renewal), resign the
+// re-signing a key change carries (or nil). It tells a renewal, a
+// removal, a key change and an added role apart, refuses a payload that
+// does more than that one change, and describes the change in Lines.
+func CheckDelegationSigning(name string, signed *metadata.TargetsType, renewal bool, resign *api.SigningPayload, top, cur *metadata.Metadata[metadata.TargetsType], rootFile string) (c DelegationSigning, err error) {
+	existing, _ := DelegationOf(&top.Signed, name)
+	switch {
+	case renewal:
+		if c.Role, err = DelegationOf(&top.Signed, name); err != nil {
+			return c, err
+		}
+		if cur == nil {
+			return c, tufota.Errorf(tufota.EInvalid, "the verified repository has no metadata of role %s to renew; refusing to sign", name)
+		}
+		if err := CheckPayloadChanges(&cur.Signed, signed); err != nil {
+			return c, err
+		}
+		c.line("Renewal of role:", fmt.Sprintf("%s (delegated %s by targets v%d, threshold %d of %d)", name, strings.Join(c.Role.Paths, ", "), top.Signed.Version, c.Role.Threshold, len(c.Role.KeyIDs)))
+		c.line(name+" version:", fmt.Sprintf("%d (the published %d, verified against %s, with the same %d release file(s)), expires %s (was %s)",
+			signed.Version, cur.Signed.Version, rootFile, len(signed.Targets), signed.Expires.Format("2006-01-02"), cur.Signed.Expires.Format("2006-01-02")))
+	case existing != nil && !HasRole(signed, name):
+		if cur != nil {
+			return c, tufota.Errorf(tufota.EInvalid, "the payload removes delegation %s, which has published releases (%s v%d); refusing to sign", name, name, cur.Signed.Version)
+		}
+		if err := CheckDelegationRemovalPayload(&top.Signed, signed, name); err != nil {
+			return c, err
+		}
+		c.line("Removal of role:", fmt.Sprintf("%s (%s; no releases)", name, strings.Join(existing.Paths, ", ")))
+		c.line("targets version:", fmt.Sprintf("%d (the published %d, verified against %s, without this delegation)", signed.Version, top.Signed.Version, rootFile))
+	case existing != nil:
+		if c.NewRole, err = CheckDelegationUpdatePayload(&top.Signed, signed, name); err != nil {
+			return c, err
+		}
+		added, revoked := KeyDiff(existing.KeyIDs, c.NewRole.KeyIDs)
+		c.line("Key change of role:", fmt.Sprintf("%s (%s)", name, strings.Join(existing.Paths, ", ")))
+		c.line("Threshold:", fmt.Sprintf("%d of %d keys -> %d of %d keys", existing.Threshold, len(existing.KeyIDs), c.NewRole.Threshold, len(c.NewRole.KeyIDs)))
+		for _, id := range added {
+			c.line("  add key:", id)
+		}
+		for _, id := range revoked {
+			c.line("  revoke key:", id)
+		}
+		c.line("targets version:", fmt.Sprintf("%d (the published %d, verified against %s, with only this change)", signed.Version, top.Signed.Version, rootFile))
+		if resign != nil {
+			var rs metadata.TargetsType
+			if err := DecodeCanonical(resign.Payload, &rs); err != nil || rs.Type != metadata.TARGETS || resign.Role != name {
+				return c, tufota.Errorf(tufota.EInvalid, "the re-signing payload is not role %s's metadata; refusing to sign", name)
+			}
+			if cur == nil {
+				return c, tufota.Errorf(tufota.EInvalid, "the verified repository has no metadata of role %s to re-sign; refusing to sign", name)
+			}
+			if err := CheckPayloadChanges(&cur.Signed, &rs); err != nil {
+				return c, err
+			}
+			c.line("Re-signing:", fmt.Sprintf("%s v%d (the published %d with the same %d release file(s)) by the role's new keys, expires %s", name, rs.Version, cur.Signed.Version, len(rs.Targets), rs.Expires.Format("2006-01-02")))
+		}
+	default:
+		if c.Role, err = CheckDelegationPayload(&top.Signed, signed, name); err != nil {
+			return c, err
+		}
+		c.line("Delegation:", c.Role.Name)
+		c.line("Paths:", strings.Join(c.Role.Paths, ", "))
+		c.line("Threshold:", fmt.Sprintf("%d of %d keys", c.Role.Threshold, len(c.Role.KeyIDs)))
+		for _, id := range c.Role.KeyIDs {
+			c.line("  key:", id)
+		}
+		c.line("targets version:", fmt.Sprintf("%d (the published %d, verified against %s, plus this delegation), expires %s", signed.Version, top.Signed.Version, rootFile, signed.Expires.Format("2006-01-02")))
+	}
+	return c, nil
+}

@@ -223,70 +223,14 @@ func (a *app) delegationSignCommand() *cobra.Command {
 				return err
 			}
 			w := a.stderr
-			var dr, newRole *metadata.DelegatedRole
-			existing, _ := signer.DelegationOf(&top.Signed, name)
-			switch {
-			case renewal:
-				if dr, err = signer.DelegationOf(&top.Signed, name); err != nil {
-					return err
-				}
-				if cur == nil {
-					return tufota.Errorf(tufota.EInvalid, "the verified repository has no metadata of role %s to renew; refusing to sign", name)
-				}
-				if err := signer.CheckPayloadChanges(&cur.Signed, &signed); err != nil {
-					return err
-				}
-				row(w, "Renewal of role:", fmt.Sprintf("%s (delegated %s by targets v%d, threshold %d of %d)", name, strings.Join(dr.Paths, ", "), top.Signed.Version, dr.Threshold, len(dr.KeyIDs)))
-				row(w, name+" version:", fmt.Sprintf("%d (the published %d, verified against %s, with the same %d release file(s)), expires %s (was %s)",
-					signed.Version, cur.Signed.Version, rootFile, len(signed.Targets), signed.Expires.Format("2006-01-02"), cur.Signed.Expires.Format("2006-01-02")))
-			case existing != nil && !signer.HasRole(&signed, name):
-				if cur != nil {
-					return tufota.Errorf(tufota.EInvalid, "the payload removes delegation %s, which has published releases (%s v%d); refusing to sign", name, name, cur.Signed.Version)
-				}
-				if err := signer.CheckDelegationRemovalPayload(&top.Signed, &signed, name); err != nil {
-					return err
-				}
-				row(w, "Removal of role:", fmt.Sprintf("%s (%s; no releases)", name, strings.Join(existing.Paths, ", ")))
-				row(w, "targets version:", fmt.Sprintf("%d (the published %d, verified against %s, without this delegation)", signed.Version, top.Signed.Version, rootFile))
-			case existing != nil:
-				if newRole, err = signer.CheckDelegationUpdatePayload(&top.Signed, &signed, name); err != nil {
-					return err
-				}
-				added, revoked := signer.KeyDiff(existing.KeyIDs, newRole.KeyIDs)
-				row(w, "Key change of role:", fmt.Sprintf("%s (%s)", name, strings.Join(existing.Paths, ", ")))
-				row(w, "Threshold:", fmt.Sprintf("%d of %d keys -> %d of %d keys", existing.Threshold, len(existing.KeyIDs), newRole.Threshold, len(newRole.KeyIDs)))
-				for _, id := range added {
-					row(w, "  add key:", id)
-				}
-				for _, id := range revoked {
-					row(w, "  revoke key:", id)
-				}
-				row(w, "targets version:", fmt.Sprintf("%d (the published %d, verified against %s, with only this change)", signed.Version, top.Signed.Version, rootFile))
-				if p.Resign != nil {
-					var rs metadata.TargetsType
-					if err := signer.DecodeCanonical(p.Resign.Payload, &rs); err != nil || rs.Type != metadata.TARGETS || p.Resign.Role != name {
-						return tufota.Errorf(tufota.EInvalid, "the re-signing payload is not role %s's metadata; refusing to sign", name)
-					}
-					if cur == nil {
-						return tufota.Errorf(tufota.EInvalid, "the verified repository has no metadata of role %s to re-sign; refusing to sign", name)
-					}
-					if err := signer.CheckPayloadChanges(&cur.Signed, &rs); err != nil {
-						return err
-					}
-					row(w, "Re-signing:", fmt.Sprintf("%s v%d (the published %d with the same %d release file(s)) by the role's new keys, expires %s", name, rs.Version, cur.Signed.Version, len(rs.Targets), rs.Expires.Format("2006-01-02")))
-				}
-			default:
-				if dr, err = signer.CheckDelegationPayload(&top.Signed, &signed, name); err != nil {
-					return err
-				}
-				row(w, "Delegation:", dr.Name)
-				row(w, "Paths:", strings.Join(dr.Paths, ", "))
-				row(w, "Threshold:", fmt.Sprintf("%d of %d keys", dr.Threshold, len(dr.KeyIDs)))
-				for _, id := range dr.KeyIDs {
-					row(w, "  key:", id)
-				}
-				row(w, "targets version:", fmt.Sprintf("%d (the published %d, verified against %s, plus this delegation), expires %s", signed.Version, top.Signed.Version, rootFile, signed.Expires.Format("2006-01-02")))
+			chk, err := signer.CheckDelegationSigning(name, &signed, renewal, p.Resign, top, cur, rootFile)
+			for _, l := range chk.Lines {
+				row(w, l.Label, l.Text)
 			}
+			if err != nil {
+				return err
+			}
+			dr, newRole := chk.Role, chk.NewRole
 			row(w, "Signatures:", fmt.Sprintf("%d of %d so far", p.Status.Threshold-p.Status.Needed, p.Status.Threshold))
 			sv, err := a.openKey(ctx, keyURI)
 			if err != nil {
