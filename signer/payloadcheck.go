@@ -433,3 +433,66 @@ func CheckDelegationSigning(name string, signed *metadata.TargetsType, renewal b
 	}
 	return c, nil
 }
+
+// ReleaseSigning is what a release payload asks a key holder to sign, as
+// CheckReleaseSigning found it.
+type ReleaseSigning struct {
+	// Lines describe the release, for the key holder to read; they are
+	// set, as far as the check got, even when it refuses.
+	Lines []Line
+	// Role is the delegated role that signs the release, nil for the
+	// top-level targets role.
+	Role *metadata.DelegatedRole
+}
+
+func (c *ReleaseSigning) line(label, text string) { c.Lines = append(c.Lines, Line{label, text}) }
+
+// CheckReleaseSigning checks a payload of role (signed, with the target
+// tf and custom metadata CheckReleasePayload found) against the
+// repository as go-tuf verified it from rootFile: top is the verified
+// top-level targets metadata, delegated the signing role's own (nil for
+// the role's first release). The payload may only add the release (and
+// its SBOM) in the role devices consult for its paths. size formats a
+// length for the Lines.
+func CheckReleaseSigning(role string, signed *metadata.TargetsType, rel *api.Release, name, version string, tf *metadata.TargetFiles, custom tufota.TargetCustom, top, delegated *metadata.Metadata[metadata.TargetsType], rootFile string, size func(int64) string) (c ReleaseSigning, err error) {
+	allowed := []string{rel.TargetPath}
+	if rel.SBOM != nil {
+		allowed = append(allowed, rel.SBOM.Path)
+	}
+	if err := CheckDelegatedPaths(&top.Signed, role, allowed); err != nil {
+		return c, err
+	}
+	cur := top
+	if role != metadata.TARGETS {
+		if c.Role, err = DelegationOf(&top.Signed, role); err != nil {
+			return c, err
+		}
+		cur = delegated
+		if cur == nil { // the role's first release: nothing published yet
+			cur = &metadata.Metadata[metadata.TargetsType]{Signed: metadata.TargetsType{Type: metadata.TARGETS, Targets: map[string]*metadata.TargetFiles{}}}
+		}
+	}
+	if err := CheckPayloadChanges(&cur.Signed, signed, allowed...); err != nil {
+		return c, err
+	}
+	c.line("Release:", name+"@"+version)
+	c.line("Target:", tf.Path)
+	c.line("Length:", fmt.Sprintf("%d (%s)", tf.Length, size(tf.Length)))
+	c.line("SHA-256:", hex.EncodeToString(tf.Hashes["sha256"]))
+	if rel.SHA512 != "" {
+		c.line("SHA-512:", rel.SHA512+" (server-reported; TUF signs SHA-256)")
+	}
+	c.line("Hardware:", strings.Join(custom.Hardware, ", "))
+	if rel.SBOM != nil {
+		sb, err := CheckSBOMPayload(signed, rel)
+		if err != nil {
+			return c, err
+		}
+		c.line("SBOM:", fmt.Sprintf("%s (%s, %d bytes, SHA-256 %s)", sb.Path, rel.SBOM.Format, sb.Length, hex.EncodeToString(sb.Hashes["sha256"])))
+	}
+	if c.Role != nil {
+		c.line("Signed by role:", fmt.Sprintf("%s (delegated %s by targets v%d, threshold %d of %d)", role, strings.Join(c.Role.Paths, ", "), top.Signed.Version, c.Role.Threshold, len(c.Role.KeyIDs)))
+	}
+	c.line(role+" version:", fmt.Sprintf("%d (%d files: the published %d, verified against %s, plus this release), expires %s", signed.Version, len(signed.Targets), len(cur.Signed.Targets), rootFile, signed.Expires.Format("2006-01-02")))
+	return c, nil
+}

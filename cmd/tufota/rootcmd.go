@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -358,47 +357,15 @@ func (a *app) releaseSignCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			allowed := []string{p.Release.TargetPath}
-			if p.Release.SBOM != nil {
-				allowed = append(allowed, p.Release.SBOM.Path)
-			}
-			if err := signer.CheckDelegatedPaths(&top.Signed, role, allowed); err != nil {
-				return err
-			}
-			cur := top
-			var dr *metadata.DelegatedRole
-			if role != metadata.TARGETS {
-				if dr, err = signer.DelegationOf(&top.Signed, role); err != nil {
-					return err
-				}
-				cur = delegated
-				if cur == nil { // the role's first release: nothing published yet
-					cur = &metadata.Metadata[metadata.TargetsType]{Signed: metadata.TargetsType{Type: metadata.TARGETS, Targets: map[string]*metadata.TargetFiles{}}}
-				}
-			}
-			if err := signer.CheckPayloadChanges(&cur.Signed, &signed, allowed...); err != nil {
-				return err
-			}
+			chk, err := signer.CheckReleaseSigning(role, &signed, p.Release, name, version, tf, custom, top, delegated, rootFile, humanBytes)
 			w := a.stderr
-			row(w, "Release:", name+"@"+version)
-			row(w, "Target:", tf.Path)
-			row(w, "Length:", fmt.Sprintf("%d (%s)", tf.Length, humanBytes(tf.Length)))
-			row(w, "SHA-256:", hex.EncodeToString(tf.Hashes["sha256"]))
-			if p.Release.SHA512 != "" {
-				row(w, "SHA-512:", p.Release.SHA512+" (server-reported; TUF signs SHA-256)")
+			for _, l := range chk.Lines {
+				row(w, l.Label, l.Text)
 			}
-			row(w, "Hardware:", strings.Join(custom.Hardware, ", "))
-			if p.Release.SBOM != nil {
-				sb, err := signer.CheckSBOMPayload(&signed, p.Release)
-				if err != nil {
-					return err
-				}
-				row(w, "SBOM:", fmt.Sprintf("%s (%s, %d bytes, SHA-256 %s)", sb.Path, p.Release.SBOM.Format, sb.Length, hex.EncodeToString(sb.Hashes["sha256"])))
+			if err != nil {
+				return err
 			}
-			if dr != nil {
-				row(w, "Signed by role:", fmt.Sprintf("%s (delegated %s by targets v%d, threshold %d of %d)", role, strings.Join(dr.Paths, ", "), top.Signed.Version, dr.Threshold, len(dr.KeyIDs)))
-			}
-			row(w, role+" version:", fmt.Sprintf("%d (%d files: the published %d, verified against %s, plus this release), expires %s", signed.Version, len(signed.Targets), len(cur.Signed.Targets), rootFile, signed.Expires.Format("2006-01-02")))
+			dr := chk.Role
 			row(w, "Signatures:", fmt.Sprintf("%d of %d so far", p.Status.Threshold-p.Status.Needed, p.Status.Threshold))
 			sv, err := a.openKey(ctx, keyURI)
 			if err != nil {
