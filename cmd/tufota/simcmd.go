@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -18,29 +17,8 @@ import (
 	"github.com/tufota/tufota/internal/sim"
 )
 
-type simOptions struct {
-	enrollToken       string
-	root              string
-	devices           int
-	hardware          string
-	version           string
-	prefix            string
-	failRate          float64
-	silentRate        float64
-	poll              time.Duration
-	jitter            float64
-	duration          time.Duration
-	seed              uint64
-	concurrency       int
-	maxConns          int
-	enrollConcurrency int
-	rollouts          []string
-	perDevice         bool
-	workDir           string
-}
-
 func (a *app) simCommand() *cobra.Command {
-	var o simOptions
+	var o sim.Options
 	cmd := &cobra.Command{
 		Use:   "sim --server URL --enroll-token TOKEN --root root.json --devices N --hardware HW --current-version V",
 		Short: "Simulate a fleet: N devices on the real client package against a running server",
@@ -67,55 +45,38 @@ counts differ from the simulator's.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.enrollToken, "enroll-token", "", "bulk enrollment token (required)")
-	f.StringVar(&o.root, "root", "", "trusted root.json (required)")
-	f.IntVar(&o.devices, "devices", 10, "number of devices")
-	f.StringVar(&o.hardware, "hardware", "", "hardware ID the devices report (must match the enrollment token's)")
-	f.StringVar(&o.version, "current-version", "1.0.0", "firmware version the devices start on")
-	f.StringVar(&o.prefix, "id-prefix", "sim", "device IDs are PREFIX-0001...")
-	f.Float64Var(&o.failRate, "failure-rate", 0, "share of devices whose install fails (0 to 1)")
-	f.Float64Var(&o.silentRate, "silent-rate", 0, "share of devices that go silent after accepting (0 to 1)")
-	f.DurationVar(&o.poll, "poll", time.Second, "poll interval of each device")
-	f.Float64Var(&o.jitter, "jitter", 0.1, "each interval is --poll × (1 ± jitter), uniformly (0 to 1)")
-	f.DurationVar(&o.duration, "duration", time.Minute, "how long to start polls")
-	f.Uint64Var(&o.seed, "seed", 1, "seed of the choice of failing and silent devices and of the schedule")
-	f.IntVar(&o.concurrency, "concurrency", 256, "polls in flight at most")
-	f.IntVar(&o.maxConns, "max-conns", 256, "connections to the server at most")
-	f.IntVar(&o.enrollConcurrency, "enroll-concurrency", 32, "enrollments in flight at most")
-	f.StringSliceVar(&o.rollouts, "rollout", nil, "also compare this rollout's outcomes with the server's (repeatable)")
-	f.BoolVar(&o.perDevice, "per-device", false, "print every device's last result too")
-	f.StringVar(&o.workDir, "work-dir", "", "where the devices' state directories go (a new directory in it, removed at the end; default the system's temporary directory)")
+	f.StringVar(&o.EnrollToken, "enroll-token", "", "bulk enrollment token (required)")
+	f.StringVar(&o.Root, "root", "", "trusted root.json (required)")
+	f.IntVar(&o.Devices, "devices", 10, "number of devices")
+	f.StringVar(&o.Hardware, "hardware", "", "hardware ID the devices report (must match the enrollment token's)")
+	f.StringVar(&o.Version, "current-version", "1.0.0", "firmware version the devices start on")
+	f.StringVar(&o.Prefix, "id-prefix", "sim", "device IDs are PREFIX-0001...")
+	f.Float64Var(&o.FailRate, "failure-rate", 0, "share of devices whose install fails (0 to 1)")
+	f.Float64Var(&o.SilentRate, "silent-rate", 0, "share of devices that go silent after accepting (0 to 1)")
+	f.DurationVar(&o.Poll, "poll", time.Second, "poll interval of each device")
+	f.Float64Var(&o.Jitter, "jitter", 0.1, "each interval is --poll × (1 ± jitter), uniformly (0 to 1)")
+	f.DurationVar(&o.Duration, "duration", time.Minute, "how long to start polls")
+	f.Uint64Var(&o.Seed, "seed", 1, "seed of the choice of failing and silent devices and of the schedule")
+	f.IntVar(&o.Concurrency, "concurrency", 256, "polls in flight at most")
+	f.IntVar(&o.MaxConns, "max-conns", 256, "connections to the server at most")
+	f.IntVar(&o.EnrollConcurrency, "enroll-concurrency", 32, "enrollments in flight at most")
+	f.StringSliceVar(&o.Rollouts, "rollout", nil, "also compare this rollout's outcomes with the server's (repeatable)")
+	f.BoolVar(&o.PerDevice, "per-device", false, "print every device's last result too")
+	f.StringVar(&o.WorkDir, "work-dir", "", "where the devices' state directories go (a new directory in it, removed at the end; default the system's temporary directory)")
 	for _, n := range []string{"enroll-token", "root", "hardware"} {
 		_ = cmd.MarkFlagRequired(n)
 	}
 	return cmd
 }
 
-// checkSimOptions refuses settings outside their range.
-func checkSimOptions(o simOptions) error {
-	switch {
-	case o.devices < 1 || o.devices > 100000:
-		return tufota.Errorf(tufota.EInvalid, "sim: --devices %d: want 1 to 100000", o.devices)
-	case o.failRate < 0 || o.failRate > 1 || o.silentRate < 0 || o.silentRate > 1 || o.failRate+o.silentRate > 1:
-		return tufota.Errorf(tufota.EInvalid, "sim: --failure-rate and --silent-rate must be within 0..1 and add up to at most 1")
-	case o.poll <= 0 || o.duration <= 0:
-		return tufota.Errorf(tufota.EInvalid, "sim: --poll and --duration must be positive")
-	case o.jitter < 0 || o.jitter > 1:
-		return tufota.Errorf(tufota.EInvalid, "sim: --jitter %g: want 0 to 1", o.jitter)
-	case o.concurrency < 1 || o.concurrency > 10000, o.maxConns < 1 || o.maxConns > 10000, o.enrollConcurrency < 1 || o.enrollConcurrency > 1000:
-		return tufota.Errorf(tufota.EInvalid, "sim: --concurrency and --max-conns must be within 1..10000, --enroll-concurrency within 1..1000")
-	}
-	return nil
-}
-
-func (a *app) sim(ctx context.Context, o simOptions) error {
-	if err := checkSimOptions(o); err != nil {
+func (a *app) sim(ctx context.Context, o sim.Options) error {
+	if err := o.Check(); err != nil {
 		return err
 	}
 	if a.serverURL == "" {
 		return errNoServer
 	}
-	root, err := os.ReadFile(o.root)
+	root, err := os.ReadFile(o.Root)
 	if err != nil {
 		return fmt.Errorf("sim: %w", err)
 	}
@@ -123,54 +84,17 @@ func (a *app) sim(ctx context.Context, o simOptions) error {
 	if err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp(o.workDir, "tufota-sim-")
-	if err != nil {
-		return fmt.Errorf("sim: %w", err)
-	}
-	defer os.RemoveAll(work)
-	devs, err := sim.NewDevices(work, o.prefix, o.hardware, o.version, o.devices, o.failRate, o.silentRate, o.seed)
-	if err != nil {
-		return fmt.Errorf("sim: %w", err)
-	}
-	stats := sim.NewStats()
-	tr := sim.DeviceTransport(hc, o.maxConns)
-	defer tr.CloseIdleConnections()
-	shared := &http.Client{Transport: stats.CountRequests(tr)}
-	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-
-	enroller := apiclient.New(a.serverURL, o.enrollToken, apiclient.WithHTTPClient(&http.Client{Transport: tr}))
-	t0 := time.Now()
-	if err := sim.EnrollParallel(ctx, enroller, devs, o.enrollConcurrency); err != nil {
-		return fmt.Errorf("sim: %w", err)
-	}
-	enrollTook := time.Since(t0)
-	log.Info("sim: enrolled", "devices", len(devs), "seconds", enrollTook.Seconds(), "per_second", float64(len(devs))/enrollTook.Seconds())
-
-	fleet := &sim.Fleet{ServerURL: a.serverURL, Root: root, HTTP: shared, Log: slog.New(slog.DiscardHandler), Stats: stats}
-	t1 := time.Now()
-	stats.Begin(t1)
-	results := fleet.RunLoad(ctx, devs, sim.Load{Every: o.poll, Jitter: o.jitter, Duration: o.duration, Workers: o.concurrency, Seed: o.seed})
-	runTook := time.Since(t1)
-	log.Info("sim: polls done; delivering queued reports", "seconds", runTook.Seconds())
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-	unacked := sim.FlushReports(fctx, devs, o.concurrency)
-	cancel()
-
-	sum := stats.Summarize(len(devs), enrollTook, runTook)
-	sum.Unacknowledged = unacked
-	var diffs []string
+	var admin *apiclient.Client
 	if a.token != "" {
-		api := apiclient.New(a.serverURL, a.token, apiclient.WithHTTPClient(hc))
-		if diffs, err = sim.CompareWithServer(ctx, api, stats, devs, o.rollouts, &sum); err != nil {
-			return fmt.Errorf("sim: read the server's counts: %w", err)
-		}
-		sum.Compared = true
-	} else {
-		log.Warn("sim: no --token: the server's counts are not compared")
+		admin = apiclient.New(a.serverURL, a.token, apiclient.WithHTTPClient(hc))
 	}
-	sum.Judge(diffs)
+	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	sum, results, err := sim.Run(ctx, o, a.serverURL, root, hc, admin, log)
+	if err != nil {
+		return err
+	}
 	var perDevice []sim.Result
-	if o.perDevice {
+	if o.PerDevice {
 		perDevice = results
 	}
 	out := struct {
@@ -179,7 +103,7 @@ func (a *app) sim(ctx context.Context, o simOptions) error {
 	}{sum, perDevice}
 	if err := a.print(out, func(w io.Writer) {
 		printSimSummary(w, sum)
-		if o.perDevice {
+		if o.PerDevice {
 			fmt.Fprintln(w)
 			printSimResults(w, results)
 		}
