@@ -21,7 +21,6 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/spf13/cobra"
-	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
@@ -122,7 +121,7 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	// With a targets threshold above one the server holds no targets key:
 	// every release stays pending until that many key holders have signed
 	// it (tufota release sign). With a threshold of one it signs itself.
-	targetsThreshold, err := rootThreshold(ctx, repo, signer.RoleTargets)
+	targetsThreshold, err := datadir.RootThreshold(ctx, repo, signer.RoleTargets)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +137,7 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	} else {
 		log.Info("targets threshold above one: releases wait for key holders' signatures (tufota release sign)", "threshold", targetsThreshold)
 	}
-	if err := checkHashedBins(ctx, repo, cfg, s); err != nil {
+	if err := datadir.CheckLayout(ctx, repo, cfg, s); err != nil {
 		return nil, err
 	}
 	if s.Snapshot, err = keys.Open(ctx, datadir.Resolve(dir, cfg.Keys.Snapshot)); err != nil {
@@ -488,39 +487,4 @@ func (a *app) openAuditArchive(ctx context.Context, rawURL string, retention tim
 		return nil, tufota.Errorf(tufota.EInvalid, "server: --audit-archive retention %s is shorter than --audit-retention %s", l.Retention(), retention)
 	}
 	return archive, nil
-}
-
-// rootThreshold is role's signature threshold in the repository's newest
-// root metadata.
-func rootThreshold(ctx context.Context, repo *signer.Repository, role string) (int, error) {
-	b, err := repo.Root(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("read root metadata: %w", err)
-	}
-	root, err := new(metadata.Metadata[metadata.RootType]).FromBytes(b)
-	if err != nil {
-		return 0, fmt.Errorf("read root metadata: %w", err)
-	}
-	r, ok := root.Signed.Roles[role]
-	if !ok {
-		return 0, fmt.Errorf("root metadata has no %s role", role)
-	}
-	return r.Threshold, nil
-}
-
-// checkHashedBins refuses to serve a repository whose layout differs from
-// the one DIR/tufota.json records ('init --hashed-bins'), and a hashed-bin
-// repository without an online targets key, which signs the bins.
-func checkHashedBins(ctx context.Context, repo *signer.Repository, cfg datadir.Config, s signer.Signers) error {
-	bits, err := repo.HashedBins(ctx)
-	if err != nil {
-		return fmt.Errorf("repository layout: %w", err)
-	}
-	if bits != cfg.HashedBins {
-		return tufota.Errorf(tufota.EInvalid, "repository layout: %s records hashed_bins %d, but the signed targets metadata has %d (0: no hashed bins)", datadir.ConfigName, cfg.HashedBins, bits)
-	}
-	if bits > 0 && len(s.Targets) == 0 {
-		return tufota.Errorf(tufota.EInvalid, "repository layout: hashed bins are signed by the server's online targets key, and %s names none the server can use", datadir.ConfigName)
-	}
-	return nil
 }
