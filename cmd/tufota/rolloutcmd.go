@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"fmt"
 	"io"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/report"
 )
 
 func (a *app) rolloutCommand() *cobra.Command {
@@ -146,7 +146,7 @@ func (a *app) rolloutHistoryCommand() *cobra.Command {
 				return err
 			}
 			if format == "csv" {
-				return writeHistoryCSV(a.stdout, h)
+				return report.HistoryCSV(a.stdout, h)
 			}
 			return a.print(h, func(w io.Writer) { printHistory(w, h) })
 		},
@@ -194,35 +194,10 @@ func printHistory(w io.Writer, h api.RolloutHistory) {
 	}
 }
 
-func writeHistoryCSV(out io.Writer, h api.RolloutHistory) error {
-	w := csv.NewWriter(out)
-	_ = w.Write([]string{"record", "time", "actor", "kind", "reason", "device", "wave", "state", "error_code", "previous_version", "installed_at"})
-	for _, e := range h.Events {
-		_ = w.Write([]string{"event", e.Time.UTC().Format(time.RFC3339Nano), csvSafe(e.Actor), e.Kind, csvSafe(e.Reason), "", "", "", "", "", ""})
-	}
-	for _, d := range h.Devices {
-		inst := ""
-		if d.InstalledAt != nil {
-			inst = d.InstalledAt.UTC().Format(time.RFC3339Nano)
-		}
-		_ = w.Write([]string{"device", d.OfferedAt.UTC().Format(time.RFC3339Nano), "", "", "", d.DeviceID, strconv.Itoa(d.Wave), string(d.State), d.ErrorCode, d.PreviousVersion, inst})
-	}
-	w.Flush()
-	return w.Error()
-}
-
-// csvSafe defuses spreadsheet formulas in free text.
-func csvSafe(s string) string {
-	if s != "" && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@') {
-		return "'" + s
-	}
-	return s
-}
-
 func (a *app) fleetCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "fleet", Short: "Fleet-wide reports"}
 	var format string
-	report := &cobra.Command{
+	reportCmd := &cobra.Command{
 		Use:   "report [-o json] [--format csv]",
 		Short: "Every device's version, how far behind it is, last update, last seen, failed updates",
 		Args:  exactArgs(0, "no arguments"),
@@ -239,17 +214,7 @@ func (a *app) fleetCommand() *cobra.Command {
 				return err
 			}
 			if format == "csv" {
-				w := csv.NewWriter(a.stdout)
-				_ = w.Write([]string{"device_id", "hardware", "version", "newest", "behind", "days_since_last_update", "last_seen", "failed_updates"})
-				for _, r := range rows {
-					days := ""
-					if r.DaysSinceLastUpdate != nil {
-						days = strconv.Itoa(*r.DaysSinceLastUpdate)
-					}
-					_ = w.Write([]string{r.DeviceID, r.Hardware, r.Version, r.Newest, strconv.Itoa(r.Behind), days, fmtTime(r.LastSeen), strconv.Itoa(r.FailedUpdates)})
-				}
-				w.Flush()
-				return w.Error()
+				return report.FleetCSV(a.stdout, rows)
 			}
 			return a.print(rows, func(w io.Writer) {
 				row(w, "DEVICE", "HARDWARE", "VERSION", "NEWEST", "BEHIND", "DAYS SINCE UPDATE", "LAST SEEN", "FAILED")
@@ -263,8 +228,8 @@ func (a *app) fleetCommand() *cobra.Command {
 			})
 		},
 	}
-	report.Flags().StringVar(&format, "format", "", "csv for a spreadsheet")
-	cmd.AddCommand(report)
+	reportCmd.Flags().StringVar(&format, "format", "", "csv for a spreadsheet")
+	cmd.AddCommand(reportCmd)
 	return cmd
 }
 

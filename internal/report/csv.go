@@ -1,0 +1,63 @@
+// Package report renders what the management API answers as the files
+// people take elsewhere: CSV for spreadsheets and compliance records, with
+// free text defused against formula injection.
+package report
+
+import (
+	"encoding/csv"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/tufota/tufota/api"
+)
+
+// HistoryCSV writes a rollout's events and device outcomes as CSV, one
+// record a line ("event" or "device"), free text defused (csvSafe).
+func HistoryCSV(out io.Writer, h api.RolloutHistory) error {
+	w := csv.NewWriter(out)
+	_ = w.Write([]string{"record", "time", "actor", "kind", "reason", "device", "wave", "state", "error_code", "previous_version", "installed_at"})
+	for _, e := range h.Events {
+		_ = w.Write([]string{"event", e.Time.UTC().Format(time.RFC3339Nano), csvSafe(e.Actor), e.Kind, csvSafe(e.Reason), "", "", "", "", "", ""})
+	}
+	for _, d := range h.Devices {
+		inst := ""
+		if d.InstalledAt != nil {
+			inst = d.InstalledAt.UTC().Format(time.RFC3339Nano)
+		}
+		_ = w.Write([]string{"device", d.OfferedAt.UTC().Format(time.RFC3339Nano), "", "", "", d.DeviceID, strconv.Itoa(d.Wave), string(d.State), d.ErrorCode, d.PreviousVersion, inst})
+	}
+	w.Flush()
+	return w.Error()
+}
+
+// FleetCSV writes the fleet report as CSV, one device a line.
+func FleetCSV(out io.Writer, rows []api.FleetRow) error {
+	w := csv.NewWriter(out)
+	_ = w.Write([]string{"device_id", "hardware", "version", "newest", "behind", "days_since_last_update", "last_seen", "failed_updates"})
+	for _, r := range rows {
+		days := ""
+		if r.DaysSinceLastUpdate != nil {
+			days = strconv.Itoa(*r.DaysSinceLastUpdate)
+		}
+		_ = w.Write([]string{r.DeviceID, r.Hardware, r.Version, r.Newest, strconv.Itoa(r.Behind), days, rfc3339(r.LastSeen), strconv.Itoa(r.FailedUpdates)})
+	}
+	w.Flush()
+	return w.Error()
+}
+
+// csvSafe defuses spreadsheet formulas in free text.
+func csvSafe(s string) string {
+	if s != "" && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@') {
+		return "'" + s
+	}
+	return s
+}
+
+// rfc3339 is t in UTC, or "-" when there is none.
+func rfc3339(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
