@@ -60,13 +60,13 @@ func New(base, token string, opts ...Option) *Client {
 
 // HTTPClient returns an HTTP client that speaks TLS 1.2 or newer and
 // trusts the PEM certificates in caPEM, or the system roots when caPEM is
-// empty. It fails with tufota.EInvalid when caPEM holds no certificate.
+// nil. It fails with tufota.EInvalid when caPEM holds no certificate.
 // It sets no overall timeout: uploads of large images take as long as
 // they take, and contexts bound each call.
 func HTTPClient(caPEM []byte) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	if len(caPEM) > 0 {
+	if caPEM != nil {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(caPEM) {
 			return nil, tufota.Errorf(tufota.EInvalid, "CA file holds no PEM certificate")

@@ -37,9 +37,6 @@ func (a *app) httpClient() (*http.Client, error) {
 		if pem, err = os.ReadFile(a.caFile); err != nil {
 			return nil, fmt.Errorf("read --ca: %w", err)
 		}
-		if len(pem) == 0 {
-			return nil, tufota.Errorf(tufota.EInvalid, "--ca %s holds no PEM certificate", a.caFile)
-		}
 	}
 	hc, err := apiclient.HTTPClient(pem)
 	if err != nil {

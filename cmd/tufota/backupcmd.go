@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tufota/tufota/backup"
+	"github.com/tufota/tufota/internal/report"
 )
 
 func (a *app) backupCommand() *cobra.Command {
@@ -43,7 +44,7 @@ is removed and the error says why (the source repository is inconsistent).`,
 					n += t.Rows
 				}
 				row(w, "Database:", fmt.Sprintf("%d tables, %d rows", len(res.Tables), n))
-				row(w, "Blobs:", fmt.Sprintf("%d (%s)", res.Blobs, humanBytes(res.Bytes)))
+				row(w, "Blobs:", fmt.Sprintf("%d (%s)", res.Blobs, report.Bytes(res.Bytes)))
 				row(w, "Repository:", fmt.Sprintf("timestamp v%d, targets v%d", res.TimestampVersion, res.TargetsVersion))
 				row(w, "Verified:", fmt.Sprintf("as restore would: %d targets, %d releases in signed metadata; audit log %d entries, %d checkpoints",
 					res.Check.Repository.Targets, res.Check.Repository.Releases, res.Check.Audit.Entries, res.Check.Audit.Checkpoints))

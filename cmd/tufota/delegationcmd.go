@@ -13,6 +13,7 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/report"
 	"github.com/tufota/tufota/signer"
 )
 
@@ -88,7 +89,7 @@ func (a *app) delegationListCommand() *cobra.Command {
 					if d.Pending != "" && d.Signing != nil {
 						pending = fmt.Sprintf("%s: %d more signature(s)", d.Pending, d.Signing.Needed)
 					}
-					row(w, d.Name, strings.Join(d.Paths, ","), fmt.Sprintf("%d of %d", d.Threshold, len(d.KeyIDs)), d.Version, d.Targets, fmtTime(d.Expires), pending)
+					row(w, d.Name, strings.Join(d.Paths, ","), fmt.Sprintf("%d of %d", d.Threshold, len(d.KeyIDs)), d.Version, d.Targets, report.Time(d.Expires), pending)
 				}
 			})
 		},

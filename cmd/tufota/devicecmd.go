@@ -11,6 +11,7 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/report"
 )
 
 // parseAttrs turns k=v pairs and tag:NAME entries into attributes and tags.
@@ -74,7 +75,7 @@ func (a *app) deviceCommand() *cobra.Command {
 			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) ([]api.Device, error) { return c.ListDevices(ctx) }, func(w io.Writer, devs []api.Device) {
 				row(w, "ID", "HARDWARE", "VERSION", "TARGET", "LAST SEEN", "ATTRIBUTES")
 				for _, d := range devs {
-					row(w, d.ID, d.Hardware, dash(d.Version), dash(d.TargetRelease), fmtTime(&d.LastSeen), deviceAttrs(d))
+					row(w, d.ID, d.Hardware, dash(d.Version), dash(d.TargetRelease), report.Time(&d.LastSeen), deviceAttrs(d))
 				}
 			})
 		},
@@ -90,7 +91,7 @@ func (a *app) deviceCommand() *cobra.Command {
 				row(w, "Version:", dash(d.Version))
 				row(w, "Release:", dash(d.CurrentRelease))
 				row(w, "Assigned:", dash(d.TargetRelease))
-				row(w, "Last seen:", fmtTime(&d.LastSeen))
+				row(w, "Last seen:", report.Time(&d.LastSeen))
 				row(w, "Attributes:", deviceAttrs(d))
 			})
 		},
@@ -130,7 +131,7 @@ func (a *app) deviceCommand() *cobra.Command {
 			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.EnrollTokenResponse, error) {
 				return c.CreateEnrollToken(ctx, eReq)
 			}, func(w io.Writer, res api.EnrollTokenResponse) {
-				fmt.Fprintf(w, "Enrollment token for %s devices, expires %s (shown once):\n%s\n", eReq.Hardware, fmtTime(res.Detail.ExpiresAt), res.EnrollToken)
+				fmt.Fprintf(w, "Enrollment token for %s devices, expires %s (shown once):\n%s\n", eReq.Hardware, report.Time(res.Detail.ExpiresAt), res.EnrollToken)
 			})
 		},
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/internal/datadir"
 	"github.com/tufota/tufota/internal/leader"
+	"github.com/tufota/tufota/internal/report"
 	"github.com/tufota/tufota/internal/sim"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/server"
@@ -144,7 +145,7 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 	if err != nil {
 		return fmt.Errorf("quickstart: push: %w", err)
 	}
-	step("release: pushed %s@%s (%s, sha256 %s…), signed into targets v%d", rel.Name, rel.Version, humanBytes(rel.Length), rel.SHA256[:16], rel.TargetsVersion)
+	step("release: pushed %s@%s (%s, sha256 %s…), signed into targets v%d", rel.Name, rel.Version, report.Bytes(rel.Length), rel.SHA256[:16], rel.TargetsVersion)
 
 	enroll, err := api.CreateEnrollToken(ctx, apipkg.EnrollTokenRequest{EnrollScope: apipkg.EnrollScope{Hardware: "pump-a", Attrs: map[string]string{"site": "north"}, Tags: []string{"icu"}}, Expires: "1h"})
 	if err != nil {

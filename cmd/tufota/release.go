@@ -16,6 +16,7 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/report"
 	"github.com/tufota/tufota/signer"
 )
 
@@ -139,7 +140,7 @@ func (a *app) releaseListCommand() *cobra.Command {
 			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) ([]api.Release, error) { return c.ListReleases(ctx) }, func(w io.Writer, rels []api.Release) {
 				row(w, "NAME", "VERSION", "HARDWARE", "SIZE", "STATE", "SIGNED BY", "PUBLISHED", "BY")
 				for _, r := range rels {
-					row(w, r.Name, r.Version, strings.Join(r.Hardware, ","), humanBytes(r.Length), r.State, r.Role, fmtTime(r.PublishedAt), r.CreatedBy)
+					row(w, r.Name, r.Version, strings.Join(r.Hardware, ","), report.Bytes(r.Length), r.State, r.Role, report.Time(r.PublishedAt), r.CreatedBy)
 				}
 			})
 		},
@@ -167,7 +168,7 @@ func printRelease(w io.Writer, r api.Release) {
 	row(w, "Release:", r.Name+"@"+r.Version)
 	row(w, "State:", r.State)
 	row(w, "Target:", r.TargetPath)
-	row(w, "Length:", fmt.Sprintf("%d (%s)", r.Length, humanBytes(r.Length)))
+	row(w, "Length:", fmt.Sprintf("%d (%s)", r.Length, report.Bytes(r.Length)))
 	row(w, "SHA-256:", r.SHA256)
 	if r.SHA512 != "" { // only releases pushed before SHA-512 was dropped (TUF signs SHA-256)
 		row(w, "SHA-512:", r.SHA512)
@@ -180,7 +181,7 @@ func printRelease(w io.Writer, r api.Release) {
 		row(w, "Notes:", r.Notes)
 	}
 	if r.SBOM != nil {
-		row(w, "SBOM:", fmt.Sprintf("%s (%s, %s)", r.SBOM.Path, r.SBOM.Format, humanBytes(r.SBOM.Length)))
+		row(w, "SBOM:", fmt.Sprintf("%s (%s, %s)", r.SBOM.Path, r.SBOM.Format, report.Bytes(r.SBOM.Length)))
 		row(w, "SBOM SHA-256:", r.SBOM.SHA256)
 	}
 	if r.Role != "" && r.Role != signer.RoleTargets {
@@ -189,12 +190,12 @@ func printRelease(w io.Writer, r api.Release) {
 	} else {
 		row(w, "Targets version:", r.TargetsVersion)
 	}
-	row(w, "Pushed:", fmtTime(&r.CreatedAt)+" by "+r.CreatedBy)
-	row(w, "Published:", fmtTime(r.PublishedAt))
+	row(w, "Pushed:", report.Time(&r.CreatedAt)+" by "+r.CreatedBy)
+	row(w, "Published:", report.Time(r.PublishedAt))
 	if s := r.Signing; s != nil {
 		row(w, "Pending:", fmt.Sprintf("%s v%d needs %d of its %d keys; %d more signature(s) needed", s.Role, s.Version, s.Threshold, len(s.Keys), s.Needed))
 		for _, sg := range s.Signatures {
-			row(w, "  signed:", fmt.Sprintf("%s by %s at %s", sg.KeyID, sg.SignedBy, fmtTime(&sg.SignedAt)))
+			row(w, "  signed:", fmt.Sprintf("%s by %s at %s", sg.KeyID, sg.SignedBy, report.Time(&sg.SignedAt)))
 		}
 		for _, id := range s.ServerKeys {
 			row(w, "  signed:", id+" by the server (online targets key)")
@@ -232,7 +233,7 @@ func (p *progress) Read(b []byte) (int, error) {
 	p.read += int64(n)
 	if pct := int(p.read * 100 / p.total); pct != p.lastPct {
 		p.lastPct = pct
-		fmt.Fprintf(p.w, "\r%s: %3d%% (%s of %s)", p.label, pct, humanBytes(p.read), humanBytes(p.total))
+		fmt.Fprintf(p.w, "\r%s: %3d%% (%s of %s)", p.label, pct, report.Bytes(p.read), report.Bytes(p.total))
 	}
 	return n, err
 }

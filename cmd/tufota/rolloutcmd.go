@@ -190,7 +190,7 @@ func printHistory(w io.Writer, h api.RolloutHistory) {
 		if d.Silent {
 			st += " (silent)"
 		}
-		row(w, d.DeviceID, d.Wave, st, dash(d.ErrorCode), dash(d.PreviousVersion), d.OfferedAt.UTC().Format(time.RFC3339), fmtTime(d.InstalledAt))
+		row(w, d.DeviceID, d.Wave, st, dash(d.ErrorCode), dash(d.PreviousVersion), d.OfferedAt.UTC().Format(time.RFC3339), report.Time(d.InstalledAt))
 	}
 }
 
@@ -223,7 +223,7 @@ func (a *app) fleetCommand() *cobra.Command {
 					if r.DaysSinceLastUpdate != nil {
 						days = strconv.Itoa(*r.DaysSinceLastUpdate)
 					}
-					row(w, r.DeviceID, r.Hardware, dash(r.Version), dash(r.Newest), r.Behind, days, fmtTime(r.LastSeen), r.FailedUpdates)
+					row(w, r.DeviceID, r.Hardware, dash(r.Version), dash(r.Newest), r.Behind, days, report.Time(r.LastSeen), r.FailedUpdates)
 				}
 			})
 		},

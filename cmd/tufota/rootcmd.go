@@ -18,6 +18,7 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/report"
 	"github.com/tufota/tufota/signer"
 )
 
@@ -36,7 +37,7 @@ func (a *app) rootShowCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.RootInfo, error) { return c.Root(ctx) }, func(w io.Writer, info api.RootInfo) {
 				row(w, "Root version:", info.Current.Version)
-				row(w, "Expires:", fmtTime(&info.Current.Expires))
+				row(w, "Expires:", report.Time(&info.Current.Expires))
 				printRoles(w, info.Current.Roles)
 				if info.Pending == nil {
 					row(w, "Pending:", "none")
@@ -59,7 +60,7 @@ func printRootPayload(w io.Writer, p api.SigningPayload) {
 	row(w, "Pending root:", fmt.Sprintf("v%d (replaces v%d), proposed by %s", st.Version, st.BaseVersion, st.CreatedBy))
 	row(w, "Payload SHA-256:", p.PayloadSHA256)
 	if p.Root != nil {
-		row(w, "Expires:", fmtTime(&p.Root.Expires))
+		row(w, "Expires:", report.Time(&p.Root.Expires))
 		for _, ch := range p.Root.Changes {
 			row(w, "  change:", ch)
 		}
@@ -357,7 +358,7 @@ func (a *app) releaseSignCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			chk, err := signer.CheckReleaseSigning(role, &signed, p.Release, name, version, tf, custom, top, delegated, rootFile, humanBytes)
+			chk, err := signer.CheckReleaseSigning(role, &signed, p.Release, name, version, tf, custom, top, delegated, rootFile, report.Bytes)
 			w := a.stderr
 			for _, l := range chk.Lines {
 				row(w, l.Label, l.Text)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -15,9 +14,8 @@ import (
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/report"
 )
-
-func writeJSON(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
 
 func (a *app) tokenCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke API tokens"}
@@ -39,7 +37,7 @@ func (a *app) tokenCommand() *cobra.Command {
 				return c.CreateToken(ctx, req)
 			}, func(w io.Writer, res api.CreateTokenResponse) {
 				fmt.Fprintf(w, "Token %s for %s (%s), expires %s. Secret (shown once):\n%s\n",
-					res.Detail.ID, res.Detail.Name, res.Detail.Role, fmtTime(res.Detail.ExpiresAt), res.Token)
+					res.Detail.ID, res.Detail.Name, res.Detail.Role, report.Time(res.Detail.ExpiresAt), res.Token)
 			})
 		},
 	}
@@ -58,7 +56,7 @@ func (a *app) tokenCommand() *cobra.Command {
 			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) ([]api.Token, error) { return c.ListTokens(ctx) }, func(w io.Writer, toks []api.Token) {
 				row(w, "ID", "NAME", "ROLE", "CREATED", "EXPIRES", "REVOKED", "LAST USED")
 				for _, t := range toks {
-					row(w, t.ID, t.Name, t.Role, fmtTime(&t.CreatedAt), fmtTime(t.ExpiresAt), fmtTime(t.RevokedAt), fmtTime(t.LastUsedAt))
+					row(w, t.ID, t.Name, t.Role, report.Time(&t.CreatedAt), report.Time(t.ExpiresAt), report.Time(t.RevokedAt), report.Time(t.LastUsedAt))
 				}
 			})
 		},

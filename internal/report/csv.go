@@ -5,6 +5,7 @@ package report
 
 import (
 	"encoding/csv"
+	"fmt"
 	"io"
 	"strconv"
 	"time"
@@ -40,7 +41,7 @@ func FleetCSV(out io.Writer, rows []api.FleetRow) error {
 		if r.DaysSinceLastUpdate != nil {
 			days = strconv.Itoa(*r.DaysSinceLastUpdate)
 		}
-		_ = w.Write([]string{r.DeviceID, r.Hardware, r.Version, r.Newest, strconv.Itoa(r.Behind), days, rfc3339(r.LastSeen), strconv.Itoa(r.FailedUpdates)})
+		_ = w.Write([]string{r.DeviceID, r.Hardware, r.Version, r.Newest, strconv.Itoa(r.Behind), days, Time(r.LastSeen), strconv.Itoa(r.FailedUpdates)})
 	}
 	w.Flush()
 	return w.Error()
@@ -54,10 +55,24 @@ func csvSafe(s string) string {
 	return s
 }
 
-// rfc3339 is t in UTC, or "-" when there is none.
-func rfc3339(t *time.Time) string {
+// Time is t in UTC as RFC 3339, or "-" when there is none.
+func Time(t *time.Time) string {
 	if t == nil || t.IsZero() {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// Bytes is n in binary units: "512 B", "1.5 MiB".
+func Bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
