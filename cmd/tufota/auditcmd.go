@@ -19,9 +19,7 @@ import (
 )
 
 func (a *app) auditCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "audit", Short: "Read, export and verify the tamper-evident audit log"}
-	cmd.AddCommand(a.auditLogCommand(), a.auditExportCommand(), a.auditVerifyCommand(), a.auditCheckpointCommand())
-	return cmd
+	return group("audit", "Read, export and verify the tamper-evident audit log", a.auditLogCommand(), a.auditExportCommand(), a.auditVerifyCommand(), a.auditCheckpointCommand())
 }
 
 func (a *app) auditLogCommand() *cobra.Command {

@@ -287,15 +287,8 @@ func (a *app) delegationCancelCommand() *cobra.Command {
 		Short: "Withdraw a pending delegation change (an add, a key change or a renewal)",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			if err := c.CancelDelegation(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "Pending change of delegation %s cancelled; nothing was published.\n", args[0])
-			return nil
+			return a.call(cmd, func(ctx context.Context, c *apiclient.Client) error { return c.CancelDelegation(ctx, args[0]) },
+				fmt.Sprintf("Pending change of delegation %s cancelled; nothing was published.\n", args[0]))
 		},
 	}
 }

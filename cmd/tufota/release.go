@@ -21,9 +21,7 @@ import (
 )
 
 func (a *app) releaseCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "release", Short: "Push, list and show firmware releases"}
-	cmd.AddCommand(a.releasePushCommand(), a.releaseListCommand(), a.releaseShowCommand(), a.releaseSignCommand(), a.releaseCancelCommand())
-	return cmd
+	return group("release", "Push, list and show firmware releases", a.releasePushCommand(), a.releaseListCommand(), a.releaseShowCommand(), a.releaseSignCommand(), a.releaseCancelCommand())
 }
 
 func (a *app) releasePushCommand() *cobra.Command {
@@ -153,13 +151,7 @@ func (a *app) releaseShowCommand() *cobra.Command {
 		Short: "Show one release",
 		Args:  exactArgs(1, "NAME@VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, version, ok := strings.Cut(args[0], "@")
-			if !ok || name == "" || version == "" {
-				return tufota.Errorf(tufota.EInvalid, "release show: %q: want NAME@VERSION", args[0])
-			}
-			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Release, error) {
-				return c.Release(ctx, name, version)
-			}, func(w io.Writer, rel api.Release) { printRelease(w, rel) })
+			return a.onRelease(cmd, "release show", args[0], (*apiclient.Client).Release, printRelease)
 		},
 	}
 }

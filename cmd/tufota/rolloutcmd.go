@@ -9,15 +9,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/apiclient"
 	"github.com/tufota/tufota/internal/report"
 )
 
 func (a *app) rolloutCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "rollout", Short: "Take a release to a cohort in canary waves"}
-	cmd.AddCommand(a.rolloutCreateCommand(), a.rolloutListCommand(), a.rolloutStatusCommand(), a.rolloutHistoryCommand())
+	cmd := group("rollout", "Take a release to a cohort in canary waves", a.rolloutCreateCommand(), a.rolloutListCommand(), a.rolloutStatusCommand(), a.rolloutHistoryCommand())
 	for _, action := range []struct{ name, short string }{
 		{"start", "Start a draft rollout (or schedule it, with --start-at)"},
 		{"pause", "Pause a running rollout"},
@@ -134,21 +132,9 @@ func (a *app) rolloutHistoryCommand() *cobra.Command {
 		Short: "Print a rollout's timeline, per-device outcomes and time to 50/90/100%",
 		Args:  exactArgs(1, "a rollout ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkCSVFormat("rollout history", format); err != nil {
-				return err
-			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			h, err := c.RolloutHistory(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if format == "csv" {
-				return report.HistoryCSV(a.stdout, h)
-			}
-			return a.print(h, func(w io.Writer) { printHistory(w, h) })
+			return printReport(a, cmd, "rollout history", format, func(ctx context.Context, c *apiclient.Client) (api.RolloutHistory, error) {
+				return c.RolloutHistory(ctx, args[0])
+			}, report.HistoryCSV, printHistory)
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "", "csv: the timeline and device outcomes as CSV")
@@ -202,21 +188,9 @@ func (a *app) fleetCommand() *cobra.Command {
 		Short: "Every device's version, how far behind it is, last update, last seen, failed updates",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkCSVFormat("fleet report", format); err != nil {
-				return err
-			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			rows, err := c.FleetReport(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if format == "csv" {
-				return report.FleetCSV(a.stdout, rows)
-			}
-			return a.print(rows, func(w io.Writer) {
+			return printReport(a, cmd, "fleet report", format, func(ctx context.Context, c *apiclient.Client) ([]api.FleetRow, error) {
+				return c.FleetReport(ctx)
+			}, report.FleetCSV, func(w io.Writer, rows []api.FleetRow) {
 				row(w, "DEVICE", "HARDWARE", "VERSION", "NEWEST", "BEHIND", "DAYS SINCE UPDATE", "LAST SEEN", "FAILED")
 				for _, r := range rows {
 					days := "-"
@@ -231,13 +205,4 @@ func (a *app) fleetCommand() *cobra.Command {
 	reportCmd.Flags().StringVar(&format, "format", "", "csv for a spreadsheet")
 	cmd.AddCommand(reportCmd)
 	return cmd
-}
-
-// checkCSVFormat accepts the --format values of commands that can print CSV:
-// none (a table, or -o json) or csv.
-func checkCSVFormat(command, format string) error {
-	if format != "" && format != "csv" {
-		return tufota.Errorf(tufota.EInvalid, "%s: --format %q: want csv (or -o json)", command, format)
-	}
-	return nil
 }

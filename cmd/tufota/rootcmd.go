@@ -24,9 +24,7 @@ import (
 
 // trustRootCommand is `tufota root`: the root metadata ceremony.
 func (a *app) trustRootCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "root", Short: "Show, change and sign the TUF root metadata (key rotation, revocation, thresholds)"}
-	cmd.AddCommand(a.rootShowCommand(), a.rootUpdateCommand(), a.rootSignCommand(), a.rootCancelCommand())
-	return cmd
+	return group("root", "Show, change and sign the TUF root metadata (key rotation, revocation, thresholds)", a.rootShowCommand(), a.rootUpdateCommand(), a.rootSignCommand(), a.rootCancelCommand())
 }
 
 func (a *app) rootShowCommand() *cobra.Command {
@@ -281,15 +279,7 @@ func (a *app) rootCancelCommand() *cobra.Command {
 		Short: "Drop the pending root change and its signatures",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			if err := c.CancelRoot(cmd.Context()); err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, "Pending root change dropped.")
-			return nil
+			return a.call(cmd, func(ctx context.Context, c *apiclient.Client) error { return c.CancelRoot(ctx) }, "Pending root change dropped.\n")
 		},
 	}
 }
@@ -301,13 +291,7 @@ func (a *app) releaseCancelCommand() *cobra.Command {
 		Short: "Withdraw a pending release: its payload, the signatures gathered so far and its upload (published releases cannot be cancelled)",
 		Args:  exactArgs(1, "NAME@VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, version, ok := strings.Cut(args[0], "@")
-			if !ok || name == "" || version == "" {
-				return tufota.Errorf(tufota.EInvalid, "release cancel: %q: want NAME@VERSION", args[0])
-			}
-			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Release, error) {
-				return c.CancelRelease(ctx, name, version)
-			}, func(w io.Writer, rel api.Release) {
+			return a.onRelease(cmd, "release cancel", args[0], (*apiclient.Client).CancelRelease, func(w io.Writer, rel api.Release) {
 				fmt.Fprintf(w, "Pending release %s cancelled; nothing of it was published.\n", args[0])
 			})
 		},
@@ -324,9 +308,9 @@ func (a *app) releaseSignCommand() *cobra.Command {
 		Args:  exactArgs(1, "NAME@VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			name, version, ok := strings.Cut(args[0], "@")
-			if !ok || name == "" || version == "" {
-				return tufota.Errorf(tufota.EInvalid, "release sign: %q: want NAME@VERSION", args[0])
+			name, version, err := releaseRef("release sign", args[0])
+			if err != nil {
+				return err
 			}
 			c, err := a.api()
 			if err != nil {
