@@ -11,6 +11,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/signer"
 )
 
@@ -317,6 +318,66 @@ func TestCheckDelegationRemovalPayload(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("%v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestCheckReleasePayload: the signer signs the release the summary
+// describes, under the name and version asked for, and its SBOM as
+// described; a payload that differs in any of them is refused.
+func TestCheckReleasePayload(t *testing.T) {
+	image := []byte("firmware")
+	tf, err := metadata.TargetFile().FromBytes("pump-fw/1.0.0/fw.bin", image, "sha256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	custom := json.RawMessage(`{"tufota":{"name":"pump-fw","version":"1.0.0","hardware":["pump-a"]}}`)
+	tf.Custom = &custom
+	sb, err := metadata.TargetFile().FromBytes("pump-fw/1.0.0/sbom.cdx.json", []byte("{}"), "sha256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := metadata.Targets(time.Now().Add(time.Hour)).Signed
+	signed.Targets = map[string]*metadata.TargetFiles{tf.Path: tf, sb.Path: sb}
+	good := api.Release{TargetPath: tf.Path, Length: tf.Length, SHA256: tf.Hashes["sha256"].String(),
+		SBOM: &api.SBOM{Path: sb.Path, SHA256: sb.Hashes["sha256"].String()}}
+	for _, tc := range []struct {
+		name           string
+		edit           func(r *api.Release)
+		relName, ver   string
+		want, wantSBOM string
+	}{
+		{name: "as described", relName: "pump-fw", ver: "1.0.0"},
+		{name: "another length", edit: func(r *api.Release) { r.Length++ }, relName: "pump-fw", ver: "1.0.0", want: "as the release summary describes it"},
+		{name: "another hash", edit: func(r *api.Release) { r.SHA256 = strings.Repeat("0", 64) }, relName: "pump-fw", ver: "1.0.0", want: "as the release summary describes it"},
+		{name: "a target not in the payload", edit: func(r *api.Release) { r.TargetPath = "pump-fw/1.0.0/other.bin" }, relName: "pump-fw", ver: "1.0.0", want: "as the release summary describes it"},
+		{name: "signed as another version", relName: "pump-fw", ver: "2.0.0", want: "is signed as pump-fw@1.0.0, not pump-fw@2.0.0"},
+		{name: "signed as another release", relName: "evil", ver: "1.0.0", want: "not evil@1.0.0"},
+		{name: "another SBOM", edit: func(r *api.Release) { r.SBOM = &api.SBOM{Path: sb.Path, SHA256: strings.Repeat("1", 64)} }, relName: "pump-fw", ver: "1.0.0", wantSBOM: "does not sign the release's SBOM"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rel := good
+			if tc.edit != nil {
+				tc.edit(&rel)
+			}
+			got, c, err := signer.CheckReleasePayload(&signed, &rel, tc.relName, tc.ver)
+			if tc.want != "" {
+				if !errors.Is(err, tufota.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("CheckReleasePayload = %v, want an invalid error containing %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil || got != tf || c.Name != "pump-fw" || len(c.Hardware) != 1 {
+				t.Fatalf("CheckReleasePayload = %v, %+v, %v; want the target and its custom metadata", got, c, err)
+			}
+			_, err = signer.CheckSBOMPayload(&signed, &rel)
+			if tc.wantSBOM != "" {
+				if !errors.Is(err, tufota.ErrInvalid) || !strings.Contains(err.Error(), tc.wantSBOM) {
+					t.Fatalf("CheckSBOMPayload = %v, want %q", err, tc.wantSBOM)
+				}
+			} else if err != nil {
+				t.Fatalf("CheckSBOMPayload: %v", err)
 			}
 		})
 	}

@@ -4,25 +4,24 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/tufota/tufota/client"
 	"github.com/tufota/tufota/internal/datadir"
 )
 
-// harness is one repository and one running server, driven through run().
+// harness is one repository and one running server, driven through run()
+// in this process: for the tests that need the CLI's own errors (codes)
+// or its process (the data directory lock names the pid). The end-to-end
+// tests run the binary instead (package e2e).
 type harness struct {
 	t          *testing.T
 	dir        string
@@ -56,13 +55,7 @@ func (h *harness) mustCLI(args ...string) string {
 // startHarness inits a repository and serves it over TLS on a free port.
 func startHarness(t *testing.T) *harness {
 	t.Helper()
-	return startHarnessWith(t)
-}
-
-// startHarnessWith passes extra flags to tufota server.
-func startHarnessWith(t *testing.T, serverFlags ...string) *harness {
-	t.Helper()
-	return startHarnessFull(t, nil, nil, serverFlags...)
+	return startHarnessFull(t, nil, nil)
 }
 
 // startHarnessFull passes extra flags to init and server, and extra
@@ -141,24 +134,6 @@ func (h *harness) writeFirmware(name string, size int) (string, []byte) {
 	return p, b
 }
 
-// deviceToken returns a new token for device id, registering the device
-// (hardware pump-a) first if it is not registered: the server issues device
-// tokens only for registered devices.
-func (h *harness) deviceToken(id string) string {
-	h.t.Helper()
-	if _, err := h.runCLI("device", "show", id); err != nil {
-		h.mustCLI("device", "register", id, "--hardware", "pump-a")
-	}
-	var res struct {
-		Token string `json:"token"`
-	}
-	out := h.mustCLI("token", "create", "--name", id, "--role", "device", "--device-id", id, "-o", "json")
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		h.t.Fatalf("token create: %v in %q", err, out)
-	}
-	return res.Token
-}
-
 // registerDevice registers a device through the CLI and returns its token.
 func (h *harness) registerDevice(id, hw, version string) string {
 	h.t.Helper()
@@ -170,40 +145,4 @@ func (h *harness) registerDevice(id, hw, version string) string {
 		h.t.Fatalf("device register: %v in %q", err, out)
 	}
 	return res.Token
-}
-
-func (h *harness) newClient(serverURL, id, hw, version string) *client.Client {
-	h.t.Helper()
-	c, err := client.New(client.Config{
-		ServerURL: serverURL, TrustedRoot: h.root, StateDir: h.t.TempDir(),
-		DeviceID: id, Token: h.registerDevice(id, hw, version), HardwareID: hw, CurrentVersion: version, HTTPClient: h.hc,
-	})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return c
-}
-
-// snapshotTree lists every file under dir with its size and hash.
-func snapshotTree(t *testing.T, dir string) []string {
-	t.Helper()
-	var out []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		sum := sha256.Sum256(b)
-		rel, _ := filepath.Rel(dir, p)
-		out = append(out, rel+" "+hex.EncodeToString(sum[:8]))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(out)
-	return out
 }
