@@ -382,3 +382,72 @@ func TestCheckReleasePayload(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckDelegationSigning: the payload of a pending delegation change
+// is told apart (a role added, removed, renewed) and checked against the
+// verified repository, and the lines a key holder reads describe it, as
+// far as the check got.
+func TestCheckDelegationSigning(t *testing.T) {
+	md := func(tt *metadata.TargetsType) *metadata.Metadata[metadata.TargetsType] {
+		return &metadata.Metadata[metadata.TargetsType]{Signed: *tt}
+	}
+	top := delegatedTargets(t, 4, [2]string{"monitor", "monitor/*/*"})
+	added := delegatedTargets(t, 5, [2]string{"monitor", "monitor/*/*"})
+	added.Delegations = top.Delegations // same role and key
+	extra := delegatedTargets(t, 0, [2]string{"pump", "pump/*/*"})
+	withPump := *added
+	d := *top.Delegations
+	d.Keys = map[string]*metadata.Key{}
+	for id, k := range top.Delegations.Keys {
+		d.Keys[id] = k
+	}
+	for id, k := range extra.Delegations.Keys {
+		d.Keys[id] = k
+	}
+	d.Roles = append(append([]metadata.DelegatedRole{}, top.Delegations.Roles...), extra.Delegations.Roles...)
+	withPump.Delegations = &d
+	removed := delegatedTargets(t, 5)
+	renewal := delegatedTargets(t, 3)
+	published := md(delegatedTargets(t, 2))
+
+	for _, tc := range []struct {
+		name     string
+		role     string
+		signed   *metadata.TargetsType
+		renewal  bool
+		cur      *metadata.Metadata[metadata.TargetsType]
+		wantLine string
+		wantErr  string
+		wantRole string
+	}{
+		{name: "a role added", role: "pump", signed: &withPump, wantLine: "Delegation:", wantRole: "pump"},
+		{name: "a role removed", role: "monitor", signed: removed, wantLine: "Removal of role:"},
+		{name: "a role with releases removed", role: "monitor", signed: removed, cur: published, wantErr: "which has published releases"},
+		{name: "a renewal", role: "monitor", signed: renewal, renewal: true, cur: published, wantLine: "Renewal of role:", wantRole: "monitor"},
+		{name: "a renewal of nothing", role: "monitor", signed: renewal, renewal: true, wantErr: "no metadata of role monitor to renew"},
+		{name: "a renewal of a role not delegated", role: "pump", signed: renewal, renewal: true, cur: published, wantErr: "delegates to no role pump"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := signer.CheckDelegationSigning(tc.role, tc.signed, tc.renewal, nil, md(top), tc.cur, "root.json")
+			if tc.wantErr != "" {
+				if !errors.Is(err, tufota.ErrInvalid) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("CheckDelegationSigning = %v, want an invalid error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Lines) == 0 || c.Lines[0].Label != tc.wantLine || !strings.Contains(c.Lines[0].Text, tc.role) {
+				t.Errorf("lines = %+v, want the first to be %q about %s", c.Lines, tc.wantLine, tc.role)
+			}
+			if got := ""; c.Role != nil {
+				if got = c.Role.Name; got != tc.wantRole {
+					t.Errorf("role = %q, want %q", got, tc.wantRole)
+				}
+			} else if tc.wantRole != "" {
+				t.Errorf("role = nil, want %q", tc.wantRole)
+			}
+		})
+	}
+}
