@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -45,6 +46,10 @@ var bin string
 // tests run with it), runs the tests and removes the binary. Call it from
 // TestMain: os.Exit(e2e.Main(m)).
 func Main(m *testing.M) int {
+	flag.Parse()
+	if f := flag.Lookup("test.list"); f != nil && f.Value.String() != "" {
+		return m.Run() // listing runs no test: no binary to build
+	}
 	dir, err := os.MkdirTemp("", "tufota-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
