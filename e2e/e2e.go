@@ -217,9 +217,10 @@ func StartFull(t *testing.T, env map[string]string, initFlags []string, serverFl
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var errOut SyncBuffer
+	env = maps.Clone(h.Env) // the harness adds the server's URL to h.Env below
 	go func() {
 		args := append([]string{"server", "--dir", h.Dir, "--addr", "127.0.0.1:0", "--tls-self-signed", "--url-file", urlFile, "--log-level", "warn"}, serverFlags...)
-		done <- Run(ctx, args, h.Env, strings.NewReader(""), io.Discard, &errOut)
+		done <- Run(ctx, args, env, strings.NewReader(""), io.Discard, &errOut)
 	}()
 	t.Cleanup(func() {
 		cancel()

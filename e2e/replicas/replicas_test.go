@@ -96,10 +96,11 @@ func (c *cluster) startReplica(name string, flags ...string) *replica {
 	urlFile := filepath.Join(t.TempDir(), "url")
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &replica{name: name, cancel: cancel, done: make(chan error, 1), logs: &e2e.SyncBuffer{}}
+	env := maps.Clone(c.Env) // the first replica's URL goes into c.Env below
 	go func() {
 		args := append([]string{"server", "--dir", c.Dir, "--addr", "127.0.0.1:0", "--tls-cert", c.certFile, "--tls-key", c.keyFile,
 			"--url-file", urlFile, "--log-level", "info"}, flags...)
-		r.done <- e2e.Run(ctx, args, c.Env, strings.NewReader(""), io.Discard, r.logs)
+		r.done <- e2e.Run(ctx, args, env, strings.NewReader(""), io.Discard, r.logs)
 	}()
 	t.Cleanup(func() {
 		r.stop(t)
