@@ -1,4 +1,4 @@
-package main
+package rollout
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tufota/tufota/e2e"
 )
 
 // TestQuickstart runs the README's first command (with a smaller fleet):
@@ -15,10 +17,10 @@ func TestQuickstart(t *testing.T) {
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := run(ctx, []string{"quickstart", "--devices", "8", "--image-size", "65536"}, map[string]string{}, strings.NewReader(""), &out, &errOut); err != nil {
+	if err := e2e.Run(ctx, []string{"quickstart", "--devices", "8", "--image-size", "65536"}, map[string]string{}, strings.NewReader(""), &out, &errOut); err != nil {
 		t.Fatalf("quickstart: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
 	}
-	for _, want := range []string{"completed; all 8 devices run pump-fw@1.1.0", "MILESTONE", "100%"} {
+	for _, want := range []string{"completed; all 8 devices e2e.Run pump-fw@1.1.0", "MILESTONE", "100%"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("quickstart output lacks %q:\n%s", want, out.String())
 		}
