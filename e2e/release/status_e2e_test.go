@@ -27,7 +27,7 @@ func TestStatusCommand(t *testing.T) {
 	if len(st.Roles) != 4 || online["root"] || online["targets"] || !online["snapshot"] || !online["timestamp"] || len(st.Warnings) != 0 {
 		t.Fatalf("status = %+v, want root and targets offline, snapshot and timestamp online, no warnings", st)
 	}
-	if st.Leader != "leader" && st.Leader != "follower" { // the first lease attempt may not have e2e.Run yet
+	if st.Leader != "leader" && st.Leader != "follower" { // the first lease attempt may not have run yet
 		t.Errorf("leader role = %q, want leader or follower", st.Leader)
 	}
 	out := h.MustCLI("status")

@@ -20,7 +20,7 @@ func TestQuickstart(t *testing.T) {
 	if err := e2e.Run(ctx, []string{"quickstart", "--devices", "8", "--image-size", "65536"}, map[string]string{}, strings.NewReader(""), &out, &errOut); err != nil {
 		t.Fatalf("quickstart: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
 	}
-	for _, want := range []string{"completed; all 8 devices e2e.Run pump-fw@1.1.0", "MILESTONE", "100%"} {
+	for _, want := range []string{"completed; all 8 devices run pump-fw@1.1.0", "MILESTONE", "100%"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("quickstart output lacks %q:\n%s", want, out.String())
 		}
