@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/storage"
 )
@@ -82,10 +83,7 @@ func (s *Server) auditExport(c echo.Context) error {
 }
 
 // CheckpointResponse carries a signed checkpoint note.
-type CheckpointResponse struct {
-	Checkpoint  string `json:"checkpoint"`
-	VerifierKey string `json:"verifier_key"`
-}
+type CheckpointResponse = api.CheckpointResponse
 
 func (s *Server) auditCheckpoint(c echo.Context) error {
 	auditObject(c, "audit/checkpoint", nil)

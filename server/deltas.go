@@ -132,5 +132,5 @@ func (s *Server) fleetReleases(ctx context.Context) (func(signer.Release) bool, 
 // deltas recorded for it.
 type releaseWithDeltas struct {
 	signer.Release
-	Deltas []signer.Delta `json:"deltas"`
+	Deltas []signer.Delta `json:"deltas,omitempty"`
 }

@@ -7,28 +7,16 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/storage"
 )
 
 // UpdateResponse answers a device's "what should I run?".
-type UpdateResponse struct {
-	Target    string `json:"target"`
-	Name      string `json:"name"`
-	Version   string `json:"version"`
-	RolloutID string `json:"rollout_id,omitempty"`
-}
+type UpdateResponse = api.UpdateResponse
 
 // StatusReport is the body of POST /api/v1/device/status.
-type StatusReport struct {
-	DeviceID  string `json:"device_id"`
-	Target    string `json:"target"`
-	Version   string `json:"version"`
-	State     string `json:"state"`
-	ErrorCode string `json:"error_code,omitempty"`
-	Message   string `json:"message,omitempty"`
-	RolloutID string `json:"rollout_id,omitempty"`
-}
+type StatusReport = api.StatusReport
 
 // ownDevice checks that a device principal asks about itself.
 func ownDevice(c echo.Context, id string) error {

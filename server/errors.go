@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
 )
 
 // statusOf is the one table from error code to HTTP status.
@@ -40,12 +41,7 @@ func codeOf(status int) tufota.Code {
 }
 
 // ErrorBody is the JSON body of every error response.
-type ErrorBody struct {
-	Error struct {
-		Code    tufota.Code `json:"code"`
-		Message string      `json:"message"`
-	} `json:"error"`
-}
+type ErrorBody = api.ErrorBody
 
 // retryAfterSeconds is what 503 answers tell clients to wait.
 const retryAfterSeconds = 5

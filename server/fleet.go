@@ -3,29 +3,17 @@ package server
 import (
 	"math"
 	"net/http"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/signer"
 )
 
 // FleetRow is one line of the fleet report: the "outdated firmware" list a
 // risk assessment needs.
-type FleetRow struct {
-	DeviceID string `json:"device_id"`
-	Hardware string `json:"hardware"`
-	Version  string `json:"version"`
-	// Newest is the newest published release for the device's hardware.
-	Newest string `json:"newest,omitempty"`
-	// Behind counts published releases for the hardware above Version.
-	Behind              int        `json:"behind"`
-	LastUpdate          *time.Time `json:"last_update,omitempty"`
-	DaysSinceLastUpdate *int       `json:"days_since_last_update,omitempty"`
-	LastSeen            *time.Time `json:"last_seen,omitempty"`
-	FailedUpdates       int        `json:"failed_updates"`
-}
+type FleetRow = api.FleetRow
 
 func (s *Server) fleetReport(c echo.Context) error {
 	ctx := c.Request().Context()

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/tufota/tufota/api"
 )
 
 // readyTimeout bounds each dependency check of /readyz, so that a hung
@@ -20,15 +22,7 @@ func (s *Server) healthz(c echo.Context) error {
 // Readiness is the body of /readyz: "ok" or "unavailable", each
 // dependency's check ("ok" or the error), and, with leader election, this
 // replica's role ("leader" or "follower") and ID.
-type Readiness struct {
-	Status  string            `json:"status"`
-	Checks  map[string]string `json:"checks"`
-	Role    string            `json:"role,omitempty"`
-	Replica string            `json:"replica,omitempty"`
-	// LeaseError is the last failed attempt to take or renew the leader
-	// lease, if the last attempt failed.
-	LeaseError string `json:"lease_error,omitempty"`
-}
+type Readiness = api.Readiness
 
 // readyz reports whether the state database and the blob store answer and
 // can write (readyprobe.go; 503 with Retry-After and the failing

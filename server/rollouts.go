@@ -12,6 +12,7 @@ import (
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
@@ -132,18 +133,10 @@ func (s *Server) enrollDevice(c echo.Context, d rollout.Device, ttl time.Duratio
 }
 
 // EnrollScope is what an enrollment token enrolls devices with.
-type EnrollScope struct {
-	Hardware string            `json:"hardware"`
-	Attrs    map[string]string `json:"attrs,omitempty"`
-	Tags     []string          `json:"tags,omitempty"`
-}
+type EnrollScope = api.EnrollScope
 
 // EnrollTokenRequest is the body of POST /api/v1/enroll-tokens.
-type EnrollTokenRequest struct {
-	EnrollScope
-	Name    string `json:"name,omitempty"`
-	Expires string `json:"expires,omitempty"` // default 24h
-}
+type EnrollTokenRequest = api.EnrollTokenRequest
 
 // EnrollTokenResponse carries the enrollment token, shown once.
 type EnrollTokenResponse struct {
@@ -196,10 +189,7 @@ func (s *Server) createEnrollToken(c echo.Context) error {
 }
 
 // EnrollRequest is a device enrolling itself with an enrollment token.
-type EnrollRequest struct {
-	DeviceID string `json:"device_id"`
-	Version  string `json:"version,omitempty"`
-}
+type EnrollRequest = api.EnrollRequest
 
 func (s *Server) enroll(c echo.Context) error {
 	var req EnrollRequest
@@ -240,10 +230,7 @@ func (s *Server) getDevice(c echo.Context) error {
 }
 
 // AssignRequest assigns one release to one device.
-type AssignRequest struct {
-	Release string `json:"release"` // NAME@VERSION
-	Reason  string `json:"reason,omitempty"`
-}
+type AssignRequest = api.AssignRequest
 
 func (s *Server) assignDevice(c echo.Context) error {
 	var req AssignRequest
@@ -266,10 +253,7 @@ func (s *Server) assignDevice(c echo.Context) error {
 }
 
 // CohortRequest is the body of POST /api/v1/cohorts.
-type CohortRequest struct {
-	Name     string `json:"name"`
-	Selector string `json:"selector"`
-}
+type CohortRequest = api.CohortRequest
 
 func (s *Server) createCohort(c echo.Context) error {
 	var req CohortRequest
@@ -355,12 +339,7 @@ func (s *Server) rolloutHistory(c echo.Context) error {
 }
 
 // ActionRequest is the body of a rollout action: why.
-type ActionRequest struct {
-	Reason string `json:"reason,omitempty"`
-	// To is, for rollback, NAME@VERSION to roll back to (default: each
-	// device's previous release).
-	To string `json:"to,omitempty"`
-}
+type ActionRequest = api.ActionRequest
 
 // rolloutAction runs start, pause, resume, approve, abort or rollback.
 func (s *Server) rolloutAction(c echo.Context) error {

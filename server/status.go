@@ -12,30 +12,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/signer"
 )
 
 // RoleStatus is one top-level TUF role's metadata as the server sees it.
-type RoleStatus struct {
-	Role string `json:"role"`
-	// Online roles (snapshot, timestamp) are re-signed by the server
-	// before they expire; offline roles (root, targets) need their key
-	// holders.
-	Online    bool      `json:"online"`
-	Expires   time.Time `json:"expires"`
-	ExpiresIn string    `json:"expires_in"`
-	Warning   string    `json:"warning,omitempty"`
-}
+type RoleStatus = api.RoleStatus
 
 // Status is GET /api/v1/status: the repository's expiry picture and this
 // replica's role, what `tufota status` prints.
-type Status struct {
-	Time     time.Time    `json:"time"`
-	Replica  string       `json:"replica,omitempty"`
-	Leader   string       `json:"leader_role,omitempty"`
-	Roles    []RoleStatus `json:"roles"`
-	Warnings []string     `json:"warnings"`
-}
+type Status = api.Status
 
 var roleOrder = []string{signer.RoleRoot, signer.RoleTargets, signer.RoleSnapshot, signer.RoleTimestamp}
 

@@ -9,17 +9,12 @@ import (
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/storage"
 )
 
 // CreateTokenRequest is the body of POST /api/v1/tokens.
-type CreateTokenRequest struct {
-	Name     string `json:"name"`
-	Role     string `json:"role"`
-	DeviceID string `json:"device_id,omitempty"`
-	// Expires is a Go duration ("2160h"); empty means the server default.
-	Expires string `json:"expires,omitempty"`
-}
+type CreateTokenRequest = api.CreateTokenRequest
 
 // CreateTokenResponse carries the secret, shown once.
 type CreateTokenResponse struct {

@@ -18,6 +18,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/storage"
 )
 
@@ -41,44 +42,14 @@ import (
 // of the key that made it, the signature in hex, and the SHA-256 of the
 // payload that was signed (so that a signature over a payload that has
 // since been rebuilt is refused as stale, not as a bad signature).
-type SignatureUpload struct {
-	KeyID         string `json:"keyid"`
-	Sig           string `json:"sig"`
-	PayloadSHA256 string `json:"payload_sha256"`
-}
+type SignatureUpload = api.SignatureUpload
 
 // Signer is one signature collected for pending metadata.
-type Signer struct {
-	KeyID    string    `json:"keyid"`
-	SignedBy string    `json:"signed_by"`
-	SignedAt time.Time `json:"signed_at"`
-	// Roles names which root roles the key counts for (root rotation:
-	// "old root", "new root"); for targets, "targets".
-	Roles []string `json:"roles,omitempty"`
-}
+type Signer = api.Signer
 
 // SigningStatus says who signed pending metadata and how many signatures
 // are still needed.
-type SigningStatus struct {
-	Role         string   `json:"role"`                    // targets or root
-	Version      int64    `json:"version"`                 // the metadata version being signed
-	BaseVersion  int64    `json:"base_version"`            // the version it replaces
-	Threshold    int      `json:"threshold"`               // signatures needed (targets; root: new root role)
-	OldThreshold int      `json:"old_threshold,omitempty"` // root: threshold of the old root role
-	Signatures   []Signer `json:"signatures"`
-	ServerKeys   []string `json:"server_keys,omitempty"` // role keys the server signs with itself
-	Needed       int      `json:"needed"`                // targets: still needed; root: new-role signatures still needed
-	OldNeeded    int      `json:"old_needed,omitempty"`  // root: old-role signatures still needed
-	Keys         []string `json:"keys"`                  // key IDs that may sign
-	Published    bool     `json:"published"`
-	// TargetsNeeded (root): targets signatures still needed for the
-	// targets re-signing the root change carries.
-	TargetsNeeded int       `json:"targets_needed,omitempty"`
-	PayloadSHA256 string    `json:"payload_sha256"`
-	Expires       time.Time `json:"expires"`
-	CreatedBy     string    `json:"created_by"`
-	CreatedAt     time.Time `json:"created_at"`
-}
+type SigningStatus = api.SigningStatus
 
 // SigningPayload is what a signer fetches: the canonical JSON bytes to
 // sign (the "signed" part of the metadata, exactly what TUF signs and

@@ -16,61 +16,16 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/storage"
 )
 
 // PushRequest describes a firmware release to push. It is also the JSON
 // "release" part of the server's upload API.
-type PushRequest struct {
-	Name               string   `json:"name"`
-	Version            string   `json:"version"`
-	Hardware           []string `json:"hardware"`
-	Notes              string   `json:"notes,omitempty"`
-	File               string   `json:"file"`
-	AllowDowngradeFrom []string `json:"allow_downgrade_from,omitempty"`
-}
+type PushRequest = api.PushRequest
 
 // MaxNotes bounds release notes.
-const MaxNotes = 4096
-
-// Validate checks every field and names the first problem.
-func (p PushRequest) Validate() error {
-	if err := tufota.ValidateName("release name", p.Name); err != nil {
-		return err
-	}
-	if _, err := tufota.ParseVersion(p.Version); err != nil {
-		return err
-	}
-	if err := tufota.ValidateName("file name", p.File); err != nil {
-		return err
-	}
-	if len(p.Hardware) == 0 {
-		return tufota.Errorf(tufota.EInvalid, "release %s@%s names no compatible hardware", p.Name, p.Version)
-	}
-	seen := map[string]bool{}
-	for _, hw := range p.Hardware {
-		if err := tufota.ValidateName("hardware ID", hw); err != nil {
-			return err
-		}
-		if seen[hw] {
-			return tufota.Errorf(tufota.EInvalid, "hardware ID %q listed twice", hw)
-		}
-		seen[hw] = true
-	}
-	for _, v := range p.AllowDowngradeFrom {
-		c, err := tufota.CompareVersions(v, p.Version)
-		if err != nil {
-			return err
-		}
-		if c <= 0 {
-			return tufota.Errorf(tufota.EInvalid, "allow-downgrade-from %s is not above the release version %s", v, p.Version)
-		}
-	}
-	if len(p.Notes) > MaxNotes {
-		return tufota.Errorf(tufota.EInvalid, "release notes are longer than %d bytes", MaxNotes)
-	}
-	return nil
-}
+const MaxNotes = api.MaxNotes
 
 // Release is a firmware image signed into the TUF targets metadata.
 type Release struct {

@@ -15,6 +15,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/storage"
 )
 
@@ -46,10 +47,7 @@ type RootKeyAdd struct {
 }
 
 // RootKeyRevoke removes a key from a role.
-type RootKeyRevoke struct {
-	Role  string `json:"role"`
-	KeyID string `json:"keyid"`
-}
+type RootKeyRevoke = api.RootKeyRevoke
 
 // RootChange is a proposed root metadata change.
 type RootChange struct {
@@ -62,21 +60,11 @@ type RootChange struct {
 }
 
 // RootRole is one role's keys and threshold in a root.
-type RootRole struct {
-	Role      string   `json:"role"`
-	Threshold int      `json:"threshold"`
-	Keys      []string `json:"keys"`
-}
+type RootRole = api.RootRole
 
 // RootSummary describes root metadata, and for a pending root what
 // changes from the current one.
-type RootSummary struct {
-	Version  int64      `json:"version"`
-	Expires  time.Time  `json:"expires"`
-	Roles    []RootRole `json:"roles"`
-	OldRoles []RootRole `json:"old_roles,omitempty"`
-	Changes  []string   `json:"changes,omitempty"`
-}
+type RootSummary = api.RootSummary
 
 // RootInfo is the current root and the pending change, if any.
 type RootInfo struct {

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
 )
 
 // Software bills of materials. A release may carry one SBOM (CycloneDX or
@@ -40,12 +41,7 @@ const (
 )
 
 // SBOM describes a release's SBOM target.
-type SBOM struct {
-	Path   string `json:"path"`   // TUF target path, NAME/VERSION/sbom.cdx.json or sbom.spdx.json
-	Format string `json:"format"` // SBOMCycloneDX or SBOMSPDX
-	SHA256 string `json:"sha256"`
-	Length int64  `json:"length"`
-}
+type SBOM = api.SBOM
 
 // SBOMOf is the custom metadata of an SBOM target: the release it
 // describes and that release's firmware target.

@@ -1,30 +1,23 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"strings"
-	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
+	"github.com/tufota/tufota/apiclient"
 )
 
-// apiClient calls a tufota server's management API.
-type apiClient struct {
-	base  string
-	token string
-	http  *http.Client
-}
-
 // api returns a client for the server named by the global flags.
-func (a *app) api() (*apiClient, error) {
+func (a *app) api() (*apiclient.Client, error) {
 	if a.serverURL == "" {
 		return nil, errNoServer
 	}
@@ -35,102 +28,97 @@ func (a *app) api() (*apiClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &apiClient{base: strings.TrimRight(a.serverURL, "/"), token: a.token, http: hc}, nil
+	return apiclient.New(a.serverURL, a.token, apiclient.WithHTTPClient(hc)), nil
 }
 
 // httpClient trusts the system roots, or only --ca when given.
 func (a *app) httpClient() (*http.Client, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	var pem []byte
 	if a.caFile != "" {
-		pem, err := os.ReadFile(a.caFile)
-		if err != nil {
+		var err error
+		if pem, err = os.ReadFile(a.caFile); err != nil {
 			return nil, fmt.Errorf("read --ca: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, tufota.Errorf(tufota.EInvalid, "--ca %s holds no PEM certificate", a.caFile)
-		}
-		tr.TLSClientConfig.RootCAs = pool
 	}
-	return &http.Client{Transport: tr, Timeout: 0}, nil
-}
-
-// do sends a request and decodes a JSON answer into out (if not nil).
-// Error answers become *tufota.Error with the server's code and message.
-func (c *apiClient) do(ctx context.Context, method, path string, body io.Reader, contentType string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	hc, err := apiclient.HTTPClient(pem)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, tufota.Errorf(tufota.EInvalid, "--ca %s holds no PEM certificate", a.caFile)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+	return hc, nil
+}
+
+// wire converts between a domain type and its api twin through their
+// common JSON (a go-tuf key and api.Key, say).
+func wire[T any](v any) (T, error) {
+	var out T
+	b, err := json.Marshal(v)
+	if err == nil {
+		err = json.Unmarshal(b, &out)
 	}
-	resp, err := c.http.Do(req)
+	return out, err
+}
+
+// answer makes one API call with the client of the global flags.
+func answer[T any](a *app, cmd *cobra.Command, call func(context.Context, *apiclient.Client) (T, error)) (T, error) {
+	c, err := a.api()
 	if err != nil {
-		return tufota.Errorf(tufota.EUnavailable, "%s %s: %w", method, path, err)
+		var zero T
+		return zero, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return decodeError(resp)
-	}
-	if out == nil || resp.StatusCode == http.StatusNoContent {
-		return nil
-	}
-	if raw, ok := out.(rawSink); ok {
-		if _, err := io.Copy(raw.w, resp.Body); err != nil {
-			return tufota.Errorf(tufota.EUnavailable, "%s %s: read answer: %w", method, path, err)
-		}
-		return nil
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
-		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
-	}
-	return nil
+	return call(cmd.Context(), c)
 }
 
-func (c *apiClient) getJSON(ctx context.Context, path string, out any) error {
-	return c.do(ctx, http.MethodGet, path, nil, "", out)
-}
-
-func (c *apiClient) sendJSON(ctx context.Context, method, path string, in, out any) error {
-	b, err := json.Marshal(in)
+// printCall makes one API call and prints its answer: as JSON with -o json,
+// through table otherwise. It is the shape of most commands.
+func printCall[T any](a *app, cmd *cobra.Command, call func(context.Context, *apiclient.Client) (T, error), table func(io.Writer, T)) error {
+	v, err := answer(a, cmd, call)
 	if err != nil {
 		return err
 	}
-	return c.do(ctx, method, path, bytes.NewReader(b), "application/json", out)
+	return a.print(v, func(w io.Writer) { table(w, v) })
 }
 
-func decodeError(resp *http.Response) error {
-	var body struct {
-		Error struct {
-			Code    tufota.Code `json:"code"`
-			Message string      `json:"message"`
-		} `json:"error"`
+// printReport is printCall for a command with --format csv: "csv" writes
+// the answer through csv instead of as JSON or a table.
+func printReport[T any](a *app, cmd *cobra.Command, command, format string, call func(context.Context, *apiclient.Client) (T, error), csv func(io.Writer, T) error, table func(io.Writer, T)) error {
+	switch format {
+	case "":
+		return printCall(a, cmd, call, table)
+	case "csv":
+		v, err := answer(a, cmd, call)
+		if err != nil {
+			return err
+		}
+		return csv(a.stdout, v)
 	}
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if json.Unmarshal(raw, &body) == nil && body.Error.Message != "" {
-		return &tufota.Error{Code: body.Error.Code, Message: body.Error.Message}
-	}
-	return tufota.Errorf(tufota.EInternal, "server answered %s", resp.Status)
+	return tufota.Errorf(tufota.EInvalid, "%s: --format %q: want csv (or -o json)", command, format)
 }
 
-// waitReady polls /healthz until the server answers or ctx ends.
-func waitReady(ctx context.Context, hc *http.Client, base string) error {
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
-		resp, err := hc.Do(req)
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("server at %s not ready: %w", base, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
+// call makes one API call that answers nothing and prints done.
+func (a *app) call(cmd *cobra.Command, f func(context.Context, *apiclient.Client) error, done string) error {
+	if _, err := answer(a, cmd, func(ctx context.Context, c *apiclient.Client) (struct{}, error) { return struct{}{}, f(ctx, c) }); err != nil {
+		return err
 	}
+	fmt.Fprint(a.stdout, done)
+	return nil
+}
+
+// releaseRef splits NAME@VERSION, the release argument of command.
+func releaseRef(command, arg string) (name, version string, err error) {
+	name, version, ok := strings.Cut(arg, "@")
+	if !ok || name == "" || version == "" {
+		return "", "", tufota.Errorf(tufota.EInvalid, "%s: %q: want NAME@VERSION", command, arg)
+	}
+	return name, version, nil
+}
+
+// onRelease is printCall for a command on release NAME@VERSION (arg).
+func (a *app) onRelease(cmd *cobra.Command, command, arg string, call func(*apiclient.Client, context.Context, string, string) (api.Release, error), table func(io.Writer, api.Release)) error {
+	name, version, err := releaseRef(command, arg)
+	if err != nil {
+		return err
+	}
+	return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Release, error) {
+		return call(c, ctx, name, version)
+	}, table)
 }

@@ -5,25 +5,21 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/audit"
-	"github.com/tufota/tufota/server"
+	"github.com/tufota/tufota/internal/datadir"
 	"github.com/tufota/tufota/storage"
 )
 
 func (a *app) auditCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "audit", Short: "Read, export and verify the tamper-evident audit log"}
-	cmd.AddCommand(a.auditLogCommand(), a.auditExportCommand(), a.auditVerifyCommand(), a.auditCheckpointCommand())
-	return cmd
+	return group("audit", "Read, export and verify the tamper-evident audit log", a.auditLogCommand(), a.auditExportCommand(), a.auditVerifyCommand(), a.auditCheckpointCommand())
 }
 
 func (a *app) auditLogCommand() *cobra.Command {
@@ -38,15 +34,11 @@ func (a *app) auditLogCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			q := url.Values{}
-			for k, v := range map[string]string{"since": since, "until": until, "actor": actor, "action": action, "object": object} {
-				if v != "" {
-					q.Set(k, v)
-				}
+			if limit == 0 { // the client leaves 0 to the server's default; the server refuses it
+				return tufota.Errorf(tufota.EInvalid, "limit %q: want 1 to 100000", "0")
 			}
-			q.Set("limit", strconv.Itoa(limit))
-			var entries []audit.Entry
-			if err := c.getJSON(cmd.Context(), "/api/v1/audit?"+q.Encode(), &entries); err != nil {
+			entries, err := c.AuditList(cmd.Context(), api.AuditFilter{Since: since, Until: until, Actor: actor, Action: action, Object: object, Limit: limit})
+			if err != nil {
 				return err
 			}
 			return a.print(entries, func(w io.Writer) {
@@ -98,15 +90,8 @@ func (a *app) auditExportCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			q := url.Values{"format": {format}}
-			if since != "" {
-				q.Set("since", since)
-			}
-			if until != "" {
-				q.Set("until", until)
-			}
 			var buf bytes.Buffer
-			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit/export?"+q.Encode(), nil, "", rawInto(&buf)); err != nil {
+			if err := c.AuditExport(cmd.Context(), format, since, until, &buf); err != nil {
 				return err
 			}
 			if to != "" {
@@ -125,7 +110,7 @@ func (a *app) auditExportCommand() *cobra.Command {
 				_, err := a.stdout.Write(buf.Bytes())
 				return err
 			}
-			return writeFileAtomic(out, buf.Bytes(), 0o600)
+			return datadir.WriteFileAtomic(out, buf.Bytes(), 0o600)
 		},
 	}
 	f := cmd.Flags()
@@ -157,7 +142,7 @@ reported for you to compare. The first broken entry is named.`,
 				opts = append(opts, audit.WithTrustedKey(key))
 			}
 			var data []byte
-			var serverRep *audit.Report
+			var serverRep *api.AuditReport
 			if export != "" {
 				b, err := os.ReadFile(export)
 				if err != nil {
@@ -170,14 +155,15 @@ reported for you to compare. The first broken entry is named.`,
 					return err
 				}
 				var buf bytes.Buffer
-				if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit/export?format=json", nil, "", rawInto(&buf)); err != nil {
+				if err := c.AuditExport(cmd.Context(), "json", "", "", &buf); err != nil {
 					return err
 				}
 				data = buf.Bytes()
-				serverRep = &audit.Report{}
-				if err := c.getJSON(cmd.Context(), "/api/v1/audit/verify", serverRep); err != nil {
+				rep, err := c.AuditVerify(cmd.Context())
+				if err != nil {
 					return err
 				}
+				serverRep = &rep
 			}
 			rep, err := audit.VerifyExport(bytes.NewReader(data), opts...)
 			if err == nil && sinceExport != "" {
@@ -191,10 +177,10 @@ reported for you to compare. The first broken entry is named.`,
 				err = tufota.Errorf(tufota.EInvalid, "the server's stored log is broken at entry %d: %s", serverRep.BrokenSeq, serverRep.Problem)
 			}
 			type result struct {
-				Export      audit.Report  `json:"export"`
-				Server      *audit.Report `json:"server,omitempty"`
-				Consistency string        `json:"consistency,omitempty"`
-				Error       string        `json:"error,omitempty"`
+				Export      audit.Report     `json:"export"`
+				Server      *api.AuditReport `json:"server,omitempty"`
+				Consistency string           `json:"consistency,omitempty"`
+				Error       string           `json:"error,omitempty"`
 			}
 			res := result{Export: rep, Server: serverRep}
 			if sinceExport != "" && err == nil {
@@ -240,8 +226,8 @@ func (a *app) auditCheckpointCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var res server.CheckpointResponse
-			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/audit/checkpoint", nil, "", &res); err != nil {
+			res, err := c.AuditCheckpoint(cmd.Context())
+			if err != nil {
 				return err
 			}
 			return a.print(res, func(w io.Writer) { fmt.Fprint(w, res.Checkpoint) })
@@ -276,8 +262,3 @@ func redactArchiveURL(u string) string {
 	}
 	return u
 }
-
-// rawInto makes apiClient.do copy the body into w instead of decoding JSON.
-func rawInto(w io.Writer) any { return rawSink{w} }
-
-type rawSink struct{ w io.Writer }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tufota/tufota/backup"
 	"github.com/tufota/tufota/storage"
 )
 
@@ -24,7 +25,7 @@ func TestBackupRunsRestoresCheck(t *testing.T) {
 	h.mustCLI("release", "push", p, "--name", "pump-fw", "--version", "1.0.0", "--hardware", "pump-a")
 
 	good := filepath.Join(t.TempDir(), "good")
-	var br backupResult
+	var br backup.DirResult
 	if err := json.Unmarshal([]byte(h.mustCLI("backup", "--dir", h.dir, "--to", good, "-o", "json")), &br); err != nil {
 		t.Fatal(err)
 	}

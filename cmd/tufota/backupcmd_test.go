@@ -19,8 +19,11 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/apiclient"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/backup"
 	"github.com/tufota/tufota/client"
+	"github.com/tufota/tufota/internal/datadir"
 	"github.com/tufota/tufota/internal/testenv"
 )
 
@@ -99,7 +102,7 @@ func checkRestored(t *testing.T, h *harness, dir string, f restoredFleet) {
 	cfg.LocalMetadataDir, cfg.LocalTargetsDir = t.TempDir(), t.TempDir()
 	cfg.RemoteTargetsURL = url + "/tuf/targets"
 	cfg.PrefixTargetsWithHash = true
-	if err := cfg.SetDefaultFetcherTransport(tokenTransport{token: f.devToken, next: hc.Transport}); err != nil {
+	if err := cfg.SetDefaultFetcherTransport(apiclient.New(url, f.devToken, apiclient.WithHTTPClient(hc)).Transport()); err != nil {
 		t.Fatal(err)
 	}
 	up, err := updater.New(cfg)
@@ -145,7 +148,7 @@ func TestBackupRestoreSQLiteFile(t *testing.T) {
 	f := setUpFleet(t, h, 200<<10)
 	bdir := filepath.Join(t.TempDir(), "backup")
 	// The server is running: backup takes a consistent copy anyway.
-	var br backupResult
+	var br backup.DirResult
 	if err := json.Unmarshal([]byte(h.mustCLI("backup", "--dir", h.dir, "--to", bdir, "-o", "json")), &br); err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +156,7 @@ func TestBackupRestoreSQLiteFile(t *testing.T) {
 		t.Fatalf("backup result = %+v", br)
 	}
 	newDir := filepath.Join(t.TempDir(), "restored")
-	var rr restoreResult
+	var rr backup.RestoreResult
 	out := h.mustCLI("restore", "--from", bdir, "--dir", newDir, "--manifest-sha256", br.ManifestSHA256, "-o", "json")
 	if err := json.Unmarshal([]byte(out), &rr); err != nil {
 		t.Fatal(err)
@@ -233,7 +236,7 @@ func TestRestoreRefusesTamperedBackup(t *testing.T) {
 
 	// A wrong audit key: the restored log does not verify under it, and the
 	// half-restored directory is removed.
-	cfg, err := loadConfig(h.dir)
+	cfg, err := datadir.Load(h.dir)
 	if err != nil {
 		t.Fatal(err)
 	}

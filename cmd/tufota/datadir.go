@@ -3,72 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 
 	"golang.org/x/term"
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/storage"
 )
-
-// repoConfig is DIR/tufota.json: where a repository keeps its state, and the
-// key URIs of each role. It holds no secret.
-type repoConfig struct {
-	Version int `json:"version"`
-	// AuditOrigin names the audit log in its signed checkpoints.
-	AuditOrigin string   `json:"audit_origin"`
-	Storage     string   `json:"storage"`
-	DB          string   `json:"db"`
-	Keys        roleURIs `json:"keys"`
-	// HashedBins is the bit length of the hashed-bin layout (2^HashedBins
-	// bin roles, 'init --hashed-bins'), 0 for a flat targets metadata.
-	// The server checks it against the signed targets metadata at start.
-	HashedBins int `json:"hashed_bins,omitempty"`
-}
-
-type roleURIs struct {
-	Root      []string `json:"root"`
-	Targets   []string `json:"targets"`
-	Snapshot  string   `json:"snapshot"`
-	Timestamp string   `json:"timestamp"`
-	// Audit signs the audit log's checkpoints (Ed25519).
-	Audit string `json:"audit"`
-}
-
-const configName = "tufota.json"
-
-func loadConfig(dir string) (repoConfig, error) {
-	b, err := os.ReadFile(filepath.Join(dir, configName))
-	if errors.Is(err, os.ErrNotExist) {
-		return repoConfig{}, tufota.Errorf(tufota.ENotFound, "%s is not a tufota repository (no %s): run 'tufota init --dir %s' first", dir, configName, dir)
-	}
-	if err != nil {
-		return repoConfig{}, fmt.Errorf("read repository config: %w", err)
-	}
-	var c repoConfig
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return repoConfig{}, tufota.Errorf(tufota.EInvalid, "%s: %v", filepath.Join(dir, configName), err)
-	}
-	if c.Version != 1 {
-		return repoConfig{}, tufota.Errorf(tufota.EInvalid, "%s: unsupported config version %d", filepath.Join(dir, configName), c.Version)
-	}
-	return c, nil
-}
-
-func writeConfig(dir string, c repoConfig) error {
-	b, err := json.MarshalIndent(c, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(dir, configName), append(b, '\n'), 0o600)
-}
 
 // openBlobs opens the repository's blob store: a directory under dir by
 // default, or S3 with credentials from AWS_ACCESS_KEY_ID and
@@ -89,41 +31,6 @@ func (a *app) openBlobs(ctx context.Context, dir, url string, create bool) (stor
 		return nil, fmt.Errorf("open blob store: %w", err)
 	}
 	return b, nil
-}
-
-// resolve makes a relative file:PATH or sqlite:PATH URI absolute under dir.
-func resolve(dir, uri string) string {
-	for _, scheme := range []string{"file:", "sqlite:"} {
-		if p, ok := strings.CutPrefix(uri, scheme); ok && !filepath.IsAbs(p) {
-			return scheme + filepath.Join(dir, p)
-		}
-	}
-	return uri
-}
-
-// writeFileAtomic writes a file by temp file, fsync and rename.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // passphrase returns the key passphrase from TUFOTA_KEY_PASSPHRASE, or asks

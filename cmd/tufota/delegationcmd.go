@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 
@@ -14,6 +11,9 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
+	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/report"
 	"github.com/tufota/tufota/signer"
 )
 
@@ -48,7 +48,13 @@ func (a *app) delegationAddCommand() *cobra.Command {
 			if err := req.Validate(); err != nil {
 				return err
 			}
-			return a.sendDelegation(ctx, http.MethodPost, "/api/v1/delegations", req, func(w io.Writer, d signer.Delegation) {
+			wreq, err := wire[api.DelegationRequest](req)
+			if err != nil {
+				return err
+			}
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Delegation, error) {
+				return c.AddDelegation(ctx, wreq)
+			}, func(w io.Writer, d api.Delegation) {
 				printDelegation(w, d)
 				if s := d.Signing; s != nil {
 					fmt.Fprintf(w, "Pending: targets v%d adds the delegation and needs %d of its %d targets keys; %d more signature(s) needed.\n", s.Version, s.Threshold, len(s.Keys), s.Needed)
@@ -74,62 +80,29 @@ func (a *app) delegationListCommand() *cobra.Command {
 		Short: "List delegated roles in the order devices search them, and changes waiting for signatures",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var ds []signer.Delegation
-			if err := c.getJSON(cmd.Context(), "/api/v1/delegations", &ds); err != nil {
-				return err
-			}
-			return a.print(ds, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) ([]api.Delegation, error) {
+				return c.ListDelegations(ctx)
+			}, func(w io.Writer, ds []api.Delegation) {
 				row(w, "ROLE", "PATHS", "THRESHOLD", "VERSION", "TARGETS", "EXPIRES", "PENDING")
 				for _, d := range ds {
 					pending := "-"
 					if d.Pending != "" && d.Signing != nil {
 						pending = fmt.Sprintf("%s: %d more signature(s)", d.Pending, d.Signing.Needed)
 					}
-					row(w, d.Name, strings.Join(d.Paths, ","), fmt.Sprintf("%d of %d", d.Threshold, len(d.KeyIDs)), d.Version, d.Targets, fmtTime(d.Expires), pending)
+					row(w, d.Name, strings.Join(d.Paths, ","), fmt.Sprintf("%d of %d", d.Threshold, len(d.KeyIDs)), d.Version, d.Targets, report.Time(d.Expires), pending)
 				}
 			})
 		},
 	}
 }
 
-// sendDelegation sends body to a delegation route and prints the
-// delegation it answers (JSON with -o json, else with show).
-func (a *app) sendDelegation(ctx context.Context, method, path string, body any, show func(io.Writer, signer.Delegation)) error {
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	var d signer.Delegation
-	if err := c.sendJSON(ctx, method, path, body, &d); err != nil {
-		return err
-	}
-	return a.print(d, func(w io.Writer) { show(w, d) })
-}
-
-func printDelegation(w io.Writer, d signer.Delegation) {
+func printDelegation(w io.Writer, d api.Delegation) {
 	row(w, "Role:", d.Name+" (delegated by targets v"+fmt.Sprint(d.TargetsVersion)+")")
 	row(w, "Paths:", strings.Join(d.Paths, ", "))
 	row(w, "Threshold:", fmt.Sprintf("%d of %d keys", d.Threshold, len(d.KeyIDs)))
 	for _, id := range d.KeyIDs {
 		row(w, "  key:", id)
 	}
-}
-
-// delegationOf returns the delegation named role in verified top-level
-// targets metadata.
-func delegationOf(t *metadata.TargetsType, role string) (*metadata.DelegatedRole, error) {
-	if t.Delegations != nil {
-		for i := range t.Delegations.Roles {
-			if t.Delegations.Roles[i].Name == role {
-				return &t.Delegations.Roles[i], nil
-			}
-		}
-	}
-	return nil, tufota.Errorf(tufota.EInvalid, "the verified targets v%d delegates to no role %s; refusing to sign", t.Version, role)
 }
 
 func (a *app) delegationUpdateCommand() *cobra.Command {
@@ -149,7 +122,13 @@ func (a *app) delegationUpdateCommand() *cobra.Command {
 				}
 				ch.AddKeys = append(ch.AddKeys, k)
 			}
-			return a.sendDelegation(ctx, http.MethodPatch, "/api/v1/delegations/"+url.PathEscape(args[0]), ch, func(w io.Writer, d signer.Delegation) {
+			wch, err := wire[api.DelegationChange](ch)
+			if err != nil {
+				return err
+			}
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Delegation, error) {
+				return c.UpdateDelegation(ctx, args[0], wch)
+			}, func(w io.Writer, d api.Delegation) {
 				printDelegation(w, d)
 				if d.Signing == nil {
 					fmt.Fprintf(w, "Published as targets v%d.\n", d.TargetsVersion)
@@ -176,7 +155,9 @@ func (a *app) delegationRemoveCommand() *cobra.Command {
 		Short: "Remove a delegation that has no releases (one made by mistake); its paths go back to the top-level targets role",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.sendDelegation(cmd.Context(), http.MethodPost, "/api/v1/delegations/"+url.PathEscape(args[0])+"/remove", struct{}{}, func(w io.Writer, d signer.Delegation) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Delegation, error) {
+				return c.RemoveDelegation(ctx, args[0])
+			}, func(w io.Writer, d api.Delegation) {
 				if d.Signing != nil {
 					fmt.Fprintf(w, "Pending: targets v%d removes delegation %s and needs %d more targets signature(s): tufota delegation sign %s --key URI\n", d.TargetsVersion, d.Name, d.Signing.Needed, d.Name)
 					return
@@ -193,7 +174,9 @@ func (a *app) delegationRenewCommand() *cobra.Command {
 		Short: "Propose the role's next metadata version (same releases, new expiry) for its key holders to sign",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.sendDelegation(cmd.Context(), http.MethodPost, "/api/v1/delegations/"+url.PathEscape(args[0])+"/renew", struct{}{}, func(w io.Writer, d signer.Delegation) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Delegation, error) {
+				return c.RenewDelegation(ctx, args[0])
+			}, func(w io.Writer, d api.Delegation) {
 				printDelegation(w, d)
 				if s := d.Signing; s != nil {
 					fmt.Fprintf(w, "Pending: %s v%d renews the role's metadata and needs %d of its %d keys.\n", s.Role, s.Version, s.Threshold, len(s.Keys))
@@ -222,14 +205,13 @@ func (a *app) delegationSignCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			base := "/api/v1/delegations/" + url.PathEscape(name)
-			var p signer.SigningPayload
-			if err := c.getJSON(ctx, base+"/signing", &p); err != nil {
+			p, err := c.DelegationSigning(ctx, name)
+			if err != nil {
 				return err
 			}
 			var signed metadata.TargetsType
 			renewal := p.Role == name
-			if err := decodeCanonical(p.Payload, &signed); err != nil || signed.Type != metadata.TARGETS || (p.Role != metadata.TARGETS && !renewal) {
+			if err := signer.DecodeCanonical(p.Payload, &signed); err != nil || signed.Type != metadata.TARGETS || (p.Role != metadata.TARGETS && !renewal) {
 				return tufota.Errorf(tufota.EInvalid, "the payload is neither top-level targets metadata nor role %s's; refusing to sign", name)
 			}
 			if rootFile == "" {
@@ -237,75 +219,19 @@ func (a *app) delegationSignCommand() *cobra.Command {
 			}
 			// The role's own verified metadata too, if it has any (renewal,
 			// re-signing, and to refuse removing a role with releases).
-			top, cur, err := verifiedTargets(ctx, c, rootFile, name, probeFor(name))
+			top, cur, err := verifiedTargets(ctx, c, rootFile, name, signer.ProbeFor(name))
 			if err != nil {
 				return err
 			}
 			w := a.stderr
-			var dr, newRole *metadata.DelegatedRole
-			existing, _ := delegationOf(&top.Signed, name)
-			switch {
-			case renewal:
-				if dr, err = delegationOf(&top.Signed, name); err != nil {
-					return err
-				}
-				if cur == nil {
-					return tufota.Errorf(tufota.EInvalid, "the verified repository has no metadata of role %s to renew; refusing to sign", name)
-				}
-				if err := checkPayloadChanges(&cur.Signed, &signed); err != nil {
-					return err
-				}
-				row(w, "Renewal of role:", fmt.Sprintf("%s (delegated %s by targets v%d, threshold %d of %d)", name, strings.Join(dr.Paths, ", "), top.Signed.Version, dr.Threshold, len(dr.KeyIDs)))
-				row(w, name+" version:", fmt.Sprintf("%d (the published %d, verified against %s, with the same %d release file(s)), expires %s (was %s)",
-					signed.Version, cur.Signed.Version, rootFile, len(signed.Targets), signed.Expires.Format("2006-01-02"), cur.Signed.Expires.Format("2006-01-02")))
-			case existing != nil && !hasRole(&signed, name):
-				if cur != nil {
-					return tufota.Errorf(tufota.EInvalid, "the payload removes delegation %s, which has published releases (%s v%d); refusing to sign", name, name, cur.Signed.Version)
-				}
-				if err := checkDelegationRemovalPayload(&top.Signed, &signed, name); err != nil {
-					return err
-				}
-				row(w, "Removal of role:", fmt.Sprintf("%s (%s; no releases)", name, strings.Join(existing.Paths, ", ")))
-				row(w, "targets version:", fmt.Sprintf("%d (the published %d, verified against %s, without this delegation)", signed.Version, top.Signed.Version, rootFile))
-			case existing != nil:
-				if newRole, err = checkDelegationUpdatePayload(&top.Signed, &signed, name); err != nil {
-					return err
-				}
-				added, revoked := keyDiff(existing.KeyIDs, newRole.KeyIDs)
-				row(w, "Key change of role:", fmt.Sprintf("%s (%s)", name, strings.Join(existing.Paths, ", ")))
-				row(w, "Threshold:", fmt.Sprintf("%d of %d keys -> %d of %d keys", existing.Threshold, len(existing.KeyIDs), newRole.Threshold, len(newRole.KeyIDs)))
-				for _, id := range added {
-					row(w, "  add key:", id)
-				}
-				for _, id := range revoked {
-					row(w, "  revoke key:", id)
-				}
-				row(w, "targets version:", fmt.Sprintf("%d (the published %d, verified against %s, with only this change)", signed.Version, top.Signed.Version, rootFile))
-				if p.Resign != nil {
-					var rs metadata.TargetsType
-					if err := decodeCanonical(p.Resign.Payload, &rs); err != nil || rs.Type != metadata.TARGETS || p.Resign.Role != name {
-						return tufota.Errorf(tufota.EInvalid, "the re-signing payload is not role %s's metadata; refusing to sign", name)
-					}
-					if cur == nil {
-						return tufota.Errorf(tufota.EInvalid, "the verified repository has no metadata of role %s to re-sign; refusing to sign", name)
-					}
-					if err := checkPayloadChanges(&cur.Signed, &rs); err != nil {
-						return err
-					}
-					row(w, "Re-signing:", fmt.Sprintf("%s v%d (the published %d with the same %d release file(s)) by the role's new keys, expires %s", name, rs.Version, cur.Signed.Version, len(rs.Targets), rs.Expires.Format("2006-01-02")))
-				}
-			default:
-				if dr, err = checkDelegationPayload(&top.Signed, &signed, name); err != nil {
-					return err
-				}
-				row(w, "Delegation:", dr.Name)
-				row(w, "Paths:", strings.Join(dr.Paths, ", "))
-				row(w, "Threshold:", fmt.Sprintf("%d of %d keys", dr.Threshold, len(dr.KeyIDs)))
-				for _, id := range dr.KeyIDs {
-					row(w, "  key:", id)
-				}
-				row(w, "targets version:", fmt.Sprintf("%d (the published %d, verified against %s, plus this delegation), expires %s", signed.Version, top.Signed.Version, rootFile, signed.Expires.Format("2006-01-02")))
+			chk, err := signer.CheckDelegationSigning(name, &signed, renewal, p.Resign, top, cur, rootFile)
+			for _, l := range chk.Lines {
+				row(w, l.Label, l.Text)
 			}
+			if err != nil {
+				return err
+			}
+			dr, newRole := chk.Role, chk.NewRole
 			row(w, "Signatures:", fmt.Sprintf("%d of %d so far", p.Status.Threshold-p.Status.Needed, p.Status.Threshold))
 			sv, err := a.openKey(ctx, keyURI)
 			if err != nil {
@@ -322,7 +248,7 @@ func (a *app) delegationSignCommand() *cobra.Command {
 				// re-signing of the role's metadata.
 				toSign, dr, renewal = *p.Resign, newRole, true
 			}
-			up, err := signPayload(sv, toSign)
+			up, err := signer.SignPayload(sv, toSign.Payload, toSign.PayloadSHA256)
 			if err != nil {
 				return err
 			}
@@ -332,8 +258,8 @@ func (a *app) delegationSignCommand() *cobra.Command {
 			if err := a.confirm(yes, fmt.Sprintf("Sign delegation %s (%s v%d) with key %s?", name, toSign.Role, toSign.Status.Version, up.KeyID)); err != nil {
 				return err
 			}
-			var st signer.SigningStatus
-			if err := c.sendJSON(ctx, http.MethodPost, base+"/signatures", up, &st); err != nil {
+			st, err := c.SignDelegation(ctx, name, up)
+			if err != nil {
 				return err
 			}
 			return a.print(st, func(w io.Writer) {
@@ -361,163 +287,8 @@ func (a *app) delegationCancelCommand() *cobra.Command {
 		Short: "Withdraw a pending delegation change (an add, a key change or a renewal)",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/delegations/"+url.PathEscape(args[0]), nil, "", nil); err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "Pending change of delegation %s cancelled; nothing was published.\n", args[0])
-			return nil
+			return a.call(cmd, func(ctx context.Context, c *apiclient.Client) error { return c.CancelDelegation(ctx, args[0]) },
+				fmt.Sprintf("Pending change of delegation %s cancelled; nothing was published.\n", args[0]))
 		},
-	}
-}
-
-// checkDelegationPayload refuses a top-level targets payload that does
-// anything but add the delegated role name, last, to the verified current
-// targets cur (a compromised server could otherwise have a targets key
-// holder sign another image or another role), and returns the new role.
-func checkDelegationPayload(cur, next *metadata.TargetsType, name string) (*metadata.DelegatedRole, error) {
-	if next.Delegations == nil || len(next.Delegations.Roles) == 0 || next.Delegations.Roles[len(next.Delegations.Roles)-1].Name != name {
-		return nil, tufota.Errorf(tufota.EInvalid, "the payload does not add delegation %s as the last delegated role; refusing to sign", name)
-	}
-	if slices.ContainsFunc(next.Delegations.Roles[:len(next.Delegations.Roles)-1], func(r metadata.DelegatedRole) bool { return r.Name == name }) {
-		return nil, tufota.Errorf(tufota.EInvalid, "the payload lists delegation %s twice; refusing to sign", name)
-	}
-	dr := next.Delegations.Roles[len(next.Delegations.Roles)-1]
-	if !dr.Terminating || len(dr.PathHashPrefixes) > 0 || next.Delegations.SuccinctRoles != nil {
-		return nil, tufota.Errorf(tufota.EInvalid, "the payload's delegation %s is not a terminating path delegation; refusing to sign", name)
-	}
-	for _, p := range dr.Paths {
-		if err := signer.ValidateDelegationPath(p); err != nil {
-			return nil, fmt.Errorf("the payload's delegation %s: %w; refusing to sign", name, err)
-		}
-	}
-	// What remains once the new role (and keys only it uses) is taken out
-	// must be exactly the published targets, version aside.
-	stripped := *next
-	d := *next.Delegations
-	d.Roles = d.Roles[:len(d.Roles)-1]
-	d.Keys = map[string]*metadata.Key{}
-	for id, k := range next.Delegations.Keys {
-		used := slices.ContainsFunc(d.Roles, func(r metadata.DelegatedRole) bool { return slices.Contains(r.KeyIDs, id) })
-		if used || !slices.Contains(dr.KeyIDs, id) {
-			d.Keys[id] = k
-		}
-	}
-	for _, id := range dr.KeyIDs {
-		if _, ok := next.Delegations.Keys[id]; !ok {
-			return nil, tufota.Errorf(tufota.EInvalid, "the payload's delegation %s names key %s but lists no such key; refusing to sign", name, id)
-		}
-	}
-	stripped.Delegations = &d
-	if len(d.Roles) == 0 && len(d.Keys) == 0 && cur.Delegations == nil {
-		stripped.Delegations = nil
-	}
-	if err := checkPayloadChanges(cur, &stripped); err != nil {
-		return nil, err
-	}
-	return &dr, nil
-}
-
-// checkDelegationUpdatePayload refuses a top-level targets payload that
-// does anything but change the keys and threshold of the existing
-// delegated role name in the verified current targets cur (same place in
-// the search order, same paths), and returns the role as it would be.
-func checkDelegationUpdatePayload(cur, next *metadata.TargetsType, name string) (*metadata.DelegatedRole, error) {
-	old, err := delegationOf(cur, name)
-	if err != nil {
-		return nil, err
-	}
-	nr, err := delegationOf(next, name)
-	if err != nil {
-		return nil, tufota.Errorf(tufota.EInvalid, "the payload removes delegation %s; refusing to sign", name)
-	}
-	want := *old
-	want.KeyIDs, want.Threshold = nr.KeyIDs, nr.Threshold
-	if !sameJSON(want, *nr) {
-		return nil, tufota.Errorf(tufota.EInvalid, "the payload changes more of delegation %s than its keys and threshold; refusing to sign", name)
-	}
-	// The published targets with only this role's keys and threshold
-	// changed must be exactly the payload, version aside.
-	raw, err := json.Marshal(cur)
-	if err != nil {
-		return nil, err
-	}
-	var expected metadata.TargetsType
-	if err := json.Unmarshal(raw, &expected); err != nil {
-		return nil, err
-	}
-	d := expected.Delegations
-	for i := range d.Roles {
-		if d.Roles[i].Name == name {
-			d.Roles[i].KeyIDs, d.Roles[i].Threshold = nr.KeyIDs, nr.Threshold
-		}
-	}
-	for _, id := range nr.KeyIDs {
-		k, ok := next.Delegations.Keys[id]
-		if !ok {
-			return nil, tufota.Errorf(tufota.EInvalid, "the payload's delegation %s names key %s but lists no such key; refusing to sign", name, id)
-		}
-		d.Keys[id] = k
-	}
-	pruneUnusedKeys(d)
-	if err := checkPayloadChanges(&expected, next); err != nil {
-		return nil, err
-	}
-	return nr, nil
-}
-
-// keyDiff returns the key IDs in next but not in prev, and those in prev
-// but not in next.
-func keyDiff(prev, next []string) (added, removed []string) {
-	for _, id := range next {
-		if !slices.Contains(prev, id) {
-			added = append(added, id)
-		}
-	}
-	for _, id := range prev {
-		if !slices.Contains(next, id) {
-			removed = append(removed, id)
-		}
-	}
-	return added, removed
-}
-
-func hasRole(t *metadata.TargetsType, name string) bool {
-	_, err := delegationOf(t, name)
-	return err == nil
-}
-
-// checkDelegationRemovalPayload refuses a top-level targets payload that
-// does anything but take delegation name (and keys only it used) out of
-// the verified current targets cur.
-func checkDelegationRemovalPayload(cur, next *metadata.TargetsType, name string) error {
-	raw, err := json.Marshal(cur)
-	if err != nil {
-		return err
-	}
-	var expected metadata.TargetsType
-	if err := json.Unmarshal(raw, &expected); err != nil {
-		return err
-	}
-	if d := expected.Delegations; d != nil {
-		d.Roles = slices.DeleteFunc(d.Roles, func(r metadata.DelegatedRole) bool { return r.Name == name })
-		pruneUnusedKeys(d)
-		if len(d.Roles) == 0 {
-			expected.Delegations = nil
-		}
-	}
-	return checkPayloadChanges(&expected, next)
-}
-
-// pruneUnusedKeys removes from d the keys no role lists (as the server
-// does after a key change or a removal).
-func pruneUnusedKeys(d *metadata.Delegations) {
-	for id := range d.Keys {
-		if !slices.ContainsFunc(d.Roles, func(r metadata.DelegatedRole) bool { return slices.Contains(r.KeyIDs, id) }) {
-			delete(d.Keys, id)
-		}
 	}
 }

@@ -1,17 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tufota/tufota"
-	"github.com/tufota/tufota/rollout"
-	"github.com/tufota/tufota/server"
+	"github.com/tufota/tufota/api"
+	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/report"
 )
 
 // parseAttrs turns k=v pairs and tag:NAME entries into attributes and tags.
@@ -46,7 +46,7 @@ func (a *app) deviceCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := server.RegisterDeviceRequest{Device: rollout.Device{ID: args[0], Hardware: hw, Version: version, Attrs: at, Tags: tags}}
+			req := api.RegisterDeviceRequest{Device: api.Device{ID: args[0], Hardware: hw, Version: version, Attrs: at, Tags: tags}}
 			if expires != "" {
 				d, err := parseDays(expires)
 				if err != nil {
@@ -54,15 +54,9 @@ func (a *app) deviceCommand() *cobra.Command {
 				}
 				req.TokenExpires = d.String()
 			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var res server.DeviceTokenResponse
-			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/devices", req, &res); err != nil {
-				return err
-			}
-			return a.print(res, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.DeviceTokenResponse, error) {
+				return c.RegisterDevice(ctx, req)
+			}, func(w io.Writer, res api.DeviceTokenResponse) {
 				fmt.Fprintf(w, "Registered device %s (%s). Device token (shown once):\n%s\n", res.Device.ID, res.Device.Hardware, res.Token)
 			})
 		},
@@ -78,18 +72,10 @@ func (a *app) deviceCommand() *cobra.Command {
 		Short: "List devices",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var devs []rollout.Device
-			if err := c.getJSON(cmd.Context(), "/api/v1/devices", &devs); err != nil {
-				return err
-			}
-			return a.print(devs, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) ([]api.Device, error) { return c.ListDevices(ctx) }, func(w io.Writer, devs []api.Device) {
 				row(w, "ID", "HARDWARE", "VERSION", "TARGET", "LAST SEEN", "ATTRIBUTES")
 				for _, d := range devs {
-					row(w, d.ID, d.Hardware, dash(d.Version), dash(d.TargetRelease), fmtTime(&d.LastSeen), deviceAttrs(d))
+					row(w, d.ID, d.Hardware, dash(d.Version), dash(d.TargetRelease), report.Time(&d.LastSeen), deviceAttrs(d))
 				}
 			})
 		},
@@ -99,21 +85,13 @@ func (a *app) deviceCommand() *cobra.Command {
 		Short: "Show one device",
 		Args:  exactArgs(1, "a device ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var d rollout.Device
-			if err := c.getJSON(cmd.Context(), "/api/v1/devices/"+url.PathEscape(args[0]), &d); err != nil {
-				return err
-			}
-			return a.print(d, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Device, error) { return c.Device(ctx, args[0]) }, func(w io.Writer, d api.Device) {
 				row(w, "Device:", d.ID)
 				row(w, "Hardware:", d.Hardware)
 				row(w, "Version:", dash(d.Version))
 				row(w, "Release:", dash(d.CurrentRelease))
 				row(w, "Assigned:", dash(d.TargetRelease))
-				row(w, "Last seen:", fmtTime(&d.LastSeen))
+				row(w, "Last seen:", report.Time(&d.LastSeen))
 				row(w, "Attributes:", deviceAttrs(d))
 			})
 		},
@@ -124,20 +102,14 @@ func (a *app) deviceCommand() *cobra.Command {
 		Short: "Assign one release to one device (for service engineers; audited)",
 		Args:  exactArgs(2, "a device ID and NAME@VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var d rollout.Device
-			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/devices/"+url.PathEscape(args[0])+"/assign", server.AssignRequest{Release: args[1], Reason: reason}, &d); err != nil {
-				return err
-			}
-			return a.print(d, func(w io.Writer) { fmt.Fprintf(w, "Device %s assigned %s\n", d.ID, d.TargetRelease) })
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Device, error) {
+				return c.AssignDevice(ctx, args[0], api.AssignRequest{Release: args[1], Reason: reason})
+			}, func(w io.Writer, d api.Device) { fmt.Fprintf(w, "Device %s assigned %s\n", d.ID, d.TargetRelease) })
 		},
 	}
 	assign.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
 
-	var eReq server.EnrollTokenRequest
+	var eReq api.EnrollTokenRequest
 	var eAttrs []string
 	var eExpires string
 	enroll := &cobra.Command{
@@ -156,16 +128,10 @@ func (a *app) deviceCommand() *cobra.Command {
 				}
 				eReq.Expires = d.String()
 			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var res server.EnrollTokenResponse
-			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/enroll-tokens", eReq, &res); err != nil {
-				return err
-			}
-			return a.print(res, func(w io.Writer) {
-				fmt.Fprintf(w, "Enrollment token for %s devices, expires %s (shown once):\n%s\n", eReq.Hardware, fmtTime(res.Detail.ExpiresAt), res.EnrollToken)
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.EnrollTokenResponse, error) {
+				return c.CreateEnrollToken(ctx, eReq)
+			}, func(w io.Writer, res api.EnrollTokenResponse) {
+				fmt.Fprintf(w, "Enrollment token for %s devices, expires %s (shown once):\n%s\n", eReq.Hardware, report.Time(res.Detail.ExpiresAt), res.EnrollToken)
 			})
 		},
 	}
@@ -179,7 +145,7 @@ func (a *app) deviceCommand() *cobra.Command {
 	return cmd
 }
 
-func deviceAttrs(d rollout.Device) string {
+func deviceAttrs(d api.Device) string {
 	s := details(d.Attrs)
 	for _, t := range d.Tags {
 		s += " tag:" + t
@@ -195,15 +161,9 @@ func (a *app) cohortCommand() *cobra.Command {
 		Short: "Save a cohort",
 		Args:  exactArgs(1, "a cohort name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var co rollout.Cohort
-			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/cohorts", server.CohortRequest{Name: args[0], Selector: selector}, &co); err != nil {
-				return err
-			}
-			return a.print(co, func(w io.Writer) { printCohorts(w, []rollout.Cohort{co}) })
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Cohort, error) {
+				return c.CreateCohort(ctx, api.CohortRequest{Name: args[0], Selector: selector})
+			}, printCohort)
 		},
 	}
 	create.Flags().StringVar(&selector, "selector", "", "device selector (required)")
@@ -213,15 +173,7 @@ func (a *app) cohortCommand() *cobra.Command {
 		Short: "List cohorts with their matching device counts",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var cos []rollout.Cohort
-			if err := c.getJSON(cmd.Context(), "/api/v1/cohorts", &cos); err != nil {
-				return err
-			}
-			return a.print(cos, func(w io.Writer) { printCohorts(w, cos) })
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) ([]api.Cohort, error) { return c.ListCohorts(ctx) }, printCohorts)
 		},
 	}
 	show := &cobra.Command{
@@ -229,22 +181,16 @@ func (a *app) cohortCommand() *cobra.Command {
 		Short: "Show a cohort and how many devices match it",
 		Args:  exactArgs(1, "a cohort name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var co rollout.Cohort
-			if err := c.getJSON(cmd.Context(), "/api/v1/cohorts/"+url.PathEscape(args[0]), &co); err != nil {
-				return err
-			}
-			return a.print(co, func(w io.Writer) { printCohorts(w, []rollout.Cohort{co}) })
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Cohort, error) { return c.Cohort(ctx, args[0]) }, printCohort)
 		},
 	}
 	cmd.AddCommand(create, list, show)
 	return cmd
 }
 
-func printCohorts(w io.Writer, cos []rollout.Cohort) {
+func printCohort(w io.Writer, co api.Cohort) { printCohorts(w, []api.Cohort{co}) }
+
+func printCohorts(w io.Writer, cos []api.Cohort) {
 	row(w, "NAME", "SELECTOR", "DEVICES", "CREATED BY")
 	for _, c := range cos {
 		row(w, c.Name, c.Selector, c.Devices, c.CreatedBy)

@@ -17,8 +17,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tufota/tufota"
+	apipkg "github.com/tufota/tufota/api"
+	"github.com/tufota/tufota/apiclient"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/internal/datadir"
 	"github.com/tufota/tufota/internal/leader"
+	"github.com/tufota/tufota/internal/report"
+	"github.com/tufota/tufota/internal/sim"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/server"
 	"github.com/tufota/tufota/signer"
@@ -86,7 +91,7 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 	step("init: creating repository in %s", dir)
 	loud := a.logLevel
 	a.logLevel = "warn"
-	res, err := a.initRepo(ctx, initOptions{dir: dir, keyAlg: "ecdsa-p256", adminExpires: 24 * time.Hour})
+	res, err := datadir.Init(ctx, datadir.InitOptions{Dir: dir, KeyAlg: "ecdsa-p256", AdminExpires: 24 * time.Hour}, a.openBlobs, func() ([]byte, error) { return a.passphrase(true) }, a.logger())
 	if err != nil {
 		return err
 	}
@@ -119,11 +124,12 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 		return fmt.Errorf("quickstart: server: %w", err)
 	}
 	a.serverURL, a.token, a.caFile = l.URL, res.AdminToken, l.CAFile
-	hc, err := a.httpClient()
+	api, err := a.api()
 	if err != nil {
 		return err
 	}
-	if err := waitReady(ctx, hc, l.URL); err != nil {
+	hc := api.HTTP()
+	if err := api.WaitReady(ctx); err != nil {
 		return err
 	}
 	step("server: listening at %s (TLS, self-signed certificate %s)", l.URL, l.CAFile)
@@ -132,42 +138,38 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 	if err := writeSampleImage(fw, o.size); err != nil {
 		return err
 	}
-	rel, err := a.pushRelease(ctx, fw, signer.PushRequest{
+	rel, err := a.pushRelease(ctx, fw, apipkg.PushRequest{
 		Name: "pump-fw", Version: "1.1.0", Hardware: []string{"pump-a"},
 		Notes: "quickstart sample image",
 	})
 	if err != nil {
 		return fmt.Errorf("quickstart: push: %w", err)
 	}
-	step("release: pushed %s@%s (%s, sha256 %s…), signed into targets v%d", rel.Name, rel.Version, humanBytes(rel.Length), rel.SHA256[:16], rel.TargetsVersion)
+	step("release: pushed %s@%s (%s, sha256 %s…), signed into targets v%d", rel.Name, rel.Version, report.Bytes(rel.Length), rel.SHA256[:16], rel.TargetsVersion)
 
-	api, err := a.api()
+	enroll, err := api.CreateEnrollToken(ctx, apipkg.EnrollTokenRequest{EnrollScope: apipkg.EnrollScope{Hardware: "pump-a", Attrs: map[string]string{"site": "north"}, Tags: []string{"icu"}}, Expires: "1h"})
 	if err != nil {
-		return err
-	}
-	var enroll server.EnrollTokenResponse
-	if err := api.sendJSON(ctx, http.MethodPost, "/api/v1/enroll-tokens", server.EnrollTokenRequest{EnrollScope: server.EnrollScope{Hardware: "pump-a", Attrs: map[string]string{"site": "north"}, Tags: []string{"icu"}}, Expires: "1h"}, &enroll); err != nil {
 		return fmt.Errorf("quickstart: enrollment token: %w", err)
 	}
-	devs, err := newSimDevices(filepath.Join(work, "devices"), "pump", "pump-a", "1.0.0", o.devices, 0, 0, 1)
+	devs, err := sim.NewDevices(filepath.Join(work, "devices"), "pump", "pump-a", "1.0.0", o.devices, 0, 0, 1)
 	if err != nil {
 		return err
 	}
-	if err := enrollAll(ctx, &apiClient{base: l.URL, token: enroll.EnrollToken, http: hc}, devs); err != nil {
+	if err := sim.EnrollAll(ctx, apiclient.New(l.URL, enroll.EnrollToken, apiclient.WithHTTPClient(hc)), devs); err != nil {
 		return fmt.Errorf("quickstart: %w", err)
 	}
 	step("devices: %d simulated pump-a devices on 1.0.0 enrolled themselves with a bulk enrollment token", len(devs))
 
-	var co rollout.Cohort
-	if err := api.sendJSON(ctx, http.MethodPost, "/api/v1/cohorts", server.CohortRequest{Name: "icu-pumps", Selector: "hardware=pump-a,tag:icu"}, &co); err != nil {
+	co, err := api.CreateCohort(ctx, apipkg.CohortRequest{Name: "icu-pumps", Selector: "hardware=pump-a,tag:icu"})
+	if err != nil {
 		return fmt.Errorf("quickstart: cohort: %w", err)
 	}
-	var ro rollout.Rollout
-	spec := rollout.Spec{Release: rel.Name + "@" + rel.Version, Cohort: co.Name, Waves: "10%,50%,100%", Soak: "1s", MinReports: 1, MaxFailureRate: "10%", DeviceTimeout: "1m"}
-	if err := api.sendJSON(ctx, http.MethodPost, "/api/v1/rollouts", spec, &ro); err != nil {
+	spec := apipkg.RolloutSpec{Release: rel.Name + "@" + rel.Version, Cohort: co.Name, Waves: "10%,50%,100%", Soak: "1s", MinReports: 1, MaxFailureRate: "10%", DeviceTimeout: "1m"}
+	ro, err := api.CreateRollout(ctx, spec)
+	if err != nil {
 		return fmt.Errorf("quickstart: rollout: %w", err)
 	}
-	if err := api.sendJSON(ctx, http.MethodPost, "/api/v1/rollouts/"+ro.ID+"/start", server.ActionRequest{Reason: "quickstart canary"}, nil); err != nil {
+	if _, err := api.RolloutAction(ctx, ro.ID, "start", apipkg.ActionRequest{Reason: "quickstart canary"}); err != nil {
 		return fmt.Errorf("quickstart: start rollout: %w", err)
 	}
 	step("rollout: %s takes %s to cohort %s (%d devices) in waves %s, soak %s, max failure rate %s", ro.ID, spec.Release, co.Name, co.Devices, spec.Waves, spec.Soak, spec.MaxFailureRate)
@@ -176,15 +178,16 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	fleet := &simFleet{serverURL: l.URL, root: rootJSON, http: deviceHTTPClient(hc), log: slog.New(slog.DiscardHandler)}
+	fleet := &sim.Fleet{ServerURL: l.URL, Root: rootJSON, HTTP: deviceHTTPClient(hc), Log: slog.New(slog.DiscardHandler)}
 	runCtx, cancelRun := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancelRun()
-	var final rollout.Status
-	results := fleet.runUntil(runCtx, devs, 250*time.Millisecond, func(ctx context.Context) bool {
-		if err := api.getJSON(ctx, "/api/v1/rollouts/"+ro.ID, &final); err != nil {
+	var final apipkg.RolloutStatus
+	results := fleet.RunUntil(runCtx, devs, 250*time.Millisecond, func(ctx context.Context) bool {
+		var err error
+		if final, err = api.Rollout(ctx, ro.ID); err != nil {
 			return false
 		}
-		switch final.State {
+		switch rollout.Phase(final.State) {
 		case rollout.Completed, rollout.Paused, rollout.Aborted:
 			return true
 		}
@@ -200,8 +203,8 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 	if err := a.print(results, func(w io.Writer) { printSimResults(w, results) }); err != nil {
 		return err
 	}
-	var hist rollout.History
-	if err := api.getJSON(ctx, "/api/v1/rollouts/"+ro.ID+"/history", &hist); err != nil {
+	hist, err := api.RolloutHistory(ctx, ro.ID)
+	if err != nil {
 		return fmt.Errorf("quickstart: history: %w", err)
 	}
 	step("history of rollout %s:", ro.ID)
@@ -210,7 +213,7 @@ func (a *app) quickstart(ctx context.Context, o quickstartOptions) (err error) {
 			return err
 		}
 	}
-	if final.State != rollout.Completed {
+	if rollout.Phase(final.State) != rollout.Completed {
 		return fmt.Errorf("quickstart: rollout %s ended %s, not completed", ro.ID, final.State)
 	}
 	if failed > 0 {

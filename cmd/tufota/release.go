@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime/multipart"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,17 +14,18 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
+	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/report"
 	"github.com/tufota/tufota/signer"
 )
 
 func (a *app) releaseCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "release", Short: "Push, list and show firmware releases"}
-	cmd.AddCommand(a.releasePushCommand(), a.releaseListCommand(), a.releaseShowCommand(), a.releaseSignCommand(), a.releaseCancelCommand())
-	return cmd
+	return group("release", "Push, list and show firmware releases", a.releasePushCommand(), a.releaseListCommand(), a.releaseShowCommand(), a.releaseSignCommand(), a.releaseCancelCommand())
 }
 
 func (a *app) releasePushCommand() *cobra.Command {
-	var req signer.PushRequest
+	var req api.PushRequest
 	var hardware []string
 	var sbomPath string
 	cmd := &cobra.Command{
@@ -57,7 +55,7 @@ func (a *app) releasePushCommand() *cobra.Command {
 }
 
 // pushRelease pushes a release without an SBOM.
-func (a *app) pushRelease(ctx context.Context, path string, req signer.PushRequest) (signer.Release, error) {
+func (a *app) pushRelease(ctx context.Context, path string, req api.PushRequest) (api.Release, error) {
 	return a.pushReleaseSBOM(ctx, path, "", req)
 }
 
@@ -85,8 +83,8 @@ func readSBOM(path string) ([]byte, string, error) {
 // pushReleaseSBOM validates locally, then streams FILE as multipart without
 // holding it in memory, with a progress line on a terminal. A non-empty
 // sbomPath is validated and sent as the "sbom" part, before the firmware.
-func (a *app) pushReleaseSBOM(ctx context.Context, path, sbomPath string, req signer.PushRequest) (signer.Release, error) {
-	var rel signer.Release
+func (a *app) pushReleaseSBOM(ctx context.Context, path, sbomPath string, req api.PushRequest) (api.Release, error) {
+	var rel api.Release
 	var sbom []byte
 	if sbomPath != "" {
 		var err error
@@ -124,39 +122,7 @@ func (a *app) pushReleaseSBOM(ctx context.Context, path, sbomPath string, req si
 	if w, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(w.Fd())) {
 		body = &progress{r: f, total: st.Size(), w: w, label: req.File}
 	}
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		err := func() error {
-			part, err := mw.CreateFormField("release")
-			if err != nil {
-				return err
-			}
-			if err := writeJSON(part, req); err != nil {
-				return err
-			}
-			if sbom != nil {
-				sp, err := mw.CreateFormFile("sbom", filepath.Base(sbomPath))
-				if err != nil {
-					return err
-				}
-				if _, err := sp.Write(sbom); err != nil {
-					return err
-				}
-			}
-			fp, err := mw.CreateFormFile("file", req.File)
-			if err != nil {
-				return err
-			}
-			if _, err := io.Copy(fp, body); err != nil {
-				return err
-			}
-			return mw.Close()
-		}()
-		pw.CloseWithError(err)
-	}()
-	err = c.do(ctx, http.MethodPost, "/api/v1/releases", pr, mw.FormDataContentType(), &rel)
-	_ = pr.CloseWithError(io.ErrClosedPipe)
+	rel, err = c.PushRelease(ctx, apiclient.Push{Release: req, SBOM: sbom, SBOMName: filepath.Base(sbomPath), File: body})
 	if p, ok := body.(*progress); ok {
 		p.done()
 	}
@@ -169,18 +135,10 @@ func (a *app) releaseListCommand() *cobra.Command {
 		Short: "List releases, newest first",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var rels []signer.Release
-			if err := c.getJSON(cmd.Context(), "/api/v1/releases", &rels); err != nil {
-				return err
-			}
-			return a.print(rels, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) ([]api.Release, error) { return c.ListReleases(ctx) }, func(w io.Writer, rels []api.Release) {
 				row(w, "NAME", "VERSION", "HARDWARE", "SIZE", "STATE", "SIGNED BY", "PUBLISHED", "BY")
 				for _, r := range rels {
-					row(w, r.Name, r.Version, strings.Join(r.Hardware, ","), humanBytes(r.Length), r.State, r.Role, fmtTime(r.PublishedAt), r.CreatedBy)
+					row(w, r.Name, r.Version, strings.Join(r.Hardware, ","), report.Bytes(r.Length), r.State, r.Role, report.Time(r.PublishedAt), r.CreatedBy)
 				}
 			})
 		},
@@ -193,28 +151,16 @@ func (a *app) releaseShowCommand() *cobra.Command {
 		Short: "Show one release",
 		Args:  exactArgs(1, "NAME@VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, version, ok := strings.Cut(args[0], "@")
-			if !ok || name == "" || version == "" {
-				return tufota.Errorf(tufota.EInvalid, "release show: %q: want NAME@VERSION", args[0])
-			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var rel signer.Release
-			if err := c.getJSON(cmd.Context(), "/api/v1/releases/"+url.PathEscape(name)+"/"+url.PathEscape(version), &rel); err != nil {
-				return err
-			}
-			return a.print(rel, func(w io.Writer) { printRelease(w, rel) })
+			return a.onRelease(cmd, "release show", args[0], (*apiclient.Client).Release, printRelease)
 		},
 	}
 }
 
-func printRelease(w io.Writer, r signer.Release) {
+func printRelease(w io.Writer, r api.Release) {
 	row(w, "Release:", r.Name+"@"+r.Version)
 	row(w, "State:", r.State)
 	row(w, "Target:", r.TargetPath)
-	row(w, "Length:", fmt.Sprintf("%d (%s)", r.Length, humanBytes(r.Length)))
+	row(w, "Length:", fmt.Sprintf("%d (%s)", r.Length, report.Bytes(r.Length)))
 	row(w, "SHA-256:", r.SHA256)
 	if r.SHA512 != "" { // only releases pushed before SHA-512 was dropped (TUF signs SHA-256)
 		row(w, "SHA-512:", r.SHA512)
@@ -227,7 +173,7 @@ func printRelease(w io.Writer, r signer.Release) {
 		row(w, "Notes:", r.Notes)
 	}
 	if r.SBOM != nil {
-		row(w, "SBOM:", fmt.Sprintf("%s (%s, %s)", r.SBOM.Path, r.SBOM.Format, humanBytes(r.SBOM.Length)))
+		row(w, "SBOM:", fmt.Sprintf("%s (%s, %s)", r.SBOM.Path, r.SBOM.Format, report.Bytes(r.SBOM.Length)))
 		row(w, "SBOM SHA-256:", r.SBOM.SHA256)
 	}
 	if r.Role != "" && r.Role != signer.RoleTargets {
@@ -236,12 +182,12 @@ func printRelease(w io.Writer, r signer.Release) {
 	} else {
 		row(w, "Targets version:", r.TargetsVersion)
 	}
-	row(w, "Pushed:", fmtTime(&r.CreatedAt)+" by "+r.CreatedBy)
-	row(w, "Published:", fmtTime(r.PublishedAt))
+	row(w, "Pushed:", report.Time(&r.CreatedAt)+" by "+r.CreatedBy)
+	row(w, "Published:", report.Time(r.PublishedAt))
 	if s := r.Signing; s != nil {
 		row(w, "Pending:", fmt.Sprintf("%s v%d needs %d of its %d keys; %d more signature(s) needed", s.Role, s.Version, s.Threshold, len(s.Keys), s.Needed))
 		for _, sg := range s.Signatures {
-			row(w, "  signed:", fmt.Sprintf("%s by %s at %s", sg.KeyID, sg.SignedBy, fmtTime(&sg.SignedAt)))
+			row(w, "  signed:", fmt.Sprintf("%s by %s at %s", sg.KeyID, sg.SignedBy, report.Time(&sg.SignedAt)))
 		}
 		for _, id := range s.ServerKeys {
 			row(w, "  signed:", id+" by the server (online targets key)")
@@ -253,9 +199,19 @@ func printRelease(w io.Writer, r signer.Release) {
 		}
 		row(w, "Next:", fmt.Sprintf("tufota release sign %s@%s --key URI", r.Name, r.Version))
 	}
+	for _, d := range r.Deltas {
+		what := d.State
+		switch {
+		case d.State == "published" && d.FullLength > 0:
+			what = fmt.Sprintf("%s, %s (%.1f %% of the full image), %s", d.State, report.Bytes(d.Length), 100*float64(d.Length)/float64(d.FullLength), d.TargetPath)
+		case d.Message != "":
+			what += ": " + d.Message
+		}
+		row(w, "Delta from "+d.BaseVersion+":", what)
+	}
 }
 
-func signedBy(s *signer.SigningStatus, keyID string) bool {
+func signedBy(s *api.SigningStatus, keyID string) bool {
 	for _, sg := range s.Signatures {
 		if sg.KeyID == keyID {
 			return true
@@ -279,7 +235,7 @@ func (p *progress) Read(b []byte) (int, error) {
 	p.read += int64(n)
 	if pct := int(p.read * 100 / p.total); pct != p.lastPct {
 		p.lastPct = pct
-		fmt.Fprintf(p.w, "\r%s: %3d%% (%s of %s)", p.label, pct, humanBytes(p.read), humanBytes(p.total))
+		fmt.Fprintf(p.w, "\r%s: %3d%% (%s of %s)", p.label, pct, report.Bytes(p.read), report.Bytes(p.total))
 	}
 	return n, err
 }

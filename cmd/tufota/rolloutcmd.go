@@ -1,24 +1,21 @@
 package main
 
 import (
-	"encoding/csv"
+	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/tufota/tufota"
-	"github.com/tufota/tufota/rollout"
-	"github.com/tufota/tufota/server"
+	"github.com/tufota/tufota/api"
+	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/report"
 )
 
 func (a *app) rolloutCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "rollout", Short: "Take a release to a cohort in canary waves"}
-	cmd.AddCommand(a.rolloutCreateCommand(), a.rolloutListCommand(), a.rolloutStatusCommand(), a.rolloutHistoryCommand())
+	cmd := group("rollout", "Take a release to a cohort in canary waves", a.rolloutCreateCommand(), a.rolloutListCommand(), a.rolloutStatusCommand(), a.rolloutHistoryCommand())
 	for _, action := range []struct{ name, short string }{
 		{"start", "Start a draft rollout (or schedule it, with --start-at)"},
 		{"pause", "Pause a running rollout"},
@@ -33,7 +30,7 @@ func (a *app) rolloutCommand() *cobra.Command {
 }
 
 func (a *app) rolloutCreateCommand() *cobra.Command {
-	var spec rollout.Spec
+	var spec api.RolloutSpec
 	var maxFailures int
 	cmd := &cobra.Command{
 		Use:   "create --release NAME@VERSION --cohort NAME|SELECTOR --waves 1%,10%,50%,100% [flags]",
@@ -43,15 +40,7 @@ func (a *app) rolloutCreateCommand() *cobra.Command {
 			if cmd.Flags().Changed("max-failures") {
 				spec.MaxFailures = &maxFailures
 			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var r rollout.Rollout
-			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/rollouts", spec, &r); err != nil {
-				return err
-			}
-			return a.print(r, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Rollout, error) { return c.CreateRollout(ctx, spec) }, func(w io.Writer, r api.Rollout) {
 				fmt.Fprintf(w, "Created rollout %s: %s to %s in waves %s (state %s)\n", r.ID, r.Release, r.Selector, spec.Waves, r.State)
 			})
 		},
@@ -76,21 +65,15 @@ func (a *app) rolloutCreateCommand() *cobra.Command {
 }
 
 func (a *app) rolloutActionCommand(action, short string) *cobra.Command {
-	var req server.ActionRequest
+	var req api.ActionRequest
 	cmd := &cobra.Command{
 		Use:   action + " ID [--reason TEXT]",
 		Short: short,
 		Args:  exactArgs(1, "a rollout ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var st rollout.Status
-			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/rollouts/"+url.PathEscape(args[0])+"/"+action, req, &st); err != nil {
-				return err
-			}
-			return a.print(st, func(w io.Writer) { printStatus(w, st) })
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.RolloutStatus, error) {
+				return c.RolloutAction(ctx, args[0], action, req)
+			}, printStatus)
 		},
 	}
 	cmd.Flags().StringVar(&req.Reason, "reason", "", "why (recorded in the history and the audit log)")
@@ -106,15 +89,7 @@ func (a *app) rolloutListCommand() *cobra.Command {
 		Short: "List rollouts",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var rs []rollout.Rollout
-			if err := c.getJSON(cmd.Context(), "/api/v1/rollouts", &rs); err != nil {
-				return err
-			}
-			return a.print(rs, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) ([]api.Rollout, error) { return c.ListRollouts(ctx) }, func(w io.Writer, rs []api.Rollout) {
 				row(w, "ID", "RELEASE", "COHORT", "STATE", "CREATED BY")
 				for _, r := range rs {
 					row(w, r.ID, r.Release, r.Selector, r.State, r.CreatedBy)
@@ -130,20 +105,14 @@ func (a *app) rolloutStatusCommand() *cobra.Command {
 		Short: "Show a rollout's state, waves and health",
 		Args:  exactArgs(1, "a rollout ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var st rollout.Status
-			if err := c.getJSON(cmd.Context(), "/api/v1/rollouts/"+url.PathEscape(args[0]), &st); err != nil {
-				return err
-			}
-			return a.print(st, func(w io.Writer) { printStatus(w, st) })
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.RolloutStatus, error) {
+				return c.Rollout(ctx, args[0])
+			}, printStatus)
 		},
 	}
 }
 
-func printStatus(w io.Writer, st rollout.Status) {
+func printStatus(w io.Writer, st api.RolloutStatus) {
 	row(w, "Rollout:", st.ID)
 	row(w, "Release:", st.Release)
 	row(w, "Cohort:", st.Selector)
@@ -163,28 +132,16 @@ func (a *app) rolloutHistoryCommand() *cobra.Command {
 		Short: "Print a rollout's timeline, per-device outcomes and time to 50/90/100%",
 		Args:  exactArgs(1, "a rollout ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkCSVFormat("rollout history", format); err != nil {
-				return err
-			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var h rollout.History
-			if err := c.getJSON(cmd.Context(), "/api/v1/rollouts/"+url.PathEscape(args[0])+"/history", &h); err != nil {
-				return err
-			}
-			if format == "csv" {
-				return writeHistoryCSV(a.stdout, h)
-			}
-			return a.print(h, func(w io.Writer) { printHistory(w, h) })
+			return printReport(a, cmd, "rollout history", format, func(ctx context.Context, c *apiclient.Client) (api.RolloutHistory, error) {
+				return c.RolloutHistory(ctx, args[0])
+			}, report.HistoryCSV, printHistory)
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "", "csv: the timeline and device outcomes as CSV")
 	return cmd
 }
 
-func printHistory(w io.Writer, h rollout.History) {
+func printHistory(w io.Writer, h api.RolloutHistory) {
 	r := h.Rollout
 	fmt.Fprintf(w, "Rollout %s: %s to %s, state %s\n\n", r.ID, r.Release, r.Selector, r.State)
 	row(w, "TIME", "ACTOR", "EVENT", "REASON")
@@ -219,89 +176,33 @@ func printHistory(w io.Writer, h rollout.History) {
 		if d.Silent {
 			st += " (silent)"
 		}
-		row(w, d.DeviceID, d.Wave, st, dash(d.ErrorCode), dash(d.PreviousVersion), d.OfferedAt.UTC().Format(time.RFC3339), fmtTime(d.InstalledAt))
+		row(w, d.DeviceID, d.Wave, st, dash(d.ErrorCode), dash(d.PreviousVersion), d.OfferedAt.UTC().Format(time.RFC3339), report.Time(d.InstalledAt))
 	}
-}
-
-func writeHistoryCSV(out io.Writer, h rollout.History) error {
-	w := csv.NewWriter(out)
-	_ = w.Write([]string{"record", "time", "actor", "kind", "reason", "device", "wave", "state", "error_code", "previous_version", "installed_at"})
-	for _, e := range h.Events {
-		_ = w.Write([]string{"event", e.Time.UTC().Format(time.RFC3339Nano), csvSafe(e.Actor), e.Kind, csvSafe(e.Reason), "", "", "", "", "", ""})
-	}
-	for _, d := range h.Devices {
-		inst := ""
-		if d.InstalledAt != nil {
-			inst = d.InstalledAt.UTC().Format(time.RFC3339Nano)
-		}
-		_ = w.Write([]string{"device", d.OfferedAt.UTC().Format(time.RFC3339Nano), "", "", "", d.DeviceID, strconv.Itoa(d.Wave), string(d.State), d.ErrorCode, d.PreviousVersion, inst})
-	}
-	w.Flush()
-	return w.Error()
-}
-
-// csvSafe defuses spreadsheet formulas in free text.
-func csvSafe(s string) string {
-	if s != "" && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@') {
-		return "'" + s
-	}
-	return s
 }
 
 func (a *app) fleetCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "fleet", Short: "Fleet-wide reports"}
 	var format string
-	report := &cobra.Command{
+	reportCmd := &cobra.Command{
 		Use:   "report [-o json] [--format csv]",
 		Short: "Every device's version, how far behind it is, last update, last seen, failed updates",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkCSVFormat("fleet report", format); err != nil {
-				return err
-			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var rows []server.FleetRow
-			if err := c.getJSON(cmd.Context(), "/api/v1/fleet/report", &rows); err != nil {
-				return err
-			}
-			if format == "csv" {
-				w := csv.NewWriter(a.stdout)
-				_ = w.Write([]string{"device_id", "hardware", "version", "newest", "behind", "days_since_last_update", "last_seen", "failed_updates"})
-				for _, r := range rows {
-					days := ""
-					if r.DaysSinceLastUpdate != nil {
-						days = strconv.Itoa(*r.DaysSinceLastUpdate)
-					}
-					_ = w.Write([]string{r.DeviceID, r.Hardware, r.Version, r.Newest, strconv.Itoa(r.Behind), days, fmtTime(r.LastSeen), strconv.Itoa(r.FailedUpdates)})
-				}
-				w.Flush()
-				return w.Error()
-			}
-			return a.print(rows, func(w io.Writer) {
+			return printReport(a, cmd, "fleet report", format, func(ctx context.Context, c *apiclient.Client) ([]api.FleetRow, error) {
+				return c.FleetReport(ctx)
+			}, report.FleetCSV, func(w io.Writer, rows []api.FleetRow) {
 				row(w, "DEVICE", "HARDWARE", "VERSION", "NEWEST", "BEHIND", "DAYS SINCE UPDATE", "LAST SEEN", "FAILED")
 				for _, r := range rows {
 					days := "-"
 					if r.DaysSinceLastUpdate != nil {
 						days = strconv.Itoa(*r.DaysSinceLastUpdate)
 					}
-					row(w, r.DeviceID, r.Hardware, dash(r.Version), dash(r.Newest), r.Behind, days, fmtTime(r.LastSeen), r.FailedUpdates)
+					row(w, r.DeviceID, r.Hardware, dash(r.Version), dash(r.Newest), r.Behind, days, report.Time(r.LastSeen), r.FailedUpdates)
 				}
 			})
 		},
 	}
-	report.Flags().StringVar(&format, "format", "", "csv for a spreadsheet")
-	cmd.AddCommand(report)
+	reportCmd.Flags().StringVar(&format, "format", "", "csv for a spreadsheet")
+	cmd.AddCommand(reportCmd)
 	return cmd
-}
-
-// checkCSVFormat accepts the --format values of commands that can print CSV:
-// none (a table, or -o json) or csv.
-func checkCSVFormat(command, format string) error {
-	if format != "" && format != "csv" {
-		return tufota.Errorf(tufota.EInvalid, "%s: --format %q: want csv (or -o json)", command, format)
-	}
-	return nil
 }

@@ -131,3 +131,10 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 }
 
 var errNoServer = errors.New("no server: pass --server URL or set TUFOTA_SERVER")
+
+// group is a command that only holds subcommands.
+func group(use, short string, subs ...*cobra.Command) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short}
+	cmd.AddCommand(subs...)
+	return cmd
+}

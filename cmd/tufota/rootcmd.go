@@ -4,13 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -21,14 +16,15 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
+	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/report"
 	"github.com/tufota/tufota/signer"
 )
 
 // trustRootCommand is `tufota root`: the root metadata ceremony.
 func (a *app) trustRootCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "root", Short: "Show, change and sign the TUF root metadata (key rotation, revocation, thresholds)"}
-	cmd.AddCommand(a.rootShowCommand(), a.rootUpdateCommand(), a.rootSignCommand(), a.rootCancelCommand())
-	return cmd
+	return group("root", "Show, change and sign the TUF root metadata (key rotation, revocation, thresholds)", a.rootShowCommand(), a.rootUpdateCommand(), a.rootSignCommand(), a.rootCancelCommand())
 }
 
 func (a *app) rootShowCommand() *cobra.Command {
@@ -37,17 +33,9 @@ func (a *app) rootShowCommand() *cobra.Command {
 		Short: "Show the current root (keys per role) and the pending change with its signatures",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var info signer.RootInfo
-			if err := c.getJSON(cmd.Context(), "/api/v1/root", &info); err != nil {
-				return err
-			}
-			return a.print(info, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.RootInfo, error) { return c.Root(ctx) }, func(w io.Writer, info api.RootInfo) {
 				row(w, "Root version:", info.Current.Version)
-				row(w, "Expires:", fmtTime(&info.Current.Expires))
+				row(w, "Expires:", report.Time(&info.Current.Expires))
 				printRoles(w, info.Current.Roles)
 				if info.Pending == nil {
 					row(w, "Pending:", "none")
@@ -59,18 +47,18 @@ func (a *app) rootShowCommand() *cobra.Command {
 	}
 }
 
-func printRoles(w io.Writer, roles []signer.RootRole) {
+func printRoles(w io.Writer, roles []api.RootRole) {
 	for _, r := range roles {
 		row(w, "  "+r.Role+":", fmt.Sprintf("%d of %d: %s", r.Threshold, len(r.Keys), strings.Join(r.Keys, ", ")))
 	}
 }
 
-func printRootPayload(w io.Writer, p signer.SigningPayload) {
+func printRootPayload(w io.Writer, p api.SigningPayload) {
 	st := p.Status
 	row(w, "Pending root:", fmt.Sprintf("v%d (replaces v%d), proposed by %s", st.Version, st.BaseVersion, st.CreatedBy))
 	row(w, "Payload SHA-256:", p.PayloadSHA256)
 	if p.Root != nil {
-		row(w, "Expires:", fmtTime(&p.Root.Expires))
+		row(w, "Expires:", report.Time(&p.Root.Expires))
 		for _, ch := range p.Root.Changes {
 			row(w, "  change:", ch)
 		}
@@ -136,15 +124,13 @@ func (a *app) rootUpdateCommand() *cobra.Command {
 				}
 				ch.Expires = d
 			}
-			c, err := a.api()
+			wch, err := wire[api.RootChange](ch)
 			if err != nil {
 				return err
 			}
-			var p signer.SigningPayload
-			if err := c.sendJSON(ctx, http.MethodPost, "/api/v1/root", ch, &p); err != nil {
-				return err
-			}
-			return a.print(p, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.SigningPayload, error) {
+				return c.UpdateRoot(ctx, wch)
+			}, func(w io.Writer, p api.SigningPayload) {
 				printRootPayload(w, p)
 				fmt.Fprintln(w, "Root key holders now run: tufota root sign --key URI")
 			})
@@ -213,24 +199,6 @@ func (a *app) confirm(yes bool, question string) error {
 	return nil
 }
 
-// signPayload checks that the payload hashes to what the server says and
-// signs it with sv.
-func signPayload(sv signature.SignerVerifier, p signer.SigningPayload) (signer.SignatureUpload, error) {
-	sum := sha256.Sum256(p.Payload)
-	if hex.EncodeToString(sum[:]) != p.PayloadSHA256 {
-		return signer.SignatureUpload{}, tufota.Errorf(tufota.EInvalid, "the server's payload does not hash to the SHA-256 it names; refusing to sign")
-	}
-	sig, err := sv.SignMessage(bytes.NewReader(p.Payload))
-	if err != nil {
-		return signer.SignatureUpload{}, fmt.Errorf("sign: %w", err)
-	}
-	id, err := signer.KeyID(sv)
-	if err != nil {
-		return signer.SignatureUpload{}, err
-	}
-	return signer.SignatureUpload{KeyID: id, Sig: hex.EncodeToString(sig), PayloadSHA256: p.PayloadSHA256}, nil
-}
-
 func (a *app) rootSignCommand() *cobra.Command {
 	var keyURI string
 	var yes bool
@@ -244,13 +212,13 @@ func (a *app) rootSignCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var p signer.SigningPayload
-			if err := c.getJSON(ctx, "/api/v1/root/pending", &p); err != nil {
+			p, err := c.RootPending(ctx)
+			if err != nil {
 				return err
 			}
 			// Read what is signed from the payload itself.
 			var signed metadata.RootType
-			if err := decodeCanonical(p.Payload, &signed); err != nil || signed.Type != metadata.ROOT || signed.Version != p.Status.Version {
+			if err := signer.DecodeCanonical(p.Payload, &signed); err != nil || signed.Type != metadata.ROOT || signed.Version != p.Status.Version {
 				return tufota.Errorf(tufota.EInvalid, "the pending payload is not root v%d metadata; refusing to sign", p.Status.Version)
 			}
 			sv, err := a.openKey(ctx, keyURI)
@@ -265,14 +233,14 @@ func (a *app) rootSignCommand() *cobra.Command {
 			printRootPayload(a.stderr, p)
 			var ups []signer.SignatureUpload
 			if slices.Contains(p.Status.Keys, id) {
-				up, err := signPayload(sv, p)
+				up, err := signer.SignPayload(sv, p.Payload, p.PayloadSHA256)
 				if err != nil {
 					return err
 				}
 				ups = append(ups, up)
 			}
 			if p.Targets != nil && slices.Contains(p.Targets.Status.Keys, id) {
-				up, err := signPayload(sv, *p.Targets)
+				up, err := signer.SignPayload(sv, p.Targets.Payload, p.Targets.PayloadSHA256)
 				if err != nil {
 					return err
 				}
@@ -284,9 +252,9 @@ func (a *app) rootSignCommand() *cobra.Command {
 			if err := a.confirm(yes, fmt.Sprintf("Sign root v%d with key %s?", p.Status.Version, id)); err != nil {
 				return err
 			}
-			var st signer.SigningStatus
+			var st api.SigningStatus
 			for _, up := range ups {
-				if err := c.sendJSON(ctx, http.MethodPost, "/api/v1/root/signatures", up, &st); err != nil {
+				if st, err = c.SignRoot(ctx, up); err != nil {
 					return err
 				}
 			}
@@ -311,15 +279,7 @@ func (a *app) rootCancelCommand() *cobra.Command {
 		Short: "Drop the pending root change and its signatures",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/root/pending", nil, "", nil); err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, "Pending root change dropped.")
-			return nil
+			return a.call(cmd, func(ctx context.Context, c *apiclient.Client) error { return c.CancelRoot(ctx) }, "Pending root change dropped.\n")
 		},
 	}
 }
@@ -331,19 +291,7 @@ func (a *app) releaseCancelCommand() *cobra.Command {
 		Short: "Withdraw a pending release: its payload, the signatures gathered so far and its upload (published releases cannot be cancelled)",
 		Args:  exactArgs(1, "NAME@VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, version, ok := strings.Cut(args[0], "@")
-			if !ok || name == "" || version == "" {
-				return tufota.Errorf(tufota.EInvalid, "release cancel: %q: want NAME@VERSION", args[0])
-			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var rel signer.Release
-			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/releases/"+url.PathEscape(name)+"/"+url.PathEscape(version), nil, "", &rel); err != nil {
-				return err
-			}
-			return a.print(rel, func(w io.Writer) {
+			return a.onRelease(cmd, "release cancel", args[0], (*apiclient.Client).CancelRelease, func(w io.Writer, rel api.Release) {
 				fmt.Fprintf(w, "Pending release %s cancelled; nothing of it was published.\n", args[0])
 			})
 		},
@@ -360,36 +308,26 @@ func (a *app) releaseSignCommand() *cobra.Command {
 		Args:  exactArgs(1, "NAME@VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			name, version, ok := strings.Cut(args[0], "@")
-			if !ok || name == "" || version == "" {
-				return tufota.Errorf(tufota.EInvalid, "release sign: %q: want NAME@VERSION", args[0])
+			name, version, err := releaseRef("release sign", args[0])
+			if err != nil {
+				return err
 			}
 			c, err := a.api()
 			if err != nil {
 				return err
 			}
-			base := "/api/v1/releases/" + url.PathEscape(name) + "/" + url.PathEscape(version)
-			var p signer.SigningPayload
-			if err := c.getJSON(ctx, base+"/signing", &p); err != nil {
+			p, err := c.ReleaseSigning(ctx, name, version)
+			if err != nil {
 				return err
 			}
 			// Show what is signed, read from the payload itself.
 			var signed metadata.TargetsType
-			if err := decodeCanonical(p.Payload, &signed); err != nil || signed.Type != metadata.TARGETS || p.Release == nil {
+			if err := signer.DecodeCanonical(p.Payload, &signed); err != nil || signed.Type != metadata.TARGETS || p.Release == nil {
 				return tufota.Errorf(tufota.EInvalid, "the payload is not targets metadata for %s; refusing to sign", args[0])
 			}
-			tf, ok := signed.Targets[p.Release.TargetPath]
-			if !ok || tf.Length != p.Release.Length || hex.EncodeToString(tf.Hashes["sha256"]) != p.Release.SHA256 {
-				return tufota.Errorf(tufota.EInvalid, "the payload does not sign %s as the release summary describes it; refusing to sign", p.Release.TargetPath)
-			}
-			var custom struct {
-				Tufota tufota.TargetCustom `json:"tufota"`
-			}
-			if tf.Custom != nil {
-				_ = json.Unmarshal(*tf.Custom, &custom)
-			}
-			if custom.Tufota.Name != name || custom.Tufota.Version != version {
-				return tufota.Errorf(tufota.EInvalid, "the payload's target %s is signed as %s@%s, not %s; refusing to sign", tf.Path, custom.Tufota.Name, custom.Tufota.Version, args[0])
+			tf, custom, err := signer.CheckReleasePayload(&signed, p.Release, name, version)
+			if err != nil {
+				return err
 			}
 			// Everything else the signature would cover must stay as the
 			// repository's verified current state has it.
@@ -404,54 +342,22 @@ func (a *app) releaseSignCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			allowed := []string{p.Release.TargetPath}
-			if p.Release.SBOM != nil {
-				allowed = append(allowed, p.Release.SBOM.Path)
-			}
-			if err := checkDelegatedPaths(&top.Signed, role, allowed); err != nil {
-				return err
-			}
-			cur := top
-			var dr *metadata.DelegatedRole
-			if role != metadata.TARGETS {
-				if dr, err = delegationOf(&top.Signed, role); err != nil {
-					return err
-				}
-				cur = delegated
-				if cur == nil { // the role's first release: nothing published yet
-					cur = &metadata.Metadata[metadata.TargetsType]{Signed: metadata.TargetsType{Type: metadata.TARGETS, Targets: map[string]*metadata.TargetFiles{}}}
-				}
-			}
-			if err := checkPayloadChanges(&cur.Signed, &signed, allowed...); err != nil {
-				return err
-			}
+			chk, err := signer.CheckReleaseSigning(role, &signed, p.Release, name, version, tf, custom, top, delegated, rootFile, report.Bytes)
 			w := a.stderr
-			row(w, "Release:", name+"@"+version)
-			row(w, "Target:", tf.Path)
-			row(w, "Length:", fmt.Sprintf("%d (%s)", tf.Length, humanBytes(tf.Length)))
-			row(w, "SHA-256:", hex.EncodeToString(tf.Hashes["sha256"]))
-			if p.Release.SHA512 != "" {
-				row(w, "SHA-512:", p.Release.SHA512+" (server-reported; TUF signs SHA-256)")
+			for _, l := range chk.Lines {
+				row(w, l.Label, l.Text)
 			}
-			row(w, "Hardware:", strings.Join(custom.Tufota.Hardware, ", "))
-			if p.Release.SBOM != nil {
-				sb, ok := signed.Targets[p.Release.SBOM.Path]
-				if !ok || hex.EncodeToString(sb.Hashes["sha256"]) != p.Release.SBOM.SHA256 {
-					return tufota.Errorf(tufota.EInvalid, "the payload does not sign the release's SBOM %s as the summary describes it; refusing to sign", p.Release.SBOM.Path)
-				}
-				row(w, "SBOM:", fmt.Sprintf("%s (%s, %d bytes, SHA-256 %s)", sb.Path, p.Release.SBOM.Format, sb.Length, hex.EncodeToString(sb.Hashes["sha256"])))
+			if err != nil {
+				return err
 			}
-			if dr != nil {
-				row(w, "Signed by role:", fmt.Sprintf("%s (delegated %s by targets v%d, threshold %d of %d)", role, strings.Join(dr.Paths, ", "), top.Signed.Version, dr.Threshold, len(dr.KeyIDs)))
-			}
-			row(w, role+" version:", fmt.Sprintf("%d (%d files: the published %d, verified against %s, plus this release), expires %s", signed.Version, len(signed.Targets), len(cur.Signed.Targets), rootFile, signed.Expires.Format("2006-01-02")))
+			dr := chk.Role
 			row(w, "Signatures:", fmt.Sprintf("%d of %d so far", p.Status.Threshold-p.Status.Needed, p.Status.Threshold))
 			sv, err := a.openKey(ctx, keyURI)
 			if err != nil {
 				return err
 			}
 			defer closeKey(sv)
-			up, err := signPayload(sv, p)
+			up, err := signer.SignPayload(sv, p.Payload, p.PayloadSHA256)
 			if err != nil {
 				return err
 			}
@@ -461,8 +367,8 @@ func (a *app) releaseSignCommand() *cobra.Command {
 			if err := a.confirm(yes, fmt.Sprintf("Sign %s (%s v%d) with key %s?", args[0], role, signed.Version, up.KeyID)); err != nil {
 				return err
 			}
-			var st signer.SigningStatus
-			if err := c.sendJSON(ctx, http.MethodPost, base+"/signatures", up, &st); err != nil {
+			st, err := c.SignRelease(ctx, name, version, up)
+			if err != nil {
 				return err
 			}
 			return a.print(st, func(w io.Writer) {
@@ -479,20 +385,4 @@ func (a *app) releaseSignCommand() *cobra.Command {
 	cmd.Flags().StringVar(&rootFile, "root", a.env["TUFOTA_ROOT"], "the repository's trust anchor root.json (env TUFOTA_ROOT): the payload is checked against the verified published targets")
 	_ = cmd.MarkFlagRequired("key")
 	return cmd
-}
-
-// decodeCanonical decodes canonical JSON (what TUF signs), which leaves
-// control characters such as the newlines of PEM keys unescaped inside
-// strings; outside strings it has no whitespace, so escaping every
-// control byte yields the same value as standard JSON.
-func decodeCanonical(b []byte, v any) error {
-	var buf bytes.Buffer
-	for _, c := range b {
-		if c < 0x20 {
-			fmt.Fprintf(&buf, "\\u%04x", c)
-			continue
-		}
-		buf.WriteByte(c)
-	}
-	return json.Unmarshal(buf.Bytes(), v)
 }

@@ -21,11 +21,11 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/spf13/cobra"
-	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/access"
 	"github.com/tufota/tufota/audit"
+	"github.com/tufota/tufota/internal/datadir"
 	"github.com/tufota/tufota/internal/leader"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/server"
@@ -45,40 +45,6 @@ type deps struct {
 	keys     *signer.Keyring // owns the open keys (HSM sessions)
 }
 
-// auditRolloutEvents records every rollout transition in the audit log,
-// the controller's automatic ones included.
-func auditRolloutEvents(alog *audit.Log, alerts *server.Alerter, log *slog.Logger) func(context.Context, rollout.Event) {
-	return func(ctx context.Context, e rollout.Event) {
-		if e.Kind == rollout.EventPaused && e.Actor == rollout.ControllerActor {
-			alerts.RolloutPaused(e.RolloutID, e.Reason)
-		}
-		d := map[string]string{"kind": e.Kind, "reason": e.Reason}
-		for k, v := range e.Details {
-			d[k] = v
-		}
-		object := "rollout/" + e.RolloutID
-		if e.RolloutID == "" {
-			object = "device/" + e.Details["device"]
-		}
-		role := ""
-		if e.Actor == rollout.ControllerActor {
-			role = "system"
-		}
-		if _, err := alog.Append(context.WithoutCancel(ctx), audit.Entry{Actor: e.Actor, Role: role, Action: "rollout." + e.Kind, Object: object, Outcome: audit.OutcomeOK, Details: d}); err != nil {
-			log.Error("AUDIT APPEND FAILED", "action", "rollout."+e.Kind, "object", object, "err", err)
-		}
-	}
-}
-
-// openAudit returns the audit log in db, checkpointed with key.
-func openAudit(ctx context.Context, db *storage.DB, origin string, key crypto.Signer, log *slog.Logger, opts ...audit.Option) (*audit.Log, error) {
-	ns, err := audit.NewNoteSigner(origin, key)
-	if err != nil {
-		return nil, fmt.Errorf("audit signer: %w", err)
-	}
-	return audit.New(ctx, db, ns, append([]audit.Option{audit.WithLogger(log)}, opts...)...)
-}
-
 func (d *deps) Close() error {
 	if c, ok := d.blobs.(io.Closer); ok {
 		_ = c.Close()
@@ -93,7 +59,7 @@ func (d *deps) Close() error {
 // opened through one Keyring (keys in one HSM token share its sessions),
 // closed by deps.Close.
 func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts *server.Alerter, auditOpts ...audit.Option) (_ *deps, err error) {
-	cfg, err := loadConfig(dir)
+	cfg, err := datadir.Load(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -123,21 +89,21 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	}
 	// Every repository write (publish, refresh) holds this lock: one
 	// writer at a time across all replicas on PostgreSQL.
-	if db, err = storage.OpenDB(ctx, resolve(dir, cfg.DB)); err != nil {
+	if db, err = storage.OpenDB(ctx, datadir.Resolve(dir, cfg.DB)); err != nil {
 		return nil, err
 	}
 	repo := signer.NewRepository(blobs, signer.WithLogger(log), signer.WithLocker(db.Locker(repositoryLock)))
 	// With a targets threshold above one the server holds no targets key:
 	// every release stays pending until that many key holders have signed
 	// it (tufota release sign). With a threshold of one it signs itself.
-	targetsThreshold, err := rootThreshold(ctx, repo, signer.RoleTargets)
+	targetsThreshold, err := datadir.RootThreshold(ctx, repo, signer.RoleTargets)
 	if err != nil {
 		return nil, err
 	}
 	var s signer.Signers
 	if targetsThreshold <= 1 {
 		for _, uri := range cfg.Keys.Targets {
-			k, err := keys.Open(ctx, resolve(dir, uri))
+			k, err := keys.Open(ctx, datadir.Resolve(dir, uri))
 			if err != nil {
 				return nil, fmt.Errorf("open targets key: %w", err)
 			}
@@ -146,16 +112,16 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	} else {
 		log.Info("targets threshold above one: releases wait for key holders' signatures (tufota release sign)", "threshold", targetsThreshold)
 	}
-	if err := checkHashedBins(ctx, repo, cfg, s); err != nil {
+	if err := datadir.CheckLayout(ctx, repo, cfg, s); err != nil {
 		return nil, err
 	}
-	if s.Snapshot, err = keys.Open(ctx, resolve(dir, cfg.Keys.Snapshot)); err != nil {
+	if s.Snapshot, err = keys.Open(ctx, datadir.Resolve(dir, cfg.Keys.Snapshot)); err != nil {
 		return nil, fmt.Errorf("open snapshot key: %w", err)
 	}
-	if s.Timestamp, err = keys.Open(ctx, resolve(dir, cfg.Keys.Timestamp)); err != nil {
+	if s.Timestamp, err = keys.Open(ctx, datadir.Resolve(dir, cfg.Keys.Timestamp)); err != nil {
 		return nil, fmt.Errorf("open timestamp key: %w", err)
 	}
-	auditKey, err := keys.Open(ctx, resolve(dir, cfg.Keys.Audit))
+	auditKey, err := keys.Open(ctx, datadir.Resolve(dir, cfg.Keys.Audit))
 	if err != nil {
 		return nil, fmt.Errorf("open audit key: %w", err)
 	}
@@ -163,14 +129,14 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	if !ok {
 		return nil, fmt.Errorf("audit key %s cannot sign checkpoints", cfg.Keys.Audit)
 	}
-	alog, err := openAudit(ctx, db, cfg.AuditOrigin, cs, log, auditOpts...)
+	alog, err := datadir.OpenAudit(ctx, db, cfg.AuditOrigin, cs, log, auditOpts...)
 	if err != nil {
 		return nil, err
 	}
 	// Root rotations may introduce new online keys by URI; the server opens
 	// them like its own, and after a restart uses the ones of the newest root.
 	releases := signer.NewReleases(db, repo, s, signer.WithKeyOpener(func(ctx context.Context, uri string) (signature.SignerVerifier, error) {
-		return keys.Open(ctx, resolve(dir, uri))
+		return keys.Open(ctx, datadir.Resolve(dir, uri))
 	}))
 	if err := releases.RestoreOnlineKeys(ctx); err != nil {
 		return nil, fmt.Errorf("online keys: %w", err)
@@ -182,7 +148,7 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	}
 	return &deps{
 		audit:    alog,
-		rollouts: rollout.NewService(db, server.ReleaseLookup(releases), rollout.WithLogger(log), rollout.WithObserver(auditRolloutEvents(alog, alerts, log))),
+		rollouts: rollout.NewService(db, server.ReleaseLookup(releases), rollout.WithLogger(log)),
 		db:       db,
 		blobs:    blobs,
 		repo:     repo,
@@ -236,7 +202,7 @@ func (a *app) serverCommand() *cobra.Command {
 			go func() { errc <- a.runServer(cmd.Context(), o, ready) }()
 			select {
 			case l := <-ready:
-				if err := writeFileAtomic(o.urlFile, []byte(l.URL+"\n"), 0o644); err != nil {
+				if err := datadir.WriteFileAtomic(o.urlFile, []byte(l.URL+"\n"), 0o644); err != nil {
 					return fmt.Errorf("write --url-file: %w", err)
 				}
 				return <-errc
@@ -336,7 +302,7 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 		}
 		auditOpts = append(auditOpts, audit.WithArchive(archive))
 	}
-	unlock, err := lockDataDir(dir, time.Now())
+	unlock, err := datadir.Lock(dir, time.Now())
 	if err != nil {
 		return err
 	}
@@ -391,7 +357,7 @@ func (a *app) runServer(ctx context.Context, o serverOptions, ready chan<- liste
 			return err
 		}
 		caFile = filepath.Join(dir, "tls-self-signed.pem")
-		if err := writeFileAtomic(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), 0o644); err != nil {
+		if err := datadir.WriteFileAtomic(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), 0o644); err != nil {
 			return fmt.Errorf("write self-signed certificate: %w", err)
 		}
 		tlsConfig = server.TLSConfig(cert, clientCAs)
@@ -499,39 +465,4 @@ func (a *app) openAuditArchive(ctx context.Context, rawURL string, retention tim
 		return nil, tufota.Errorf(tufota.EInvalid, "server: --audit-archive retention %s is shorter than --audit-retention %s", l.Retention(), retention)
 	}
 	return archive, nil
-}
-
-// rootThreshold is role's signature threshold in the repository's newest
-// root metadata.
-func rootThreshold(ctx context.Context, repo *signer.Repository, role string) (int, error) {
-	b, err := repo.Root(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("read root metadata: %w", err)
-	}
-	root, err := new(metadata.Metadata[metadata.RootType]).FromBytes(b)
-	if err != nil {
-		return 0, fmt.Errorf("read root metadata: %w", err)
-	}
-	r, ok := root.Signed.Roles[role]
-	if !ok {
-		return 0, fmt.Errorf("root metadata has no %s role", role)
-	}
-	return r.Threshold, nil
-}
-
-// checkHashedBins refuses to serve a repository whose layout differs from
-// the one DIR/tufota.json records ('init --hashed-bins'), and a hashed-bin
-// repository without an online targets key, which signs the bins.
-func checkHashedBins(ctx context.Context, repo *signer.Repository, cfg repoConfig, s signer.Signers) error {
-	bits, err := repo.HashedBins(ctx)
-	if err != nil {
-		return fmt.Errorf("repository layout: %w", err)
-	}
-	if bits != cfg.HashedBins {
-		return tufota.Errorf(tufota.EInvalid, "repository layout: %s records hashed_bins %d, but the signed targets metadata has %d (0: no hashed bins)", configName, cfg.HashedBins, bits)
-	}
-	if bits > 0 && len(s.Targets) == 0 {
-		return tufota.Errorf(tufota.EInvalid, "repository layout: hashed bins are signed by the server's online targets key, and %s names none the server can use", configName)
-	}
-	return nil
 }

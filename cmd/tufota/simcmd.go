@@ -5,45 +5,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/url"
 	"os"
-	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tufota/tufota"
-	"github.com/tufota/tufota/rollout"
-	"github.com/tufota/tufota/server"
+	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/sim"
 )
 
-type simOptions struct {
-	enrollToken       string
-	root              string
-	devices           int
-	hardware          string
-	version           string
-	prefix            string
-	failRate          float64
-	silentRate        float64
-	poll              time.Duration
-	jitter            float64
-	duration          time.Duration
-	seed              uint64
-	concurrency       int
-	maxConns          int
-	enrollConcurrency int
-	rollouts          []string
-	perDevice         bool
-	workDir           string
-}
-
 func (a *app) simCommand() *cobra.Command {
-	var o simOptions
+	var o sim.Options
 	cmd := &cobra.Command{
 		Use:   "sim --server URL --enroll-token TOKEN --root root.json --devices N --hardware HW --current-version V",
 		Short: "Simulate a fleet: N devices on the real client package against a running server",
@@ -70,55 +45,38 @@ counts differ from the simulator's.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.enrollToken, "enroll-token", "", "bulk enrollment token (required)")
-	f.StringVar(&o.root, "root", "", "trusted root.json (required)")
-	f.IntVar(&o.devices, "devices", 10, "number of devices")
-	f.StringVar(&o.hardware, "hardware", "", "hardware ID the devices report (must match the enrollment token's)")
-	f.StringVar(&o.version, "current-version", "1.0.0", "firmware version the devices start on")
-	f.StringVar(&o.prefix, "id-prefix", "sim", "device IDs are PREFIX-0001...")
-	f.Float64Var(&o.failRate, "failure-rate", 0, "share of devices whose install fails (0 to 1)")
-	f.Float64Var(&o.silentRate, "silent-rate", 0, "share of devices that go silent after accepting (0 to 1)")
-	f.DurationVar(&o.poll, "poll", time.Second, "poll interval of each device")
-	f.Float64Var(&o.jitter, "jitter", 0.1, "each interval is --poll × (1 ± jitter), uniformly (0 to 1)")
-	f.DurationVar(&o.duration, "duration", time.Minute, "how long to start polls")
-	f.Uint64Var(&o.seed, "seed", 1, "seed of the choice of failing and silent devices and of the schedule")
-	f.IntVar(&o.concurrency, "concurrency", 256, "polls in flight at most")
-	f.IntVar(&o.maxConns, "max-conns", 256, "connections to the server at most")
-	f.IntVar(&o.enrollConcurrency, "enroll-concurrency", 32, "enrollments in flight at most")
-	f.StringSliceVar(&o.rollouts, "rollout", nil, "also compare this rollout's outcomes with the server's (repeatable)")
-	f.BoolVar(&o.perDevice, "per-device", false, "print every device's last result too")
-	f.StringVar(&o.workDir, "work-dir", "", "where the devices' state directories go (a new directory in it, removed at the end; default the system's temporary directory)")
+	f.StringVar(&o.EnrollToken, "enroll-token", "", "bulk enrollment token (required)")
+	f.StringVar(&o.Root, "root", "", "trusted root.json (required)")
+	f.IntVar(&o.Devices, "devices", 10, "number of devices")
+	f.StringVar(&o.Hardware, "hardware", "", "hardware ID the devices report (must match the enrollment token's)")
+	f.StringVar(&o.Version, "current-version", "1.0.0", "firmware version the devices start on")
+	f.StringVar(&o.Prefix, "id-prefix", "sim", "device IDs are PREFIX-0001...")
+	f.Float64Var(&o.FailRate, "failure-rate", 0, "share of devices whose install fails (0 to 1)")
+	f.Float64Var(&o.SilentRate, "silent-rate", 0, "share of devices that go silent after accepting (0 to 1)")
+	f.DurationVar(&o.Poll, "poll", time.Second, "poll interval of each device")
+	f.Float64Var(&o.Jitter, "jitter", 0.1, "each interval is --poll × (1 ± jitter), uniformly (0 to 1)")
+	f.DurationVar(&o.Duration, "duration", time.Minute, "how long to start polls")
+	f.Uint64Var(&o.Seed, "seed", 1, "seed of the choice of failing and silent devices and of the schedule")
+	f.IntVar(&o.Concurrency, "concurrency", 256, "polls in flight at most")
+	f.IntVar(&o.MaxConns, "max-conns", 256, "connections to the server at most")
+	f.IntVar(&o.EnrollConcurrency, "enroll-concurrency", 32, "enrollments in flight at most")
+	f.StringSliceVar(&o.Rollouts, "rollout", nil, "also compare this rollout's outcomes with the server's (repeatable)")
+	f.BoolVar(&o.PerDevice, "per-device", false, "print every device's last result too")
+	f.StringVar(&o.WorkDir, "work-dir", "", "where the devices' state directories go (a new directory in it, removed at the end; default the system's temporary directory)")
 	for _, n := range []string{"enroll-token", "root", "hardware"} {
 		_ = cmd.MarkFlagRequired(n)
 	}
 	return cmd
 }
 
-// checkSimOptions refuses settings outside their range.
-func checkSimOptions(o simOptions) error {
-	switch {
-	case o.devices < 1 || o.devices > 100000:
-		return tufota.Errorf(tufota.EInvalid, "sim: --devices %d: want 1 to 100000", o.devices)
-	case o.failRate < 0 || o.failRate > 1 || o.silentRate < 0 || o.silentRate > 1 || o.failRate+o.silentRate > 1:
-		return tufota.Errorf(tufota.EInvalid, "sim: --failure-rate and --silent-rate must be within 0..1 and add up to at most 1")
-	case o.poll <= 0 || o.duration <= 0:
-		return tufota.Errorf(tufota.EInvalid, "sim: --poll and --duration must be positive")
-	case o.jitter < 0 || o.jitter > 1:
-		return tufota.Errorf(tufota.EInvalid, "sim: --jitter %g: want 0 to 1", o.jitter)
-	case o.concurrency < 1 || o.concurrency > 10000, o.maxConns < 1 || o.maxConns > 10000, o.enrollConcurrency < 1 || o.enrollConcurrency > 1000:
-		return tufota.Errorf(tufota.EInvalid, "sim: --concurrency and --max-conns must be within 1..10000, --enroll-concurrency within 1..1000")
-	}
-	return nil
-}
-
-func (a *app) sim(ctx context.Context, o simOptions) error {
-	if err := checkSimOptions(o); err != nil {
+func (a *app) sim(ctx context.Context, o sim.Options) error {
+	if err := o.Check(); err != nil {
 		return err
 	}
 	if a.serverURL == "" {
 		return errNoServer
 	}
-	root, err := os.ReadFile(o.root)
+	root, err := os.ReadFile(o.Root)
 	if err != nil {
 		return fmt.Errorf("sim: %w", err)
 	}
@@ -126,63 +84,26 @@ func (a *app) sim(ctx context.Context, o simOptions) error {
 	if err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp(o.workDir, "tufota-sim-")
-	if err != nil {
-		return fmt.Errorf("sim: %w", err)
-	}
-	defer os.RemoveAll(work)
-	devs, err := newSimDevices(work, o.prefix, o.hardware, o.version, o.devices, o.failRate, o.silentRate, o.seed)
-	if err != nil {
-		return fmt.Errorf("sim: %w", err)
-	}
-	stats := newSimStats()
-	tr := deviceTransport(hc, o.maxConns)
-	defer tr.CloseIdleConnections()
-	shared := &http.Client{Transport: stats.countRequests(tr)}
-	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-
-	enroller := &apiClient{base: strings.TrimRight(a.serverURL, "/"), token: o.enrollToken, http: &http.Client{Transport: tr}}
-	t0 := time.Now()
-	if err := enrollParallel(ctx, enroller, devs, o.enrollConcurrency); err != nil {
-		return fmt.Errorf("sim: %w", err)
-	}
-	enrollTook := time.Since(t0)
-	log.Info("sim: enrolled", "devices", len(devs), "seconds", enrollTook.Seconds(), "per_second", float64(len(devs))/enrollTook.Seconds())
-
-	fleet := &simFleet{serverURL: a.serverURL, root: root, http: shared, log: slog.New(slog.DiscardHandler), stats: stats}
-	t1 := time.Now()
-	stats.begin(t1)
-	results := fleet.runLoad(ctx, devs, simLoad{Every: o.poll, Jitter: o.jitter, Duration: o.duration, Workers: o.concurrency, Seed: o.seed})
-	runTook := time.Since(t1)
-	log.Info("sim: polls done; delivering queued reports", "seconds", runTook.Seconds())
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-	unacked := flushReports(fctx, devs, o.concurrency)
-	cancel()
-
-	sum := stats.summarize(len(devs), enrollTook, runTook)
-	sum.Unacknowledged = unacked
-	var diffs []string
+	var admin *apiclient.Client
 	if a.token != "" {
-		api := &apiClient{base: strings.TrimRight(a.serverURL, "/"), token: a.token, http: hc}
-		if diffs, err = compareWithServer(ctx, api, stats, devs, o.rollouts, &sum); err != nil {
-			return fmt.Errorf("sim: read the server's counts: %w", err)
-		}
-		sum.Compared = true
-	} else {
-		log.Warn("sim: no --token: the server's counts are not compared")
+		admin = apiclient.New(a.serverURL, a.token, apiclient.WithHTTPClient(hc))
 	}
-	sum.judge(diffs)
-	var perDevice []simResult
-	if o.perDevice {
+	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	sum, results, err := sim.Run(ctx, o, a.serverURL, root, hc, admin, log)
+	if err != nil {
+		return err
+	}
+	var perDevice []sim.Result
+	if o.PerDevice {
 		perDevice = results
 	}
 	out := struct {
-		simSummary
-		DevicesLast []simResult `json:"device_results,omitempty"`
+		sim.Summary
+		DevicesLast []sim.Result `json:"device_results,omitempty"`
 	}{sum, perDevice}
 	if err := a.print(out, func(w io.Writer) {
 		printSimSummary(w, sum)
-		if o.perDevice {
+		if o.PerDevice {
 			fmt.Fprintln(w)
 			printSimResults(w, results)
 		}
@@ -195,96 +116,14 @@ func (a *app) sim(ctx context.Context, o simOptions) error {
 	return nil
 }
 
-// compareWithServer reads each rollout's history and the fleet report and
-// fills sum.Rollouts and sum.Versions; it returns the differences.
-func compareWithServer(ctx context.Context, api *apiClient, stats *simStats, devs []*simDevice, extra []string, sum *simSummary) ([]string, error) {
-	ours := make(map[string]bool, len(devs))
-	for _, d := range devs {
-		ours[d.ID] = true
-	}
-	ids := stats.rolloutsSeen()
-	for _, id := range extra {
-		if !slices.Contains(ids, id) {
-			ids = append(ids, id)
-		}
-	}
-	var diffs []string
-	for _, id := range ids {
-		var h rollout.History
-		if err := api.getJSON(ctx, "/api/v1/rollouts/"+url.PathEscape(id)+"/history", &h); err != nil {
-			return nil, fmt.Errorf("rollout %s: %w", id, err)
-		}
-		c, d := compareStates(ours, stats.lastStates(id), h.Devices)
-		started := 0
-		for _, w := range h.Waves {
-			if w.Started {
-				started++
-			}
-		}
-		sum.Rollouts = append(sum.Rollouts, simRolloutCheck{ID: id, State: string(h.Rollout.State), WavesStarted: started, Waves: len(h.Waves), simCompare: c})
-		for _, line := range d {
-			diffs = append(diffs, "rollout "+id+": "+line)
-		}
-	}
-	var fleet []server.FleetRow
-	if err := api.getJSON(ctx, "/api/v1/fleet/report", &fleet); err != nil {
-		return nil, fmt.Errorf("fleet report: %w", err)
-	}
-	c, d := compareVersions(devs, fleet)
-	sum.Versions = &c
-	return append(diffs, d...), nil
-}
-
-// enrollAll enrolls every device with the enrollment token, 16 at a time.
-func enrollAll(ctx context.Context, c *apiClient, devs []*simDevice) error {
-	return enrollParallel(ctx, c, devs, 16)
-}
-
-// enrollParallel enrolls every device with the enrollment token, at most
-// n at a time; the first failure stops the rest and is returned.
-func enrollParallel(ctx context.Context, c *apiClient, devs []*simDevice, n int) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	jobs := make(chan *simDevice)
-	var wg sync.WaitGroup
-	for range max(n, 1) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for d := range jobs {
-				var res server.DeviceTokenResponse
-				if err := c.sendJSON(ctx, http.MethodPost, "/api/v1/device/enroll", server.EnrollRequest{DeviceID: d.ID, Version: d.Version}, &res); err != nil {
-					cancel(fmt.Errorf("enroll %s: %w", d.ID, err))
-					continue
-				}
-				d.Token = res.Token
-			}
-		}()
-	}
-feed:
-	for _, d := range devs {
-		select {
-		case jobs <- d:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(jobs)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return err
-	}
-	return nil
-}
-
-func printSimSummary(w io.Writer, s simSummary) {
+func printSimSummary(w io.Writer, s sim.Summary) {
 	row(w, "DEVICES", s.Devices)
 	row(w, "ENROLLED", fmt.Sprintf("%.1f s (%.0f/s)", s.EnrollSeconds, s.EnrollPerSecond))
 	row(w, "POLLS", fmt.Sprintf("%d in %.1f s (%.0f/s): %s", s.Polls, s.RunSeconds, s.PollsPerSecond, countList(s.PollStatus)))
 	row(w, "POLL LATENCY", fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, max %.2f ms", s.PollP50Ms, s.PollP99Ms, s.PollMaxMs))
 	for _, ph := range []struct {
 		name string
-		p    *simPhase
+		p    *sim.Phase
 	}{{"WHILE UPDATING", s.Rollout}, {"AFTER UPDATES", s.After}} {
 		if ph.p != nil {
 			row(w, ph.name, fmt.Sprintf("%.0f s: %d polls (%.0f/s), p50 %.2f ms, p99 %.2f ms, max %.2f ms", ph.p.Seconds, ph.p.Polls, ph.p.PollsPerSecond, ph.p.P50Ms, ph.p.P99Ms, ph.p.MaxMs))
@@ -329,7 +168,7 @@ func countList(m map[string]int) string {
 	return strings.Join(parts, " ")
 }
 
-func printSimResults(w io.Writer, results []simResult) {
+func printSimResults(w io.Writer, results []sim.Result) {
 	row(w, "DEVICE", "HARDWARE", "VERSION", "STATUS", "ERROR")
 	for _, r := range results {
 		row(w, r.ID, r.Hardware, r.Version, r.Status, dash(r.Error))

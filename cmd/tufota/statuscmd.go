@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
 
-	"github.com/tufota/tufota/server"
+	"github.com/tufota/tufota/api"
+	"github.com/tufota/tufota/apiclient"
 )
 
 func (a *app) statusCommand() *cobra.Command {
@@ -20,15 +22,7 @@ they are flagged inside the server's warning period (30 days). The same
 figures are Prometheus gauges at /metrics.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var st server.Status
-			if err := c.getJSON(cmd.Context(), "/api/v1/status", &st); err != nil {
-				return err
-			}
-			return a.print(st, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Status, error) { return c.Status(ctx) }, func(w io.Writer, st api.Status) {
 				if st.Replica != "" {
 					fmt.Fprintf(w, "Replica %s (%s)\n", st.Replica, st.Leader)
 				}

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"io"
 	"math"
-	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -14,15 +12,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tufota/tufota"
-	"github.com/tufota/tufota/access"
-	"github.com/tufota/tufota/server"
+	"github.com/tufota/tufota/api"
+	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/report"
 )
-
-func writeJSON(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
 
 func (a *app) tokenCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke API tokens"}
-	var req server.CreateTokenRequest
+	var req api.CreateTokenRequest
 	var expires string
 	create := &cobra.Command{
 		Use:   "create --name NAME --role ROLE [--expires 90d]",
@@ -36,17 +33,11 @@ func (a *app) tokenCommand() *cobra.Command {
 				}
 				req.Expires = d.String()
 			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var res server.CreateTokenResponse
-			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/tokens", req, &res); err != nil {
-				return err
-			}
-			return a.print(res, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.CreateTokenResponse, error) {
+				return c.CreateToken(ctx, req)
+			}, func(w io.Writer, res api.CreateTokenResponse) {
 				fmt.Fprintf(w, "Token %s for %s (%s), expires %s. Secret (shown once):\n%s\n",
-					res.Detail.ID, res.Detail.Name, res.Detail.Role, fmtTime(res.Detail.ExpiresAt), res.Token)
+					res.Detail.ID, res.Detail.Name, res.Detail.Role, report.Time(res.Detail.ExpiresAt), res.Token)
 			})
 		},
 	}
@@ -62,18 +53,10 @@ func (a *app) tokenCommand() *cobra.Command {
 		Short: "List tokens (never their secrets)",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var toks []access.Token
-			if err := c.getJSON(cmd.Context(), "/api/v1/tokens", &toks); err != nil {
-				return err
-			}
-			return a.print(toks, func(w io.Writer) {
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) ([]api.Token, error) { return c.ListTokens(ctx) }, func(w io.Writer, toks []api.Token) {
 				row(w, "ID", "NAME", "ROLE", "CREATED", "EXPIRES", "REVOKED", "LAST USED")
 				for _, t := range toks {
-					row(w, t.ID, t.Name, t.Role, fmtTime(&t.CreatedAt), fmtTime(t.ExpiresAt), fmtTime(t.RevokedAt), fmtTime(t.LastUsedAt))
+					row(w, t.ID, t.Name, t.Role, report.Time(&t.CreatedAt), report.Time(t.ExpiresAt), report.Time(t.RevokedAt), report.Time(t.LastUsedAt))
 				}
 			})
 		},
@@ -83,15 +66,7 @@ func (a *app) tokenCommand() *cobra.Command {
 		Short: "Revoke a token",
 		Args:  exactArgs(1, "a token ID or name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var tok access.Token
-			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/tokens/"+url.PathEscape(args[0]), nil, "", &tok); err != nil {
-				return err
-			}
-			return a.print(tok, func(w io.Writer) { fmt.Fprintf(w, "Revoked token %s (%s)\n", tok.ID, tok.Name) })
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Token, error) { return c.RevokeToken(ctx, args[0]) }, func(w io.Writer, tok api.Token) { fmt.Fprintf(w, "Revoked token %s (%s)\n", tok.ID, tok.Name) })
 		},
 	}
 	cmd.AddCommand(create, list, revoke)

@@ -2,12 +2,10 @@ package main
 
 import (
 	"archive/zip"
-	"encoding/csv"
+	"context"
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,13 +13,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tufota/tufota"
-	"github.com/tufota/tufota/rollout"
-	"github.com/tufota/tufota/server"
+	"github.com/tufota/tufota/api"
+	"github.com/tufota/tufota/apiclient"
+	"github.com/tufota/tufota/internal/report"
 )
 
 // vulnCommand is "tufota vuln": advisory import and exposure reports
-// (server/vuln.go, package vuln). It uses only apiClient.do/getJSON/
-// sendJSON, so that it ports to a typed client as is.
+// (server/vuln.go, package vuln).
 func (a *app) vulnCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "vuln", Short: "Vulnerability exposure: import OSV advisories and VEX, report affected releases and devices"}
 	cmd.AddCommand(a.vulnImportCommand(), a.vulnReportCommand(), a.vulnCohortCommand())
@@ -38,32 +36,28 @@ func (a *app) vulnImportCommand() *cobra.Command {
 			"access besides the tufota server is needed.",
 		Args: exactArgs(1, "a directory, zip or JSON file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
 			body, ct, err := vulnImportBody(args[0])
 			if err != nil {
 				return err
 			}
 			defer body.Close()
-			var res server.VulnImportResult
-			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/vulnerabilities/import", body, ct, &res); err != nil {
-				return err
-			}
-			return a.print(res, func(w io.Writer) {
-				fmt.Fprintf(w, "Imported %d file(s): %d advisories, %d withdrawn, %d VEX statements.\n", res.Files, res.Advisories, res.Withdrawn, res.Statements)
-				if len(res.NewlyAffected) == 0 {
-					fmt.Fprintln(w, "No release is newly affected.")
-					return
-				}
-				fmt.Fprintf(w, "Newly affected (%d device(s) run them):\n", res.ExposedDevices)
-				row(w, "ADVISORY", "RELEASE", "COMPONENT", "VERSION", "FIXED IN")
-				for _, f := range res.NewlyAffected {
-					row(w, f.Advisory, f.Release, f.Component, f.Version, dash(f.FixedIn))
-				}
-			})
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.VulnImportResult, error) {
+				return c.ImportVulnerabilities(ctx, body, ct)
+			}, printVulnImport)
 		},
+	}
+}
+
+func printVulnImport(w io.Writer, res api.VulnImportResult) {
+	fmt.Fprintf(w, "Imported %d file(s): %d advisories, %d withdrawn, %d VEX statements.\n", res.Files, res.Advisories, res.Withdrawn, res.Statements)
+	if len(res.NewlyAffected) == 0 {
+		fmt.Fprintln(w, "No release is newly affected.")
+		return
+	}
+	fmt.Fprintf(w, "Newly affected (%d device(s) run them):\n", res.ExposedDevices)
+	row(w, "ADVISORY", "RELEASE", "COMPONENT", "VERSION", "FIXED IN")
+	for _, f := range res.NewlyAffected {
+		row(w, f.Advisory, f.Release, f.Component, f.Version, dash(f.FixedIn))
 	}
 }
 
@@ -122,17 +116,9 @@ func (a *app) vulnReportCommand() *cobra.Command {
 		Short: "Per advisory: affected releases, devices running them, cohorts, and the first fixing release with its rollout progress",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkCSVFormat("vuln report", format); err != nil {
-				return err
-			}
-			reps, err := a.vulnReport(cmd, id, release)
-			if err != nil {
-				return err
-			}
-			if format == "csv" {
-				return writeVulnCSV(a.stdout, reps)
-			}
-			return a.print(reps, func(w io.Writer) { printVulnReport(w, reps) })
+			return printReport(a, cmd, "vuln report", format, func(ctx context.Context, c *apiclient.Client) ([]api.VulnReport, error) {
+				return c.Vulnerabilities(ctx, id, release)
+			}, report.VulnCSV, printVulnReport)
 		},
 	}
 	cmd.Flags().StringVar(&id, "id", "", "one advisory, by any of its IDs (CVE, GHSA, GO-...)")
@@ -141,24 +127,7 @@ func (a *app) vulnReportCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *app) vulnReport(cmd *cobra.Command, id, release string) ([]server.VulnReport, error) {
-	c, err := a.api()
-	if err != nil {
-		return nil, err
-	}
-	q := url.Values{}
-	if id != "" {
-		q.Set("id", id)
-	}
-	if release != "" {
-		q.Set("release", release)
-	}
-	var reps []server.VulnReport
-	err = c.getJSON(cmd.Context(), "/api/v1/vulnerabilities?"+q.Encode(), &reps)
-	return reps, err
-}
-
-func printVulnReport(w io.Writer, reps []server.VulnReport) {
+func printVulnReport(w io.Writer, reps []api.VulnReport) {
 	if len(reps) == 0 {
 		fmt.Fprintln(w, "No imported advisory affects any release.")
 		return
@@ -192,31 +161,6 @@ func printVulnReport(w io.Writer, reps []server.VulnReport) {
 	}
 }
 
-func writeVulnCSV(out io.Writer, reps []server.VulnReport) error {
-	w := csv.NewWriter(out)
-	_ = w.Write([]string{"advisory", "aliases", "release", "status", "component", "version", "fixed_in", "device", "first_fix"})
-	for _, r := range reps {
-		fix := map[string]string{}
-		for _, f := range r.Fixes {
-			fix[f.Product] = f.Release
-		}
-		for _, e := range r.Releases {
-			product, _, _ := strings.Cut(e.Release, "@")
-			devs := e.Devices
-			if len(devs) == 0 {
-				devs = []string{""}
-			}
-			for _, c := range e.Components {
-				for _, d := range devs {
-					_ = w.Write([]string{r.Advisory, strings.Join(r.Aliases, " "), e.Release, c.Status, csvSafe(c.Component), csvSafe(c.Version), csvSafe(c.FixedIn), csvSafe(d), fix[product]})
-				}
-			}
-		}
-	}
-	w.Flush()
-	return w.Error()
-}
-
 // vulnCohortCommand saves the devices exposed to an advisory now as a
 // cohort (a selector on their IDs), ready for a remediation rollout.
 func (a *app) vulnCohortCommand() *cobra.Command {
@@ -226,30 +170,31 @@ func (a *app) vulnCohortCommand() *cobra.Command {
 		Short: "Save the devices exposed to an advisory now as a cohort, for a remediation rollout",
 		Args:  exactArgs(1, "a cohort name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			reps, err := a.vulnReport(cmd, id, "")
-			if err != nil {
-				return err
-			}
-			var devs []string
-			for _, r := range reps {
-				devs = append(devs, r.ExposedDevices...)
-			}
-			if len(devs) == 0 {
-				return tufota.Errorf(tufota.EInvalid, "vuln cohort: no device is exposed to %s", id)
-			}
-			c, err := a.api()
-			if err != nil {
-				return err
-			}
-			var co rollout.Cohort
-			sel := "id in (" + strings.Join(devs, ",") + ")"
-			if err := c.sendJSON(cmd.Context(), http.MethodPost, "/api/v1/cohorts", server.CohortRequest{Name: args[0], Selector: sel}, &co); err != nil {
-				return err
-			}
-			return a.print(co, func(w io.Writer) { fmt.Fprintf(w, "Cohort %s: %d device(s) exposed to %s\n", co.Name, co.Devices, id) })
+			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Cohort, error) {
+				return exposedCohort(ctx, c, args[0], id)
+			}, func(w io.Writer, co api.Cohort) {
+				fmt.Fprintf(w, "Cohort %s: %d device(s) exposed to %s\n", co.Name, co.Devices, id)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&id, "exposed-to", "", "advisory ID (required)")
 	_ = cmd.MarkFlagRequired("exposed-to")
 	return cmd
+}
+
+// exposedCohort saves the devices exposed to advisory id now as cohort
+// name, a selector on their IDs.
+func exposedCohort(ctx context.Context, c *apiclient.Client, name, id string) (api.Cohort, error) {
+	reps, err := c.Vulnerabilities(ctx, id, "")
+	if err != nil {
+		return api.Cohort{}, err
+	}
+	var devs []string
+	for _, r := range reps {
+		devs = append(devs, r.ExposedDevices...)
+	}
+	if len(devs) == 0 {
+		return api.Cohort{}, tufota.Errorf(tufota.EInvalid, "vuln cohort: no device is exposed to %s", id)
+	}
+	return c.CreateCohort(ctx, api.CohortRequest{Name: name, Selector: "id in (" + strings.Join(devs, ",") + ")"})
 }
