@@ -1,13 +1,9 @@
 package main
 
 import (
-	"archive/zip"
 	"context"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -16,6 +12,7 @@ import (
 	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/apiclient"
 	"github.com/tufota/tufota/internal/report"
+	"github.com/tufota/tufota/vuln"
 )
 
 // vulnCommand is "tufota vuln": advisory import and exposure reports
@@ -36,7 +33,7 @@ func (a *app) vulnImportCommand() *cobra.Command {
 			"access besides the tufota server is needed.",
 		Args: exactArgs(1, "a directory, zip or JSON file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			body, ct, err := vulnImportBody(args[0])
+			body, ct, err := vuln.OpenImport(args[0])
 			if err != nil {
 				return err
 			}
@@ -59,54 +56,6 @@ func printVulnImport(w io.Writer, res api.VulnImportResult) {
 	for _, f := range res.NewlyAffected {
 		row(w, f.Advisory, f.Release, f.Component, f.Version, dash(f.FixedIn))
 	}
-}
-
-// vulnImportBody opens PATH as a request body: a zip or JSON file as is,
-// a directory as a zip streamed through a pipe.
-func vulnImportBody(path string) (io.ReadCloser, string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, "", tufota.Errorf(tufota.EInvalid, "vuln import: %v", err)
-	}
-	if !st.IsDir() {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, "", tufota.Errorf(tufota.EInvalid, "vuln import: %v", err)
-		}
-		if strings.EqualFold(filepath.Ext(path), ".zip") {
-			return f, "application/zip", nil
-		}
-		return f, "application/json", nil
-	}
-	pr, pw := io.Pipe()
-	go func() {
-		zw := zip.NewWriter(pw)
-		err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() || !strings.EqualFold(filepath.Ext(p), ".json") {
-				return err
-			}
-			rel, err := filepath.Rel(path, p)
-			if err != nil {
-				return err
-			}
-			w, err := zw.Create(filepath.ToSlash(rel))
-			if err != nil {
-				return err
-			}
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(w, f)
-			return err
-		})
-		if err == nil {
-			err = zw.Close()
-		}
-		pw.CloseWithError(err)
-	}()
-	return pr, "application/zip", nil
 }
 
 func (a *app) vulnReportCommand() *cobra.Command {
