@@ -79,8 +79,13 @@ type Health struct {
 	// Failed members reported failed or rolled-back.
 	Failed int
 	// Silent members accepted the release but have not reported for longer
-	// than the plan's device timeout; they count as failures.
+	// than the plan's device timeout, or deferred it past the plan's max
+	// deferral; they count as failures.
 	Silent int
+	// Deferred members said "not now" and their deferral runs (Plan's
+	// MaxDeferral): they are neither failed nor silent, and have no
+	// outcome yet.
+	Deferred int
 	// WaveMembers is how many members joined in the latest started wave,
 	// and WaveReports how many of them have an outcome: a wave may end only
 	// when its own devices reported, not on the strength of earlier waves.
@@ -171,11 +176,11 @@ func Decide(s State, now time.Time, h Health) Decision {
 	}
 	need := min(p.MinReports, h.WaveMembers)
 	if h.WaveReports < need {
-		return hold("wave %d waiting for reports from its devices: %d of %d needed", wave, h.WaveReports, need)
+		return hold("wave %d waiting for reports from its devices: %d of %d needed%s", wave, h.WaveReports, need, deferredNote(h))
 	}
 	if wave == n {
 		if h.Reports() < h.Members {
-			return hold("wave %d of %d waiting for %d of %d devices to report", wave, n, h.Members-h.Reports(), h.Members)
+			return hold("wave %d of %d waiting for %d of %d devices to report%s", wave, n, h.Members-h.Reports(), h.Members, deferredNote(h))
 		}
 		return Decision{Action: Complete, Phase: Completed, Wave: s.Wave,
 			Reason: fmt.Sprintf("wave %d of %d done: %s", wave, n, outcomes(h, p))}
@@ -232,10 +237,20 @@ func silentNote(h Health, p Plan) string {
 	return fmt.Sprintf("; %d silent past device timeout %s", h.Silent, p.DeviceTimeout)
 }
 
+func deferredNote(h Health) string {
+	if h.Deferred == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d deferred)", h.Deferred)
+}
+
 func outcomes(h Health, p Plan) string {
 	parts := []string{fmt.Sprintf("%d installed", h.Installed), fmt.Sprintf("%d failed", h.Failed)}
 	if h.Silent > 0 {
 		parts = append(parts, fmt.Sprintf("%d silent past device timeout %s", h.Silent, p.DeviceTimeout))
+	}
+	if h.Deferred > 0 {
+		parts = append(parts, fmt.Sprintf("%d deferred", h.Deferred))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -49,6 +49,10 @@ type Plan struct {
 	Window Window
 	// OnBreach is BreachPause (the default when empty) or BreachAbort.
 	OnBreach string
+	// MaxDeferral is how long a device may defer the update ("not now")
+	// before it counts as silent; zero means DefaultMaxDeferral. While a
+	// device's deferral runs, DeviceTimeout does not.
+	MaxDeferral time.Duration
 }
 
 // Validate checks the plan; errors are EInvalid.
@@ -74,7 +78,7 @@ func (p Plan) Validate() error {
 	case p.OnBreach != "" && p.OnBreach != BreachPause && p.OnBreach != BreachAbort:
 		return tufota.Errorf(tufota.EInvalid, "on breach %q: want pause or abort", p.OnBreach)
 	}
-	return nil
+	return validateMaxDeferral(p.MaxDeferral)
 }
 
 // ParseRate parses a percentage such as "5%" or "0.5%" into a fraction
@@ -108,6 +112,7 @@ type planJSON struct {
 	ApprovalAfterWave int        `json:"approval_after_wave,omitempty"`
 	Window            Window     `json:"window,omitzero"`
 	OnBreach          string     `json:"on_breach,omitempty"`
+	MaxDeferral       string     `json:"max_deferral,omitempty"`
 }
 
 // MarshalJSON writes durations as Go duration strings ("30m0s") and waves
@@ -117,7 +122,7 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 		Waves: p.Waves, Soak: p.Soak.String(), MinReports: p.MinReports,
 		MaxFailureRate: p.MaxFailureRate, MaxFailures: p.MaxFailures,
 		DeviceTimeout: p.DeviceTimeout.String(), ApprovalAfterWave: p.ApprovalAfterWave,
-		Window: p.Window, OnBreach: p.OnBreach,
+		Window: p.Window, OnBreach: p.OnBreach, MaxDeferral: durationOrEmpty(p.MaxDeferral),
 	})
 }
 
@@ -135,12 +140,23 @@ func (p *Plan) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return err
 	}
+	maxDeferral, err := parseDuration("max deferral", j.MaxDeferral)
+	if err != nil {
+		return err
+	}
 	*p = Plan{
 		Waves: j.Waves, Soak: soak, MinReports: j.MinReports, MaxFailureRate: j.MaxFailureRate,
 		MaxFailures: j.MaxFailures, DeviceTimeout: timeout, ApprovalAfterWave: j.ApprovalAfterWave,
-		Window: j.Window, OnBreach: j.OnBreach,
+		Window: j.Window, OnBreach: j.OnBreach, MaxDeferral: maxDeferral,
 	}
 	return nil
+}
+
+func durationOrEmpty(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
 }
 
 func parseDuration(what, s string) (time.Duration, error) {

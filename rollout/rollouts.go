@@ -47,6 +47,9 @@ type Spec struct {
 	StartAt string `json:"start_at,omitempty"`
 	// OnBreach is "pause" (the default) or "abort".
 	OnBreach string `json:"on_breach,omitempty"`
+	// MaxDeferral is how long a device may defer the update ("72h") before
+	// it counts as silent; empty is 24h.
+	MaxDeferral string `json:"max_deferral,omitempty"`
 }
 
 // plan turns the spec's text into a validated Plan.
@@ -82,6 +85,15 @@ func (sp Spec) plan() (Plan, time.Time, error) {
 		}
 	}
 	p.OnBreach = sp.OnBreach
+	p.MaxDeferral = DefaultMaxDeferral
+	if sp.MaxDeferral != "" {
+		if p.MaxDeferral, err = parseDuration("max deferral", sp.MaxDeferral); err != nil {
+			return Plan{}, time.Time{}, err
+		}
+		if p.MaxDeferral <= 0 {
+			return Plan{}, time.Time{}, tufota.Errorf(tufota.EInvalid, "max deferral %s must be above zero", sp.MaxDeferral)
+		}
+	}
 	if err := p.Validate(); err != nil {
 		return Plan{}, time.Time{}, err
 	}
@@ -442,6 +454,8 @@ type measurement struct {
 	// waveOf maps each member to the index of the wave it joined in.
 	waveOf map[string]int
 	silent map[string]bool
+	// deferred marks the members whose deferral runs.
+	deferred map[string]bool
 }
 
 // measure computes r's health from the devices and its status rows.
@@ -450,7 +464,7 @@ func (s *Service) measure(ctx context.Context, r *Rollout, devices []deviceRow, 
 	if err != nil {
 		return measurement{}, err
 	}
-	m := measurement{statuses: statuses, population: population(r, devices, statuses), waveOf: map[string]int{}, silent: map[string]bool{}}
+	m := measurement{statuses: statuses, population: population(r, devices, statuses), waveOf: map[string]int{}, silent: map[string]bool{}, deferred: map[string]bool{}}
 	cutoffs := r.cutoffs()
 	h := Health{Cohort: len(m.population)}
 	for _, id := range m.population {
@@ -479,11 +493,18 @@ func (s *Service) measure(ctx context.Context, r *Rollout, devices []deviceRow, 
 			h.Installed++
 		case st.State == StatusFailed || st.State == StatusRolledBack:
 			h.Failed++
-		case !now.Before(st.updatedAt.Add(r.Plan.DeviceTimeout)):
-			h.Silent++
-			m.silent[id] = true
 		default:
-			continue // in progress
+			switch LivenessOf(r.Plan, st.updatedAt, st.deferral(), now) {
+			case Silent:
+				h.Silent++
+				m.silent[id] = true
+			case Deferred:
+				h.Deferred++
+				m.deferred[id] = true
+				continue
+			default:
+				continue // in progress
+			}
 		}
 		if current {
 			h.WaveReports++
@@ -508,6 +529,8 @@ type WaveStatus struct {
 	Installed int        `json:"installed"`
 	Failed    int        `json:"failed"`
 	Silent    int        `json:"silent"`
+	// Deferred devices said "not now" and their deferral runs.
+	Deferred int `json:"deferred"`
 	// InProgress devices were offered the release and have no outcome yet.
 	InProgress int `json:"in_progress"`
 }
@@ -540,6 +563,8 @@ func (m measurement) waves(r *Rollout) []WaveStatus {
 			w.Failed++
 		case m.silent[id]:
 			w.Silent++
+		case m.deferred[id]:
+			w.Deferred++
 		default:
 			w.InProgress++
 		}
