@@ -86,6 +86,9 @@ type Health struct {
 	// MaxDeferral): they are neither failed nor silent, and have no
 	// outcome yet.
 	Deferred int
+	// OverDeferred is how many of the Silent members deferred past the
+	// plan's max deferral (the others went quiet past the device timeout).
+	OverDeferred int
 	// WaveMembers is how many members joined in the latest started wave,
 	// and WaveReports how many of them have an outcome: a wave may end only
 	// when its own devices reported, not on the strength of earlier waves.
@@ -234,7 +237,19 @@ func silentNote(h Health, p Plan) string {
 	if h.Silent == 0 {
 		return ""
 	}
-	return fmt.Sprintf("; %d silent past device timeout %s", h.Silent, p.DeviceTimeout)
+	return "; " + silentText(h, p)
+}
+
+// silentText says how many members are silent and why.
+func silentText(h Health, p Plan) string {
+	var parts []string
+	if n := h.Silent - h.OverDeferred; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d silent past device timeout %s", n, p.DeviceTimeout))
+	}
+	if h.OverDeferred > 0 {
+		parts = append(parts, fmt.Sprintf("%d silent past max deferral %s", h.OverDeferred, p.MaxDeferralOf()))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func deferredNote(h Health) string {
@@ -247,7 +262,7 @@ func deferredNote(h Health) string {
 func outcomes(h Health, p Plan) string {
 	parts := []string{fmt.Sprintf("%d installed", h.Installed), fmt.Sprintf("%d failed", h.Failed)}
 	if h.Silent > 0 {
-		parts = append(parts, fmt.Sprintf("%d silent past device timeout %s", h.Silent, p.DeviceTimeout))
+		parts = append(parts, silentText(h, p))
 	}
 	if h.Deferred > 0 {
 		parts = append(parts, fmt.Sprintf("%d deferred", h.Deferred))

@@ -15,12 +15,12 @@ type DeviceOutcome struct {
 	State    DeviceState `json:"state"`
 	// Silent is set for a device that accepted the release and has not
 	// reported for longer than the device timeout; it counts as failed.
-	Silent          bool       `json:"silent,omitempty"`
+	Silent bool `json:"silent,omitempty"`
 	// DeferredSince is the device's first deferral in the rollout, and
 	// DeferredUntil, for a device in state deferred, what it asked for
 	// (its reason is in Message).
-	DeferredSince *time.Time `json:"deferred_since,omitempty"`
-	DeferredUntil *time.Time `json:"deferred_until,omitempty"`
+	DeferredSince   *time.Time `json:"deferred_since,omitempty"`
+	DeferredUntil   *time.Time `json:"deferred_until,omitempty"`
 	ErrorCode       string     `json:"error_code,omitempty"`
 	Message         string     `json:"message,omitempty"`
 	PreviousVersion string     `json:"previous_version,omitempty"`

@@ -29,6 +29,7 @@ func TestPostgres(t *testing.T) {
 		"HealthyFleetCompletes":          testHealthyFleetCompletes,
 		"FailingFleetPauses":             testFailingFleetPauses,
 		"SilentDevicesCountAsFailures":   testSilentDevicesCountAsFailures,
+		"DeferralHoldsTheTimeout":        testDeferralHoldsTheTimeout,
 		"ApprovalGate":                   testApprovalGate,
 		"BadInput":                       testBadInput,
 		"StateErrors":                    testStateErrors,

@@ -498,6 +498,9 @@ func (s *Service) measure(ctx context.Context, r *Rollout, devices []deviceRow, 
 			case Silent:
 				h.Silent++
 				m.silent[id] = true
+				if !st.deferral().IsZero() {
+					h.OverDeferred++
+				}
 			case Deferred:
 				h.Deferred++
 				m.deferred[id] = true
