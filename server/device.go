@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -28,6 +29,9 @@ type StatusReport struct {
 	ErrorCode string `json:"error_code,omitempty"`
 	Message   string `json:"message,omitempty"`
 	RolloutID string `json:"rollout_id,omitempty"`
+	// DeferUntil: for state deferred, until when the device asks to be
+	// left alone (the reason is in Message).
+	DeferUntil *time.Time `json:"defer_until,omitempty"`
 }
 
 // ownDevice checks that a device principal asks about itself.
@@ -69,6 +73,10 @@ func (s *Server) deviceStatus(c echo.Context) error {
 	details := map[string]string{
 		"target": r.Target, "version": r.Version, "state": r.State, "error_code": r.ErrorCode, "rollout": r.RolloutID,
 	}
+	if r.DeferUntil != nil {
+		details["defer_until"] = r.DeferUntil.UTC().Format(time.RFC3339)
+		details["reason"] = r.Message
+	}
 	auditObject(c, object, details)
 	if err := ownDevice(c, r.DeviceID); err != nil {
 		return err
@@ -78,7 +86,7 @@ func (s *Server) deviceStatus(c echo.Context) error {
 	s.cfg.Alerts.DeviceReport(p.DeviceID, r.State, r.ErrorCode, r.Target, r.Message)
 	report := rollout.Report{
 		Target: r.Target, Version: r.Version, State: rollout.DeviceState(r.State),
-		ErrorCode: r.ErrorCode, Message: r.Message, RolloutID: r.RolloutID,
+		ErrorCode: r.ErrorCode, Message: r.Message, RolloutID: r.RolloutID, DeferUntil: r.DeferUntil,
 	}
 	ctx := context.WithoutCancel(c.Request().Context())
 	var (

@@ -69,6 +69,7 @@ func (a *app) rolloutCreateCommand() *cobra.Command {
 	f.StringVar(&spec.Window, "window", "", "maintenance window, e.g. 'Mon-Fri 01:00-05:00 Europe/Berlin'")
 	f.StringVar(&spec.StartAt, "start-at", "", "start no earlier than this RFC 3339 time")
 	f.StringVar(&spec.OnBreach, "on-breach", "", "pause (default) or abort when a health gate fails")
+	f.StringVar(&spec.MaxDeferral, "max-deferral", "", "a device may defer (\"not now\") this long before it counts as silent, e.g. 72h (default 24h)")
 	for _, n := range []string{"release", "cohort", "waves"} {
 		_ = cmd.MarkFlagRequired(n)
 	}
@@ -150,9 +151,9 @@ func printStatus(w io.Writer, st rollout.Status) {
 	row(w, "State:", st.State)
 	row(w, "Next:", dash(st.Next))
 	fmt.Fprintln(w)
-	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT", "IN PROGRESS")
+	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT", "DEFERRED", "IN PROGRESS")
 	for _, wv := range st.Waves {
-		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent, wv.InProgress)
+		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent, wv.Deferred, wv.InProgress)
 	}
 }
 
@@ -192,9 +193,9 @@ func printHistory(w io.Writer, h rollout.History) {
 		row(w, e.Time.UTC().Format(time.RFC3339), e.Actor, e.Kind, dash(e.Reason))
 	}
 	fmt.Fprintln(w)
-	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT")
+	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT", "DEFERRED")
 	for _, wv := range h.Waves {
-		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent)
+		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent, wv.Deferred)
 	}
 	fmt.Fprintln(w)
 	since := "-"
@@ -219,22 +220,30 @@ func printHistory(w io.Writer, h rollout.History) {
 		if d.Silent {
 			st += " (silent)"
 		}
+		if d.DeferredUntil != nil && !d.Silent {
+			st += " until " + d.DeferredUntil.UTC().Format(time.RFC3339) + ": " + d.Message
+		}
 		row(w, d.DeviceID, d.Wave, st, dash(d.ErrorCode), dash(d.PreviousVersion), d.OfferedAt.UTC().Format(time.RFC3339), fmtTime(d.InstalledAt))
 	}
 }
 
 func writeHistoryCSV(out io.Writer, h rollout.History) error {
 	w := csv.NewWriter(out)
-	_ = w.Write([]string{"record", "time", "actor", "kind", "reason", "device", "wave", "state", "error_code", "previous_version", "installed_at"})
+	_ = w.Write([]string{"record", "time", "actor", "kind", "reason", "device", "wave", "state", "error_code", "previous_version", "installed_at", "deferred_until"})
 	for _, e := range h.Events {
-		_ = w.Write([]string{"event", e.Time.UTC().Format(time.RFC3339Nano), csvSafe(e.Actor), e.Kind, csvSafe(e.Reason), "", "", "", "", "", ""})
+		_ = w.Write([]string{"event", e.Time.UTC().Format(time.RFC3339Nano), csvSafe(e.Actor), e.Kind, csvSafe(e.Reason), "", "", "", "", "", "", ""})
 	}
 	for _, d := range h.Devices {
 		inst := ""
 		if d.InstalledAt != nil {
 			inst = d.InstalledAt.UTC().Format(time.RFC3339Nano)
 		}
-		_ = w.Write([]string{"device", d.OfferedAt.UTC().Format(time.RFC3339Nano), "", "", "", d.DeviceID, strconv.Itoa(d.Wave), string(d.State), d.ErrorCode, d.PreviousVersion, inst})
+		until, reason := "", ""
+		if d.DeferredUntil != nil {
+			// A deferral's reason goes in the reason column.
+			until, reason = d.DeferredUntil.UTC().Format(time.RFC3339Nano), csvSafe(d.Message)
+		}
+		_ = w.Write([]string{"device", d.OfferedAt.UTC().Format(time.RFC3339Nano), "", "", reason, d.DeviceID, strconv.Itoa(d.Wave), string(d.State), d.ErrorCode, d.PreviousVersion, inst, until})
 	}
 	w.Flush()
 	return w.Error()
