@@ -70,6 +70,9 @@ type Health struct {
 	// Cohort is the number of devices in the cohort now; it sizes the next
 	// wave.
 	Cohort int
+	// Pinned is how many more devices match the cohort but are kept from
+	// the release by a pin: not in Cohort, never offered.
+	Pinned int
 	// Members is the number of devices in the started waves.
 	Members int
 	// Offered is how many members were offered the release.

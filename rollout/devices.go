@@ -316,13 +316,21 @@ func (s *Service) Assignment(ctx context.Context, q Query) (*Assignment, error) 
 		}
 	}
 
-	active, err := s.activeRollouts(ctx)
+	view, err := s.activeView(ctx)
 	if err != nil {
 		return nil, err
 	}
+	active := view.rollouts
 	for i := range active {
 		r := &active[i]
 		st, offered := e.statuses[r.ID]
+		// A pinned device is offered nothing outside its validated line.
+		if _, pinned := view.pins.Blocks(d.Device, r.ReleaseVersion); pinned {
+			if offered {
+				return nil, nil // pinned after the offer: owned, but no more
+			}
+			continue
+		}
 		if !offered {
 			if !r.eligible(d.Device) {
 				continue

@@ -138,6 +138,10 @@ type Rollout struct {
 	CreatedBy          string     `json:"created_by"`
 	CreatedAt          time.Time  `json:"created_at"`
 	UpdatedAt          time.Time  `json:"updated_at"`
+	// Warnings, in the answer to a create only, say what people should
+	// know before they start it (a cohort mostly pinned outside the
+	// release).
+	Warnings []string `json:"warnings,omitempty"`
 
 	selector   Selector
 	releaseVer *tufota.Version // ReleaseVersion parsed, when read from the database
@@ -329,7 +333,8 @@ func (s *Service) CreateRolloutWith(ctx context.Context, spec Spec, actor string
 	if err != nil {
 		return Rollout{}, err
 	}
-	if err := s.checkCohort(ctx, &r, devices); err != nil {
+	warnings, err := s.checkCohort(ctx, &r, devices)
+	if err != nil {
 		return Rollout{}, err
 	}
 	for attempt := 0; ; attempt++ {
@@ -374,6 +379,7 @@ func (s *Service) CreateRolloutWith(ctx context.Context, spec Spec, actor string
 		}
 		r.revision = 1
 		r.Reason = ""
+		r.Warnings = warnings
 		s.notify(ctx, ev)
 		return r, nil
 	}
@@ -388,10 +394,32 @@ func cohortLabel(r Rollout) string {
 
 // population returns the IDs of the devices in r's cohort now (eligible, or
 // offered already) by ID.
-func population(r *Rollout, devices []deviceRow, statuses map[string]statusRow) []string {
+// A device the rollout never offered anything and that a pin keeps from
+// the release is not in it.
+func population(r *Rollout, devices []deviceRow, statuses map[string]statusRow, pins Pins) []string {
 	var ids []string
 	for _, d := range devices {
-		if _, ok := statuses[d.ID]; ok || r.eligible(d.Device) {
+		if _, ok := statuses[d.ID]; ok || (r.eligible(d.Device) && !blocked(pins, d.Device, r)) {
+			ids = append(ids, d.ID)
+		}
+	}
+	return ids
+}
+
+func blocked(pins Pins, d Device, r *Rollout) bool {
+	_, b := pins.Blocks(d, r.ReleaseVersion)
+	return b
+}
+
+// pinnedOut returns the devices of r's cohort that r never offered and
+// that a pin keeps from its release, by ID.
+func pinnedOut(r *Rollout, devices []deviceRow, statuses map[string]statusRow, pins Pins) []string {
+	if pins.Len() == 0 {
+		return nil
+	}
+	var ids []string
+	for _, d := range devices {
+		if _, ok := statuses[d.ID]; !ok && r.eligible(d.Device) && blocked(pins, d.Device, r) {
 			ids = append(ids, d.ID)
 		}
 	}
@@ -400,15 +428,25 @@ func population(r *Rollout, devices []deviceRow, statuses map[string]statusRow) 
 
 // checkCohort refuses an empty cohort and one that shares devices with
 // another active rollout.
-func (s *Service) checkCohort(ctx context.Context, r *Rollout, devices []deviceRow) error {
+func (s *Service) checkCohort(ctx context.Context, r *Rollout, devices []deviceRow) (warnings []string, err error) {
+	pins, err := s.activePins(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var mine []string
 	matched, newer, otherHW := 0, 0, 0
+	pinned := map[string]int{} // pin label -> devices it keeps out
+	npinned := 0
 	for _, d := range devices {
 		if !r.selector.Match(d.Device) {
 			continue
 		}
 		matched++
+		pin, isPinned := pins.Blocks(d.Device, r.ReleaseVersion)
 		switch {
+		case r.eligible(d.Device) && isPinned:
+			pinned[pin.Kind+" "+pin.Name+" to "+pin.Version+" ("+pin.Reason+")"]++
+			npinned++
 		case r.eligible(d.Device):
 			mine = append(mine, d.ID)
 		case !slices.Contains(r.Hardware, d.Hardware):
@@ -417,21 +455,35 @@ func (s *Service) checkCohort(ctx context.Context, r *Rollout, devices []deviceR
 			newer++
 		}
 	}
+	var pinNote string
+	if npinned > 0 {
+		labels := sortedKeys(pinned)
+		for i, l := range labels {
+			labels[i] = fmt.Sprintf("%d by pin on %s", pinned[l], l)
+		}
+		pinNote = fmt.Sprintf("%d of %d devices that could take %s are pinned outside it: %s", npinned, npinned+len(mine), r.ReleaseVersion, strings.Join(labels, "; "))
+	}
 	if len(mine) == 0 {
-		return tufota.Errorf(tufota.EInvalid, "empty cohort: %s has no device that can take %s (%d registered devices match the selector; %d have hardware other than %s, %d run %s or newer)",
+		if npinned > 0 {
+			return nil, tufota.Errorf(tufota.EInvalid, "empty cohort: %s has no device that can take %s: %s", cohortLabel(*r), r.Release, pinNote)
+		}
+		return nil, tufota.Errorf(tufota.EInvalid, "empty cohort: %s has no device that can take %s (%d registered devices match the selector; %d have hardware other than %s, %d run %s or newer)",
 			cohortLabel(*r), r.Release, matched, otherHW, strings.Join(r.Hardware, ", "), newer, r.ReleaseVersion)
+	}
+	if 2*npinned > npinned+len(mine) {
+		warnings = append(warnings, "cohort mostly pinned: "+pinNote+"; they show as pinned, not pending, until the pins are removed")
 	}
 	active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?, ?) AND id <> ? ORDER BY created_at`, append(slices.Clone(activeStates), r.ID)...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for i := range active {
 		o := &active[i]
 		statuses, err := s.rolloutStatuses(ctx, o.ID)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		theirs := population(o, devices, statuses)
+		theirs := population(o, devices, statuses, pins)
 		var both []string
 		for _, id := range mine {
 			if _, ok := slices.BinarySearch(theirs, id); ok {
@@ -439,11 +491,11 @@ func (s *Service) checkCohort(ctx context.Context, r *Rollout, devices []deviceR
 			}
 		}
 		if len(both) > 0 {
-			return tufota.Errorf(tufota.EConflict, "cohort overlaps active rollout %s (%s to %s, %s): %d devices in both, e.g. %s; a device is in at most one active rollout: wait for it to finish, abort it, or narrow the selector",
+			return nil, tufota.Errorf(tufota.EConflict, "cohort overlaps active rollout %s (%s to %s, %s): %d devices in both, e.g. %s; a device is in at most one active rollout: wait for it to finish, abort it, or narrow the selector",
 				o.ID, o.Release, cohortLabel(*o), o.State, len(both), strings.Join(both[:min(3, len(both))], ", "))
 		}
 	}
-	return nil
+	return warnings, nil
 }
 
 // measurement is a rollout's health and membership at one moment.
@@ -456,6 +508,8 @@ type measurement struct {
 	silent map[string]bool
 	// deferred marks the members whose deferral runs.
 	deferred map[string]bool
+	// pinned are the devices of the cohort a pin keeps out.
+	pinned []string
 }
 
 // measure computes r's health from the devices and its status rows.
@@ -464,9 +518,14 @@ func (s *Service) measure(ctx context.Context, r *Rollout, devices []deviceRow, 
 	if err != nil {
 		return measurement{}, err
 	}
-	m := measurement{statuses: statuses, population: population(r, devices, statuses), waveOf: map[string]int{}, silent: map[string]bool{}, deferred: map[string]bool{}}
+	pins, err := s.activePins(ctx)
+	if err != nil {
+		return measurement{}, err
+	}
+	m := measurement{statuses: statuses, population: population(r, devices, statuses, pins), waveOf: map[string]int{}, silent: map[string]bool{}, deferred: map[string]bool{},
+		pinned: pinnedOut(r, devices, statuses, pins)}
 	cutoffs := r.cutoffs()
-	h := Health{Cohort: len(m.population)}
+	h := Health{Cohort: len(m.population), Pinned: len(m.pinned)}
 	for _, id := range m.population {
 		st, offered := statuses[id]
 		wave := -1
@@ -591,6 +650,9 @@ type Status struct {
 	Health Health       `json:"health"`
 	// Next is what the controller would do now, or what it waits for.
 	Next string `json:"next"`
+	// Pinned are the devices of the cohort that a pin keeps from the
+	// release (never offered it; not pending), by ID.
+	Pinned []string `json:"pinned,omitempty"`
 }
 
 // Status returns a rollout's progress; ENotFound if there is none.
@@ -608,7 +670,7 @@ func (s *Service) Status(ctx context.Context, id string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	return Status{Rollout: r, Waves: m.waves(&r), Health: m.health, Next: Decide(r.state(), now, m.health).Reason}, nil
+	return Status{Rollout: r, Waves: m.waves(&r), Health: m.health, Next: Decide(r.state(), now, m.health).Reason, Pinned: m.pinned}, nil
 }
 
 // Tick runs the controller once: every scheduled, running or waiting
