@@ -56,6 +56,9 @@ func ParseVersionPattern(s string) (VersionPattern, error) {
 	if len(s) > tufota.MaxNameLen {
 		return bad("too long")
 	}
+	if s == "*" {
+		return bad("a line names at least its major version")
+	}
 	head, ok := strings.CutSuffix(s, ".*")
 	if !ok {
 		if strings.Contains(s, "*") {
