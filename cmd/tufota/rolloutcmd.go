@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -53,6 +54,9 @@ func (a *app) rolloutCreateCommand() *cobra.Command {
 			}
 			return a.print(r, func(w io.Writer) {
 				fmt.Fprintf(w, "Created rollout %s: %s to %s in waves %s (state %s)\n", r.ID, r.Release, r.Selector, spec.Waves, r.State)
+				for _, warn := range r.Warnings {
+					fmt.Fprintf(w, "Warning: %s\n", warn)
+				}
 			})
 		},
 	}
@@ -150,6 +154,9 @@ func printStatus(w io.Writer, st rollout.Status) {
 	row(w, "Cohort:", st.Selector)
 	row(w, "State:", st.State)
 	row(w, "Next:", dash(st.Next))
+	if len(st.Pinned) > 0 {
+		row(w, "Pinned:", fmt.Sprintf("%d devices kept from the release by pins (not pending): %s", len(st.Pinned), strings.Join(st.Pinned, ", ")))
+	}
 	fmt.Fprintln(w)
 	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT", "DEFERRED", "IN PROGRESS")
 	for _, wv := range st.Waves {
