@@ -303,31 +303,14 @@ func (s *Service) CreateRolloutWith(ctx context.Context, spec Spec, actor string
 	if err := checkActor(actor); err != nil {
 		return Rollout{}, err
 	}
-	name, version, err := ParseRelease(spec.Release)
+	r, rel, err := s.draft(ctx, spec, actor)
 	if err != nil {
 		return Rollout{}, err
 	}
-	plan, startAt, err := spec.plan()
-	if err != nil {
-		return Rollout{}, err
-	}
-	cohort, sel, err := s.resolveCohort(ctx, spec.Cohort)
-	if err != nil {
-		return Rollout{}, err
-	}
-	rel, err := s.lookupRelease(ctx, name, version)
-	if err != nil {
-		return Rollout{}, err
-	}
-	now := s.clock()
-	r := Rollout{
-		Release: name + "@" + version, ReleaseName: name, ReleaseVersion: version, TargetPath: rel.TargetPath,
-		Hardware: slices.Clone(rel.Hardware), Cohort: cohort, Selector: sel.String(), Plan: plan, State: Draft,
-		StartAt: timePtr(startAt), ReleasePublishedAt: timePtr(rel.PublishedAt.UTC()), CreatedBy: actor, CreatedAt: now, UpdatedAt: now,
-		selector: sel,
-	}
-	if r.Hardware == nil {
-		r.Hardware = []string{}
+	name, version, plan, cohort, now := r.ReleaseName, r.ReleaseVersion, r.Plan, r.Cohort, r.CreatedAt
+	var startAt time.Time
+	if r.StartAt != nil {
+		startAt = *r.StartAt
 	}
 	devices, err := s.allDevices(ctx)
 	if err != nil {
@@ -383,6 +366,38 @@ func (s *Service) CreateRolloutWith(ctx context.Context, spec Spec, actor string
 		s.notify(ctx, ev)
 		return r, nil
 	}
+}
+
+// draft makes the rollout spec asks for, without an ID, and returns it
+// with its release. Errors as CreateRollout's.
+func (s *Service) draft(ctx context.Context, spec Spec, actor string) (Rollout, ReleaseRef, error) {
+	name, version, err := ParseRelease(spec.Release)
+	if err != nil {
+		return Rollout{}, ReleaseRef{}, err
+	}
+	plan, startAt, err := spec.plan()
+	if err != nil {
+		return Rollout{}, ReleaseRef{}, err
+	}
+	cohort, sel, err := s.resolveCohort(ctx, spec.Cohort)
+	if err != nil {
+		return Rollout{}, ReleaseRef{}, err
+	}
+	rel, err := s.lookupRelease(ctx, name, version)
+	if err != nil {
+		return Rollout{}, ReleaseRef{}, err
+	}
+	now := s.clock()
+	r := Rollout{
+		Release: name + "@" + version, ReleaseName: name, ReleaseVersion: version, TargetPath: rel.TargetPath,
+		Hardware: slices.Clone(rel.Hardware), Cohort: cohort, Selector: sel.String(), Plan: plan, State: Draft,
+		StartAt: timePtr(startAt), ReleasePublishedAt: timePtr(rel.PublishedAt.UTC()), CreatedBy: actor, CreatedAt: now, UpdatedAt: now,
+		selector: sel,
+	}
+	if r.Hardware == nil {
+		r.Hardware = []string{}
+	}
+	return r, rel, nil
 }
 
 func cohortLabel(r Rollout) string {
