@@ -6,6 +6,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/tufota/tufota"
 	"github.com/tufota/tufota/rollout"
 )
 
@@ -58,4 +59,33 @@ func (s *Server) listPins(c echo.Context) error {
 		pins = []rollout.Pin{}
 	}
 	return c.JSON(http.StatusOK, pins)
+}
+
+// planRollout is the dry run of a draft rollout:
+// GET /api/v1/rollouts/plan?rollout=ID.
+func (s *Server) planRollout(c echo.Context) error {
+	id := c.QueryParam("rollout")
+	if id == "" {
+		return tufota.Errorf(tufota.EInvalid, "rollout plan: give ?rollout=ID of a draft, or POST a rollout spec")
+	}
+	dr, err := s.cfg.Rollouts.PlanRollout(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, dr)
+}
+
+// planSpec is the dry run of a rollout spec before it is created:
+// POST /api/v1/rollouts/plan. It changes nothing.
+func (s *Server) planSpec(c echo.Context) error {
+	var spec rollout.Spec
+	if err := decodeJSON(c, &spec); err != nil {
+		return err
+	}
+	auditObject(c, "rollout/plan", map[string]string{"release": spec.Release, "cohort": spec.Cohort, "waves": spec.Waves})
+	dr, err := s.cfg.Rollouts.PlanSpec(c.Request().Context(), spec)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, dr)
 }

@@ -65,6 +65,26 @@ func testPinEndToEnd(t *testing.T, h *harness) {
 		t.Fatalf("rollout list: %v %d", err, len(list))
 	}
 	id := list[0].ID
+	// The dry run, before the start, of the spec and then of the draft.
+	var specPlan, plan rollout.DryRun
+	if err := json.Unmarshal([]byte(h.mustCLI("rollout", "plan", "--release", "p-fw@1.1.0", "--cohort", "hardware=pump-p", "--waves", "50%,100%", "-o", "json")), &specPlan); err != nil {
+		t.Fatal(err)
+	}
+	if specPlan.Matched != 10 || specPlan.Cohort != 4 || specPlan.Pinned.Count != 6 || specPlan.Waves[0].New != 2 || specPlan.Waves[0].Devices != nil {
+		t.Fatalf("plan of the spec: %+v", specPlan)
+	}
+	if err := json.Unmarshal([]byte(h.mustCLI("rollout", "plan", id, "-o", "json")), &plan); err != nil {
+		t.Fatal(err)
+	}
+	if plan.RolloutID != id || plan.Cohort != 4 || plan.Pinned.Count != 6 || len(plan.Waves[0].Devices) != 2 || len(plan.Waves[1].Devices) != 2 {
+		t.Fatalf("plan of the draft: %+v", plan)
+	}
+	if text := h.mustCLI("rollout", "plan", id); !strings.Contains(text, "pinned outside the release") || !strings.Contains(text, plan.Waves[0].Devices[0]) {
+		t.Errorf("rollout plan:\n%s", text)
+	}
+	if _, err := h.runCLI("rollout", "plan", id, "--waves", "100%"); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("rollout plan ID --waves: %v", err)
+	}
 	h.mustCLI("rollout", "start", id)
 	st := runFleet(t, h, fleet, devs, id)
 	if st.State != rollout.Completed || st.Health.Installed != 4 || st.Health.Pinned != 6 {
@@ -86,6 +106,9 @@ func testPinEndToEnd(t *testing.T, h *harness) {
 		t.Fatal(err)
 	}
 	for _, d := range hist.Devices {
+		if d.Wave == 1 && !slices.Contains(plan.Waves[0].Devices, d.DeviceID) {
+			t.Errorf("device %s joined in wave 1, the plan put it in wave 2", d.DeviceID)
+		}
 		if slices.ContainsFunc(pinned, func(p *simDevice) bool { return p.ID == d.DeviceID }) {
 			t.Errorf("pinned device %s was offered the release: %+v", d.DeviceID, d)
 		}

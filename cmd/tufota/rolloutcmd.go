@@ -19,7 +19,7 @@ import (
 
 func (a *app) rolloutCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "rollout", Short: "Take a release to a cohort in canary waves"}
-	cmd.AddCommand(a.rolloutCreateCommand(), a.rolloutListCommand(), a.rolloutStatusCommand(), a.rolloutHistoryCommand())
+	cmd.AddCommand(a.rolloutCreateCommand(), a.rolloutListCommand(), a.rolloutStatusCommand(), a.rolloutHistoryCommand(), a.rolloutPlanCommand())
 	for _, action := range []struct{ name, short string }{
 		{"start", "Start a draft rollout (or schedule it, with --start-at)"},
 		{"pause", "Pause a running rollout"},
