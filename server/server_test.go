@@ -279,7 +279,6 @@ func (ts *testServer) validRequest(t *testing.T, r Route) *http.Request {
 			if _, err := ts.cfg.Rollouts.SetPinWith(context.Background(), rollout.Pin{Kind: rollout.PinDevice, Name: id, Version: "1.*", Reason: "matrix"}, "test", nil); err != nil {
 				t.Fatal(err)
 			}
-		}
 			req = httptest.NewRequest(r.Method, u+"/api/v1/pins/device/"+id, nil)
 			break
 		}
