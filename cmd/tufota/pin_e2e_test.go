@@ -79,9 +79,11 @@ func testPinEndToEnd(t *testing.T, h *harness) {
 	if plan.RolloutID != id || plan.Cohort != 4 || plan.Pinned.Count != 6 || len(plan.Waves[0].Devices) != 2 || len(plan.Waves[1].Devices) != 2 {
 		t.Fatalf("plan of the draft: %+v", plan)
 	}
-	if text := h.mustCLI("rollout", "plan", id); !strings.Contains(text, "pinned outside the release") || !strings.Contains(text, plan.Waves[0].Devices[0]) {
+	text := h.mustCLI("rollout", "plan", id)
+	if !strings.Contains(text, "pinned outside the release") || !strings.Contains(text, plan.Waves[0].Devices[0]) {
 		t.Errorf("rollout plan:\n%s", text)
 	}
+	t.Logf("rollout plan %s:\n%s", id, text)
 	if _, err := h.runCLI("rollout", "plan", id, "--waves", "100%"); err == nil || !strings.Contains(err.Error(), "not both") {
 		t.Errorf("rollout plan ID --waves: %v", err)
 	}
