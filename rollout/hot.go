@@ -1,9 +1,11 @@
 package rollout
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -189,6 +191,8 @@ func (s *Service) activeView(ctx context.Context) (*activeView, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Ownership: the highest priority first, then the earliest.
+		slices.SortStableFunc(active, func(a, b Rollout) int { return cmp.Compare(b.Plan.Priority, a.Plan.Priority) })
 		v := &activeView{rollouts: active, pins: pins}
 		h.viewMu.Lock()
 		if h.viewEp.Load() == ep {

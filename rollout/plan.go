@@ -53,7 +53,15 @@ type Plan struct {
 	// before it counts as silent; zero means DefaultMaxDeferral. While a
 	// device's deferral runs, DeviceTimeout does not.
 	MaxDeferral time.Duration
+	// Priority orders overlapping rollouts: a device in the cohorts of
+	// several active rollouts belongs to the one with the highest priority
+	// (then the earliest created). Two active rollouts with the same
+	// priority may not overlap.
+	Priority int
 }
+
+// maxPriority bounds a rollout's priority.
+const maxPriority = 1000
 
 // Validate checks the plan; errors are EInvalid.
 func (p Plan) Validate() error {
@@ -77,6 +85,9 @@ func (p Plan) Validate() error {
 		return tufota.Errorf(tufota.EInvalid, "approval after wave %d: the plan has %d waves, so no wave follows it", p.ApprovalAfterWave, len(p.Waves))
 	case p.OnBreach != "" && p.OnBreach != BreachPause && p.OnBreach != BreachAbort:
 		return tufota.Errorf(tufota.EInvalid, "on breach %q: want pause or abort", p.OnBreach)
+	}
+	if p.Priority < 0 || p.Priority > maxPriority {
+		return tufota.Errorf(tufota.EInvalid, "priority %d is not between 0 and %d", p.Priority, maxPriority)
 	}
 	return validateMaxDeferral(p.MaxDeferral)
 }
@@ -113,6 +124,7 @@ type planJSON struct {
 	Window            Window     `json:"window,omitzero"`
 	OnBreach          string     `json:"on_breach,omitempty"`
 	MaxDeferral       string     `json:"max_deferral,omitempty"`
+	Priority          int        `json:"priority,omitempty"`
 }
 
 // MarshalJSON writes durations as Go duration strings ("30m0s") and waves
@@ -122,7 +134,7 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 		Waves: p.Waves, Soak: p.Soak.String(), MinReports: p.MinReports,
 		MaxFailureRate: p.MaxFailureRate, MaxFailures: p.MaxFailures,
 		DeviceTimeout: p.DeviceTimeout.String(), ApprovalAfterWave: p.ApprovalAfterWave,
-		Window: p.Window, OnBreach: p.OnBreach, MaxDeferral: durationOrEmpty(p.MaxDeferral),
+		Window: p.Window, OnBreach: p.OnBreach, MaxDeferral: durationOrEmpty(p.MaxDeferral), Priority: p.Priority,
 	})
 }
 
@@ -147,7 +159,7 @@ func (p *Plan) UnmarshalJSON(b []byte) error {
 	*p = Plan{
 		Waves: j.Waves, Soak: soak, MinReports: j.MinReports, MaxFailureRate: j.MaxFailureRate,
 		MaxFailures: j.MaxFailures, DeviceTimeout: timeout, ApprovalAfterWave: j.ApprovalAfterWave,
-		Window: j.Window, OnBreach: j.OnBreach, MaxDeferral: maxDeferral,
+		Window: j.Window, OnBreach: j.OnBreach, MaxDeferral: maxDeferral, Priority: j.Priority,
 	}
 	return nil
 }

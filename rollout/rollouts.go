@@ -50,6 +50,9 @@ type Spec struct {
 	// MaxDeferral is how long a device may defer the update ("72h") before
 	// it counts as silent; empty is 24h.
 	MaxDeferral string `json:"max_deferral,omitempty"`
+	// Priority (0..1000, default 0) lets this rollout overlap active ones
+	// of another priority: each shared device goes to the higher one.
+	Priority int `json:"priority,omitempty"`
 }
 
 // plan turns the spec's text into a validated Plan.
@@ -85,6 +88,7 @@ func (sp Spec) plan() (Plan, time.Time, error) {
 		}
 	}
 	p.OnBreach = sp.OnBreach
+	p.Priority = sp.Priority
 	p.MaxDeferral = DefaultMaxDeferral
 	if sp.MaxDeferral != "" {
 		if p.MaxDeferral, err = parseDuration("max deferral", sp.MaxDeferral); err != nil {
@@ -421,6 +425,40 @@ func population(r *Rollout, devices []deviceRow, statuses map[string]statusRow, 
 	return ids
 }
 
+// withoutClaimed drops from pop (r's population) the devices that an
+// active rollout of higher priority owns, unless r has an outcome for
+// them: they go to the higher one, and r neither sizes on them nor waits.
+func (s *Service) withoutClaimed(ctx context.Context, r *Rollout, pop []string, devices []deviceRow, statuses map[string]statusRow, pins Pins) ([]string, error) {
+	active, err := s.activeRollouts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	claimed := map[string]bool{}
+	for i := range active {
+		o := &active[i]
+		if o.ID == r.ID || o.Plan.Priority <= r.Plan.Priority {
+			continue
+		}
+		theirs, err := s.rolloutStatuses(ctx, o.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range population(o, devices, theirs, pins) {
+			claimed[id] = true
+		}
+	}
+	if len(claimed) == 0 {
+		return pop, nil
+	}
+	out := pop[:0:0]
+	for _, id := range pop {
+		if st, ok := statuses[id]; (ok && final(st.State)) || !claimed[id] {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
 func blocked(pins Pins, d Device, r *Rollout) bool {
 	_, b := pins.Blocks(d, r.ReleaseVersion)
 	return b
@@ -505,9 +543,18 @@ func (s *Service) checkCohort(ctx context.Context, r *Rollout, devices []deviceR
 				both = append(both, id)
 			}
 		}
-		if len(both) > 0 {
-			return nil, tufota.Errorf(tufota.EConflict, "cohort overlaps active rollout %s (%s to %s, %s): %d devices in both, e.g. %s; a device is in at most one active rollout: wait for it to finish, abort it, or narrow the selector",
-				o.ID, o.Release, cohortLabel(*o), o.State, len(both), strings.Join(both[:min(3, len(both))], ", "))
+		switch {
+		case len(both) == 0:
+		case o.Plan.Priority == r.Plan.Priority:
+			return nil, tufota.Errorf(tufota.EConflict, "cohort overlaps active rollout %s (%s to %s, %s, priority %d): %d devices in both, e.g. %s; a device is in at most one active rollout of a priority: wait for it to finish, abort it, narrow the selector, or give one a higher --priority",
+				o.ID, o.Release, cohortLabel(*o), o.State, o.Plan.Priority, len(both), strings.Join(both[:min(3, len(both))], ", "))
+		default:
+			to := o.ID
+			if r.Plan.Priority > o.Plan.Priority {
+				to = "this rollout"
+			}
+			warnings = append(warnings, fmt.Sprintf("cohort overlaps active rollout %s (%s, priority %d; this one %d): %d devices in both, e.g. %s, go to %s (the higher priority)",
+				o.ID, o.Release, o.Plan.Priority, r.Plan.Priority, len(both), strings.Join(both[:min(3, len(both))], ", "), to))
 		}
 	}
 	return warnings, nil
@@ -537,7 +584,11 @@ func (s *Service) measure(ctx context.Context, r *Rollout, devices []deviceRow, 
 	if err != nil {
 		return measurement{}, err
 	}
-	m := measurement{statuses: statuses, population: population(r, devices, statuses, pins), waveOf: map[string]int{}, silent: map[string]bool{}, deferred: map[string]bool{},
+	pop, err := s.withoutClaimed(ctx, r, population(r, devices, statuses, pins), devices, statuses, pins)
+	if err != nil {
+		return measurement{}, err
+	}
+	m := measurement{statuses: statuses, population: pop, waveOf: map[string]int{}, silent: map[string]bool{}, deferred: map[string]bool{},
 		pinned: pinnedOut(r, devices, statuses, pins)}
 	cutoffs := r.cutoffs()
 	h := Health{Cohort: len(m.population), Pinned: len(m.pinned)}
