@@ -267,8 +267,9 @@ type Assignment struct {
 // device asked (last seen, and the version it reports). It returns nil when
 // there is nothing to do. A release reaches a device only through a
 // release assigned to it alone (AssignDevice, a rollback) or through the
-// one active rollout that owns the device: the earliest-created active
-// rollout whose cohort the device is in. A running rollout offers its
+// one active rollout that owns the device: the active rollout of the
+// highest priority, then the earliest created, whose cohort the device is
+// in and whose pins allow its release. A running rollout offers its
 // release only to devices its started waves cover, only inside its
 // maintenance window, and never again to a device that failed; a paused or
 // scheduled rollout offers nothing.
@@ -335,7 +336,8 @@ func (s *Service) Assignment(ctx context.Context, q Query) (*Assignment, error) 
 			if !r.eligible(d.Device) {
 				continue
 			}
-			// The earliest active rollout that wants the device owns it.
+			// The first active rollout (by priority, then age) that wants
+			// the device owns it.
 			return s.offer(ctx, r, d, now)
 		}
 		// Offered before: re-offer while it is in progress.
