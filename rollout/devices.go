@@ -261,6 +261,10 @@ type Assignment struct {
 	Name      string `json:"name"`
 	Version   string `json:"version"`
 	RolloutID string `json:"rollout_id,omitempty"`
+	// Required is set from the rollout's deadline on: the update is no
+	// longer optional. Deadline is that deadline, when the rollout has one.
+	Required bool       `json:"required,omitempty"`
+	Deadline *time.Time `json:"deadline,omitempty"`
 }
 
 // Assignment answers a device's "what should I run?" and records that the
@@ -347,7 +351,7 @@ func (s *Service) Assignment(ctx context.Context, q Query) (*Assignment, error) 
 		if final(st.State) || d.Version == r.ReleaseVersion {
 			return nil, nil
 		}
-		return r.assignment(), nil
+		return r.assignment(now), nil
 	}
 	return nil, nil
 }
@@ -415,18 +419,19 @@ func (s *Service) offer(ctx context.Context, r *Rollout, d deviceRow, now time.T
 	case errors.Is(err, tufota.ErrConflict):
 		// Another replica offered it at the same moment.
 		s.hot.dropDevice(d.ID)
-		return r.assignment(), nil
+		return r.assignment(now), nil
 	case err != nil:
 		return nil, fmt.Errorf("offer %s to device %s: %w", r.ID, d.ID, err)
 	case !inserted:
 		s.hot.dropView() // our view of the rollout is stale
 		return nil, nil
 	}
-	return r.assignment(), nil
+	return r.assignment(now), nil
 }
 
-func (r *Rollout) assignment() *Assignment {
-	return &Assignment{Target: r.TargetPath, Name: r.ReleaseName, Version: r.ReleaseVersion, RolloutID: r.ID}
+func (r *Rollout) assignment(now time.Time) *Assignment {
+	return &Assignment{Target: r.TargetPath, Name: r.ReleaseName, Version: r.ReleaseVersion, RolloutID: r.ID,
+		Required: r.Plan.Required(now), Deadline: timePtr(r.Plan.Deadline)}
 }
 
 // eligible reports whether d belongs in r's cohort now: the selector

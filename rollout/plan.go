@@ -58,6 +58,16 @@ type Plan struct {
 	// (then the earliest created). Two active rollouts with the same
 	// priority may not overlap.
 	Priority int
+	// Deadline, when set, is when the update becomes required: before it
+	// the device is offered the release as optional (it may defer), from
+	// it on as required (a safety fix).
+	Deadline time.Time
+}
+
+// Required reports whether an offer at now is required: the plan has a
+// deadline and now is at or after it.
+func (p Plan) Required(now time.Time) bool {
+	return !p.Deadline.IsZero() && !now.Before(p.Deadline)
 }
 
 // maxPriority bounds a rollout's priority.
@@ -125,6 +135,7 @@ type planJSON struct {
 	OnBreach          string     `json:"on_breach,omitempty"`
 	MaxDeferral       string     `json:"max_deferral,omitempty"`
 	Priority          int        `json:"priority,omitempty"`
+	Deadline          *time.Time `json:"deadline,omitempty"`
 }
 
 // MarshalJSON writes durations as Go duration strings ("30m0s") and waves
@@ -134,7 +145,7 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 		Waves: p.Waves, Soak: p.Soak.String(), MinReports: p.MinReports,
 		MaxFailureRate: p.MaxFailureRate, MaxFailures: p.MaxFailures,
 		DeviceTimeout: p.DeviceTimeout.String(), ApprovalAfterWave: p.ApprovalAfterWave,
-		Window: p.Window, OnBreach: p.OnBreach, MaxDeferral: durationOrEmpty(p.MaxDeferral), Priority: p.Priority,
+		Window: p.Window, OnBreach: p.OnBreach, MaxDeferral: durationOrEmpty(p.MaxDeferral), Priority: p.Priority, Deadline: timePtr(p.Deadline),
 	})
 }
 
@@ -160,6 +171,9 @@ func (p *Plan) UnmarshalJSON(b []byte) error {
 		Waves: j.Waves, Soak: soak, MinReports: j.MinReports, MaxFailureRate: j.MaxFailureRate,
 		MaxFailures: j.MaxFailures, DeviceTimeout: timeout, ApprovalAfterWave: j.ApprovalAfterWave,
 		Window: j.Window, OnBreach: j.OnBreach, MaxDeferral: maxDeferral, Priority: j.Priority,
+	}
+	if j.Deadline != nil {
+		p.Deadline = j.Deadline.UTC()
 	}
 	return nil
 }

@@ -53,6 +53,9 @@ type Spec struct {
 	// Priority (0..1000, default 0) lets this rollout overlap active ones
 	// of another priority: each shared device goes to the higher one.
 	Priority int `json:"priority,omitempty"`
+	// Deadline (RFC 3339), when set, is when the update turns from
+	// optional into required for the devices it is offered to.
+	Deadline string `json:"deadline,omitempty"`
 }
 
 // plan turns the spec's text into a validated Plan.
@@ -89,6 +92,13 @@ func (sp Spec) plan() (Plan, time.Time, error) {
 	}
 	p.OnBreach = sp.OnBreach
 	p.Priority = sp.Priority
+	if sp.Deadline != "" {
+		d, err := time.Parse(time.RFC3339, sp.Deadline)
+		if err != nil {
+			return Plan{}, time.Time{}, tufota.Errorf(tufota.EInvalid, "deadline %q is not an RFC 3339 time such as 2026-05-01T02:00:00Z", sp.Deadline)
+		}
+		p.Deadline = d.UTC()
+	}
 	p.MaxDeferral = DefaultMaxDeferral
 	if sp.MaxDeferral != "" {
 		if p.MaxDeferral, err = parseDuration("max deferral", sp.MaxDeferral); err != nil {

@@ -18,6 +18,10 @@ type UpdateResponse struct {
 	Name      string `json:"name"`
 	Version   string `json:"version"`
 	RolloutID string `json:"rollout_id,omitempty"`
+	// Required: the rollout's deadline has passed, the update is no
+	// longer optional. Deadline is the rollout's deadline, if any.
+	Required bool       `json:"required,omitempty"`
+	Deadline *time.Time `json:"deadline,omitempty"`
 }
 
 // StatusReport is the body of POST /api/v1/device/status.
@@ -57,7 +61,8 @@ func (s *Server) deviceUpdate(c echo.Context) error {
 	if a == nil {
 		return c.NoContent(http.StatusNoContent)
 	}
-	return c.JSON(http.StatusOK, UpdateResponse{Target: a.Target, Name: a.Name, Version: a.Version, RolloutID: a.RolloutID})
+	return c.JSON(http.StatusOK, UpdateResponse{Target: a.Target, Name: a.Name, Version: a.Version, RolloutID: a.RolloutID,
+		Required: a.Required, Deadline: a.Deadline})
 }
 
 // deviceStatus records a device's status report and its audit entry in

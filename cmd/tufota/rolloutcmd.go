@@ -73,6 +73,7 @@ func (a *app) rolloutCreateCommand() *cobra.Command {
 	f.StringVar(&spec.Window, "window", "", "maintenance window, e.g. 'Mon-Fri 01:00-05:00 Europe/Berlin'")
 	f.StringVar(&spec.StartAt, "start-at", "", "start no earlier than this RFC 3339 time")
 	f.StringVar(&spec.OnBreach, "on-breach", "", "pause (default) or abort when a health gate fails")
+	f.StringVar(&spec.Deadline, "deadline", "", "RFC 3339 time from which the update is required, not optional (e.g. a safety fix)")
 	f.IntVar(&spec.Priority, "priority", 0, "0..1000: may overlap active rollouts of another priority; shared devices go to the higher one")
 	f.StringVar(&spec.MaxDeferral, "max-deferral", "", "a device may defer (\"not now\") this long before it counts as silent, e.g. 72h (default 24h)")
 	for _, n := range []string{"release", "cohort", "waves"} {
