@@ -16,7 +16,7 @@ func TestDeadlineEndToEnd(t *testing.T) {
 	fw, _ := h.writeFirmware("s.bin", 2048)
 	h.mustCLI("release", "push", fw, "--name", "s-fw", "--version", "1.1.0", "--hardware", "pump-s")
 	fleet, devs := enrollTagged(t, h, "pump-s", "safety", 1)
-	deadline := time.Now().Add(3 * time.Second).UTC().Truncate(time.Second)
+	deadline := time.Now().Add(8 * time.Second) // room for the create and start on a loaded machine.UTC().Truncate(time.Second)
 	id := h.createRollout("--release", "s-fw@1.1.0", "--cohort", "hardware=pump-s", "--waves", "100%", "--deadline", deadline.Format(time.RFC3339))
 	h.mustCLI("rollout", "start", id)
 	c, err := fleet.deviceClient(devs[0])
