@@ -40,7 +40,11 @@ func TestPlanRequired(t *testing.T) {
 // the offer is optional, from it on required, and the offer says when.
 func TestDeadlineTurnsOptionalIntoRequired(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	testDeadlineTurnsOptionalIntoRequired(t, nil)
+}
+
+func testDeadlineTurnsOptionalIntoRequired(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
 	ctx := t.Context()
 	e.fleet(2, nil)
 	spec := Spec{Release: "pump-fw@1.1.0", Cohort: "hardware=pump-b", Waves: "100%", Deadline: "2026-03-02T10:00:00+01:00"}
