@@ -85,6 +85,10 @@ type UpdateResponse struct {
 	Name      string `json:"name"`
 	Version   string `json:"version"`
 	RolloutID string `json:"rollout_id,omitempty"`
+	// Required: the rollout's deadline has passed, the update is no
+	// longer optional. Deadline is the rollout's deadline, if any.
+	Required bool       `json:"required,omitempty"`
+	Deadline *time.Time `json:"deadline,omitempty"`
 }
 
 // StatusReport is the body of POST /api/v1/device/status.
@@ -96,6 +100,9 @@ type StatusReport struct {
 	ErrorCode string `json:"error_code,omitempty"`
 	Message   string `json:"message,omitempty"`
 	RolloutID string `json:"rollout_id,omitempty"`
+	// DeferUntil: for state deferred, until when the device asks to be
+	// left alone (the reason is in Message).
+	DeferUntil *time.Time `json:"defer_until,omitempty"`
 }
 
 // RolloutSpec is the body of POST /api/v1/rollouts.
@@ -112,6 +119,15 @@ type RolloutSpec struct {
 	Window                    string `json:"window,omitempty"`
 	StartAt                   string `json:"start_at,omitempty"`
 	OnBreach                  string `json:"on_breach,omitempty"`
+	// MaxDeferral is how long a device may defer the update ("72h") before
+	// it counts as silent; empty is 24h.
+	MaxDeferral string `json:"max_deferral,omitempty"`
+	// Priority (0..1000) lets this rollout overlap active ones of another
+	// priority: each shared device goes to the higher one.
+	Priority int `json:"priority,omitempty"`
+	// Deadline (RFC 3339) is when the update turns from optional into
+	// required.
+	Deadline string `json:"deadline,omitempty"`
 }
 
 // ActionRequest is the body of a rollout action: why.
@@ -148,6 +164,10 @@ type Rollout struct {
 	CreatedBy          string          `json:"created_by"`
 	CreatedAt          time.Time       `json:"created_at"`
 	UpdatedAt          time.Time       `json:"updated_at"`
+	// Warnings, in the answer to a create only, say what people should
+	// know before they start it (a cohort mostly pinned outside the
+	// release).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // WaveStatus is one wave's counts.
@@ -162,20 +182,24 @@ type WaveStatus struct {
 	Installed  int        `json:"installed"`
 	Failed     int        `json:"failed"`
 	Silent     int        `json:"silent"`
+	Deferred   int        `json:"deferred"`
 	InProgress int        `json:"in_progress"`
 }
 
 // Health is a rollout's counts the gates decide on. The server writes it
 // without JSON tags, so the keys are the field names.
 type Health struct {
-	Cohort      int
-	Members     int
-	Offered     int
-	Installed   int
-	Failed      int
-	Silent      int
-	WaveMembers int
-	WaveReports int
+	Cohort       int
+	Members      int
+	Offered      int
+	Installed    int
+	Failed       int
+	Silent       int
+	Pinned       int
+	Deferred     int
+	OverDeferred int
+	WaveMembers  int
+	WaveReports  int
 }
 
 // RolloutStatus is GET /api/v1/rollouts/ID and the answer to an action.
@@ -184,6 +208,8 @@ type RolloutStatus struct {
 	Waves  []WaveStatus `json:"waves"`
 	Health Health       `json:"health"`
 	Next   string       `json:"next"`
+	// Pinned are the cohort's devices a pin keeps from the release.
+	Pinned []string `json:"pinned,omitempty"`
 }
 
 // RolloutEvent is one entry of a rollout's history.
@@ -209,6 +235,8 @@ type DeviceOutcome struct {
 	OfferedAt       time.Time  `json:"offered_at"`
 	UpdatedAt       time.Time  `json:"updated_at"`
 	InstalledAt     *time.Time `json:"installed_at,omitempty"`
+	DeferredSince   *time.Time `json:"deferred_since,omitempty"`
+	DeferredUntil   *time.Time `json:"deferred_until,omitempty"`
 }
 
 // Milestone is when a share of the rollout's devices had installed.
@@ -230,4 +258,57 @@ type RolloutHistory struct {
 	Since      *time.Time      `json:"since,omitempty"`
 	SinceWhat  string          `json:"since_what,omitempty"`
 	Milestones []Milestone     `json:"milestones"`
+}
+
+// Pin keeps a saved cohort or one device on a validated version line
+// (kind "cohort" or "device"; version 1.4.2, 1.4.* or 1.*).
+type Pin struct {
+	Kind      string    `json:"kind"`
+	Name      string    `json:"name"`
+	Version   string    `json:"version"`
+	Reason    string    `json:"reason"`
+	CreatedBy string    `json:"created_by"`
+	CreatedAt time.Time `json:"created_at"`
+	// Selector is a cohort pin's selector, as the cohort had it.
+	Selector string `json:"selector,omitempty"`
+}
+
+// PinRequest is the body of PUT /api/v1/pins/{kind}/{name}.
+type PinRequest struct {
+	Version string `json:"version"`
+	Reason  string `json:"reason"`
+}
+
+// DryRun is what a rollout would do before it starts (rollout plan).
+type DryRun struct {
+	RolloutID      string       `json:"rollout_id,omitempty"`
+	Release        string       `json:"release"`
+	Selector       string       `json:"selector"`
+	Matched        int          `json:"matched"`
+	Cohort         int          `json:"cohort"`
+	Waves          []DryRunWave `json:"waves"`
+	Pinned         DeviceList   `json:"pinned"`
+	OnRelease      DeviceList   `json:"on_release"`
+	Newer          DeviceList   `json:"newer"`
+	OtherHardware  DeviceList   `json:"other_hardware"`
+	InOtherRollout DeviceList   `json:"in_other_rollout"`
+	Window         string       `json:"window,omitempty"`
+	WindowOpen     bool         `json:"window_open"`
+	WindowOpensAt  *time.Time   `json:"window_opens_at,omitempty"`
+	At             time.Time    `json:"at"`
+}
+
+// DeviceList is a count of devices and their IDs (capped).
+type DeviceList struct {
+	Count   int      `json:"count"`
+	Devices []string `json:"devices"`
+}
+
+// DryRunWave is one wave of a dry run.
+type DryRunWave struct {
+	Number  int      `json:"wave"`
+	Spec    string   `json:"spec"`
+	Size    int      `json:"size"`
+	New     int      `json:"new"`
+	Devices []string `json:"devices,omitempty"`
 }

@@ -378,3 +378,33 @@ func (c *Client) Vulnerabilities(ctx context.Context, id, release string) ([]api
 	}
 	return get[[]api.VulnReport](ctx, c, path)
 }
+
+func pinPath(kind, name string) string { return "/api/v1/pins/" + esc(kind) + "/" + esc(name) }
+
+// Pins lists the pins that keep cohorts and devices on validated lines.
+func (c *Client) Pins(ctx context.Context) ([]api.Pin, error) {
+	return get[[]api.Pin](ctx, c, "/api/v1/pins")
+}
+
+// SetPin pins a saved cohort (kind "cohort") or one device ("device") to
+// a version line; setting it again replaces it.
+func (c *Client) SetPin(ctx context.Context, kind, name string, req api.PinRequest) (api.Pin, error) {
+	return send[api.Pin](ctx, c, http.MethodPut, pinPath(kind, name), req)
+}
+
+// RemovePin removes a pin.
+func (c *Client) RemovePin(ctx context.Context, kind, name string) error {
+	return c.Do(ctx, http.MethodDelete, pinPath(kind, name), nil, nil)
+}
+
+// PlanRollout is the dry run of a draft rollout: which devices fall into
+// each wave, and which would not be offered the release.
+func (c *Client) PlanRollout(ctx context.Context, id string) (api.DryRun, error) {
+	return get[api.DryRun](ctx, c, "/api/v1/rollouts/plan?rollout="+url.QueryEscape(id))
+}
+
+// PlanSpec is the dry run of a rollout not created yet: counts per wave
+// only, since which devices depends on the ID the rollout gets.
+func (c *Client) PlanSpec(ctx context.Context, spec api.RolloutSpec) (api.DryRun, error) {
+	return send[api.DryRun](ctx, c, http.MethodPost, "/api/v1/rollouts/plan", spec)
+}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
@@ -40,14 +41,22 @@ type Update struct {
 	// RolloutID is the server's rollout that offered the update, if any;
 	// it is not signed and is only echoed back in reports.
 	RolloutID string
+	// Required is set once the rollout's deadline has passed: the update
+	// is no longer optional (an agent that defers optional updates should
+	// install it). Deadline is that deadline, zero if none. Neither is
+	// signed: they tell the agent when, never what, to install.
+	Required bool
+	Deadline time.Time
 }
 
 // offer is the device endpoint's answer.
 type offer struct {
-	Target    string `json:"target"`
-	Name      string `json:"name"`
-	Version   string `json:"version"`
-	RolloutID string `json:"rollout_id"`
+	Target    string     `json:"target"`
+	Name      string     `json:"name"`
+	Version   string     `json:"version"`
+	RolloutID string     `json:"rollout_id"`
+	Required  bool       `json:"required"`
+	Deadline  *time.Time `json:"deadline"`
 }
 
 // Check asks the server whether the device should update, and verifies the
@@ -290,5 +299,14 @@ func (c *Client) applyPolicy(o *offer, tf *Target) (*Update, error) {
 		Hashes:    tf.Hashes,
 		Custom:    custom,
 		RolloutID: o.RolloutID,
+		Required:  o.Required,
+		Deadline:  deadlineOf(o.Deadline),
 	}, nil
+}
+
+func deadlineOf(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
 }

@@ -29,12 +29,16 @@ const (
 	StateInstalled   State = "installed"
 	StateFailed      State = "failed"
 	StateRolledBack  State = "rolled-back"
+	// StateDeferred: the device says "not now" (see Client.Defer); not an
+	// outcome, and the rollout's device timeout does not run while the
+	// deferral lasts (up to the rollout's max deferral).
+	StateDeferred State = "deferred"
 )
 
 // Valid reports whether s is one of the protocol's states.
 func (s State) Valid() bool {
 	switch s {
-	case StateDownloading, StateDownloaded, StateInstalling, StateInstalled, StateFailed, StateRolledBack:
+	case StateDownloading, StateDownloaded, StateInstalling, StateInstalled, StateFailed, StateRolledBack, StateDeferred:
 		return true
 	}
 	return false
@@ -48,6 +52,29 @@ type Report struct {
 	ErrorCode string `json:"error_code,omitempty"`
 	Message   string `json:"message,omitempty"`
 	RolloutID string `json:"rollout_id,omitempty"`
+	// DeferUntil is set for StateDeferred only: until when the device asks
+	// to be left alone.
+	DeferUntil *time.Time `json:"defer_until,omitempty"`
+}
+
+// Defer tells the server that the device will not install upd now, why
+// (reason, e.g. "therapy in progress"; required) and until when. The
+// server counts the device as deferred, neither failed nor silent, until
+// then, but never past the rollout's max deferral. The device asks again
+// (Check) after until and installs or defers again. The report is queued
+// and delivered like Report's.
+func (c *Client) Defer(ctx context.Context, upd *Update, reason string, until time.Time) error {
+	if strings.TrimSpace(reason) == "" {
+		return errors.New("defer: a reason is required")
+	}
+	if until.IsZero() {
+		return errors.New("defer: an until time is required")
+	}
+	r := NewReport(upd, StateDeferred, nil)
+	r.Message = truncate(reason, 1024)
+	u := until.UTC()
+	r.DeferUntil = &u
+	return c.Report(ctx, r)
 }
 
 // NewReport returns a report of state for upd; a non-nil err fills

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/tufota/tufota/client"
 )
@@ -104,5 +105,32 @@ func TestErrorCodes(t *testing.T) {
 	r := client.NewReport(&client.Update{Target: "a/1.0.0/f", Version: "1.0.0", RolloutID: "r"}, client.StateFailed, client.ErrWrongHardware)
 	if r.ErrorCode != "wrong_hardware" || r.RolloutID != "r" || r.Message == "" {
 		t.Fatalf("NewReport = %+v", r)
+	}
+}
+
+func TestDefer(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	c := s.client(t, nil)
+	upd := &client.Update{Target: "pumpfw/1.2.0/fw.bin", Name: "pumpfw", Version: "1.2.0", RolloutID: "ro-1"}
+	until := time.Date(2026, 3, 2, 14, 0, 0, 0, time.FixedZone("CET", 3600))
+	if err := c.Defer(t.Context(), upd, "", until); err == nil {
+		t.Fatal("Defer without a reason succeeded")
+	}
+	if err := c.Defer(t.Context(), upd, "therapy", time.Time{}); err == nil {
+		t.Fatal("Defer without an until time succeeded")
+	}
+	if err := c.Defer(t.Context(), upd, "therapy in progress", until); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.reports) != 1 {
+		t.Fatalf("reports = %v", s.reports)
+	}
+	r := s.reports[0]
+	if r["state"] != "deferred" || r["message"] != "therapy in progress" || r["defer_until"] != "2026-03-02T13:00:00Z" ||
+		r["rollout_id"] != "ro-1" || r["target"] != upd.Target {
+		t.Fatalf("report = %v", r)
 	}
 }

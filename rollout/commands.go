@@ -98,7 +98,7 @@ func (s *Service) commandOnce(ctx context.Context, id, actor, reason string, cmd
 		if err != nil {
 			return nil, err
 		}
-		if err := s.checkCohort(ctx, &r, devices); err != nil {
+		if _, err := s.checkCohort(ctx, &r, devices); err != nil {
 			return nil, tufota.Errorf(tufota.ErrorCode(err), "start rollout %s: %v", r.ID, err)
 		}
 		st := r.state()

@@ -70,6 +70,9 @@ type Health struct {
 	// Cohort is the number of devices in the cohort now; it sizes the next
 	// wave.
 	Cohort int
+	// Pinned is how many more devices match the cohort but are kept from
+	// the release by a pin: not in Cohort, never offered.
+	Pinned int
 	// Members is the number of devices in the started waves.
 	Members int
 	// Offered is how many members were offered the release.
@@ -79,8 +82,16 @@ type Health struct {
 	// Failed members reported failed or rolled-back.
 	Failed int
 	// Silent members accepted the release but have not reported for longer
-	// than the plan's device timeout; they count as failures.
+	// than the plan's device timeout, or deferred it past the plan's max
+	// deferral; they count as failures.
 	Silent int
+	// Deferred members said "not now" and their deferral runs (Plan's
+	// MaxDeferral): they are neither failed nor silent, and have no
+	// outcome yet.
+	Deferred int
+	// OverDeferred is how many of the Silent members deferred past the
+	// plan's max deferral (the others went quiet past the device timeout).
+	OverDeferred int
 	// WaveMembers is how many members joined in the latest started wave,
 	// and WaveReports how many of them have an outcome: a wave may end only
 	// when its own devices reported, not on the strength of earlier waves.
@@ -171,11 +182,11 @@ func Decide(s State, now time.Time, h Health) Decision {
 	}
 	need := min(p.MinReports, h.WaveMembers)
 	if h.WaveReports < need {
-		return hold("wave %d waiting for reports from its devices: %d of %d needed", wave, h.WaveReports, need)
+		return hold("wave %d waiting for reports from its devices: %d of %d needed%s", wave, h.WaveReports, need, deferredNote(h))
 	}
 	if wave == n {
 		if h.Reports() < h.Members {
-			return hold("wave %d of %d waiting for %d of %d devices to report", wave, n, h.Members-h.Reports(), h.Members)
+			return hold("wave %d of %d waiting for %d of %d devices to report%s", wave, n, h.Members-h.Reports(), h.Members, deferredNote(h))
 		}
 		return Decision{Action: Complete, Phase: Completed, Wave: s.Wave,
 			Reason: fmt.Sprintf("wave %d of %d done: %s", wave, n, outcomes(h, p))}
@@ -229,13 +240,35 @@ func silentNote(h Health, p Plan) string {
 	if h.Silent == 0 {
 		return ""
 	}
-	return fmt.Sprintf("; %d silent past device timeout %s", h.Silent, p.DeviceTimeout)
+	return "; " + silentText(h, p)
+}
+
+// silentText says how many members are silent and why.
+func silentText(h Health, p Plan) string {
+	var parts []string
+	if n := h.Silent - h.OverDeferred; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d silent past device timeout %s", n, p.DeviceTimeout))
+	}
+	if h.OverDeferred > 0 {
+		parts = append(parts, fmt.Sprintf("%d silent past max deferral %s", h.OverDeferred, p.MaxDeferralOf()))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func deferredNote(h Health) string {
+	if h.Deferred == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d deferred)", h.Deferred)
 }
 
 func outcomes(h Health, p Plan) string {
 	parts := []string{fmt.Sprintf("%d installed", h.Installed), fmt.Sprintf("%d failed", h.Failed)}
 	if h.Silent > 0 {
-		parts = append(parts, fmt.Sprintf("%d silent past device timeout %s", h.Silent, p.DeviceTimeout))
+		parts = append(parts, silentText(h, p))
+	}
+	if h.Deferred > 0 {
+		parts = append(parts, fmt.Sprintf("%d deferred", h.Deferred))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -261,14 +261,19 @@ type Assignment struct {
 	Name      string `json:"name"`
 	Version   string `json:"version"`
 	RolloutID string `json:"rollout_id,omitempty"`
+	// Required is set from the rollout's deadline on: the update is no
+	// longer optional. Deadline is that deadline, when the rollout has one.
+	Required bool       `json:"required,omitempty"`
+	Deadline *time.Time `json:"deadline,omitempty"`
 }
 
 // Assignment answers a device's "what should I run?" and records that the
 // device asked (last seen, and the version it reports). It returns nil when
 // there is nothing to do. A release reaches a device only through a
 // release assigned to it alone (AssignDevice, a rollback) or through the
-// one active rollout that owns the device: the earliest-created active
-// rollout whose cohort the device is in. A running rollout offers its
+// one active rollout that owns the device: the active rollout of the
+// highest priority, then the earliest created, whose cohort the device is
+// in and whose pins allow its release. A running rollout offers its
 // release only to devices its started waves cover, only inside its
 // maintenance window, and never again to a device that failed; a paused or
 // scheduled rollout offers nothing.
@@ -316,18 +321,27 @@ func (s *Service) Assignment(ctx context.Context, q Query) (*Assignment, error) 
 		}
 	}
 
-	active, err := s.activeRollouts(ctx)
+	view, err := s.activeView(ctx)
 	if err != nil {
 		return nil, err
 	}
+	active := view.rollouts
 	for i := range active {
 		r := &active[i]
 		st, offered := e.statuses[r.ID]
+		// A pinned device is offered nothing outside its validated line.
+		if _, pinned := view.pins.Blocks(d.Device, r.ReleaseVersion); pinned {
+			if offered {
+				return nil, nil // pinned after the offer: owned, but no more
+			}
+			continue
+		}
 		if !offered {
 			if !r.eligible(d.Device) {
 				continue
 			}
-			// The earliest active rollout that wants the device owns it.
+			// The first active rollout (by priority, then age) that wants
+			// the device owns it.
 			return s.offer(ctx, r, d, now)
 		}
 		// Offered before: re-offer while it is in progress.
@@ -337,7 +351,7 @@ func (s *Service) Assignment(ctx context.Context, q Query) (*Assignment, error) 
 		if final(st.State) || d.Version == r.ReleaseVersion {
 			return nil, nil
 		}
-		return r.assignment(), nil
+		return r.assignment(now), nil
 	}
 	return nil, nil
 }
@@ -405,18 +419,19 @@ func (s *Service) offer(ctx context.Context, r *Rollout, d deviceRow, now time.T
 	case errors.Is(err, tufota.ErrConflict):
 		// Another replica offered it at the same moment.
 		s.hot.dropDevice(d.ID)
-		return r.assignment(), nil
+		return r.assignment(now), nil
 	case err != nil:
 		return nil, fmt.Errorf("offer %s to device %s: %w", r.ID, d.ID, err)
 	case !inserted:
 		s.hot.dropView() // our view of the rollout is stale
 		return nil, nil
 	}
-	return r.assignment(), nil
+	return r.assignment(now), nil
 }
 
-func (r *Rollout) assignment() *Assignment {
-	return &Assignment{Target: r.TargetPath, Name: r.ReleaseName, Version: r.ReleaseVersion, RolloutID: r.ID}
+func (r *Rollout) assignment(now time.Time) *Assignment {
+	return &Assignment{Target: r.TargetPath, Name: r.ReleaseName, Version: r.ReleaseVersion, RolloutID: r.ID,
+		Required: r.Plan.Required(now), Deadline: timePtr(r.Plan.Deadline)}
 }
 
 // eligible reports whether d belongs in r's cohort now: the selector
@@ -453,10 +468,13 @@ const (
 	StatusFailed      DeviceState = "failed"
 	StatusRolledBack  DeviceState = "rolled-back" // the device reverted by itself
 	StatusReverted    DeviceState = "reverted"    // installed, then taken back by a rollout rollback
+	// StatusDeferred: the device said "not now" (Report.DeferUntil, the
+	// reason in Message); not an outcome.
+	StatusDeferred DeviceState = "deferred"
 )
 
 // reportable are the states a device may report.
-var reportable = []DeviceState{StatusDownloading, StatusDownloaded, StatusInstalling, StatusInstalled, StatusFailed, StatusRolledBack}
+var reportable = []DeviceState{StatusDownloading, StatusDownloaded, StatusInstalling, StatusInstalled, StatusFailed, StatusRolledBack, StatusDeferred}
 
 // final reports whether a device state is an outcome.
 func final(st DeviceState) bool {
@@ -471,13 +489,24 @@ type Report struct {
 	ErrorCode string      `json:"error_code,omitempty"`
 	Message   string      `json:"message,omitempty"`
 	RolloutID string      `json:"rollout_id,omitempty"`
+	// DeferUntil is, for state deferred (and only for it), until when the
+	// device asks to be left alone.
+	DeferUntil *time.Time `json:"defer_until,omitempty"`
 }
 
 const maxMessage = 1024
 
 func (r *Report) validate() error {
 	if !slices.Contains(reportable, r.State) {
-		return tufota.Errorf(tufota.EInvalid, "state %q: want downloading, downloaded, installing, installed, failed or rolled-back", r.State)
+		return tufota.Errorf(tufota.EInvalid, "state %q: want downloading, downloaded, installing, installed, failed, rolled-back or deferred", r.State)
+	}
+	switch {
+	case r.State == StatusDeferred && (r.DeferUntil == nil || r.DeferUntil.IsZero()):
+		return tufota.Errorf(tufota.EInvalid, "state deferred needs defer_until: the time until which the device asks to be left alone")
+	case r.State == StatusDeferred && strings.TrimSpace(r.Message) == "":
+		return tufota.Errorf(tufota.EInvalid, "state deferred needs a message: why the device defers (e.g. therapy in progress)")
+	case r.State != StatusDeferred && r.DeferUntil != nil:
+		return tufota.Errorf(tufota.EInvalid, "defer_until is only for state deferred, not %s", r.State)
 	}
 	if r.Version != "" {
 		if _, err := tufota.ParseVersion(r.Version); err != nil {
@@ -568,9 +597,21 @@ func (s *Service) report(ctx context.Context, tx *storage.Tx, deviceID string, r
 	if err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO status_reports (id, device_id, rollout_id, target, version, state, error_code, message, time)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, randomHex(16), d.ID, r.RolloutID, r.Target, r.Version, string(r.State),
-		r.ErrorCode, r.Message, nanos(now)); err != nil {
+	var until sql.NullInt64
+	if r.DeferUntil != nil {
+		// Kept within [now, now+a year]: a device's clock may be off, and
+		// a time beyond year 2262 does not fit in nanoseconds.
+		u := *r.DeferUntil
+		if u.Before(now) {
+			u = now
+		}
+		u = minTime(u, now.Add(maxMaxDeferral))
+		r.DeferUntil = &u
+		until = nullNanos(u)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO status_reports (id, device_id, rollout_id, target, version, state, error_code, message, time, deferred_until)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, randomHex(16), d.ID, r.RolloutID, r.Target, r.Version, string(r.State),
+		r.ErrorCode, r.Message, nanos(now), until); err != nil {
 		return fmt.Errorf("record report of device %s: %w", d.ID, err)
 	}
 	t := nanos(now)
@@ -614,8 +655,8 @@ func (s *Service) report(ctx context.Context, tx *storage.Tx, deviceID string, r
 		return nil // history only: a report on nothing tufota assigned
 	}
 	if st.State == r.State {
-		_, err := tx.Exec(ctx, `UPDATE device_status SET updated_at = ?, error_code = ?, message = ? WHERE rollout_id = ? AND device_id = ?`,
-			t, r.ErrorCode, r.Message, ro.ID, d.ID)
+		_, err := tx.Exec(ctx, `UPDATE device_status SET updated_at = ?, error_code = ?, message = ?, deferred_until = ? WHERE rollout_id = ? AND device_id = ?`,
+			t, r.ErrorCode, r.Message, until, ro.ID, d.ID)
 		return err
 	}
 	switch {
@@ -627,8 +668,16 @@ func (s *Service) report(ctx context.Context, tx *storage.Tx, deviceID string, r
 	if r.State == StatusInstalled {
 		installedAt = now
 	}
-	if _, err := tx.Exec(ctx, `UPDATE device_status SET state = ?, error_code = ?, message = ?, updated_at = ?, installed_at = ?
-		WHERE rollout_id = ? AND device_id = ?`, string(r.State), r.ErrorCode, r.Message, t, nullNanos(installedAt), ro.ID, d.ID); err != nil {
+	// The first deferral in the rollout starts the max-deferral clock;
+	// later ones keep it.
+	since := st.deferredSince
+	if r.State == StatusDeferred && since.IsZero() {
+		since = now
+	}
+	if _, err := tx.Exec(ctx, `UPDATE device_status SET state = ?, error_code = ?, message = ?, updated_at = ?, installed_at = ?,
+		deferred_since = ?, deferred_until = ?
+		WHERE rollout_id = ? AND device_id = ?`, string(r.State), r.ErrorCode, r.Message, t, nullNanos(installedAt),
+		nullNanos(since), until, ro.ID, d.ID); err != nil {
 		return fmt.Errorf("device %s status in rollout %s: %w", d.ID, ro.ID, err)
 	}
 	switch r.State {
@@ -791,6 +840,13 @@ func (s *Service) AssignDeviceWith(ctx context.Context, deviceID, name, version,
 	return nil
 }
 
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 func orNone(code string) string {
 	if code == "" {
 		return "no error code"
@@ -844,9 +900,23 @@ type statusRow struct {
 	offeredAt, updatedAt             time.Time
 	installedAt                      time.Time
 	previousRelease, previousVersion string
+	// deferredSince is the device's first deferral in the rollout (zero if
+	// none), deferredUntil what its latest deferral asked for (zero unless
+	// its state is deferred).
+	deferredSince, deferredUntil time.Time
 }
 
-const statusColumns = `rollout_id, device_id, state, error_code, message, wave, offered_at, updated_at, installed_at, previous_release, previous_version`
+// deferral returns the row's running deferral: zero unless its state is
+// deferred.
+func (r statusRow) deferral() Deferral {
+	if r.State != StatusDeferred || r.deferredSince.IsZero() {
+		return Deferral{}
+	}
+	return Deferral{Since: r.deferredSince, Until: r.deferredUntil}
+}
+
+const statusColumns = `rollout_id, device_id, state, error_code, message, wave, offered_at, updated_at, installed_at, previous_release, previous_version,
+	deferred_since, deferred_until`
 
 func scanStatus(sc interface{ Scan(...any) error }) (statusRow, error) {
 	var (
@@ -855,13 +925,15 @@ func scanStatus(sc interface{ Scan(...any) error }) (statusRow, error) {
 		wave             int64
 		offered, updated int64
 		installed        sql.NullInt64
+		since, until     sql.NullInt64
 	)
 	if err := sc.Scan(&r.RolloutID, &r.DeviceID, &state, &r.ErrorCode, &r.Message, &wave, &offered, &updated, &installed,
-		&r.previousRelease, &r.previousVersion); err != nil {
+		&r.previousRelease, &r.previousVersion, &since, &until); err != nil {
 		return statusRow{}, err
 	}
 	r.State, r.Wave = DeviceState(state), int(wave)
 	r.offeredAt, r.updatedAt, r.installedAt = fromNanos(offered), fromNanos(updated), fromNull(installed)
+	r.deferredSince, r.deferredUntil = fromNull(since), fromNull(until)
 	return r, nil
 }
 

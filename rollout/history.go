@@ -15,7 +15,12 @@ type DeviceOutcome struct {
 	State    DeviceState `json:"state"`
 	// Silent is set for a device that accepted the release and has not
 	// reported for longer than the device timeout; it counts as failed.
-	Silent          bool       `json:"silent,omitempty"`
+	Silent bool `json:"silent,omitempty"`
+	// DeferredSince is the device's first deferral in the rollout, and
+	// DeferredUntil, for a device in state deferred, what it asked for
+	// (its reason is in Message).
+	DeferredSince   *time.Time `json:"deferred_since,omitempty"`
+	DeferredUntil   *time.Time `json:"deferred_until,omitempty"`
 	ErrorCode       string     `json:"error_code,omitempty"`
 	Message         string     `json:"message,omitempty"`
 	PreviousVersion string     `json:"previous_version,omitempty"`
@@ -113,6 +118,7 @@ func (s *Service) History(ctx context.Context, id string) (History, error) {
 		h.Devices = append(h.Devices, DeviceOutcome{
 			DeviceID: id, Wave: st.Wave + 1, State: st.State, Silent: m.silent[id], ErrorCode: st.ErrorCode, Message: st.Message,
 			PreviousVersion: st.previousVersion, OfferedAt: st.offeredAt, UpdatedAt: st.updatedAt, InstalledAt: timePtr(st.installedAt),
+			DeferredSince: timePtr(st.deferredSince), DeferredUntil: timePtr(st.deferral().Until),
 		})
 		if !st.installedAt.IsZero() && (st.State == StatusInstalled || st.State == StatusReverted) {
 			installed = append(installed, st.installedAt)

@@ -1,9 +1,11 @@
 package rollout
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,9 +53,11 @@ type deviceShard struct {
 	m  map[string]*deviceEntry
 }
 
-// activeView is the active rollouts in ownership order (created_at, id).
+// activeView is the active rollouts in ownership order (created_at, id)
+// and the pins (which change the rollouts generation too).
 type activeView struct {
 	rollouts []Rollout
+	pins     Pins
 }
 
 type hotCache struct {
@@ -151,17 +155,45 @@ func (s *Service) cachedDevice(ctx context.Context, id string) (*deviceEntry, er
 // activeRollouts returns the active rollouts in ownership order, from
 // memory or rebuilt from the database. The caller must not modify them.
 func (s *Service) activeRollouts(ctx context.Context) ([]Rollout, error) {
+	v, err := s.activeView(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return v.rollouts, nil
+}
+
+// activePins returns the pins, from memory or rebuilt with the view.
+func (s *Service) activePins(ctx context.Context) (Pins, error) {
+	v, err := s.activeView(ctx)
+	if err != nil {
+		return Pins{}, err
+	}
+	return v.pins, nil
+}
+
+func (s *Service) activeView(ctx context.Context) (*activeView, error) {
 	h := s.hot
 	if v := h.view.Load(); v != nil {
-		return v.rollouts, nil
+		return v, nil
 	}
 	v, err, _ := h.viewSF.Do("", func() (any, error) {
 		ep := h.viewEp.Load()
-		active, err := s.rollouts(context.WithoutCancel(ctx), `WHERE state IN (?, ?, ?, ?) ORDER BY created_at, id`, activeStates...)
+		ctx := context.WithoutCancel(ctx)
+		active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?, ?) ORDER BY created_at, id`, activeStates...)
 		if err != nil {
 			return nil, err
 		}
-		v := &activeView{rollouts: active}
+		list, err := s.readPins(ctx, s.db)
+		if err != nil {
+			return nil, err
+		}
+		pins, err := NewPins(list)
+		if err != nil {
+			return nil, err
+		}
+		// Ownership: the highest priority first, then the earliest.
+		slices.SortStableFunc(active, func(a, b Rollout) int { return cmp.Compare(b.Plan.Priority, a.Plan.Priority) })
+		v := &activeView{rollouts: active, pins: pins}
 		h.viewMu.Lock()
 		if h.viewEp.Load() == ep {
 			h.view.Store(v)
@@ -172,7 +204,7 @@ func (s *Service) activeRollouts(ctx context.Context) ([]Rollout, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.(*activeView).rollouts, nil
+	return v.(*activeView), nil
 }
 
 // txChanges is what a transaction changed, for the bumps before its commit.

@@ -49,7 +49,29 @@ type Plan struct {
 	Window Window
 	// OnBreach is BreachPause (the default when empty) or BreachAbort.
 	OnBreach string
+	// MaxDeferral is how long a device may defer the update ("not now")
+	// before it counts as silent; zero means DefaultMaxDeferral. While a
+	// device's deferral runs, DeviceTimeout does not.
+	MaxDeferral time.Duration
+	// Priority orders overlapping rollouts: a device in the cohorts of
+	// several active rollouts belongs to the one with the highest priority
+	// (then the earliest created). Two active rollouts with the same
+	// priority may not overlap.
+	Priority int
+	// Deadline, when set, is when the update becomes required: before it
+	// the device is offered the release as optional (it may defer), from
+	// it on as required (a safety fix).
+	Deadline time.Time
 }
+
+// Required reports whether an offer at now is required: the plan has a
+// deadline and now is at or after it.
+func (p Plan) Required(now time.Time) bool {
+	return !p.Deadline.IsZero() && !now.Before(p.Deadline)
+}
+
+// maxPriority bounds a rollout's priority.
+const maxPriority = 1000
 
 // Validate checks the plan; errors are EInvalid.
 func (p Plan) Validate() error {
@@ -74,7 +96,10 @@ func (p Plan) Validate() error {
 	case p.OnBreach != "" && p.OnBreach != BreachPause && p.OnBreach != BreachAbort:
 		return tufota.Errorf(tufota.EInvalid, "on breach %q: want pause or abort", p.OnBreach)
 	}
-	return nil
+	if p.Priority < 0 || p.Priority > maxPriority {
+		return tufota.Errorf(tufota.EInvalid, "priority %d is not between 0 and %d", p.Priority, maxPriority)
+	}
+	return validateMaxDeferral(p.MaxDeferral)
 }
 
 // ParseRate parses a percentage such as "5%" or "0.5%" into a fraction
@@ -108,6 +133,9 @@ type planJSON struct {
 	ApprovalAfterWave int        `json:"approval_after_wave,omitempty"`
 	Window            Window     `json:"window,omitzero"`
 	OnBreach          string     `json:"on_breach,omitempty"`
+	MaxDeferral       string     `json:"max_deferral,omitempty"`
+	Priority          int        `json:"priority,omitempty"`
+	Deadline          *time.Time `json:"deadline,omitempty"`
 }
 
 // MarshalJSON writes durations as Go duration strings ("30m0s") and waves
@@ -117,7 +145,7 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 		Waves: p.Waves, Soak: p.Soak.String(), MinReports: p.MinReports,
 		MaxFailureRate: p.MaxFailureRate, MaxFailures: p.MaxFailures,
 		DeviceTimeout: p.DeviceTimeout.String(), ApprovalAfterWave: p.ApprovalAfterWave,
-		Window: p.Window, OnBreach: p.OnBreach,
+		Window: p.Window, OnBreach: p.OnBreach, MaxDeferral: durationOrEmpty(p.MaxDeferral), Priority: p.Priority, Deadline: timePtr(p.Deadline),
 	})
 }
 
@@ -135,12 +163,26 @@ func (p *Plan) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return err
 	}
+	maxDeferral, err := parseDuration("max deferral", j.MaxDeferral)
+	if err != nil {
+		return err
+	}
 	*p = Plan{
 		Waves: j.Waves, Soak: soak, MinReports: j.MinReports, MaxFailureRate: j.MaxFailureRate,
 		MaxFailures: j.MaxFailures, DeviceTimeout: timeout, ApprovalAfterWave: j.ApprovalAfterWave,
-		Window: j.Window, OnBreach: j.OnBreach,
+		Window: j.Window, OnBreach: j.OnBreach, MaxDeferral: maxDeferral, Priority: j.Priority,
+	}
+	if j.Deadline != nil {
+		p.Deadline = j.Deadline.UTC()
 	}
 	return nil
+}
+
+func durationOrEmpty(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
 }
 
 func parseDuration(what, s string) (time.Duration, error) {

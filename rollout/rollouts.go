@@ -47,6 +47,15 @@ type Spec struct {
 	StartAt string `json:"start_at,omitempty"`
 	// OnBreach is "pause" (the default) or "abort".
 	OnBreach string `json:"on_breach,omitempty"`
+	// MaxDeferral is how long a device may defer the update ("72h") before
+	// it counts as silent; empty is 24h.
+	MaxDeferral string `json:"max_deferral,omitempty"`
+	// Priority (0..1000, default 0) lets this rollout overlap active ones
+	// of another priority: each shared device goes to the higher one.
+	Priority int `json:"priority,omitempty"`
+	// Deadline (RFC 3339), when set, is when the update turns from
+	// optional into required for the devices it is offered to.
+	Deadline string `json:"deadline,omitempty"`
 }
 
 // plan turns the spec's text into a validated Plan.
@@ -82,6 +91,23 @@ func (sp Spec) plan() (Plan, time.Time, error) {
 		}
 	}
 	p.OnBreach = sp.OnBreach
+	p.Priority = sp.Priority
+	if sp.Deadline != "" {
+		d, err := time.Parse(time.RFC3339, sp.Deadline)
+		if err != nil {
+			return Plan{}, time.Time{}, tufota.Errorf(tufota.EInvalid, "deadline %q is not an RFC 3339 time such as 2026-05-01T02:00:00Z", sp.Deadline)
+		}
+		p.Deadline = d.UTC()
+	}
+	p.MaxDeferral = DefaultMaxDeferral
+	if sp.MaxDeferral != "" {
+		if p.MaxDeferral, err = parseDuration("max deferral", sp.MaxDeferral); err != nil {
+			return Plan{}, time.Time{}, err
+		}
+		if p.MaxDeferral <= 0 {
+			return Plan{}, time.Time{}, tufota.Errorf(tufota.EInvalid, "max deferral %s must be above zero", sp.MaxDeferral)
+		}
+	}
 	if err := p.Validate(); err != nil {
 		return Plan{}, time.Time{}, err
 	}
@@ -126,6 +152,10 @@ type Rollout struct {
 	CreatedBy          string     `json:"created_by"`
 	CreatedAt          time.Time  `json:"created_at"`
 	UpdatedAt          time.Time  `json:"updated_at"`
+	// Warnings, in the answer to a create only, say what people should
+	// know before they start it (a cohort mostly pinned outside the
+	// release).
+	Warnings []string `json:"warnings,omitempty"`
 
 	selector   Selector
 	releaseVer *tufota.Version // ReleaseVersion parsed, when read from the database
@@ -287,37 +317,21 @@ func (s *Service) CreateRolloutWith(ctx context.Context, spec Spec, actor string
 	if err := checkActor(actor); err != nil {
 		return Rollout{}, err
 	}
-	name, version, err := ParseRelease(spec.Release)
+	r, rel, err := s.draft(ctx, spec, actor)
 	if err != nil {
 		return Rollout{}, err
 	}
-	plan, startAt, err := spec.plan()
-	if err != nil {
-		return Rollout{}, err
-	}
-	cohort, sel, err := s.resolveCohort(ctx, spec.Cohort)
-	if err != nil {
-		return Rollout{}, err
-	}
-	rel, err := s.lookupRelease(ctx, name, version)
-	if err != nil {
-		return Rollout{}, err
-	}
-	now := s.clock()
-	r := Rollout{
-		Release: name + "@" + version, ReleaseName: name, ReleaseVersion: version, TargetPath: rel.TargetPath,
-		Hardware: slices.Clone(rel.Hardware), Cohort: cohort, Selector: sel.String(), Plan: plan, State: Draft,
-		StartAt: timePtr(startAt), ReleasePublishedAt: timePtr(rel.PublishedAt.UTC()), CreatedBy: actor, CreatedAt: now, UpdatedAt: now,
-		selector: sel,
-	}
-	if r.Hardware == nil {
-		r.Hardware = []string{}
+	name, version, plan, cohort, now := r.ReleaseName, r.ReleaseVersion, r.Plan, r.Cohort, r.CreatedAt
+	var startAt time.Time
+	if r.StartAt != nil {
+		startAt = *r.StartAt
 	}
 	devices, err := s.allDevices(ctx)
 	if err != nil {
 		return Rollout{}, err
 	}
-	if err := s.checkCohort(ctx, &r, devices); err != nil {
+	warnings, err := s.checkCohort(ctx, &r, devices)
+	if err != nil {
 		return Rollout{}, err
 	}
 	for attempt := 0; ; attempt++ {
@@ -362,9 +376,42 @@ func (s *Service) CreateRolloutWith(ctx context.Context, spec Spec, actor string
 		}
 		r.revision = 1
 		r.Reason = ""
+		r.Warnings = warnings
 		s.notify(ctx, ev)
 		return r, nil
 	}
+}
+
+// draft makes the rollout spec asks for, without an ID, and returns it
+// with its release. Errors as CreateRollout's.
+func (s *Service) draft(ctx context.Context, spec Spec, actor string) (Rollout, ReleaseRef, error) {
+	name, version, err := ParseRelease(spec.Release)
+	if err != nil {
+		return Rollout{}, ReleaseRef{}, err
+	}
+	plan, startAt, err := spec.plan()
+	if err != nil {
+		return Rollout{}, ReleaseRef{}, err
+	}
+	cohort, sel, err := s.resolveCohort(ctx, spec.Cohort)
+	if err != nil {
+		return Rollout{}, ReleaseRef{}, err
+	}
+	rel, err := s.lookupRelease(ctx, name, version)
+	if err != nil {
+		return Rollout{}, ReleaseRef{}, err
+	}
+	now := s.clock()
+	r := Rollout{
+		Release: name + "@" + version, ReleaseName: name, ReleaseVersion: version, TargetPath: rel.TargetPath,
+		Hardware: slices.Clone(rel.Hardware), Cohort: cohort, Selector: sel.String(), Plan: plan, State: Draft,
+		StartAt: timePtr(startAt), ReleasePublishedAt: timePtr(rel.PublishedAt.UTC()), CreatedBy: actor, CreatedAt: now, UpdatedAt: now,
+		selector: sel,
+	}
+	if r.Hardware == nil {
+		r.Hardware = []string{}
+	}
+	return r, rel, nil
 }
 
 func cohortLabel(r Rollout) string {
@@ -376,10 +423,66 @@ func cohortLabel(r Rollout) string {
 
 // population returns the IDs of the devices in r's cohort now (eligible, or
 // offered already) by ID.
-func population(r *Rollout, devices []deviceRow, statuses map[string]statusRow) []string {
+// A device the rollout never offered anything and that a pin keeps from
+// the release is not in it.
+func population(r *Rollout, devices []deviceRow, statuses map[string]statusRow, pins Pins) []string {
 	var ids []string
 	for _, d := range devices {
-		if _, ok := statuses[d.ID]; ok || r.eligible(d.Device) {
+		if _, ok := statuses[d.ID]; ok || (r.eligible(d.Device) && !blocked(pins, d.Device, r)) {
+			ids = append(ids, d.ID)
+		}
+	}
+	return ids
+}
+
+// withoutClaimed drops from pop (r's population) the devices that an
+// active rollout of higher priority owns, unless r has an outcome for
+// them: they go to the higher one, and r neither sizes on them nor waits.
+func (s *Service) withoutClaimed(ctx context.Context, r *Rollout, pop []string, devices []deviceRow, statuses map[string]statusRow, pins Pins) ([]string, error) {
+	active, err := s.activeRollouts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	claimed := map[string]bool{}
+	for i := range active {
+		o := &active[i]
+		if o.ID == r.ID || o.Plan.Priority <= r.Plan.Priority {
+			continue
+		}
+		theirs, err := s.rolloutStatuses(ctx, o.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range population(o, devices, theirs, pins) {
+			claimed[id] = true
+		}
+	}
+	if len(claimed) == 0 {
+		return pop, nil
+	}
+	out := pop[:0:0]
+	for _, id := range pop {
+		if st, ok := statuses[id]; (ok && final(st.State)) || !claimed[id] {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+func blocked(pins Pins, d Device, r *Rollout) bool {
+	_, b := pins.Blocks(d, r.ReleaseVersion)
+	return b
+}
+
+// pinnedOut returns the devices of r's cohort that r never offered and
+// that a pin keeps from its release, by ID.
+func pinnedOut(r *Rollout, devices []deviceRow, statuses map[string]statusRow, pins Pins) []string {
+	if pins.Len() == 0 {
+		return nil
+	}
+	var ids []string
+	for _, d := range devices {
+		if _, ok := statuses[d.ID]; !ok && r.eligible(d.Device) && blocked(pins, d.Device, r) {
 			ids = append(ids, d.ID)
 		}
 	}
@@ -388,15 +491,25 @@ func population(r *Rollout, devices []deviceRow, statuses map[string]statusRow) 
 
 // checkCohort refuses an empty cohort and one that shares devices with
 // another active rollout.
-func (s *Service) checkCohort(ctx context.Context, r *Rollout, devices []deviceRow) error {
+func (s *Service) checkCohort(ctx context.Context, r *Rollout, devices []deviceRow) (warnings []string, err error) {
+	pins, err := s.activePins(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var mine []string
 	matched, newer, otherHW := 0, 0, 0
+	pinned := map[string]int{} // pin label -> devices it keeps out
+	npinned := 0
 	for _, d := range devices {
 		if !r.selector.Match(d.Device) {
 			continue
 		}
 		matched++
+		pin, isPinned := pins.Blocks(d.Device, r.ReleaseVersion)
 		switch {
+		case r.eligible(d.Device) && isPinned:
+			pinned[pin.Kind+" "+pin.Name+" to "+pin.Version+" ("+pin.Reason+")"]++
+			npinned++
 		case r.eligible(d.Device):
 			mine = append(mine, d.ID)
 		case !slices.Contains(r.Hardware, d.Hardware):
@@ -405,33 +518,56 @@ func (s *Service) checkCohort(ctx context.Context, r *Rollout, devices []deviceR
 			newer++
 		}
 	}
+	var pinNote string
+	if npinned > 0 {
+		labels := sortedKeys(pinned)
+		for i, l := range labels {
+			labels[i] = fmt.Sprintf("%d by pin on %s", pinned[l], l)
+		}
+		pinNote = fmt.Sprintf("%d of %d devices that could take %s are pinned outside it: %s", npinned, npinned+len(mine), r.ReleaseVersion, strings.Join(labels, "; "))
+	}
 	if len(mine) == 0 {
-		return tufota.Errorf(tufota.EInvalid, "empty cohort: %s has no device that can take %s (%d registered devices match the selector; %d have hardware other than %s, %d run %s or newer)",
+		if npinned > 0 {
+			return nil, tufota.Errorf(tufota.EInvalid, "empty cohort: %s has no device that can take %s: %s", cohortLabel(*r), r.Release, pinNote)
+		}
+		return nil, tufota.Errorf(tufota.EInvalid, "empty cohort: %s has no device that can take %s (%d registered devices match the selector; %d have hardware other than %s, %d run %s or newer)",
 			cohortLabel(*r), r.Release, matched, otherHW, strings.Join(r.Hardware, ", "), newer, r.ReleaseVersion)
+	}
+	if 2*npinned > npinned+len(mine) {
+		warnings = append(warnings, "cohort mostly pinned: "+pinNote+"; they show as pinned, not pending, until the pins are removed")
 	}
 	active, err := s.rollouts(ctx, `WHERE state IN (?, ?, ?, ?) AND id <> ? ORDER BY created_at`, append(slices.Clone(activeStates), r.ID)...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for i := range active {
 		o := &active[i]
 		statuses, err := s.rolloutStatuses(ctx, o.ID)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		theirs := population(o, devices, statuses)
+		theirs := population(o, devices, statuses, pins)
 		var both []string
 		for _, id := range mine {
 			if _, ok := slices.BinarySearch(theirs, id); ok {
 				both = append(both, id)
 			}
 		}
-		if len(both) > 0 {
-			return tufota.Errorf(tufota.EConflict, "cohort overlaps active rollout %s (%s to %s, %s): %d devices in both, e.g. %s; a device is in at most one active rollout: wait for it to finish, abort it, or narrow the selector",
-				o.ID, o.Release, cohortLabel(*o), o.State, len(both), strings.Join(both[:min(3, len(both))], ", "))
+		switch {
+		case len(both) == 0:
+		case o.Plan.Priority == r.Plan.Priority:
+			return nil, tufota.Errorf(tufota.EConflict, "cohort overlaps active rollout %s (%s to %s, %s, priority %d): %d devices in both, e.g. %s; a device is in at most one active rollout of a priority: wait for it to finish, abort it, narrow the selector, or give one a higher --priority",
+				o.ID, o.Release, cohortLabel(*o), o.State, o.Plan.Priority, len(both), strings.Join(both[:min(3, len(both))], ", "))
+		default:
+			to := o.ID
+			if r.Plan.Priority > o.Plan.Priority {
+				to = "this rollout"
+			}
+			warnings = append(warnings, fmt.Sprintf("cohort overlaps active rollout %s (%s, priority %d; this one %d): %d devices in both, e.g. %s, go to %s (the higher priority)",
+				o.ID, o.Release, o.Plan.Priority, r.Plan.Priority, len(both), strings.Join(both[:min(3, len(both))], ", "), to))
 		}
 	}
-	return nil
+	return warnings, nil
 }
 
 // measurement is a rollout's health and membership at one moment.
@@ -442,6 +578,10 @@ type measurement struct {
 	// waveOf maps each member to the index of the wave it joined in.
 	waveOf map[string]int
 	silent map[string]bool
+	// deferred marks the members whose deferral runs.
+	deferred map[string]bool
+	// pinned are the devices of the cohort a pin keeps out.
+	pinned []string
 }
 
 // measure computes r's health from the devices and its status rows.
@@ -450,9 +590,18 @@ func (s *Service) measure(ctx context.Context, r *Rollout, devices []deviceRow, 
 	if err != nil {
 		return measurement{}, err
 	}
-	m := measurement{statuses: statuses, population: population(r, devices, statuses), waveOf: map[string]int{}, silent: map[string]bool{}}
+	pins, err := s.activePins(ctx)
+	if err != nil {
+		return measurement{}, err
+	}
+	pop, err := s.withoutClaimed(ctx, r, population(r, devices, statuses, pins), devices, statuses, pins)
+	if err != nil {
+		return measurement{}, err
+	}
+	m := measurement{statuses: statuses, population: pop, waveOf: map[string]int{}, silent: map[string]bool{}, deferred: map[string]bool{},
+		pinned: pinnedOut(r, devices, statuses, pins)}
 	cutoffs := r.cutoffs()
-	h := Health{Cohort: len(m.population)}
+	h := Health{Cohort: len(m.population), Pinned: len(m.pinned)}
 	for _, id := range m.population {
 		st, offered := statuses[id]
 		wave := -1
@@ -479,11 +628,21 @@ func (s *Service) measure(ctx context.Context, r *Rollout, devices []deviceRow, 
 			h.Installed++
 		case st.State == StatusFailed || st.State == StatusRolledBack:
 			h.Failed++
-		case !now.Before(st.updatedAt.Add(r.Plan.DeviceTimeout)):
-			h.Silent++
-			m.silent[id] = true
 		default:
-			continue // in progress
+			switch LivenessOf(r.Plan, st.updatedAt, st.deferral(), now) {
+			case Silent:
+				h.Silent++
+				m.silent[id] = true
+				if !st.deferral().IsZero() {
+					h.OverDeferred++
+				}
+			case Deferred:
+				h.Deferred++
+				m.deferred[id] = true
+				continue
+			default:
+				continue // in progress
+			}
 		}
 		if current {
 			h.WaveReports++
@@ -508,6 +667,8 @@ type WaveStatus struct {
 	Installed int        `json:"installed"`
 	Failed    int        `json:"failed"`
 	Silent    int        `json:"silent"`
+	// Deferred devices said "not now" and their deferral runs.
+	Deferred int `json:"deferred"`
 	// InProgress devices were offered the release and have no outcome yet.
 	InProgress int `json:"in_progress"`
 }
@@ -540,6 +701,8 @@ func (m measurement) waves(r *Rollout) []WaveStatus {
 			w.Failed++
 		case m.silent[id]:
 			w.Silent++
+		case m.deferred[id]:
+			w.Deferred++
 		default:
 			w.InProgress++
 		}
@@ -563,6 +726,9 @@ type Status struct {
 	Health Health       `json:"health"`
 	// Next is what the controller would do now, or what it waits for.
 	Next string `json:"next"`
+	// Pinned are the devices of the cohort that a pin keeps from the
+	// release (never offered it; not pending), by ID.
+	Pinned []string `json:"pinned,omitempty"`
 }
 
 // Status returns a rollout's progress; ENotFound if there is none.
@@ -580,7 +746,7 @@ func (s *Service) Status(ctx context.Context, id string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	return Status{Rollout: r, Waves: m.waves(&r), Health: m.health, Next: Decide(r.state(), now, m.health).Reason}, nil
+	return Status{Rollout: r, Waves: m.waves(&r), Health: m.health, Next: Decide(r.state(), now, m.health).Reason, Pinned: m.pinned}, nil
 }
 
 // Tick runs the controller once: every scheduled, running or waiting

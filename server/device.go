@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -41,7 +42,8 @@ func (s *Server) deviceUpdate(c echo.Context) error {
 	if a == nil {
 		return c.NoContent(http.StatusNoContent)
 	}
-	return c.JSON(http.StatusOK, UpdateResponse{Target: a.Target, Name: a.Name, Version: a.Version, RolloutID: a.RolloutID})
+	return c.JSON(http.StatusOK, UpdateResponse{Target: a.Target, Name: a.Name, Version: a.Version, RolloutID: a.RolloutID,
+		Required: a.Required, Deadline: a.Deadline})
 }
 
 // deviceStatus records a device's status report and its audit entry in
@@ -57,6 +59,10 @@ func (s *Server) deviceStatus(c echo.Context) error {
 	details := map[string]string{
 		"target": r.Target, "version": r.Version, "state": r.State, "error_code": r.ErrorCode, "rollout": r.RolloutID,
 	}
+	if r.DeferUntil != nil {
+		details["defer_until"] = r.DeferUntil.UTC().Format(time.RFC3339)
+		details["reason"] = r.Message
+	}
 	auditObject(c, object, details)
 	if err := ownDevice(c, r.DeviceID); err != nil {
 		return err
@@ -66,7 +72,7 @@ func (s *Server) deviceStatus(c echo.Context) error {
 	s.cfg.Alerts.DeviceReport(p.DeviceID, r.State, r.ErrorCode, r.Target, r.Message)
 	report := rollout.Report{
 		Target: r.Target, Version: r.Version, State: rollout.DeviceState(r.State),
-		ErrorCode: r.ErrorCode, Message: r.Message, RolloutID: r.RolloutID,
+		ErrorCode: r.ErrorCode, Message: r.Message, RolloutID: r.RolloutID, DeferUntil: r.DeferUntil,
 	}
 	ctx := context.WithoutCancel(c.Request().Context())
 	var (

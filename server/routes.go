@@ -90,8 +90,14 @@ func (s *Server) Routes() []Route {
 		{Method: http.MethodGet, Path: "/api/v1/cohorts", Roles: people, Action: "cohort.list", handler: s.listCohorts},
 		{Method: http.MethodGet, Path: "/api/v1/cohorts/:name", Roles: people, Action: "cohort.show", handler: s.getCohort},
 
+		{Method: http.MethodGet, Path: "/api/v1/pins", Roles: people, Action: "pin.list", handler: s.listPins},
+		{Method: http.MethodPut, Path: "/api/v1/pins/:kind/:name", Roles: operator, Action: "pin.set", handler: s.setPin},
+		{Method: http.MethodDelete, Path: "/api/v1/pins/:kind/:name", Roles: operator, Action: "pin.remove", handler: s.removePin},
+
 		{Method: http.MethodPost, Path: "/api/v1/rollouts", Roles: operator, Action: "rollout.create", handler: s.createRollout},
 		{Method: http.MethodGet, Path: "/api/v1/rollouts", Roles: people, Action: "rollout.list", handler: s.listRollouts},
+		{Method: http.MethodGet, Path: "/api/v1/rollouts/plan", Roles: people, Action: "rollout.plan", handler: s.planRollout},
+		{Method: http.MethodPost, Path: "/api/v1/rollouts/plan", Roles: operator, Action: "rollout.plan", handler: s.planSpec},
 		{Method: http.MethodGet, Path: "/api/v1/rollouts/:id", Roles: people, Action: "rollout.status", handler: s.rolloutStatus},
 		{Method: http.MethodGet, Path: "/api/v1/rollouts/:id/history", Roles: people, Action: "rollout.history", handler: s.rolloutHistory},
 		{Method: http.MethodPost, Path: "/api/v1/rollouts/:id/:action", Roles: operator, Action: "rollout.action", handler: s.rolloutAction},

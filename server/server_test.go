@@ -271,6 +271,25 @@ func (ts *testServer) validRequest(t *testing.T, r Route) *http.Request {
 		} else {
 			req = httptest.NewRequest(r.Method, u+r.Path, nil)
 		}
+	case "/api/v1/pins":
+		req = httptest.NewRequest(r.Method, u+r.Path, nil)
+	case "/api/v1/pins/:kind/:name":
+		id := ts.freshDevice(t, n)
+		if r.Method == http.MethodDelete {
+			if _, err := ts.cfg.Rollouts.SetPinWith(context.Background(), rollout.Pin{Kind: rollout.PinDevice, Name: id, Version: "1.*", Reason: "matrix"}, "test", nil); err != nil {
+				t.Fatal(err)
+			}
+			req = httptest.NewRequest(r.Method, u+"/api/v1/pins/device/"+id, nil)
+			break
+		}
+		req = jsonRequest(r.Method, u+"/api/v1/pins/device/"+id, `{"version":"1.*","reason":"matrix"}`)
+	case "/api/v1/rollouts/plan":
+		if r.Method == http.MethodPost {
+			ts.push(t, "fixture", "1.0.0")
+			req = jsonRequest(r.Method, u+r.Path, fmt.Sprintf(`{"release":"fixture@1.0.0","cohort":"id=%s","waves":"100%%"}`, ts.freshDevice(t, n)))
+		} else {
+			req = httptest.NewRequest(r.Method, u+r.Path+"?rollout="+ts.newRollout(t, n), nil)
+		}
 	case "/api/v1/rollouts/:id", "/api/v1/rollouts/:id/history":
 		id := ts.newRollout(t, n)
 		req = httptest.NewRequest(r.Method, u+strings.Replace(r.Path, ":id", id, 1), nil)

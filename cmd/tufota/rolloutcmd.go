@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,7 +16,7 @@ import (
 )
 
 func (a *app) rolloutCommand() *cobra.Command {
-	cmd := group("rollout", "Take a release to a cohort in canary waves", a.rolloutCreateCommand(), a.rolloutListCommand(), a.rolloutStatusCommand(), a.rolloutHistoryCommand())
+	cmd := group("rollout", "Take a release to a cohort in canary waves", a.rolloutCreateCommand(), a.rolloutListCommand(), a.rolloutStatusCommand(), a.rolloutHistoryCommand(), a.rolloutPlanCommand())
 	for _, action := range []struct{ name, short string }{
 		{"start", "Start a draft rollout (or schedule it, with --start-at)"},
 		{"pause", "Pause a running rollout"},
@@ -42,6 +43,9 @@ func (a *app) rolloutCreateCommand() *cobra.Command {
 			}
 			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Rollout, error) { return c.CreateRollout(ctx, spec) }, func(w io.Writer, r api.Rollout) {
 				fmt.Fprintf(w, "Created rollout %s: %s to %s in waves %s (state %s)\n", r.ID, r.Release, r.Selector, spec.Waves, r.State)
+				for _, warn := range r.Warnings {
+					fmt.Fprintf(w, "Warning: %s\n", warn)
+				}
 			})
 		},
 	}
@@ -58,6 +62,9 @@ func (a *app) rolloutCreateCommand() *cobra.Command {
 	f.StringVar(&spec.Window, "window", "", "maintenance window, e.g. 'Mon-Fri 01:00-05:00 Europe/Berlin'")
 	f.StringVar(&spec.StartAt, "start-at", "", "start no earlier than this RFC 3339 time")
 	f.StringVar(&spec.OnBreach, "on-breach", "", "pause (default) or abort when a health gate fails")
+	f.StringVar(&spec.Deadline, "deadline", "", "RFC 3339 time from which the update is required, not optional (e.g. a safety fix)")
+	f.IntVar(&spec.Priority, "priority", 0, "0..1000: may overlap active rollouts of another priority; shared devices go to the higher one")
+	f.StringVar(&spec.MaxDeferral, "max-deferral", "", "a device may defer (\"not now\") this long before it counts as silent, e.g. 72h (default 24h)")
 	for _, n := range []string{"release", "cohort", "waves"} {
 		_ = cmd.MarkFlagRequired(n)
 	}
@@ -118,10 +125,13 @@ func printStatus(w io.Writer, st api.RolloutStatus) {
 	row(w, "Cohort:", st.Selector)
 	row(w, "State:", st.State)
 	row(w, "Next:", dash(st.Next))
+	if len(st.Pinned) > 0 {
+		row(w, "Pinned:", fmt.Sprintf("%d devices kept from the release by pins (not pending): %s", len(st.Pinned), strings.Join(st.Pinned, ", ")))
+	}
 	fmt.Fprintln(w)
-	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT", "IN PROGRESS")
+	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT", "DEFERRED", "IN PROGRESS")
 	for _, wv := range st.Waves {
-		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent, wv.InProgress)
+		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent, wv.Deferred, wv.InProgress)
 	}
 }
 
@@ -149,9 +159,9 @@ func printHistory(w io.Writer, h api.RolloutHistory) {
 		row(w, e.Time.UTC().Format(time.RFC3339), e.Actor, e.Kind, dash(e.Reason))
 	}
 	fmt.Fprintln(w)
-	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT")
+	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT", "DEFERRED")
 	for _, wv := range h.Waves {
-		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent)
+		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent, wv.Deferred)
 	}
 	fmt.Fprintln(w)
 	since := "-"
@@ -175,6 +185,9 @@ func printHistory(w io.Writer, h api.RolloutHistory) {
 		st := string(d.State)
 		if d.Silent {
 			st += " (silent)"
+		}
+		if d.DeferredUntil != nil && !d.Silent {
+			st += " until " + d.DeferredUntil.UTC().Format(time.RFC3339) + ": " + d.Message
 		}
 		row(w, d.DeviceID, d.Wave, st, dash(d.ErrorCode), dash(d.PreviousVersion), d.OfferedAt.UTC().Format(time.RFC3339), report.Time(d.InstalledAt))
 	}

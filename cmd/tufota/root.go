@@ -75,6 +75,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.auditCommand(),
 		a.deviceCommand(),
 		a.cohortCommand(),
+		a.pinCommand(),
 		a.rolloutCommand(),
 		a.fleetCommand(),
 		a.statusCommand(),

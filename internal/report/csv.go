@@ -15,19 +15,25 @@ import (
 )
 
 // HistoryCSV writes a rollout's events and device outcomes as CSV, one
-// record a line ("event" or "device"), free text defused (csvSafe).
+// record a line ("event" or "device"), free text defused (csvSafe). A
+// deferring device's until-time is in deferred_until and its reason in the
+// reason column.
 func HistoryCSV(out io.Writer, h api.RolloutHistory) error {
 	w := csv.NewWriter(out)
-	_ = w.Write([]string{"record", "time", "actor", "kind", "reason", "device", "wave", "state", "error_code", "previous_version", "installed_at"})
+	_ = w.Write([]string{"record", "time", "actor", "kind", "reason", "device", "wave", "state", "error_code", "previous_version", "installed_at", "deferred_until"})
 	for _, e := range h.Events {
-		_ = w.Write([]string{"event", e.Time.UTC().Format(time.RFC3339Nano), csvSafe(e.Actor), e.Kind, csvSafe(e.Reason), "", "", "", "", "", ""})
+		_ = w.Write([]string{"event", e.Time.UTC().Format(time.RFC3339Nano), csvSafe(e.Actor), e.Kind, csvSafe(e.Reason), "", "", "", "", "", "", ""})
 	}
 	for _, d := range h.Devices {
 		inst := ""
 		if d.InstalledAt != nil {
 			inst = d.InstalledAt.UTC().Format(time.RFC3339Nano)
 		}
-		_ = w.Write([]string{"device", d.OfferedAt.UTC().Format(time.RFC3339Nano), "", "", "", d.DeviceID, strconv.Itoa(d.Wave), string(d.State), d.ErrorCode, d.PreviousVersion, inst})
+		until, reason := "", ""
+		if d.DeferredUntil != nil {
+			until, reason = d.DeferredUntil.UTC().Format(time.RFC3339Nano), csvSafe(d.Message)
+		}
+		_ = w.Write([]string{"device", d.OfferedAt.UTC().Format(time.RFC3339Nano), "", "", reason, d.DeviceID, strconv.Itoa(d.Wave), string(d.State), d.ErrorCode, d.PreviousVersion, inst, until})
 	}
 	w.Flush()
 	return w.Error()
