@@ -17,6 +17,10 @@ type CreateTokenRequest struct {
 	Name     string `json:"name"`
 	Role     string `json:"role"`
 	DeviceID string `json:"device_id,omitempty"`
+	// User is the id or name of the user the token belongs to; empty: the
+	// caller's own user. The role must be one of the user's. A device token
+	// belongs to its device and names no user.
+	User string `json:"user,omitempty"`
 	// Expires is a Go duration ("2160h"); empty means the server default.
 	Expires string `json:"expires,omitempty"`
 }
@@ -56,6 +60,12 @@ func (s *Server) createToken(c echo.Context) error {
 			return err
 		}
 	}
+	owner := req.User
+	if owner == "" && role != access.RoleDevice {
+		if owner = principal(c).UserID; owner == "" {
+			return tufota.Errorf(tufota.EInvalid, "name the user the token belongs to (user)")
+		}
+	}
 	// The token and its audit entry commit together.
 	ctx := context.WithoutCancel(c.Request().Context())
 	var (
@@ -64,10 +74,10 @@ func (s *Server) createToken(c echo.Context) error {
 	)
 	err = s.cfg.DB.Tx(ctx, func(tx *storage.Tx) error {
 		var err error
-		if secret, tok, err = s.cfg.Tokens.Create(ctx, tx, access.NewToken{Name: req.Name, Role: role, DeviceID: req.DeviceID, TTL: ttl}, principal(c).Name); err != nil {
+		if secret, tok, err = s.cfg.Tokens.Create(ctx, tx, access.NewToken{Name: req.Name, Role: role, DeviceID: req.DeviceID, TTL: ttl, Owner: owner}, principal(c).Name); err != nil {
 			return err
 		}
-		details := map[string]string{"name": tok.Name, "role": string(tok.Role), "device": tok.DeviceID}
+		details := map[string]string{"name": tok.Name, "role": string(tok.Role), "device": tok.DeviceID, "owner": tok.Owner}
 		if tok.ExpiresAt != nil {
 			details["expires"] = tok.ExpiresAt.UTC().Format(time.RFC3339)
 		}
