@@ -120,3 +120,47 @@ func TestTwoPersonRuleComparesUsers(t *testing.T) {
 		t.Fatalf("successful rollout actions audited: %d, want 2 (start, bob's approval)", n)
 	}
 }
+
+// TestDisableUserOverAPI: an admin disables a user; every token of theirs
+// fails at once on this server, the change is audited with the count, and
+// an auditor may list users but not disable one.
+func TestDisableUserOverAPI(t *testing.T) {
+	ts := newTestServer(t)
+	admin, aud := ts.tokens[access.RoleAdmin], ts.tokens[access.RoleAuditor]
+	var alice access.User
+	ts.apiCall(t, http.MethodPost, "/api/v1/users", `{"name":"alice","roles":["operator","auditor"]}`, admin, http.StatusCreated, &alice)
+	op := ts.tokenFor(t, "alice", "alice-op", "operator")
+	ro := ts.tokenFor(t, "alice", "alice-ro", "auditor")
+	ts.apiCall(t, http.MethodPost, "/api/v1/tokens", `{"name":"alice-admin","role":"admin","user":"alice"}`, admin, http.StatusForbidden, nil)
+	var who access.Principal
+	ts.apiCall(t, http.MethodGet, "/api/v1/whoami", "", op, http.StatusOK, &who)
+	if who.User != "alice" || who.UserID != alice.ID {
+		t.Fatalf("whoami = %+v, want user alice", who)
+	}
+	var us []access.User
+	ts.apiCall(t, http.MethodGet, "/api/v1/users", "", aud, http.StatusOK, &us)
+	ts.apiCall(t, http.MethodPost, "/api/v1/users/alice/disable", "", aud, http.StatusForbidden, nil)
+	ts.apiCall(t, http.MethodGet, "/api/v1/whoami", "", op, http.StatusOK, nil) // still valid
+
+	var res DisableUserResponse
+	ts.apiCall(t, http.MethodPost, "/api/v1/users/"+alice.ID+"/disable", "", admin, http.StatusOK, &res)
+	if res.RevokedTokens != 2 || !res.User.Disabled {
+		t.Fatalf("disable = %+v", res)
+	}
+	for _, tok := range []string{op, ro} {
+		ts.apiCall(t, http.MethodGet, "/api/v1/whoami", "", tok, http.StatusUnauthorized, nil)
+	}
+	if n := ts.okEntries(t, "user.disable", "user/"+alice.ID); n != 1 {
+		t.Fatalf("user.disable audited %d times, want 1", n)
+	}
+	var toks []access.Token
+	ts.apiCall(t, http.MethodGet, "/api/v1/tokens", "", aud, http.StatusOK, &toks)
+	for _, tok := range toks {
+		if tok.Owner == "alice" && tok.RevokedAt == nil {
+			t.Errorf("token %s of alice still live", tok.Name)
+		}
+		if tok.Role != access.RoleDevice && tok.Owner == "" {
+			t.Errorf("token %s has no owner", tok.Name)
+		}
+	}
+}
