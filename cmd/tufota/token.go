@@ -25,7 +25,7 @@ func (a *app) tokenCommand() *cobra.Command {
 	var req server.CreateTokenRequest
 	var expires string
 	create := &cobra.Command{
-		Use:   "create --name NAME --role ROLE [--expires 90d]",
+		Use:   "create --name NAME --role ROLE [--user USER] [--expires 90d]",
 		Short: "Create a token; its secret is printed once",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -45,14 +45,15 @@ func (a *app) tokenCommand() *cobra.Command {
 				return err
 			}
 			return a.print(res, func(w io.Writer) {
-				fmt.Fprintf(w, "Token %s for %s (%s), expires %s. Secret (shown once):\n%s\n",
-					res.Detail.ID, res.Detail.Name, res.Detail.Role, fmtTime(res.Detail.ExpiresAt), res.Token)
+				fmt.Fprintf(w, "Token %s for %s (%s, user %s), expires %s. Secret (shown once):\n%s\n",
+					res.Detail.ID, res.Detail.Name, res.Detail.Role, orDash(res.Detail.Owner), fmtTime(res.Detail.ExpiresAt), res.Token)
 			})
 		},
 	}
 	create.Flags().StringVar(&req.Name, "name", "", "who or what the token is for (required)")
 	create.Flags().StringVar(&req.Role, "role", "", "admin, release-engineer, operator, auditor or device (required)")
 	create.Flags().StringVar(&req.DeviceID, "device-id", "", "device ID (device tokens only)")
+	create.Flags().StringVar(&req.User, "user", "", "the user (name or ID) the token belongs to; the role must be one of theirs (default: your own user)")
 	create.Flags().StringVar(&expires, "expires", "", "lifetime, e.g. 90d or 12h (default 90d; at most 90d for admin, 365d for other people's tokens, 1825d for a device)")
 	_ = create.MarkFlagRequired("name")
 	_ = create.MarkFlagRequired("role")
@@ -71,9 +72,9 @@ func (a *app) tokenCommand() *cobra.Command {
 				return err
 			}
 			return a.print(toks, func(w io.Writer) {
-				row(w, "ID", "NAME", "ROLE", "CREATED", "EXPIRES", "REVOKED", "LAST USED")
+				row(w, "ID", "NAME", "OWNER", "ROLE", "CREATED", "EXPIRES", "REVOKED", "LAST USED")
 				for _, t := range toks {
-					row(w, t.ID, t.Name, t.Role, fmtTime(&t.CreatedAt), fmtTime(t.ExpiresAt), fmtTime(t.RevokedAt), fmtTime(t.LastUsedAt))
+					row(w, t.ID, t.Name, orDash(t.Owner), t.Role, fmtTime(&t.CreatedAt), fmtTime(t.ExpiresAt), fmtTime(t.RevokedAt), fmtTime(t.LastUsedAt))
 				}
 			})
 		},
