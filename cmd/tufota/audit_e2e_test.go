@@ -17,11 +17,12 @@ import (
 func TestAuditTrailEndToEnd(t *testing.T) {
 	h := startHarness(t)
 	fw, _ := h.writeFirmware("fw.bin", 2048)
-	h.mustCLI("token", "create", "--name", "alice", "--role", "release-engineer", "--expires", "30d")
+	h.mustCLI("user", "create", "alice", "--role", "release-engineer")
+	h.mustCLI("token", "create", "--name", "alice", "--role", "release-engineer", "--user", "alice", "--expires", "30d")
 	var alice struct {
 		Token string `json:"token"`
 	}
-	if err := json.Unmarshal([]byte(h.mustCLI("token", "create", "--name", "alice2", "--role", "release-engineer", "-o", "json")), &alice); err != nil {
+	if err := json.Unmarshal([]byte(h.mustCLI("token", "create", "--name", "alice2", "--role", "release-engineer", "--user", "alice", "-o", "json")), &alice); err != nil {
 		t.Fatal(err)
 	}
 	h.mustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.0", "--hardware", "pump-a", "--token", alice.Token)
@@ -42,6 +43,7 @@ func TestAuditTrailEndToEnd(t *testing.T) {
 	for _, k := range []key{
 		{"tufota-init", "repository.init", "ok"},
 		{"tufota-init", "token.create", "ok"},
+		{"admin", "user.create", "ok"},
 		{"admin", "token.create", "ok"},
 		{"alice2", "release.push", "ok"},
 		{"alice2", "token.create", "denied"},

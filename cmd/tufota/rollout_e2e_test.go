@@ -180,7 +180,8 @@ func TestRolloutGatesEndToEnd(t *testing.T) {
 		var olivia struct {
 			Token string `json:"token"`
 		}
-		if err := json.Unmarshal([]byte(h.mustCLI("token", "create", "--name", "olivia", "--role", "operator", "-o", "json")), &olivia); err != nil {
+		h.mustCLI("user", "create", "olivia", "--role", "operator")
+		if err := json.Unmarshal([]byte(h.mustCLI("token", "create", "--name", "olivia", "--role", "operator", "--user", "olivia", "-o", "json")), &olivia); err != nil {
 			t.Fatal(err)
 		}
 		h.mustCLI("rollout", "approve", id, "--token", olivia.Token, "--reason", "wave 1 clean")
