@@ -222,3 +222,43 @@ func TestMigrationMakesUsersOfTokenNames(t *testing.T) {
 		}
 	}
 }
+
+// TestDisableUserReachesOtherReplica: a user disabled through one replica
+// has their tokens refused by another that had them verified in memory,
+// once it has polled the tokens generation (SQLite and PostgreSQL).
+func TestDisableUserReachesOtherReplica(t *testing.T) {
+	for name, dbs := range replicaDBs(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			a, b := NewTokens(dbs[0], nil), NewTokens(dbs[1], nil)
+			if _, err := a.CreateUser(ctx, nil, NewUser{Name: "dana-" + name, Roles: []Role{RoleOperator}}, "admin"); err != nil {
+				t.Fatal(err)
+			}
+			sec, _, err := a.Create(ctx, nil, NewToken{Name: "dana-laptop-" + name, Role: RoleOperator, Owner: "dana-" + name}, "admin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if p, err := b.Authenticate(ctx, sec); err != nil || p.User != "dana-"+name {
+				t.Fatalf("before: %+v, %v", p, err)
+			}
+			if err := dbs[0].Tx(ctx, func(tx *storage.Tx) error {
+				_, _, err := a.DisableUserIn(ctx, tx, "dana-"+name, "admin")
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Authenticate(ctx, sec); tufota.ErrorCode(err) != tufota.EUnauthorized {
+				t.Fatalf("on the replica that disabled the user: %v, want unauthorized", err)
+			}
+			if err := b.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Authenticate(ctx, sec); tufota.ErrorCode(err) != tufota.EUnauthorized {
+				t.Fatalf("on the other replica after its poll: %v, want unauthorized", err)
+			}
+		})
+	}
+}
