@@ -108,7 +108,7 @@ func TestTwoPersonRuleComparesUsers(t *testing.T) {
 	}
 	var denied int
 	for _, e := range entries {
-		if e.Outcome == audit.OutcomeDenied && e.Actor == "alice-ci" && e.Details["action"] == "approve" {
+		if e.Outcome == audit.OutcomeDenied && e.Actor == "alice-ci" && e.Details["user"] == "alice" && e.Details["action"] == "approve" {
 			denied++
 		}
 	}
