@@ -59,6 +59,22 @@ type Principal struct {
 	DeviceID string // set for device principals
 	// Scope is what an enrollment token enrolls devices with (JSON).
 	Scope string `json:",omitempty"`
+	// UserID and User are the id and name of the user the token belongs
+	// to (empty for a device). The two-person rule compares these, never
+	// token names: see Person.
+	UserID string `json:",omitempty"`
+	User   string `json:",omitempty"`
+}
+
+// Person names the person behind the principal for the two-person rule and
+// for who created, approved or signed something: the user's name (user
+// names are unique), or the token's name for a principal without a user
+// (a device).
+func (p Principal) Person() string {
+	if p.User != "" {
+		return p.User
+	}
+	return p.Name
 }
 
 // Token describes a stored token; it never holds the secret.
@@ -67,6 +83,8 @@ type Token struct {
 	Name       string     `json:"name"`
 	Role       Role       `json:"role"`
 	DeviceID   string     `json:"device_id,omitempty"`
+	OwnerID    string     `json:"owner_id,omitempty"` // the user it belongs to; empty for a device
+	Owner      string     `json:"owner,omitempty"`    // that user's name
 	CreatedAt  time.Time  `json:"created_at"`
 	CreatedBy  string     `json:"created_by"`
 	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
@@ -106,6 +124,11 @@ type NewToken struct {
 	DeviceID string        // required for RoleDevice, refused otherwise
 	TTL      time.Duration // 0: the role's DefaultLifetime; at most its MaxLifetime
 	Scope    string        // JSON scope of an enrollment token
+	// Owner is the id or name of the user a person's token belongs to; the
+	// token's role must be one of the user's (EForbidden). Empty: the local
+	// user named after the token, created with Role if there is none.
+	// Device tokens belong to their device and take no owner.
+	Owner string
 }
 
 // Create makes a token and returns its secret, which is not stored and cannot
@@ -130,6 +153,19 @@ func (t *Tokens) Create(ctx context.Context, q storage.Querier, n NewToken, acto
 	if n.TTL, err = checkLifetime(n.Role, n.TTL); err != nil {
 		return "", Token{}, err
 	}
+	var owner sql.NullString
+	if n.Role == RoleDevice {
+		if n.Owner != "" {
+			return "", Token{}, tufota.Errorf(tufota.EInvalid, "a device token belongs to its device, not to a user")
+		}
+	} else {
+		u, err := t.ownerFor(ctx, q, n.Owner, n.Name, n.Role, actor)
+		if err != nil {
+			return "", Token{}, err
+		}
+		tok.OwnerID, tok.Owner = u.ID, u.Name
+		owner = sql.NullString{String: u.ID, Valid: true}
+	}
 	id, err := randomHex(idBytes)
 	if err != nil {
 		return "", Token{}, err
@@ -140,7 +176,7 @@ func (t *Tokens) Create(ctx context.Context, q storage.Querier, n NewToken, acto
 	}
 	sec := base64.RawURLEncoding.EncodeToString(raw)
 	now := t.now().UTC()
-	tok = Token{ID: id, Name: n.Name, Role: n.Role, DeviceID: n.DeviceID, CreatedAt: now, CreatedBy: actor}
+	tok = Token{ID: id, Name: n.Name, Role: n.Role, DeviceID: n.DeviceID, OwnerID: tok.OwnerID, Owner: tok.Owner, CreatedAt: now, CreatedBy: actor}
 	var expires sql.NullInt64
 	if n.TTL > 0 {
 		e := now.Add(n.TTL)
@@ -154,9 +190,9 @@ func (t *Tokens) Create(ctx context.Context, q storage.Querier, n NewToken, acto
 	if n.Scope != "" {
 		scope = sql.NullString{String: n.Scope, Valid: true}
 	}
-	_, err = q.Exec(ctx, `INSERT INTO tokens (id, name, role, hash, created_at, created_by, expires_at, device_id, scope)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		id, n.Name, string(n.Role), hashSecret(sec), now.UnixNano(), actor, expires, device, scope)
+	_, err = q.Exec(ctx, `INSERT INTO tokens (id, name, role, hash, created_at, created_by, expires_at, device_id, scope, owner)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, n.Name, string(n.Role), hashSecret(sec), now.UnixNano(), actor, expires, device, scope, owner)
 	if err != nil {
 		return "", Token{}, fmt.Errorf("create token %q: %w", n.Name, err)
 	}
@@ -211,9 +247,12 @@ func (t *Tokens) load(ctx context.Context, id string) (cachedToken, error) {
 		name, role, hash string
 		expires, revoked sql.NullInt64
 		device, scope    sql.NullString
+		owner, user      sql.NullString
+		disabled         sql.NullInt64
 	)
-	err := t.db.QueryRow(ctx, `SELECT name, role, hash, expires_at, revoked_at, device_id, scope FROM tokens WHERE id = ?`, id).
-		Scan(&name, &role, &hash, &expires, &revoked, &device, &scope)
+	err := t.db.QueryRow(ctx, `SELECT t.name, t.role, t.hash, t.expires_at, t.revoked_at, t.device_id, t.scope, t.owner, u.name, u.disabled_at
+		FROM tokens t LEFT JOIN users u ON u.id = t.owner WHERE t.id = ?`, id).
+		Scan(&name, &role, &hash, &expires, &revoked, &device, &scope, &owner, &user, &disabled)
 	if errors.Is(err, tufota.ErrNotFound) {
 		return cachedToken{}, tufota.Errorf(tufota.EUnauthorized, "unknown token")
 	}
@@ -223,8 +262,8 @@ func (t *Tokens) load(ctx context.Context, id string) (cachedToken, error) {
 	e := cachedToken{
 		hash:      hash,
 		expires:   expires.Int64,
-		revoked:   revoked.Valid,
-		principal: Principal{Name: name, Role: Role(role), TokenID: id, DeviceID: device.String, Scope: scope.String},
+		revoked:   revoked.Valid || disabled.Valid, // a disabled user's tokens were revoked with it
+		principal: Principal{Name: name, Role: Role(role), TokenID: id, DeviceID: device.String, Scope: scope.String, UserID: owner.String, User: user.String},
 	}
 	t.cache.put(id, e, epoch)
 	return e, nil
@@ -240,8 +279,8 @@ func (t *Tokens) List(ctx context.Context) ([]Token, error) {
 
 // list reads every token through q, newest first.
 func (t *Tokens) list(ctx context.Context, q storage.Querier) ([]Token, error) {
-	rows, err := q.Query(ctx, `SELECT id, name, role, device_id, created_at, created_by, expires_at, revoked_at, last_used_at
-		FROM tokens ORDER BY created_at DESC, id`)
+	rows, err := q.Query(ctx, `SELECT t.id, t.name, t.role, t.device_id, t.created_at, t.created_by, t.expires_at, t.revoked_at, t.last_used_at, t.owner, u.name
+		FROM tokens t LEFT JOIN users u ON u.id = t.owner ORDER BY t.created_at DESC, t.id`)
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
@@ -251,14 +290,14 @@ func (t *Tokens) list(ctx context.Context, q storage.Querier) ([]Token, error) {
 		var (
 			tok                        Token
 			role                       string
-			device                     sql.NullString
+			device, owner, user        sql.NullString
 			created                    int64
 			expires, revoked, lastUsed sql.NullInt64
 		)
-		if err := rows.Scan(&tok.ID, &tok.Name, &role, &device, &created, &tok.CreatedBy, &expires, &revoked, &lastUsed); err != nil {
+		if err := rows.Scan(&tok.ID, &tok.Name, &role, &device, &created, &tok.CreatedBy, &expires, &revoked, &lastUsed, &owner, &user); err != nil {
 			return nil, fmt.Errorf("list tokens: %w", err)
 		}
-		tok.Role, tok.DeviceID = Role(role), device.String
+		tok.Role, tok.DeviceID, tok.OwnerID, tok.Owner = Role(role), device.String, owner.String, user.String
 		tok.CreatedAt = time.Unix(0, created).UTC()
 		tok.ExpiresAt, tok.RevokedAt, tok.LastUsedAt = nanoTime(expires), nanoTime(revoked), nanoTime(lastUsed)
 		out = append(out, tok)

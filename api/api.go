@@ -34,6 +34,8 @@ type Principal struct {
 	TokenID  string
 	DeviceID string
 	Scope    string `json:",omitempty"`
+	UserID   string `json:",omitempty"`
+	User     string `json:",omitempty"`
 }
 
 // CreateTokenRequest is the body of POST /api/v1/tokens.
@@ -41,6 +43,10 @@ type CreateTokenRequest struct {
 	Name     string `json:"name"`
 	Role     string `json:"role"`
 	DeviceID string `json:"device_id,omitempty"`
+	// User is the id or name of the user the token belongs to; empty: the
+	// caller's own user. The role must be one of the user's. A device token
+	// belongs to its device and names no user.
+	User string `json:"user,omitempty"`
 	// Expires is a Go duration ("2160h"); empty means the server default.
 	Expires string `json:"expires,omitempty"`
 }
@@ -62,6 +68,35 @@ type Token struct {
 	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
 	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+	OwnerID    string     `json:"owner_id,omitempty"` // the user it belongs to; empty for a device
+	Owner      string     `json:"owner,omitempty"`    // that user's name
+}
+
+// User is a person (or a pipeline) with roles; API tokens belong to one.
+type User struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Issuer     string     `json:"issuer"`
+	Subject    string     `json:"subject"`
+	Roles      []string   `json:"roles"`
+	CreatedAt  time.Time  `json:"created_at"`
+	CreatedBy  string     `json:"created_by"`
+	Disabled   bool       `json:"disabled"`
+	DisabledAt *time.Time `json:"disabled_at,omitempty"`
+	DisabledBy string     `json:"disabled_by,omitempty"`
+}
+
+// CreateUserRequest is the body of POST /api/v1/users: a local user (a
+// person or a pipeline without an identity provider).
+type CreateUserRequest struct {
+	Name  string   `json:"name"`
+	Roles []string `json:"roles"`
+}
+
+// DisableUserResponse is the answer of POST /api/v1/users/{id}/disable.
+type DisableUserResponse struct {
+	User          User  `json:"user"`
+	RevokedTokens int64 `json:"revoked_tokens"`
 }
 
 // CheckpointResponse carries a signed checkpoint note.

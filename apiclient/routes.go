@@ -408,3 +408,19 @@ func (c *Client) PlanRollout(ctx context.Context, id string) (api.DryRun, error)
 func (c *Client) PlanSpec(ctx context.Context, spec api.RolloutSpec) (api.DryRun, error) {
 	return send[api.DryRun](ctx, c, http.MethodPost, "/api/v1/rollouts/plan", spec)
 }
+
+// CreateUser creates a local user with roles.
+func (c *Client) CreateUser(ctx context.Context, req api.CreateUserRequest) (api.User, error) {
+	return send[api.User](ctx, c, http.MethodPost, "/api/v1/users", req)
+}
+
+// ListUsers lists the users.
+func (c *Client) ListUsers(ctx context.Context) ([]api.User, error) {
+	return get[[]api.User](ctx, c, "/api/v1/users")
+}
+
+// DisableUser disables a user (by id or name) and revokes every token of
+// theirs in the same transaction.
+func (c *Client) DisableUser(ctx context.Context, user string) (api.DisableUserResponse, error) {
+	return send[api.DisableUserResponse](ctx, c, http.MethodPost, "/api/v1/users/"+esc(user)+"/disable", nil)
+}

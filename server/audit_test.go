@@ -27,7 +27,7 @@ func TestSecurityEventsAreAudited(t *testing.T) {
 	}
 	send(http.MethodGet, "/api/v1/releases", "", "tft_0123456789abcdef_"+strings.Repeat("B", 43))
 	send(http.MethodPost, "/api/v1/tokens", `{"name":"mallory","role":"admin"}`, ts.tokens[access.RoleOperator])
-	send(http.MethodPost, "/api/v1/tokens", `{"name":"alice","role":"release-engineer"}`, ts.tokens[access.RoleAdmin])
+	send(http.MethodPost, "/api/v1/tokens", `{"name":"alice","role":"release-engineer","user":"test-release-engineer"}`, ts.tokens[access.RoleAdmin])
 	send(http.MethodPost, "/api/v1/tokens", `{"name":"bob","role":"superuser"}`, ts.tokens[access.RoleAdmin])
 	send(http.MethodPost, "/api/v1/device/status", `{"device_id":"dev-1","target":"fw/1.0.0/fw.bin","version":"1.0.0","state":"installed"}`, ts.tokens[access.RoleDevice])
 

@@ -74,6 +74,9 @@ func (s *Server) audited(r Route, next echo.HandlerFunc) echo.HandlerFunc {
 				e.Details[k] = v
 			}
 		}
+		if p.User != "" {
+			e.Details["user"] = p.User // the person behind the token (Actor)
+		}
 		if e.Object == "" {
 			e.Object = c.Request().URL.Path
 		}
@@ -132,6 +135,9 @@ func (s *Server) auditIn(ctx context.Context, tx *storage.Tx, c echo.Context, ac
 		Outcome: audit.OutcomeOK, Details: maps.Clone(details)}
 	if e.Details == nil {
 		e.Details = map[string]string{}
+	}
+	if p.User != "" {
+		e.Details["user"] = p.User // the person behind the token (Actor)
 	}
 	if cause != nil {
 		e.Outcome = outcomeOf(cause)

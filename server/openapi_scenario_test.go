@@ -133,11 +133,18 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 	call("POST", "/api/v1/rollouts/"+ro.ID+"/approve", `{"reason":"wave 1 healthy"}`, admin, 200)
 	call("GET", "/api/v1/rollouts/"+ro.ID+"/history", "", aud, 200)
 
-	// Tokens: create, list, revoke.
+	// Users and tokens: create, list, revoke, disable.
+	call("POST", "/api/v1/users", `{"name":"ci","roles":["release-engineer"]}`, admin, 201)
+	call("GET", "/api/v1/users", "", aud, 200)
 	var ct2 CreateTokenResponse
-	openAPIDecode(t, call("POST", "/api/v1/tokens", `{"name":"ci","role":"release-engineer","expires":"24h"}`, admin, 201), &ct2)
+	openAPIDecode(t, call("POST", "/api/v1/tokens", `{"name":"ci","role":"release-engineer","user":"ci","expires":"24h"}`, admin, 201), &ct2)
+	call("POST", "/api/v1/tokens", `{"name":"ci2","role":"admin","user":"ci"}`, admin, 403) // more than its owner's roles
 	call("GET", "/api/v1/tokens", "", aud, 200)
 	call("DELETE", "/api/v1/tokens/"+ct2.Detail.ID, "", admin, 200)
+	call("POST", "/api/v1/users/ci/disable", "", admin, 200)
+	call("POST", "/api/v1/users/ci/disable", "", admin, 409)
+	call("POST", "/api/v1/users/nobody/disable", "", admin, 404)
+	refuse("POST", "/api/v1/users", `{"name":"x","roles":["wizard"]}`, admin, 400)
 
 	// The audit log.
 	call("GET", "/api/v1/audit?action=release.push&since=24h&limit=10", "", aud, 200)

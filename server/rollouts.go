@@ -300,7 +300,7 @@ func (s *Server) createRollout(c echo.Context) error {
 	auditObject(c, "rollout/new", details)
 	// The rollout and its audit entry commit together.
 	ctx := context.WithoutCancel(c.Request().Context())
-	r, err := s.cfg.Rollouts.CreateRolloutWith(ctx, spec, principal(c).Name, func(ctx context.Context, tx *storage.Tx, r rollout.Rollout) error {
+	r, err := s.cfg.Rollouts.CreateRolloutWith(ctx, spec, principal(c).Person(), func(ctx context.Context, tx *storage.Tx, r rollout.Rollout) error {
 		return s.auditIn(ctx, tx, c, "rollout.create", "rollout/"+r.ID, details, nil)
 	})
 	if err != nil {
@@ -349,7 +349,7 @@ func (s *Server) rolloutAction(c echo.Context) error {
 			return err
 		}
 	}
-	id, action, actor := c.Param("id"), c.Param("action"), principal(c).Name
+	id, action, actor := c.Param("id"), c.Param("action"), principal(c).Person() // the two-person rule compares users
 	object, details := "rollout/"+id, map[string]string{"action": action, "reason": req.Reason, "to": req.To}
 	auditObject(c, object, details)
 	// The change and its audit entry commit together.

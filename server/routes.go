@@ -68,6 +68,10 @@ func (s *Server) Routes() []Route {
 		{Method: http.MethodGet, Path: "/api/v1/tokens", Roles: adminRO, Action: "token.list", handler: s.listTokens},
 		{Method: http.MethodDelete, Path: "/api/v1/tokens/:id", Roles: admin, Action: "token.revoke", handler: s.revokeToken},
 
+		{Method: http.MethodPost, Path: "/api/v1/users", Roles: admin, Action: "user.create", handler: s.createUser},
+		{Method: http.MethodGet, Path: "/api/v1/users", Roles: adminRO, Action: "user.list", handler: s.listUsers},
+		{Method: http.MethodPost, Path: "/api/v1/users/:id/disable", Roles: admin, Action: "user.disable", handler: s.disableUser},
+
 		{Method: http.MethodGet, Path: "/api/v1/audit", Roles: adminRO, Action: "audit.list", handler: s.auditList},
 		{Method: http.MethodGet, Path: "/api/v1/audit/export", Roles: adminRO, Action: "audit.export", handler: s.auditExport},
 		{Method: http.MethodGet, Path: "/api/v1/audit/verify", Roles: adminRO, Action: "audit.verify", handler: s.auditVerify},

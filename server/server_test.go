@@ -221,7 +221,7 @@ func (ts *testServer) validRequest(t *testing.T, r Route) *http.Request {
 		req = jsonRequest(r.Method, u+"/api/v1/delegations/"+ts.publishedDelegation(t, n)+"/renew", "")
 	case "/api/v1/tokens":
 		if r.Method == http.MethodPost {
-			req = httptest.NewRequest(r.Method, u+r.Path, strings.NewReader(fmt.Sprintf(`{"name":"t%d","role":"auditor"}`, n)))
+			req = httptest.NewRequest(r.Method, u+r.Path, strings.NewReader(fmt.Sprintf(`{"name":"t%d","role":"admin"}`, n))) // owned by the caller's user, an admin
 			req.Header.Set("Content-Type", "application/json")
 		} else {
 			req = httptest.NewRequest(r.Method, u+r.Path, nil)
@@ -232,6 +232,18 @@ func (ts *testServer) validRequest(t *testing.T, r Route) *http.Request {
 			t.Fatal(err)
 		}
 		req = httptest.NewRequest(r.Method, u+"/api/v1/tokens/"+tok.ID, nil)
+	case "/api/v1/users":
+		if r.Method == http.MethodPost {
+			req = jsonRequest(r.Method, u+r.Path, fmt.Sprintf(`{"name":"user-%d","roles":["operator"]}`, n))
+		} else {
+			req = httptest.NewRequest(r.Method, u+r.Path, nil)
+		}
+	case "/api/v1/users/:id/disable":
+		usr, err := ts.cfg.Tokens.CreateUser(context.Background(), nil, access.NewUser{Name: fmt.Sprintf("leaver-%d", n), Roles: []access.Role{access.RoleOperator}}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		req = jsonRequest(r.Method, u+"/api/v1/users/"+usr.ID+"/disable", "")
 	case "/api/v1/audit", "/api/v1/audit/export", "/api/v1/audit/verify", "/api/v1/audit/checkpoint":
 		req = httptest.NewRequest(r.Method, u+r.Path, nil)
 	case "/api/v1/device/update":

@@ -30,7 +30,7 @@ func (s *Server) signRelease(c echo.Context) error {
 	}
 	object := "release/" + name + "@" + version
 	auditObject(c, object, map[string]string{"keyid": up.KeyID, "payload_sha256": up.PayloadSHA256})
-	st, err := s.cfg.Releases.SignRelease(s.signerAudit(c), name, version, up, principal(c).Name)
+	st, err := s.cfg.Releases.SignRelease(s.signerAudit(c), name, version, up, principal(c).Person())
 	if err != nil {
 		return err
 	}
@@ -69,7 +69,7 @@ func (s *Server) rootUpdate(c echo.Context) error {
 		return err
 	}
 	auditObject(c, "root", nil)
-	p, err := s.cfg.Releases.ProposeRoot(s.signerAudit(c), ch, principal(c).Name)
+	p, err := s.cfg.Releases.ProposeRoot(s.signerAudit(c), ch, principal(c).Person())
 	if err != nil {
 		return err
 	}
@@ -91,7 +91,7 @@ func (s *Server) rootSign(c echo.Context) error {
 		return err
 	}
 	auditObject(c, "root", map[string]string{"keyid": up.KeyID, "payload_sha256": up.PayloadSHA256})
-	st, err := s.cfg.Releases.SignRoot(s.signerAudit(c), up, principal(c).Name)
+	st, err := s.cfg.Releases.SignRoot(s.signerAudit(c), up, principal(c).Person())
 	if err != nil {
 		return err
 	}

@@ -48,7 +48,7 @@ func TestTokenChangesCommitWithTheirAudit(t *testing.T) {
 
 	before := count()
 	breakAudit(true)
-	resp, _ := ts.do(t, req(http.MethodPost, "/api/v1/tokens", `{"name":"ci","role":"release-engineer"}`), admin)
+	resp, _ := ts.do(t, req(http.MethodPost, "/api/v1/tokens", `{"name":"ci","role":"release-engineer","user":"test-release-engineer"}`), admin)
 	if resp.StatusCode < 500 || count() != before {
 		t.Fatalf("token create with a broken audit log = %d, %d tokens (had %d); want 5xx and none created", resp.StatusCode, count(), before)
 	}

@@ -51,6 +51,12 @@ func (s *Server) createToken(c echo.Context) error {
 			return err
 		}
 	}
+	owner := req.User
+	if owner == "" && role != access.RoleDevice {
+		if owner = principal(c).UserID; owner == "" {
+			return tufota.Errorf(tufota.EInvalid, "name the user the token belongs to (user)")
+		}
+	}
 	// The token and its audit entry commit together.
 	ctx := context.WithoutCancel(c.Request().Context())
 	var (
@@ -59,10 +65,10 @@ func (s *Server) createToken(c echo.Context) error {
 	)
 	err = s.cfg.DB.Tx(ctx, func(tx *storage.Tx) error {
 		var err error
-		if secret, tok, err = s.cfg.Tokens.Create(ctx, tx, access.NewToken{Name: req.Name, Role: role, DeviceID: req.DeviceID, TTL: ttl}, principal(c).Name); err != nil {
+		if secret, tok, err = s.cfg.Tokens.Create(ctx, tx, access.NewToken{Name: req.Name, Role: role, DeviceID: req.DeviceID, TTL: ttl, Owner: owner}, principal(c).Name); err != nil {
 			return err
 		}
-		details := map[string]string{"name": tok.Name, "role": string(tok.Role), "device": tok.DeviceID}
+		details := map[string]string{"name": tok.Name, "role": string(tok.Role), "device": tok.DeviceID, "owner": tok.Owner}
 		if tok.ExpiresAt != nil {
 			details["expires"] = tok.ExpiresAt.UTC().Format(time.RFC3339)
 		}

@@ -20,8 +20,8 @@ func TestTokenLifetimeLimits(t *testing.T) {
 		{"enroll 31 days", "/api/v1/enroll-tokens", `{"hardware":"pump-a","expires":"744h"}`, http.StatusBadRequest},
 		{"enroll 30 days", "/api/v1/enroll-tokens", `{"hardware":"pump-a","expires":"720h"}`, http.StatusCreated},
 		{"admin 91 days", "/api/v1/tokens", `{"name":"a91","role":"admin","expires":"2184h"}`, http.StatusBadRequest},
-		{"auditor 10 years", "/api/v1/tokens", `{"name":"au","role":"auditor","expires":"87600h"}`, http.StatusBadRequest},
-		{"auditor 365 days", "/api/v1/tokens", `{"name":"au365","role":"auditor","expires":"8760h"}`, http.StatusCreated},
+		{"auditor 10 years", "/api/v1/tokens", `{"name":"au","role":"auditor","user":"test-auditor","expires":"87600h"}`, http.StatusBadRequest},
+		{"auditor 365 days", "/api/v1/tokens", `{"name":"au365","role":"auditor","user":"test-auditor","expires":"8760h"}`, http.StatusCreated},
 		{"device 6 years", "/api/v1/devices", `{"id":"long-1","hardware":"pump-a","token_expires":"52560h"}`, http.StatusBadRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

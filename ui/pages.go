@@ -130,18 +130,19 @@ func (u *UI) rolloutPage(c echo.Context) error {
 func (u *UI) rolloutAction(c echo.Context) error {
 	id, action := c.Param("id"), c.Param("action")
 	p := session(c).Principal
+	actor := p.Person() // the two-person rule compares users, not token names
 	reason := c.Request().PostFormValue("reason")
 	ctx := c.Request().Context()
 	var err error
 	switch action {
 	case "approve":
-		err = u.cfg.Rollouts.Approve(ctx, id, p.Name, reason)
+		err = u.cfg.Rollouts.Approve(ctx, id, actor, reason)
 	case "pause":
-		err = u.cfg.Rollouts.Pause(ctx, id, p.Name, reason)
+		err = u.cfg.Rollouts.Pause(ctx, id, actor, reason)
 	case "resume":
-		err = u.cfg.Rollouts.Resume(ctx, id, p.Name, reason)
+		err = u.cfg.Rollouts.Resume(ctx, id, actor, reason)
 	case "abort":
-		err = u.cfg.Rollouts.Abort(ctx, id, p.Name, reason)
+		err = u.cfg.Rollouts.Abort(ctx, id, actor, reason)
 	default:
 		err = tufota.Errorf(tufota.ENotFound, "unknown rollout action %q: want approve, pause, resume or abort", action)
 	}

@@ -72,6 +72,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.delegationCommand(),
 		a.trustRootCommand(),
 		a.tokenCommand(),
+		a.userCommand(),
 		a.auditCommand(),
 		a.deviceCommand(),
 		a.cohortCommand(),

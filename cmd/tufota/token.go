@@ -22,7 +22,7 @@ func (a *app) tokenCommand() *cobra.Command {
 	var req api.CreateTokenRequest
 	var expires string
 	create := &cobra.Command{
-		Use:   "create --name NAME --role ROLE [--expires 90d]",
+		Use:   "create --name NAME --role ROLE [--user USER] [--expires 90d]",
 		Short: "Create a token; its secret is printed once",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -36,14 +36,15 @@ func (a *app) tokenCommand() *cobra.Command {
 			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.CreateTokenResponse, error) {
 				return c.CreateToken(ctx, req)
 			}, func(w io.Writer, res api.CreateTokenResponse) {
-				fmt.Fprintf(w, "Token %s for %s (%s), expires %s. Secret (shown once):\n%s\n",
-					res.Detail.ID, res.Detail.Name, res.Detail.Role, report.Time(res.Detail.ExpiresAt), res.Token)
+				fmt.Fprintf(w, "Token %s for %s (%s, user %s), expires %s. Secret (shown once):\n%s\n",
+					res.Detail.ID, res.Detail.Name, res.Detail.Role, dash(res.Detail.Owner), report.Time(res.Detail.ExpiresAt), res.Token)
 			})
 		},
 	}
 	create.Flags().StringVar(&req.Name, "name", "", "who or what the token is for (required)")
 	create.Flags().StringVar(&req.Role, "role", "", "admin, release-engineer, operator, auditor or device (required)")
 	create.Flags().StringVar(&req.DeviceID, "device-id", "", "device ID (device tokens only)")
+	create.Flags().StringVar(&req.User, "user", "", "the user (name or ID) the token belongs to; the role must be one of theirs (default: your own user)")
 	create.Flags().StringVar(&expires, "expires", "", "lifetime, e.g. 90d or 12h (default 90d; at most 90d for admin, 365d for other people's tokens, 1825d for a device)")
 	_ = create.MarkFlagRequired("name")
 	_ = create.MarkFlagRequired("role")
@@ -54,9 +55,9 @@ func (a *app) tokenCommand() *cobra.Command {
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) ([]api.Token, error) { return c.ListTokens(ctx) }, func(w io.Writer, toks []api.Token) {
-				row(w, "ID", "NAME", "ROLE", "CREATED", "EXPIRES", "REVOKED", "LAST USED")
+				row(w, "ID", "NAME", "OWNER", "ROLE", "CREATED", "EXPIRES", "REVOKED", "LAST USED")
 				for _, t := range toks {
-					row(w, t.ID, t.Name, t.Role, report.Time(&t.CreatedAt), report.Time(t.ExpiresAt), report.Time(t.RevokedAt), report.Time(t.LastUsedAt))
+					row(w, t.ID, t.Name, dash(t.Owner), t.Role, report.Time(&t.CreatedAt), report.Time(t.ExpiresAt), report.Time(t.RevokedAt), report.Time(t.LastUsedAt))
 				}
 			})
 		},

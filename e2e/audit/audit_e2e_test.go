@@ -18,11 +18,12 @@ import (
 func TestAuditTrailEndToEnd(t *testing.T) {
 	h := e2e.Start(t)
 	fw, _ := h.WriteFirmware("fw.bin", 2048)
-	h.MustCLI("token", "create", "--name", "alice", "--role", "release-engineer", "--expires", "30d")
+	h.MustCLI("user", "create", "alice", "--role", "release-engineer")
+	h.MustCLI("token", "create", "--name", "alice", "--role", "release-engineer", "--user", "alice", "--expires", "30d")
 	var alice struct {
 		Token string `json:"token"`
 	}
-	if err := json.Unmarshal([]byte(h.MustCLI("token", "create", "--name", "alice2", "--role", "release-engineer", "-o", "json")), &alice); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("token", "create", "--name", "alice2", "--role", "release-engineer", "--user", "alice", "-o", "json")), &alice); err != nil {
 		t.Fatal(err)
 	}
 	h.MustCLI("release", "push", fw, "--name", "pump-fw", "--version", "1.0.0", "--hardware", "pump-a", "--token", alice.Token)
@@ -43,6 +44,7 @@ func TestAuditTrailEndToEnd(t *testing.T) {
 	for _, k := range []key{
 		{"tufota-init", "repository.init", "ok"},
 		{"tufota-init", "token.create", "ok"},
+		{"admin", "user.create", "ok"},
 		{"admin", "token.create", "ok"},
 		{"alice2", "release.push", "ok"},
 		{"alice2", "token.create", "denied"},

@@ -164,7 +164,8 @@ func TestRolloutGatesEndToEnd(t *testing.T) {
 		var olivia struct {
 			Token string `json:"token"`
 		}
-		if err := json.Unmarshal([]byte(h.MustCLI("token", "create", "--name", "olivia", "--role", "operator", "-o", "json")), &olivia); err != nil {
+		h.MustCLI("user", "create", "olivia", "--role", "operator")
+		if err := json.Unmarshal([]byte(h.MustCLI("token", "create", "--name", "olivia", "--role", "operator", "--user", "olivia", "-o", "json")), &olivia); err != nil {
 			t.Fatal(err)
 		}
 		h.MustCLI("rollout", "approve", id, "--token", olivia.Token, "--reason", "wave 1 clean")

@@ -160,13 +160,14 @@ func (s *tufotaServer) call(method, path, token string, body, out any) {
 	}
 }
 
-// token creates a token of role named name.
+// token creates a user named name with role, and a token of theirs.
 func (s *tufotaServer) token(name, role string) string {
 	s.t.Helper()
 	var res struct {
 		Token string `json:"token"`
 	}
-	s.call(http.MethodPost, "/api/v1/tokens", s.adminToken, map[string]string{"name": name, "role": role, "expires": "24h"}, &res)
+	s.call(http.MethodPost, "/api/v1/users", s.adminToken, map[string]any{"name": name, "roles": []string{role}}, nil)
+	s.call(http.MethodPost, "/api/v1/tokens", s.adminToken, map[string]string{"name": name, "role": role, "user": name, "expires": "24h"}, &res)
 	return res.Token
 }
 
