@@ -225,7 +225,7 @@ func (t *Tokens) DisableUserIn(ctx context.Context, tx *storage.Tx, idOrName, ac
 // ownerFor resolves the owner of a new person's token: the user owner (id
 // or name), which must be enabled and hold role; or, when owner is empty,
 // the local user named after the token, created holding role if there is
-// none (what migration 0012 did for the tokens made before users existed).
+// none (what migration 0011 did for the tokens made before users existed).
 func (t *Tokens) ownerFor(ctx context.Context, q storage.Querier, owner, name string, role Role, actor string) (User, error) {
 	var (
 		u   User

@@ -154,7 +154,7 @@ func TestDisableUserRevokesTheirTokensAtOnce(t *testing.T) {
 }
 
 // TestMigrationMakesUsersOfTokenNames runs the data part of migration
-// 0012 on tokens made before users existed: each distinct name of a
+// 0011 on tokens made before users existed: each distinct name of a
 // person's token becomes a local user holding its live tokens' roles and
 // owning them; device tokens stay without an owner.
 func TestMigrationMakesUsersOfTokenNames(t *testing.T) {
@@ -169,7 +169,7 @@ func TestMigrationMakesUsersOfTokenNames(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Undo what Create did since 0012, and give "ops" a second token with another role.
+	// Undo what Create did since 0011, and give "ops" a second token with another role.
 	for _, q := range []string{
 		`UPDATE tokens SET owner = NULL`, `DELETE FROM user_roles`, `DELETE FROM users`,
 		`UPDATE tokens SET name = 'ops' WHERE name = 'ops2'`,

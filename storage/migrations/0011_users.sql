@@ -29,7 +29,7 @@ CREATE TABLE user_roles (
 ALTER TABLE tokens ADD COLUMN owner TEXT NULL;
 CREATE INDEX tokens_owner ON tokens (owner);
 INSERT INTO users (id, name, issuer, subject, created_at, created_by)
-	SELECT 'local-' || name, name, 'local', name, MIN(created_at), 'migration 0012'
+	SELECT 'local-' || name, name, 'local', name, MIN(created_at), 'migration 0011'
 	FROM tokens WHERE role <> 'device' GROUP BY name;
 INSERT INTO user_roles (user_id, role)
 	SELECT DISTINCT 'local-' || name, role FROM tokens WHERE role <> 'device' AND revoked_at IS NULL;
