@@ -184,9 +184,12 @@ func TestMigrationMakesUsersOfTokenNames(t *testing.T) {
 	}
 	var sql string
 	for _, m := range ms {
-		if m.Version == 12 {
+		if m.Name == "users" {
 			sql = m.SQL[strings.Index(m.SQL, "INSERT INTO users"):]
 		}
+	}
+	if sql == "" {
+		t.Fatal("no users migration with its INSERT INTO users")
 	}
 	for _, stmt := range strings.Split(sql, ";") {
 		if strings.TrimSpace(stmt) == "" {
