@@ -111,12 +111,12 @@ func (r *Releases) DeltaCandidates(ctx context.Context, maxBases int, running fu
 	for rows.Next() {
 		var k [3]string
 		if err := rows.Scan(&k[0], &k[1], &k[2]); err != nil {
-			rows.Close()
+			_ = rows.Close()
 			return nil, fmt.Errorf("list deltas: %w", err)
 		}
 		done[k] = true
 	}
-	rows.Close()
+	_ = rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list deltas: %w", err)
 	}
