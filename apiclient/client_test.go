@@ -662,7 +662,30 @@ func TestWireTwins(t *testing.T) {
 	if _, err := op.CreateCohort(ctx, api.CohortRequest{Name: "pumps", Selector: "hardware=pump-a"}); err != nil {
 		t.Fatal(err)
 	}
-	ro, err := op.CreateRollout(ctx, api.RolloutSpec{Release: "fw@1.0.0", Cohort: "pumps", Waves: "1,100%", MaxFailures: new(int)})
+	// A pin keeps dev-2 from the release (status lists it pinned); a user
+	// owns a token, and a disabled user shows when and by whom.
+	if _, err := op.SetPin(ctx, "device", "dev-2", api.PinRequest{Version: "0.0.*", Reason: "validated"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.SetPin(ctx, "cohort", "pumps", api.PinRequest{Version: "1.*", Reason: "line"}); err != nil {
+		t.Fatal(err)
+	}
+	u, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "ci-bot", Roles: []string{"auditor", "operator"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CreateToken(ctx, api.CreateTokenRequest{Name: "ci", Role: "operator", User: u.ID, Expires: "1h"}); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "gone", Roles: []string{"auditor"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.DisableUser(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	spec := api.RolloutSpec{Release: "fw@1.0.0", Cohort: "pumps", Waves: "1,100%", MaxFailures: new(int)}
+	ro, err := op.CreateRollout(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -678,27 +701,35 @@ func TestWireTwins(t *testing.T) {
 	for _, tc := range []struct {
 		path string
 		twin any
+		body any // POSTed when set
 	}{
-		{"/api/v1/whoami", &api.Principal{}},
-		{"/api/v1/releases", &[]api.Release{}},
-		{"/api/v1/releases/fw/1.0.0", &api.Release{}},
-		{"/api/v1/delegations", &[]api.Delegation{}},
-		{"/api/v1/tokens", &[]api.Token{}},
-		{"/api/v1/audit", &[]api.AuditEntry{}},
-		{"/api/v1/audit/verify", &api.AuditReport{}},
-		{"/api/v1/devices", &[]api.Device{}},
-		{"/api/v1/fleet/report", &[]api.FleetRow{}},
-		{"/api/v1/status", &api.Status{}},
-		{"/api/v1/cohorts", &[]api.Cohort{}},
-		{"/api/v1/rollouts", &[]api.Rollout{}},
-		{"/api/v1/rollouts/" + ro.ID, &api.RolloutStatus{}},
-		{"/api/v1/rollouts/" + ro.ID + "/history", &api.RolloutHistory{}},
-		{"/api/v1/root", &api.RootInfo{}},
-		{"/api/v1/root/pending", &api.SigningPayload{}},
+		{"/api/v1/whoami", &api.Principal{}, nil},
+		{"/api/v1/releases", &[]api.Release{}, nil},
+		{"/api/v1/releases/fw/1.0.0", &api.Release{}, nil},
+		{"/api/v1/delegations", &[]api.Delegation{}, nil},
+		{"/api/v1/tokens", &[]api.Token{}, nil},
+		{"/api/v1/audit", &[]api.AuditEntry{}, nil},
+		{"/api/v1/audit/verify", &api.AuditReport{}, nil},
+		{"/api/v1/devices", &[]api.Device{}, nil},
+		{"/api/v1/fleet/report", &[]api.FleetRow{}, nil},
+		{"/api/v1/status", &api.Status{}, nil},
+		{"/api/v1/cohorts", &[]api.Cohort{}, nil},
+		{"/api/v1/rollouts", &[]api.Rollout{}, nil},
+		{"/api/v1/rollouts/" + ro.ID, &api.RolloutStatus{}, nil},
+		{"/api/v1/rollouts/" + ro.ID + "/history", &api.RolloutHistory{}, nil},
+		{"/api/v1/root", &api.RootInfo{}, nil},
+		{"/api/v1/root/pending", &api.SigningPayload{}, nil},
+		{"/api/v1/pins", &[]api.Pin{}, nil},
+		{"/api/v1/users", &[]api.User{}, nil},
+		{"/api/v1/rollouts/plan", &api.DryRun{}, spec},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			var raw json.RawMessage
-			if err := admin.Do(ctx, "GET", tc.path, nil, &raw); err != nil {
+			method := http.MethodGet
+			if tc.body != nil {
+				method = http.MethodPost
+			}
+			if err := admin.Do(ctx, method, tc.path, tc.body, &raw); err != nil {
 				t.Fatal(err)
 			}
 			if err := json.Unmarshal(raw, tc.twin); err != nil {
