@@ -142,9 +142,9 @@ func TestClientCallsEveryRoute(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	var (
-		tokenID, rolloutID string
-		delKey             = tufKey(t)
-		dev2               *apiclient.Client
+		tokenID, rolloutID, userID string
+		delKey                     = tufKey(t)
+		dev2                       *apiclient.Client
 	)
 	steps := []step{
 		{route: "GET /api/v1/whoami", role: access.RoleOperator,
@@ -268,14 +268,60 @@ func TestClientCallsEveryRoute(t *testing.T) {
 		{route: "POST /api/v1/delegations/:name/remove", role: access.RoleAdmin,
 			call:  func(ctx context.Context, c *apiclient.Client) (any, error) { return c.RemoveDelegation(ctx, "line") },
 			check: func(got any) string { return want(got.(api.Delegation).Name == "line", "delegation = %+v", got) }},
+		{route: "POST /api/v1/users", role: access.RoleAdmin,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				return c.CreateUser(ctx, api.CreateUserRequest{Name: "ci-bot", Roles: []string{"auditor"}})
+			},
+			check: func(got any) string {
+				u := got.(api.User)
+				userID = u.ID
+				return want(u.ID != "" && u.Name == "ci-bot" && reflect.DeepEqual(u.Roles, []string{"auditor"}) && !u.Disabled && u.CreatedBy != "", "user = %+v", u)
+			}},
+		{route: "POST /api/v1/users", role: access.RoleAdmin,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				return c.CreateUser(ctx, api.CreateUserRequest{Name: "ci-bot-2", Roles: []string{"emperor"}})
+			},
+			wantCode: tufota.EInvalid},
+		{route: "POST /api/v1/users", role: access.RoleOperator,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				return c.CreateUser(ctx, api.CreateUserRequest{Name: "ci-bot-3", Roles: []string{"operator"}})
+			},
+			wantCode: tufota.EForbidden},
+		{route: "GET /api/v1/users", role: access.RoleAuditor,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.ListUsers(ctx) },
+			check: func(got any) string {
+				for _, u := range got.([]api.User) {
+					if u.Name == "ci-bot" {
+						return want(u.ID == userID && reflect.DeepEqual(u.Roles, []string{"auditor"}), "user = %+v", u)
+					}
+				}
+				return fmtS("users = %+v: no ci-bot", got)
+			}},
+		{route: "GET /api/v1/users", role: access.RoleOperator,
+			call:     func(ctx context.Context, c *apiclient.Client) (any, error) { return c.ListUsers(ctx) },
+			wantCode: tufota.EForbidden},
 		{route: "POST /api/v1/tokens", role: access.RoleAdmin,
 			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				// The admin's own user lacks the role auditor: refused.
 				return c.CreateToken(ctx, api.CreateTokenRequest{Name: "ci", Role: "auditor"})
+			},
+			wantCode: tufota.EForbidden},
+		{route: "POST /api/v1/tokens", role: access.RoleAdmin,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				return c.CreateToken(ctx, api.CreateTokenRequest{Name: "ci", Role: "auditor", User: userID})
 			},
 			check: func(got any) string {
 				r := got.(api.CreateTokenResponse)
 				tokenID = r.Detail.ID
-				return want(strings.HasPrefix(r.Token, "tft_") && r.Detail.Role == "auditor", "token = %+v", r.Detail)
+				return want(strings.HasPrefix(r.Token, "tft_") && r.Detail.Role == "auditor" && r.Detail.OwnerID == userID && r.Detail.Owner == "ci-bot", "token = %+v", r.Detail)
+			}},
+		{route: "POST /api/v1/tokens", role: access.RoleAdmin,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				return c.CreateToken(ctx, api.CreateTokenRequest{Name: "ci-2", Role: "auditor", User: "ci-bot"})
+			},
+			check: func(got any) string {
+				r := got.(api.CreateTokenResponse)
+				return want(r.Detail.OwnerID == userID && r.Detail.Owner == "ci-bot", "token = %+v", r.Detail)
 			}},
 		{route: "POST /api/v1/tokens", role: access.RoleAdmin,
 			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
@@ -285,11 +331,27 @@ func TestClientCallsEveryRoute(t *testing.T) {
 		{route: "GET /api/v1/tokens", role: access.RoleAuditor,
 			call: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.ListTokens(ctx) },
 			check: func(got any) string {
-				return want(len(got.([]api.Token)) == len(access.Roles)+1, "%d tokens", len(got.([]api.Token)))
+				return want(len(got.([]api.Token)) == len(access.Roles)+2, "%d tokens", len(got.([]api.Token)))
 			}},
 		{route: "DELETE /api/v1/tokens/:id", role: access.RoleAdmin,
 			call:  func(ctx context.Context, c *apiclient.Client) (any, error) { return c.RevokeToken(ctx, tokenID) },
 			check: func(got any) string { return want(got.(api.Token).RevokedAt != nil, "token = %+v", got) }},
+		{route: "POST /api/v1/users/:id/disable", role: access.RoleOperator,
+			call:     func(ctx context.Context, c *apiclient.Client) (any, error) { return c.DisableUser(ctx, userID) },
+			wantCode: tufota.EForbidden},
+		{route: "POST /api/v1/users/:id/disable", role: access.RoleAdmin,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.DisableUser(ctx, userID) },
+			check: func(got any) string {
+				r := got.(api.DisableUserResponse)
+				// ci was revoked above: disabling revokes ci-2 only.
+				return want(r.User.ID == userID && r.User.Disabled && r.User.DisabledAt != nil && r.RevokedTokens == 1, "disabled = %+v", r)
+			}},
+		{route: "POST /api/v1/users/:id/disable", role: access.RoleAdmin,
+			call:     func(ctx context.Context, c *apiclient.Client) (any, error) { return c.DisableUser(ctx, userID) },
+			wantCode: tufota.EConflict},
+		{route: "POST /api/v1/users/:id/disable", role: access.RoleAdmin,
+			call:     func(ctx context.Context, c *apiclient.Client) (any, error) { return c.DisableUser(ctx, "nosuch") },
+			wantCode: tufota.ENotFound},
 		{route: "POST /api/v1/devices", role: access.RoleOperator,
 			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
 				return c.RegisterDevice(ctx, api.RegisterDeviceRequest{Device: api.Device{ID: "dev-2", Hardware: "pump-a", Version: "0.0.1", Tags: []string{"icu"}}})
@@ -350,6 +412,69 @@ func TestClientCallsEveryRoute(t *testing.T) {
 		{route: "GET /api/v1/cohorts/:name", role: access.RoleAuditor,
 			call:     func(ctx context.Context, c *apiclient.Client) (any, error) { return c.Cohort(ctx, "nosuch") },
 			wantCode: tufota.ENotFound},
+		{route: "PUT /api/v1/pins/:kind/:name", role: access.RoleOperator,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				return c.SetPin(ctx, "cohort", "pumps", api.PinRequest{Version: "0.0.*", Reason: "validated by site IT"})
+			},
+			check: func(got any) string {
+				p := got.(api.Pin)
+				return want(p.Kind == "cohort" && p.Name == "pumps" && p.Version == "0.0.*" && p.Reason == "validated by site IT" && p.Selector == "hardware=pump-a" && p.CreatedBy == "test-operator", "pin = %+v", p)
+			}},
+		{route: "PUT /api/v1/pins/:kind/:name", role: access.RoleOperator,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				return c.SetPin(ctx, "device", "dev-3", api.PinRequest{Version: "1.0", Reason: "x"})
+			},
+			wantCode: tufota.EInvalid},
+		{route: "PUT /api/v1/pins/:kind/:name", role: access.RoleAuditor,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				return c.SetPin(ctx, "device", "dev-3", api.PinRequest{Version: "0.0.*", Reason: "x"})
+			},
+			wantCode: tufota.EForbidden},
+		{route: "GET /api/v1/pins", role: access.RoleAuditor,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.Pins(ctx) },
+			check: func(got any) string {
+				ps := got.([]api.Pin)
+				return want(len(ps) == 1 && ps[0].Kind == "cohort" && ps[0].Name == "pumps", "pins = %+v", ps)
+			}},
+		{route: "GET /api/v1/pins", role: access.RoleDevice,
+			call:     func(ctx context.Context, c *apiclient.Client) (any, error) { return c.Pins(ctx) },
+			wantCode: tufota.EForbidden},
+		{route: "DELETE /api/v1/pins/:kind/:name", role: access.RoleAuditor,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				return nil, c.RemovePin(ctx, "cohort", "pumps")
+			},
+			wantCode: tufota.EForbidden},
+		{route: "DELETE /api/v1/pins/:kind/:name", role: access.RoleOperator,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				if err := c.RemovePin(ctx, "cohort", "pumps"); err != nil {
+					return nil, err
+				}
+				return c.Pins(ctx)
+			},
+			check: func(got any) string { return want(len(got.([]api.Pin)) == 0, "pins after remove = %+v", got) }},
+		{route: "DELETE /api/v1/pins/:kind/:name", role: access.RoleOperator,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				return nil, c.RemovePin(ctx, "cohort", "pumps")
+			},
+			wantCode: tufota.ENotFound},
+		{route: "POST /api/v1/rollouts/plan", role: access.RoleOperator,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				return c.PlanSpec(ctx, api.RolloutSpec{Release: "fw@1.0.0", Cohort: "pumps", Waves: "1,100%"})
+			},
+			check: func(got any) string {
+				d := got.(api.DryRun)
+				return want(d.RolloutID == "" && d.Release == "fw@1.0.0" && d.Matched == 3 && len(d.Waves) == 2 && d.Pinned.Count == 0, "plan = %+v", d)
+			}},
+		{route: "POST /api/v1/rollouts/plan", role: access.RoleOperator,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				return c.PlanSpec(ctx, api.RolloutSpec{Release: "fw@1.0.0", Cohort: "pumps", Waves: "0%"})
+			},
+			wantCode: tufota.EInvalid},
+		{route: "POST /api/v1/rollouts/plan", role: access.RoleAuditor,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
+				return c.PlanSpec(ctx, api.RolloutSpec{Release: "fw@1.0.0", Cohort: "pumps", Waves: "1,100%"})
+			},
+			wantCode: tufota.EForbidden},
 		{route: "POST /api/v1/rollouts", role: access.RoleOperator,
 			call: func(ctx context.Context, c *apiclient.Client) (any, error) {
 				return c.CreateRollout(ctx, api.RolloutSpec{Release: "fw@1.0.0", Cohort: "pumps", Waves: "1,100%"})
@@ -359,6 +484,18 @@ func TestClientCallsEveryRoute(t *testing.T) {
 				rolloutID = r.ID
 				return want(r.ID != "" && r.Release == "fw@1.0.0" && len(r.Plan) > 0, "rollout = %+v", r)
 			}},
+		{route: "GET /api/v1/rollouts/plan", role: access.RoleAuditor,
+			call: func(ctx context.Context, c *apiclient.Client) (any, error) { return c.PlanRollout(ctx, rolloutID) },
+			check: func(got any) string {
+				d := got.(api.DryRun)
+				return want(d.RolloutID == rolloutID && d.Release == "fw@1.0.0" && d.Matched == 3 && len(d.Waves) == 2 && len(d.Waves[0].Devices) == 1, "plan = %+v", d)
+			}},
+		{route: "GET /api/v1/rollouts/plan", role: access.RoleAuditor,
+			call:     func(ctx context.Context, c *apiclient.Client) (any, error) { return c.PlanRollout(ctx, "") },
+			wantCode: tufota.EInvalid},
+		{route: "GET /api/v1/rollouts/plan", role: access.RoleAuditor,
+			call:     func(ctx context.Context, c *apiclient.Client) (any, error) { return c.PlanRollout(ctx, "ro-nosuch") },
+			wantCode: tufota.ENotFound},
 		{route: "GET /api/v1/rollouts", role: access.RoleAuditor,
 			call:  func(ctx context.Context, c *apiclient.Client) (any, error) { return c.ListRollouts(ctx) },
 			check: func(got any) string { return want(len(got.([]api.Rollout)) == 1, "rollouts = %+v", got) }},
@@ -525,7 +662,30 @@ func TestWireTwins(t *testing.T) {
 	if _, err := op.CreateCohort(ctx, api.CohortRequest{Name: "pumps", Selector: "hardware=pump-a"}); err != nil {
 		t.Fatal(err)
 	}
-	ro, err := op.CreateRollout(ctx, api.RolloutSpec{Release: "fw@1.0.0", Cohort: "pumps", Waves: "1,100%", MaxFailures: new(int)})
+	// A pin keeps dev-2 from the release (status lists it pinned); a user
+	// owns a token, and a disabled user shows when and by whom.
+	if _, err := op.SetPin(ctx, "device", "dev-2", api.PinRequest{Version: "0.0.*", Reason: "validated"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.SetPin(ctx, "cohort", "pumps", api.PinRequest{Version: "1.*", Reason: "line"}); err != nil {
+		t.Fatal(err)
+	}
+	u, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "ci-bot", Roles: []string{"auditor", "operator"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CreateToken(ctx, api.CreateTokenRequest{Name: "ci", Role: "operator", User: u.ID, Expires: "1h"}); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := admin.CreateUser(ctx, api.CreateUserRequest{Name: "gone", Roles: []string{"auditor"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.DisableUser(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	spec := api.RolloutSpec{Release: "fw@1.0.0", Cohort: "pumps", Waves: "1,100%", MaxFailures: new(int)}
+	ro, err := op.CreateRollout(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -541,27 +701,35 @@ func TestWireTwins(t *testing.T) {
 	for _, tc := range []struct {
 		path string
 		twin any
+		body any // POSTed when set
 	}{
-		{"/api/v1/whoami", &api.Principal{}},
-		{"/api/v1/releases", &[]api.Release{}},
-		{"/api/v1/releases/fw/1.0.0", &api.Release{}},
-		{"/api/v1/delegations", &[]api.Delegation{}},
-		{"/api/v1/tokens", &[]api.Token{}},
-		{"/api/v1/audit", &[]api.AuditEntry{}},
-		{"/api/v1/audit/verify", &api.AuditReport{}},
-		{"/api/v1/devices", &[]api.Device{}},
-		{"/api/v1/fleet/report", &[]api.FleetRow{}},
-		{"/api/v1/status", &api.Status{}},
-		{"/api/v1/cohorts", &[]api.Cohort{}},
-		{"/api/v1/rollouts", &[]api.Rollout{}},
-		{"/api/v1/rollouts/" + ro.ID, &api.RolloutStatus{}},
-		{"/api/v1/rollouts/" + ro.ID + "/history", &api.RolloutHistory{}},
-		{"/api/v1/root", &api.RootInfo{}},
-		{"/api/v1/root/pending", &api.SigningPayload{}},
+		{"/api/v1/whoami", &api.Principal{}, nil},
+		{"/api/v1/releases", &[]api.Release{}, nil},
+		{"/api/v1/releases/fw/1.0.0", &api.Release{}, nil},
+		{"/api/v1/delegations", &[]api.Delegation{}, nil},
+		{"/api/v1/tokens", &[]api.Token{}, nil},
+		{"/api/v1/audit", &[]api.AuditEntry{}, nil},
+		{"/api/v1/audit/verify", &api.AuditReport{}, nil},
+		{"/api/v1/devices", &[]api.Device{}, nil},
+		{"/api/v1/fleet/report", &[]api.FleetRow{}, nil},
+		{"/api/v1/status", &api.Status{}, nil},
+		{"/api/v1/cohorts", &[]api.Cohort{}, nil},
+		{"/api/v1/rollouts", &[]api.Rollout{}, nil},
+		{"/api/v1/rollouts/" + ro.ID, &api.RolloutStatus{}, nil},
+		{"/api/v1/rollouts/" + ro.ID + "/history", &api.RolloutHistory{}, nil},
+		{"/api/v1/root", &api.RootInfo{}, nil},
+		{"/api/v1/root/pending", &api.SigningPayload{}, nil},
+		{"/api/v1/pins", &[]api.Pin{}, nil},
+		{"/api/v1/users", &[]api.User{}, nil},
+		{"/api/v1/rollouts/plan", &api.DryRun{}, spec},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			var raw json.RawMessage
-			if err := admin.Do(ctx, "GET", tc.path, nil, &raw); err != nil {
+			method := http.MethodGet
+			if tc.body != nil {
+				method = http.MethodPost
+			}
+			if err := admin.Do(ctx, method, tc.path, tc.body, &raw); err != nil {
 				t.Fatal(err)
 			}
 			if err := json.Unmarshal(raw, tc.twin); err != nil {

@@ -23,7 +23,7 @@ const (
 
 // segment is one coloured part of a wave's bar.
 type segment struct {
-	Class string  `json:"class"` // installed, downloading, failed, silent, waiting
+	Class string  `json:"class"` // installed, downloading, failed, silent, deferred, waiting
 	Name  string  `json:"name"`
 	N     int     `json:"n"`
 	X     float64 `json:"x"`
@@ -42,6 +42,7 @@ type chartRow struct {
 	Downloading int       `json:"downloading"`
 	Failed      int       `json:"failed"`
 	Silent      int       `json:"silent"`
+	Deferred    int       `json:"deferred"` // said "not now"; their deferral runs
 	Y           float64   `json:"y"`
 	Y2          float64   `json:"y2"` // the gate line's lower end
 	Segments    []segment `json:"segments"`
@@ -73,7 +74,7 @@ func final(p rollout.Phase) bool {
 
 // newChart lays out st's waves: each bar spans the wave's devices (its
 // planned size before it starts), split into installed, downloading,
-// failed, silent and not yet offered.
+// failed, silent, deferred and not yet offered.
 func newChart(st rollout.Status) chart {
 	p := st.Plan
 	ch := chart{State: st.State, Reason: st.Reason, Next: st.Next, Wave: st.Wave, Width: chartWidth, Label: chartLabel, Span: chartWidth - chartLabel - chartMargin, Final: final(st.State)}
@@ -86,7 +87,7 @@ func newChart(st rollout.Status) chart {
 	prev := 0
 	for i, w := range st.Waves {
 		r := chartRow{Wave: w.Number, Spec: w.Spec, Started: w.Started, Size: w.Size, Devices: w.Devices, Offered: w.Offered,
-			Installed: w.Installed, Downloading: w.InProgress, Failed: w.Failed, Silent: w.Silent, Y: float64(i)*rowHeight + chartMargin, GateX: -1}
+			Installed: w.Installed, Downloading: w.InProgress, Failed: w.Failed, Silent: w.Silent, Deferred: w.Deferred, Y: float64(i)*rowHeight + chartMargin, GateX: -1}
 		r.Y2 = r.Y + chartBar + 4
 		total := w.Devices
 		if !w.Started {
@@ -106,6 +107,7 @@ func newChart(st rollout.Status) chart {
 		add("downloading", "downloading", w.InProgress)
 		add("failed", "failed", w.Failed)
 		add("silent", "silent", w.Silent)
+		add("deferred", "deferred", w.Deferred)
 		add("waiting", "not offered yet", total-w.Offered)
 		if total > 0 && p.MaxFailureRate > 0 {
 			allowed := int(math.Floor(p.MaxFailureRate * float64(total)))

@@ -532,7 +532,7 @@ func TestPages(t *testing.T) {
 		want    []string
 		notWant []string
 	}{
-		{access.RoleOperator, "/ui/rollouts/r-1", []string{`action="/ui/rollouts/r-1/approve"`, `action="/ui/rollouts/r-1/pause"`, `action="/ui/rollouts/r-1/abort"`, "waiting for approval", `id="chart"`, "Wave 1 (10%)", "gate: 0 of 1 may fail"}, []string{`/resume"`, `href="/ui/audit"`}},
+		{access.RoleOperator, "/ui/rollouts/r-1", []string{`action="/ui/rollouts/r-1/approve"`, `action="/ui/rollouts/r-1/pause"`, `action="/ui/rollouts/r-1/abort"`, "waiting for approval", `id="chart"`, "Wave 1 (10%)", "gate: 0 of 1 may fail", `<th scope="col">Deferred</th>`, `<span class="key deferred"></span>deferred`}, []string{`/resume"`, `href="/ui/audit"`}},
 		{access.RoleAuditor, "/ui/rollouts/r-1", []string{`id="chart"`, "History", `href="/ui/audit"`}, []string{`/approve"`, `/pause"`, `/abort"`, `id="actions"`}},
 		{access.RoleAdmin, "/ui/releases", []string{"1.1.0&lt;script&gt;", strings.Repeat("ab", 32), "targets"}, []string{"<script>alert"}},
 		{access.RoleOperator, "/ui/devices", []string{"pump-1", "pump-fw@1.1.0", `<option value="icu"`}, nil},
@@ -651,7 +651,7 @@ func TestChart(t *testing.T) {
 	five := 5
 	st := rollout.Status{Rollout: rollout.Rollout{State: rollout.Running, Plan: rollout.Plan{MaxFailureRate: 0.2, MaxFailures: &five}},
 		Waves: []rollout.WaveStatus{
-			{Number: 1, Spec: "10%", Size: 10, Started: true, Devices: 10, Offered: 10, Installed: 6, InProgress: 2, Failed: 1, Silent: 1},
+			{Number: 1, Spec: "10%", Size: 10, Started: true, Devices: 10, Offered: 10, Installed: 5, InProgress: 2, Failed: 1, Silent: 1, Deferred: 1},
 			{Number: 2, Spec: "100%", Size: 100},
 		}}
 	ch := newChart(st)
@@ -665,8 +665,11 @@ func TestChart(t *testing.T) {
 		sum += s.W
 		classes = append(classes, s.Class)
 	}
-	if want := []string{"installed", "downloading", "failed", "silent"}; !slices.Equal(classes, want) {
+	if want := []string{"installed", "downloading", "failed", "silent", "deferred"}; !slices.Equal(classes, want) {
 		t.Errorf("segments = %v, want %v", classes, want)
+	}
+	if d := r.Segments[len(r.Segments)-1]; r.Deferred != 1 || d.N != 1 || d.Name != "deferred" {
+		t.Errorf("deferred: row %d, segment %+v; want 1", r.Deferred, d)
 	}
 	if span := chartWidth - chartLabel - chartMargin; sum < span-1 || sum > span+1 {
 		t.Errorf("segments span %v, want %v", sum, span)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/tufota/tufota/e2e"
 )
 
 // TestDeadlineEndToEnd: the real client sees a rollout's offer as optional
@@ -12,14 +14,14 @@ func TestDeadlineEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("SKIPPING deadline end-to-end test: -short")
 	}
-	h := startHarnessWith(t, "--controller-interval", "100ms")
-	fw, _ := h.writeFirmware("s.bin", 2048)
-	h.mustCLI("release", "push", fw, "--name", "s-fw", "--version", "1.1.0", "--hardware", "pump-s")
+	h := e2e.StartWith(t, "--controller-interval", "100ms")
+	fw, _ := h.WriteFirmware("s.bin", 2048)
+	h.MustCLI("release", "push", fw, "--name", "s-fw", "--version", "1.1.0", "--hardware", "pump-s")
 	fleet, devs := enrollTagged(t, h, "pump-s", "safety", 1)
-	deadline := time.Now().Add(8 * time.Second) // room for the create and start on a loaded machine.UTC().Truncate(time.Second)
-	id := h.createRollout("--release", "s-fw@1.1.0", "--cohort", "hardware=pump-s", "--waves", "100%", "--deadline", deadline.Format(time.RFC3339))
-	h.mustCLI("rollout", "start", id)
-	c, err := fleet.deviceClient(devs[0])
+	deadline := time.Now().Add(8 * time.Second).UTC().Truncate(time.Second) // room for the create and start on a loaded machine
+	id := h.CreateRollout("--release", "s-fw@1.1.0", "--cohort", "hardware=pump-s", "--waves", "100%", "--deadline", deadline.Format(time.RFC3339))
+	h.MustCLI("rollout", "start", id)
+	c, err := deviceClient(fleet, devs[0])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tufota/tufota/client"
+	"github.com/tufota/tufota/e2e"
 	"github.com/tufota/tufota/internal/testenv"
 	"github.com/tufota/tufota/rollout"
 )
@@ -21,43 +23,50 @@ func TestDeferralEndToEnd(t *testing.T) {
 		t.Skip("SKIPPING deferral end-to-end test: -short")
 	}
 	t.Run("sqlite", func(t *testing.T) {
-		testDeferralEndToEnd(t, startHarnessWith(t, "--controller-interval", "100ms"))
+		testDeferralEndToEnd(t, e2e.StartWith(t, "--controller-interval", "100ms"))
 	})
 	t.Run("postgres", func(t *testing.T) {
 		pg := testenv.Postgres(t)
-		testDeferralEndToEnd(t, startHarnessFull(t, nil, []string{"--db", pg}, "--controller-interval", "100ms"))
+		testDeferralEndToEnd(t, e2e.StartFull(t, nil, []string{"--db", pg}, "--controller-interval", "100ms"))
 	})
 }
 
-func testDeferralEndToEnd(t *testing.T, h *harness) {
-	fw, _ := h.writeFirmware("e.bin", 2048)
-	h.mustCLI("release", "push", fw, "--name", "e-fw", "--version", "1.1.0", "--hardware", "pump-e")
+func testDeferralEndToEnd(t *testing.T, h *e2e.Harness) {
+	fw, _ := h.WriteFirmware("e.bin", 2048)
+	h.MustCLI("release", "push", fw, "--name", "e-fw", "--version", "1.1.0", "--hardware", "pump-e")
 	fleet, devs := enrollFleet(t, h, "pump-e", 20, 0, 0, 5)
 	deferrers, others := devs[:6], devs[6:]
-	id := h.createRollout("--release", "e-fw@1.1.0", "--cohort", "hardware=pump-e", "--waves", "50%,100%",
+	id := h.CreateRollout("--release", "e-fw@1.1.0", "--cohort", "hardware=pump-e", "--waves", "50%,100%",
 		"--device-timeout", "1s", "--max-deferral", "72h", "--max-failure-rate", "10%")
-	h.mustCLI("rollout", "start", id)
+	h.MustCLI("rollout", "start", id)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const timeout = time.Second // the rollout's device timeout
 	deferredAt := map[string]bool{}
-	var allDeferred time.Time // when the server first counted all six deferred
+	clients := map[string]*client.Client{} // the deferrers' own, until released
+	var allDeferred time.Time              // when the server first counted all six deferred
 	released := false
 	var st rollout.Status
 	for ctx.Err() == nil {
-		fleet.runOnce(ctx, others)
+		fleet.RunOnce(ctx, others)
+		if released {
+			fleet.RunOnce(ctx, deferrers)
+		}
 		for _, d := range deferrers {
 			if released {
-				d.pollOnce(ctx, fleet)
 				continue
 			}
 			if deferredAt[d.ID] {
 				continue // quiet until its deferral ends
 			}
-			c, err := fleet.deviceClient(d)
-			if err != nil {
-				t.Fatal(err)
+			c, ok := clients[d.ID]
+			if !ok {
+				var err error
+				if c, err = deviceClient(fleet, d); err != nil {
+					t.Fatal(err)
+				}
+				clients[d.ID] = c
 			}
 			upd, err := c.Check(ctx)
 			if err != nil || upd == nil {
@@ -68,7 +77,7 @@ func testDeferralEndToEnd(t *testing.T, h *harness) {
 			}
 			deferredAt[d.ID] = true
 		}
-		st = h.rolloutStatus(id)
+		st = h.RolloutStatus(id)
 		if st.State != rollout.Running {
 			break
 		}
@@ -82,11 +91,11 @@ func testDeferralEndToEnd(t *testing.T, h *harness) {
 				if st.Health.Silent != 0 || st.Health.Failed != 0 || !strings.Contains(st.Next, "(6 deferred)") {
 					t.Fatalf("while deferred: health %+v, next %q", st.Health, st.Next)
 				}
-				out := h.mustCLI("rollout", "status", id)
+				out := h.MustCLI("rollout", "status", id)
 				if !strings.Contains(out, "DEFERRED") {
 					t.Errorf("rollout status does not show deferrals:\n%s", out)
 				}
-				hist := h.mustCLI("rollout", "history", id)
+				hist := h.MustCLI("rollout", "history", id)
 				if !strings.Contains(hist, "deferred until") || !strings.Contains(hist, "therapy in progress") {
 					t.Errorf("rollout history does not show the deferrals:\n%s", hist)
 				}
@@ -102,7 +111,7 @@ func testDeferralEndToEnd(t *testing.T, h *harness) {
 		t.Errorf("health %+v: want all %d installed", st.Health, len(devs))
 	}
 	var hist rollout.History
-	if err := json.Unmarshal([]byte(h.mustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range hist.Events {
@@ -120,7 +129,7 @@ func testDeferralEndToEnd(t *testing.T, h *harness) {
 		t.Errorf("history shows %d devices that deferred, want %d", n, len(deferrers))
 	}
 	// The device's report is audited with its reason and until.
-	audit := h.mustCLI("audit", "log", "--since", "1h", "--action", "device.report", "-o", "json")
+	audit := h.MustCLI("audit", "log", "--since", "1h", "--action", "device.report", "-o", "json")
 	if !strings.Contains(audit, "therapy in progress") || !strings.Contains(audit, "defer_until") {
 		t.Errorf("audit log lacks the deferral:\n%.2000s", audit)
 	}

@@ -1,16 +1,15 @@
 package clinical
 
 import (
-	"context"
 	"encoding/json"
-	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/tufota/tufota/e2e"
+	"github.com/tufota/tufota/internal/sim"
 	"github.com/tufota/tufota/internal/testenv"
 	"github.com/tufota/tufota/rollout"
-	"github.com/tufota/tufota/server"
 )
 
 // TestPinEndToEnd: hospital IT pins a cohort to its validated line with
@@ -24,128 +23,110 @@ func TestPinEndToEnd(t *testing.T) {
 		t.Skip("SKIPPING pin end-to-end test: -short")
 	}
 	t.Run("sqlite", func(t *testing.T) {
-		testPinEndToEnd(t, startHarnessWith(t, "--controller-interval", "100ms"))
+		testPinEndToEnd(t, e2e.StartWith(t, "--controller-interval", "100ms"))
 	})
 	t.Run("postgres", func(t *testing.T) {
 		pg := testenv.Postgres(t)
-		testPinEndToEnd(t, startHarnessFull(t, nil, []string{"--db", pg}, "--controller-interval", "100ms"))
+		testPinEndToEnd(t, e2e.StartFull(t, nil, []string{"--db", pg}, "--controller-interval", "100ms"))
 	})
 }
 
-func testPinEndToEnd(t *testing.T, h *harness) {
-	fw, _ := h.writeFirmware("p.bin", 2048)
-	h.mustCLI("release", "push", fw, "--name", "p-fw", "--version", "1.1.0", "--hardware", "pump-p")
+func testPinEndToEnd(t *testing.T, h *e2e.Harness) {
+	fw, _ := h.WriteFirmware("p.bin", 2048)
+	h.MustCLI("release", "push", fw, "--name", "p-fw", "--version", "1.1.0", "--hardware", "pump-p")
 	fleet, pinned := enrollTagged(t, h, "pump-p", "icu", 6, "tag:icu")
 	_, free := enrollTagged(t, h, "pump-p", "ward", 4)
 	devs := append(slices.Clone(pinned), free...)
-	h.mustCLI("cohort", "create", "icu", "--selector", "tag:icu")
+	h.MustCLI("cohort", "create", "icu", "--selector", "tag:icu")
 
 	// Bad input gets a clear error.
-	if out, err := h.runCLI("pin", "set", "--cohort", "icu", "--device", devs[0].ID, "--version", "1.0.*", "--reason", "x"); err == nil || !strings.Contains(err.Error()+out, "not both") {
+	if out, err := h.RunCLI("pin", "set", "--cohort", "icu", "--device", devs[0].ID, "--version", "1.0.*", "--reason", "x"); err == nil || !strings.Contains(err.Error()+out, "not both") {
 		t.Fatalf("pin set with both: %v %s", err, out)
 	}
-	if out, err := h.runCLI("pin", "set", "--cohort", "icu", "--version", "1.0", "--reason", "x"); err == nil || !strings.Contains(err.Error()+out, "version pattern") {
+	if out, err := h.RunCLI("pin", "set", "--cohort", "icu", "--version", "1.0", "--reason", "x"); err == nil || !strings.Contains(err.Error()+out, "version pattern") {
 		t.Fatalf("pin set 1.0: %v %s", err, out)
 	}
-	out := h.mustCLI("pin", "set", "--cohort", "icu", "--version", "1.0.*", "--reason", "validated by site IT")
+	out := h.MustCLI("pin", "set", "--cohort", "icu", "--version", "1.0.*", "--reason", "validated by site IT")
 	if !strings.Contains(out, "validated by site IT") {
 		t.Fatalf("pin set: %s", out)
 	}
 	var pins []rollout.Pin
-	if err := json.Unmarshal([]byte(h.mustCLI("pin", "list", "-o", "json")), &pins); err != nil || len(pins) != 1 || pins[0].Selector != "tag:icu" {
+	if err := json.Unmarshal([]byte(h.MustCLI("pin", "list", "-o", "json")), &pins); err != nil || len(pins) != 1 || pins[0].Selector != "tag:icu" {
 		t.Fatalf("pin list: %+v %v", pins, err)
 	}
 
-	created := h.mustCLI("rollout", "create", "--release", "p-fw@1.1.0", "--cohort", "hardware=pump-p", "--waves", "50%,100%")
+	created := h.MustCLI("rollout", "create", "--release", "p-fw@1.1.0", "--cohort", "hardware=pump-p", "--waves", "50%,100%")
 	if !strings.Contains(created, "Warning: cohort mostly pinned: 6 of 10 devices that could take 1.1.0 are pinned outside it: 6 by pin on cohort icu to 1.0.* (validated by site IT)") {
 		t.Fatalf("rollout create did not warn of the pins:\n%s", created)
 	}
 	var list []rollout.Rollout
-	if err := json.Unmarshal([]byte(h.mustCLI("rollout", "list", "-o", "json")), &list); err != nil || len(list) != 1 {
+	if err := json.Unmarshal([]byte(h.MustCLI("rollout", "list", "-o", "json")), &list); err != nil || len(list) != 1 {
 		t.Fatalf("rollout list: %v %d", err, len(list))
 	}
 	id := list[0].ID
 	// The dry run, before the start, of the spec and then of the draft.
 	var specPlan, plan rollout.DryRun
-	if err := json.Unmarshal([]byte(h.mustCLI("rollout", "plan", "--release", "p-fw@1.1.0", "--cohort", "hardware=pump-p", "--waves", "50%,100%", "-o", "json")), &specPlan); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("rollout", "plan", "--release", "p-fw@1.1.0", "--cohort", "hardware=pump-p", "--waves", "50%,100%", "-o", "json")), &specPlan); err != nil {
 		t.Fatal(err)
 	}
 	if specPlan.Matched != 10 || specPlan.Cohort != 4 || specPlan.Pinned.Count != 6 || specPlan.Waves[0].New != 2 || specPlan.Waves[0].Devices != nil {
 		t.Fatalf("plan of the spec: %+v", specPlan)
 	}
-	if err := json.Unmarshal([]byte(h.mustCLI("rollout", "plan", id, "-o", "json")), &plan); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("rollout", "plan", id, "-o", "json")), &plan); err != nil {
 		t.Fatal(err)
 	}
 	if plan.RolloutID != id || plan.Cohort != 4 || plan.Pinned.Count != 6 || len(plan.Waves[0].Devices) != 2 || len(plan.Waves[1].Devices) != 2 {
 		t.Fatalf("plan of the draft: %+v", plan)
 	}
-	text := h.mustCLI("rollout", "plan", id)
+	text := h.MustCLI("rollout", "plan", id)
 	if !strings.Contains(text, "pinned outside the release") || !strings.Contains(text, plan.Waves[0].Devices[0]) {
 		t.Errorf("rollout plan:\n%s", text)
 	}
 	t.Logf("rollout plan %s:\n%s", id, text)
-	if _, err := h.runCLI("rollout", "plan", id, "--waves", "100%"); err == nil || !strings.Contains(err.Error(), "not both") {
+	if _, err := h.RunCLI("rollout", "plan", id, "--waves", "100%"); err == nil || !strings.Contains(err.Error(), "not both") {
 		t.Errorf("rollout plan ID --waves: %v", err)
 	}
-	h.mustCLI("rollout", "start", id)
-	st := runFleet(t, h, fleet, devs, id)
+	h.MustCLI("rollout", "start", id)
+	st, results := runFleet(t, h, fleet, devs, id)
+	status := map[string]string{}
+	for _, r := range results {
+		status[r.ID] = r.Status
+	}
 	if st.State != rollout.Completed || st.Health.Installed != 4 || st.Health.Pinned != 6 {
 		t.Fatalf("rollout = %s, health %+v; want completed with 4 installed and 6 pinned", st.State, st.Health)
 	}
 	for _, d := range pinned {
-		if d.Version != "1.0.0" || d.installed {
-			t.Errorf("pinned device %s runs %s", d.ID, d.Version)
+		if d.Version != "1.0.0" || status[d.ID] == "installed" {
+			t.Errorf("pinned device %s runs %s (%s)", d.ID, d.Version, status[d.ID])
 		}
 		if !slices.Contains(st.Pinned, d.ID) {
 			t.Errorf("status does not list %s as pinned: %v", d.ID, st.Pinned)
 		}
 	}
-	if text := h.mustCLI("rollout", "status", id); !strings.Contains(text, "6 devices kept from the release by pins") {
+	if text := h.MustCLI("rollout", "status", id); !strings.Contains(text, "6 devices kept from the release by pins") {
 		t.Errorf("rollout status does not show the pinned devices:\n%s", text)
 	}
 	var hist rollout.History
-	if err := json.Unmarshal([]byte(h.mustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
+	if err := json.Unmarshal([]byte(h.MustCLI("rollout", "history", id, "-o", "json")), &hist); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range hist.Devices {
 		if d.Wave == 1 && !slices.Contains(plan.Waves[0].Devices, d.DeviceID) {
 			t.Errorf("device %s joined in wave 1, the plan put it in wave 2", d.DeviceID)
 		}
-		if slices.ContainsFunc(pinned, func(p *simDevice) bool { return p.ID == d.DeviceID }) {
+		if slices.ContainsFunc(pinned, func(p *sim.Device) bool { return p.ID == d.DeviceID }) {
 			t.Errorf("pinned device %s was offered the release: %+v", d.DeviceID, d)
 		}
 	}
-	audit := h.mustCLI("audit", "log", "--since", "1h", "--action", "pin.set", "-o", "json")
+	audit := h.MustCLI("audit", "log", "--since", "1h", "--action", "pin.set", "-o", "json")
 	if !strings.Contains(audit, "pin/cohort/icu") || !strings.Contains(audit, "validated by site IT") {
 		t.Errorf("audit log lacks the pin:\n%.2000s", audit)
 	}
-	h.mustCLI("pin", "remove", "--cohort", "icu")
-	if out, err := h.runCLI("pin", "remove", "--cohort", "icu"); err == nil || !strings.Contains(err.Error()+out, "no pin on cohort icu") {
+	h.MustCLI("pin", "remove", "--cohort", "icu")
+	if out, err := h.RunCLI("pin", "remove", "--cohort", "icu"); err == nil || !strings.Contains(err.Error()+out, "no pin on cohort icu") {
 		t.Fatalf("second pin remove: %v %s", err, out)
 	}
-	if audit := h.mustCLI("audit", "log", "--since", "1h", "--action", "pin.remove", "-o", "json"); !strings.Contains(audit, "pin/cohort/icu") {
+	if audit := h.MustCLI("audit", "log", "--since", "1h", "--action", "pin.remove", "-o", "json"); !strings.Contains(audit, "pin/cohort/icu") {
 		t.Errorf("audit log lacks the pin removal:\n%.2000s", audit)
 	}
-}
-
-// enrollTagged enrolls n devices prefix-0001.. of hardware hw with the
-// enrollment attributes attrs.
-func enrollTagged(t *testing.T, h *harness, hw, prefix string, n int, attrs ...string) (*simFleet, []*simDevice) {
-	t.Helper()
-	args := []string{"device", "enroll-token", "--hardware", hw, "--name", "enroll-" + prefix, "-o", "json"}
-	for _, a := range attrs {
-		args = append(args, "--attr", a)
-	}
-	var enroll server.EnrollTokenResponse
-	if err := json.Unmarshal([]byte(h.mustCLI(args...)), &enroll); err != nil {
-		t.Fatal(err)
-	}
-	devs, err := newSimDevices(t.TempDir(), prefix, hw, "1.0.0", n, 0, 0, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := enrollAll(context.Background(), &apiClient{base: h.url, token: enroll.EnrollToken, http: h.hc}, devs); err != nil {
-		t.Fatal(err)
-	}
-	return &simFleet{serverURL: h.url, root: h.root, http: h.hc, log: slog.New(slog.DiscardHandler)}, devs
 }

@@ -47,7 +47,7 @@
         th.setAttribute("scope", "row");
         th.textContent = r.wave + " (" + r.spec + ")";
         tr.appendChild(th);
-        [r.started ? "yes" : "no", r.devices, r.offered, r.downloading, r.installed, r.failed, r.silent, r.gate_text].forEach(function (v) {
+        [r.started ? "yes" : "no", r.devices, r.offered, r.downloading, r.installed, r.failed, r.silent, r.deferred, r.gate_text].forEach(function (v) {
           var td = document.createElement("td");
           td.textContent = String(v);
           tr.appendChild(td);
