@@ -2,12 +2,12 @@ package server
 
 import (
 	"context"
-	"github.com/tufota/tufota/api"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/rollout"
 )
 

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"github.com/tufota/tufota/api"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/storage"
 )
 

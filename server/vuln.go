@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/tufota/tufota/api"
 	"io"
 	"mime"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tufota/tufota"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/rollout"
 	"github.com/tufota/tufota/signer"
 	"github.com/tufota/tufota/storage"
