@@ -225,3 +225,25 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// SystemAudit returns the signer audit of changes the server makes on its
+// own, with no request behind them (the start-up reconciliation of
+// interrupted publishes): each entry, actor and role "system", object the
+// release, commits in the transaction of its change, with why in the
+// details' "reason".
+func SystemAudit(alog *audit.Log, why string) signer.AuditFunc {
+	return func(ctx context.Context, tx *storage.Tx, action string, details map[string]string) error {
+		d := maps.Clone(details)
+		if d == nil {
+			d = map[string]string{}
+		}
+		d["reason"] = why
+		object := ""
+		if ref := d["release"]; ref != "" {
+			object = "release/" + ref
+		}
+		_, err := alog.AppendTx(ctx, tx, audit.Escape(audit.Entry{Actor: "system", Role: "system", Action: action,
+			Object: object, Outcome: audit.OutcomeOK, Details: d}))
+		return err
+	}
+}

@@ -141,7 +141,9 @@ func (a *app) openRepo(ctx context.Context, dir string, log *slog.Logger, alerts
 	if err := releases.RestoreOnlineKeys(ctx); err != nil {
 		return nil, fmt.Errorf("online keys: %w", err)
 	}
-	if n, err := releases.Reconcile(ctx); err != nil {
+	// What reconciliation records (publishes finished, publishes rolled
+	// back) commits with an audit entry of the system's.
+	if n, err := releases.Reconcile(signer.WithAudit(ctx, server.SystemAudit(alog, "start-up reconciliation of interrupted publishes"))); err != nil {
 		log.Warn("reconcile releases", "err", err)
 	} else if n > 0 {
 		log.Warn("recorded releases published before a crash", "count", n)
