@@ -103,6 +103,10 @@ type StatusReport struct {
 	// DeferUntil: for state deferred, until when the device asks to be
 	// left alone (the reason is in Message).
 	DeferUntil *time.Time `json:"defer_until,omitempty"`
+	// Download: for states downloaded and installed, how the image came
+	// ("delta" or "full"); Bytes the bytes the device transferred for it.
+	Download string `json:"download,omitempty"`
+	Bytes    int64  `json:"bytes,omitempty"`
 }
 
 // RolloutSpec is the body of POST /api/v1/rollouts.
@@ -184,6 +188,12 @@ type WaveStatus struct {
 	Silent     int        `json:"silent"`
 	Deferred   int        `json:"deferred"`
 	InProgress int        `json:"in_progress"`
+	// Bytes devices of the wave transferred as deltas and as full images,
+	// and how many devices took each path, as the devices report it.
+	DeltaBytes     int64 `json:"delta_bytes"`
+	FullBytes      int64 `json:"full_bytes"`
+	DeltaDownloads int   `json:"delta_downloads"`
+	FullDownloads  int   `json:"full_downloads"`
 }
 
 // Health is a rollout's counts the gates decide on. The server writes it
@@ -237,6 +247,8 @@ type DeviceOutcome struct {
 	InstalledAt     *time.Time `json:"installed_at,omitempty"`
 	DeferredSince   *time.Time `json:"deferred_since,omitempty"`
 	DeferredUntil   *time.Time `json:"deferred_until,omitempty"`
+	Download        string     `json:"download,omitempty"`
+	DownloadBytes   int64      `json:"download_bytes,omitempty"`
 }
 
 // Milestone is when a share of the rollout's devices had installed.

@@ -492,7 +492,18 @@ type Report struct {
 	// DeferUntil is, for state deferred (and only for it), until when the
 	// device asks to be left alone.
 	DeferUntil *time.Time `json:"defer_until,omitempty"`
+	// Download is, for states downloaded and installed, how the image
+	// came: DownloadDelta or DownloadFull ("" if the device does not say);
+	// Bytes the bytes the device transferred for it.
+	Download string `json:"download,omitempty"`
+	Bytes    int64  `json:"bytes,omitempty"`
 }
+
+// Download paths a device reports.
+const (
+	DownloadDelta = "delta"
+	DownloadFull  = "full"
+)
 
 const maxMessage = 1024
 
@@ -507,6 +518,14 @@ func (r *Report) validate() error {
 		return tufota.Errorf(tufota.EInvalid, "state deferred needs a message: why the device defers (e.g. therapy in progress)")
 	case r.State != StatusDeferred && r.DeferUntil != nil:
 		return tufota.Errorf(tufota.EInvalid, "defer_until is only for state deferred, not %s", r.State)
+	case r.Download != "" && r.Download != DownloadDelta && r.Download != DownloadFull:
+		return tufota.Errorf(tufota.EInvalid, "download %q: want delta or full", r.Download)
+	case r.Bytes < 0:
+		return tufota.Errorf(tufota.EInvalid, "bytes %d: must not be negative", r.Bytes)
+	case r.Bytes > 0 && r.Download == "":
+		return tufota.Errorf(tufota.EInvalid, "bytes without download: say delta or full")
+	case r.Download != "" && r.State != StatusDownloaded && r.State != StatusInstalled:
+		return tufota.Errorf(tufota.EInvalid, "download is only for states downloaded and installed, not %s", r.State)
 	}
 	if r.Version != "" {
 		if _, err := tufota.ParseVersion(r.Version); err != nil {
@@ -655,9 +674,11 @@ func (s *Service) report(ctx context.Context, tx *storage.Tx, deviceID string, r
 		return nil // history only: a report on nothing tufota assigned
 	}
 	if st.State == r.State {
-		_, err := tx.Exec(ctx, `UPDATE device_status SET updated_at = ?, error_code = ?, message = ?, deferred_until = ? WHERE rollout_id = ? AND device_id = ?`,
-			t, r.ErrorCode, r.Message, until, ro.ID, d.ID)
-		return err
+		if _, err := tx.Exec(ctx, `UPDATE device_status SET updated_at = ?, error_code = ?, message = ?, deferred_until = ? WHERE rollout_id = ? AND device_id = ?`,
+			t, r.ErrorCode, r.Message, until, ro.ID, d.ID); err != nil {
+			return err
+		}
+		return recordDownload(ctx, tx, ro.ID, d.ID, r)
 	}
 	switch {
 	case st.State == StatusInstalled && (r.State == StatusFailed || r.State == StatusRolledBack):
@@ -680,6 +701,9 @@ func (s *Service) report(ctx context.Context, tx *storage.Tx, deviceID string, r
 		nullNanos(since), until, ro.ID, d.ID); err != nil {
 		return fmt.Errorf("device %s status in rollout %s: %w", d.ID, ro.ID, err)
 	}
+	if err := recordDownload(ctx, tx, ro.ID, d.ID, r); err != nil {
+		return err
+	}
 	switch r.State {
 	case StatusInstalled:
 		if _, err := tx.Exec(ctx, `UPDATE devices SET current_version = ?, current_release = ?, updated_at = ? WHERE id = ?`,
@@ -701,6 +725,20 @@ func (s *Service) report(ctx context.Context, tx *storage.Tx, deviceID string, r
 				return fmt.Errorf("device %s rolled back: %w", d.ID, err)
 			}
 		}
+	}
+	return nil
+}
+
+// recordDownload keeps how the device's image came (delta or full, and
+// the bytes), when the report says it; a later report that does not say
+// it (installed after a reboot) keeps what an earlier one said.
+func recordDownload(ctx context.Context, tx *storage.Tx, rolloutID, deviceID string, r Report) error {
+	if r.Download == "" {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `UPDATE device_status SET download = ?, download_bytes = ? WHERE rollout_id = ? AND device_id = ?`,
+		r.Download, r.Bytes, rolloutID, deviceID); err != nil {
+		return fmt.Errorf("device %s download in rollout %s: %w", deviceID, rolloutID, err)
 	}
 	return nil
 }
@@ -904,6 +942,10 @@ type statusRow struct {
 	// none), deferredUntil what its latest deferral asked for (zero unless
 	// its state is deferred).
 	deferredSince, deferredUntil time.Time
+	// download is how the image came ("delta", "full" or "" if not
+	// reported), downloadBytes the bytes the device transferred.
+	download      string
+	downloadBytes int64
 }
 
 // deferral returns the row's running deferral: zero unless its state is
@@ -916,7 +958,7 @@ func (r statusRow) deferral() Deferral {
 }
 
 const statusColumns = `rollout_id, device_id, state, error_code, message, wave, offered_at, updated_at, installed_at, previous_release, previous_version,
-	deferred_since, deferred_until`
+	deferred_since, deferred_until, download, download_bytes`
 
 func scanStatus(sc interface{ Scan(...any) error }) (statusRow, error) {
 	var (
@@ -928,7 +970,7 @@ func scanStatus(sc interface{ Scan(...any) error }) (statusRow, error) {
 		since, until     sql.NullInt64
 	)
 	if err := sc.Scan(&r.RolloutID, &r.DeviceID, &state, &r.ErrorCode, &r.Message, &wave, &offered, &updated, &installed,
-		&r.previousRelease, &r.previousVersion, &since, &until); err != nil {
+		&r.previousRelease, &r.previousVersion, &since, &until, &r.download, &r.downloadBytes); err != nil {
 		return statusRow{}, err
 	}
 	r.State, r.Wave = DeviceState(state), int(wave)

@@ -27,6 +27,10 @@ type DeviceOutcome struct {
 	OfferedAt       time.Time  `json:"offered_at"`
 	UpdatedAt       time.Time  `json:"updated_at"`
 	InstalledAt     *time.Time `json:"installed_at,omitempty"`
+	// Download is how the image came ("delta" or "full"), as the device
+	// reported it; DownloadBytes the bytes it transferred.
+	Download      string `json:"download,omitempty"`
+	DownloadBytes int64  `json:"download_bytes,omitempty"`
 }
 
 // Milestone is when a share of the rollout's cohort ran the release.
@@ -119,6 +123,7 @@ func (s *Service) History(ctx context.Context, id string) (History, error) {
 			DeviceID: id, Wave: st.Wave + 1, State: st.State, Silent: m.silent[id], ErrorCode: st.ErrorCode, Message: st.Message,
 			PreviousVersion: st.previousVersion, OfferedAt: st.offeredAt, UpdatedAt: st.updatedAt, InstalledAt: timePtr(st.installedAt),
 			DeferredSince: timePtr(st.deferredSince), DeferredUntil: timePtr(st.deferral().Until),
+			Download: st.download, DownloadBytes: st.downloadBytes,
 		})
 		if !st.installedAt.IsZero() && (st.State == StatusInstalled || st.State == StatusReverted) {
 			installed = append(installed, st.installedAt)

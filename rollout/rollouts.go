@@ -671,6 +671,14 @@ type WaveStatus struct {
 	Deferred int `json:"deferred"`
 	// InProgress devices were offered the release and have no outcome yet.
 	InProgress int `json:"in_progress"`
+	// DeltaBytes and FullBytes are the bytes the wave's devices say they
+	// transferred for the release as a delta or as the full image (a
+	// fallback after a refused delta counts as full), DeltaDownloads and
+	// FullDownloads how many devices took each path.
+	DeltaBytes     int64 `json:"delta_bytes"`
+	FullBytes      int64 `json:"full_bytes"`
+	DeltaDownloads int   `json:"delta_downloads"`
+	FullDownloads  int   `json:"full_downloads"`
 }
 
 func (m measurement) waves(r *Rollout) []WaveStatus {
@@ -694,6 +702,14 @@ func (m measurement) waves(r *Rollout) []WaveStatus {
 			continue
 		}
 		w.Offered++
+		switch st.download {
+		case DownloadDelta:
+			w.DeltaBytes += st.downloadBytes
+			w.DeltaDownloads++
+		case DownloadFull:
+			w.FullBytes += st.downloadBytes
+			w.FullDownloads++
+		}
 		switch {
 		case st.State == StatusInstalled || st.State == StatusReverted:
 			w.Installed++

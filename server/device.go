@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -59,6 +60,9 @@ func (s *Server) deviceStatus(c echo.Context) error {
 	details := map[string]string{
 		"target": r.Target, "version": r.Version, "state": r.State, "error_code": r.ErrorCode, "rollout": r.RolloutID,
 	}
+	if r.Download != "" {
+		details["download"], details["bytes"] = r.Download, strconv.FormatInt(r.Bytes, 10)
+	}
 	if r.DeferUntil != nil {
 		details["defer_until"] = r.DeferUntil.UTC().Format(time.RFC3339)
 		details["reason"] = r.Message
@@ -73,6 +77,7 @@ func (s *Server) deviceStatus(c echo.Context) error {
 	report := rollout.Report{
 		Target: r.Target, Version: r.Version, State: rollout.DeviceState(r.State),
 		ErrorCode: r.ErrorCode, Message: r.Message, RolloutID: r.RolloutID, DeferUntil: r.DeferUntil,
+		Download: r.Download, Bytes: r.Bytes,
 	}
 	ctx := context.WithoutCancel(c.Request().Context())
 	var (
