@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -73,10 +74,14 @@ func newServer(t *testing.T) *server {
 		if !s.authorized(w, r) {
 			return
 		}
-		var rep map[string]string
-		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
+		var raw map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&raw); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
+		}
+		rep := map[string]string{}
+		for k, v := range raw {
+			rep[k] = fmt.Sprint(v)
 		}
 		s.mu.Lock()
 		s.reports = append(s.reports, rep)
@@ -244,7 +249,9 @@ func TestCheckDownloadValid(t *testing.T) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	want := map[string]string{"device_id": testDevice, "target": target, "version": "1.2.0", "state": "installed", "rollout_id": "r-1"}
+	// The report says how the image came: the full image, its bytes.
+	want := map[string]string{"device_id": testDevice, "target": target, "version": "1.2.0", "state": "installed", "rollout_id": "r-1",
+		"download": "full", "bytes": fmt.Sprint(len(data))}
 	if len(s.reports) != 1 || !equalMaps(s.reports[0], want) {
 		t.Fatalf("reports = %v, want [%v]", s.reports, want)
 	}

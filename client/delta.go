@@ -86,7 +86,28 @@ type DeltaStats struct {
 	DeltaLength int64
 	// Fallback is why a delta was not used, or nil.
 	Fallback error
+	// Bytes is what the download transferred: the delta's length, or the
+	// full image's (after a refused delta, the full image's only).
+	Bytes int64
 }
+
+// Path is "delta" or "full": how the last download got the image; "" if
+// there was none.
+func (s DeltaStats) Path() string {
+	switch {
+	case s.Target == "":
+		return ""
+	case s.Delta != "":
+		return DownloadDelta
+	}
+	return DownloadFull
+}
+
+// Download paths as status reports carry them (Report.Download).
+const (
+	DownloadDelta = "delta"
+	DownloadFull  = "full"
+)
 
 // LastDownload returns what the last Download did.
 func (c *Client) LastDownload() DeltaStats {
@@ -108,7 +129,7 @@ func (c *Client) setLastDownload(s DeltaStats) {
 func (c *Client) downloadWithDelta(ctx context.Context, upd *Update, dstPath string) error {
 	d, err := c.downloadDelta(ctx, upd, dstPath)
 	if err == nil {
-		c.setLastDownload(DeltaStats{Target: upd.Target, Delta: d.Path, DeltaLength: d.Length})
+		c.setLastDownload(DeltaStats{Target: upd.Target, Delta: d.Path, DeltaLength: d.Length, Bytes: d.Length})
 		return nil
 	}
 	if ctx.Err() != nil {
@@ -126,7 +147,7 @@ func (c *Client) downloadWithDelta(ctx context.Context, upd *Update, dstPath str
 	if ferr := c.repo.Download(ctx, &Target{Path: upd.Target, Length: upd.Length, Hashes: upd.Hashes}, dstPath); ferr != nil {
 		return ferr
 	}
-	c.setLastDownload(DeltaStats{Target: upd.Target, Fallback: err})
+	c.setLastDownload(DeltaStats{Target: upd.Target, Fallback: err, Bytes: upd.Length})
 	return nil
 }
 

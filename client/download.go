@@ -44,7 +44,11 @@ func (c *Client) Download(ctx context.Context, upd *Update, dstPath string) erro
 	if c.cfg.Delta != nil {
 		return c.downloadWithDelta(ctx, upd, dstPath)
 	}
-	return c.repo.Download(ctx, &Target{Path: upd.Target, Length: upd.Length, Hashes: upd.Hashes}, dstPath)
+	if err := c.repo.Download(ctx, &Target{Path: upd.Target, Length: upd.Length, Hashes: upd.Hashes}, dstPath); err != nil {
+		return err
+	}
+	c.setLastDownload(DeltaStats{Target: upd.Target, Bytes: upd.Length})
+	return nil
 }
 
 // hashAlgs are the algorithms a download can verify, strongest last.

@@ -55,6 +55,13 @@ type Report struct {
 	// DeferUntil is set for StateDeferred only: until when the device asks
 	// to be left alone.
 	DeferUntil *time.Time `json:"defer_until,omitempty"`
+	// Download ("delta" or "full") and Bytes say, for StateDownloaded and
+	// StateInstalled, how the image came and the bytes transferred. Report
+	// fills them from LastDownload when they are empty and the last
+	// download was of r's target, so rollouts can count delta and full
+	// bytes per wave (the server may not see the bytes: a CDN serves them).
+	Download string `json:"download,omitempty"`
+	Bytes    int64  `json:"bytes,omitempty"`
 }
 
 // Defer tells the server that the device will not install upd now, why
@@ -169,6 +176,11 @@ const maxQueued = 1000
 func (c *Client) Report(ctx context.Context, r Report) error {
 	if !r.State.Valid() {
 		return fmt.Errorf("report: invalid state %q", r.State)
+	}
+	if r.Download == "" && (r.State == StateDownloaded || r.State == StateInstalled) {
+		if last := c.LastDownload(); last.Target != "" && last.Target == r.Target {
+			r.Download, r.Bytes = last.Path(), last.Bytes
+		}
 	}
 	body, err := json.Marshal(wireReport{DeviceID: c.cfg.DeviceID, Report: r})
 	if err != nil {

@@ -34,12 +34,13 @@ func TestParseRelease(t *testing.T) {
 // report either fails with EInvalid or comes out with a bounded, valid
 // UTF-8 message and a state devices may report.
 func FuzzReport(f *testing.F) {
-	f.Add("pump-fw/1.1.0/fw.bin", "1.1.0", "installed", "", "", "ro-1")
-	f.Add("x", "", "failed", "hash_mismatch", strings.Repeat("é", 700), "")
-	f.Add("", "v1", "exploded", "a b", "\xff\xfe", "../x")
-	f.Add("t", "1.0.0", "failed", "", strings.Repeat("a\xff", 1000), "")
-	f.Fuzz(func(t *testing.T, target, version, state, code, message, rollout string) {
-		r := Report{Target: target, Version: version, State: DeviceState(state), ErrorCode: code, Message: message, RolloutID: rollout}
+	f.Add("pump-fw/1.1.0/fw.bin", "1.1.0", "installed", "", "", "ro-1", "delta", int64(4096))
+	f.Add("x", "", "failed", "hash_mismatch", strings.Repeat("é", 700), "", "", int64(0))
+	f.Add("", "v1", "exploded", "a b", "\xff\xfe", "../x", "torrent", int64(-1))
+	f.Add("t", "1.0.0", "failed", "", strings.Repeat("a\xff", 1000), "", "full", int64(1))
+	f.Fuzz(func(t *testing.T, target, version, state, code, message, rollout, download string, bytes int64) {
+		r := Report{Target: target, Version: version, State: DeviceState(state), ErrorCode: code, Message: message, RolloutID: rollout,
+			Download: download, Bytes: bytes}
 		if err := r.validate(); err != nil {
 			if !errors.Is(err, tufota.ErrInvalid) {
 				t.Fatalf("error %v is not EInvalid", err)
@@ -55,5 +56,36 @@ func FuzzReport(f *testing.F) {
 		if r.State == StatusReverted || r.State == StatusOffered {
 			t.Fatalf("server-only state %q accepted from a device", r.State)
 		}
+		if r.Bytes < 0 || (r.Download != "" && r.Download != DownloadDelta && r.Download != DownloadFull) {
+			t.Fatalf("download %q of %d bytes accepted", r.Download, r.Bytes)
+		}
 	})
+}
+
+// TestReportDownloadErrors: a report's download path and bytes are checked
+// before anything is recorded.
+func TestReportDownloadErrors(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	e.fleet(1, nil)
+	for _, tc := range []struct {
+		r    Report
+		want string
+	}{
+		{Report{State: StatusInstalled, Download: "torrent", Bytes: 10}, `download "torrent": want delta or full`},
+		{Report{State: StatusDownloaded, Download: DownloadDelta, Bytes: -1}, "must not be negative"},
+		{Report{State: StatusInstalled, Bytes: 10}, "bytes without download"},
+		{Report{State: StatusDownloading, Download: DownloadFull, Bytes: 10}, "only for states downloaded and installed"},
+		{Report{State: StatusFailed, Download: DownloadDelta}, "only for states downloaded and installed"},
+	} {
+		wantCode(t, e.svc.Report(t.Context(), "pump-000", tc.r), "invalid", tc.want)
+	}
+	for _, r := range []Report{
+		{State: StatusDownloaded, Download: DownloadDelta, Bytes: 4096},
+		{State: StatusInstalled, Download: DownloadFull},
+	} {
+		if err := r.validate(); err != nil {
+			t.Errorf("validate(%+v) = %v, want nil", r, err)
+		}
+	}
 }
