@@ -27,6 +27,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/api"
+	"github.com/tufota/tufota/apiclient"
 	"github.com/tufota/tufota/audit"
 	"github.com/tufota/tufota/client"
 	"github.com/tufota/tufota/delta"
@@ -446,6 +448,109 @@ func TestDeltaUpdateEndToEnd(t *testing.T) {
 				t.Fatalf("%d bytes transferred, fewer than the full image", transferred)
 			}
 		})
+	}
+}
+
+// rolloutUpdate runs the device's update cycle to what its rollout offers,
+// with the status reports a device sends: downloaded, then installed
+// after the confirmed boot.
+func (e *env) rolloutUpdate(d *device, version string) client.DeltaStats {
+	e.t.Helper()
+	ctx := context.Background()
+	upd, err := d.client.Check(ctx)
+	if err != nil || upd == nil || upd.RolloutID == "" {
+		e.t.Fatalf("%s: Check = %+v, %v; want the rollout's update", d.id, upd, err)
+	}
+	dst := filepath.Join(d.dir, "download.img")
+	if err := d.client.Download(ctx, upd, dst); err != nil {
+		e.t.Fatalf("%s: Download: %v", d.id, err)
+	}
+	if err := d.client.Report(ctx, client.NewReport(upd, client.StateDownloaded, nil)); err != nil {
+		e.t.Fatalf("%s: report downloaded: %v", d.id, err)
+	}
+	if err := d.ab.Install(ctx, dst, upd); err != nil {
+		e.t.Fatalf("%s: Install: %v", d.id, err)
+	}
+	if boot, err := d.ab.Boot(ctx); err != nil || !boot.Trial || boot.Record.Version != version {
+		e.t.Fatalf("%s: Boot = %+v, %v; want a trial of %s", d.id, boot, err, version)
+	}
+	if err := d.ab.Confirm(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := d.client.Report(ctx, client.NewReport(upd, client.StateInstalled, nil)); err != nil {
+		e.t.Fatalf("%s: report installed: %v", d.id, err)
+	}
+	return d.client.LastDownload()
+}
+
+// TestRolloutDeltaBytesPerWave: in a rollout, the devices say how their
+// image came, and the rollout's status and history show per wave the
+// bytes served as a delta (the device whose image is the delta's base)
+// and as full images (the devices that fell back).
+func TestRolloutDeltaBytesPerWave(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	const size = 1 << 20
+	v1 := image(1, size)
+	v11 := pointRelease(v1)
+	e.push("pump-wave", "1.0.0", v1)
+	e.push("pump-wave", "1.1.0", v11)
+	if n := e.srv.DeltasOnce(ctx); n != 1 {
+		t.Fatalf("DeltasOnce made %d deltas, want 1", n)
+	}
+	dl := e.show("pump-wave", "1.1.0").Deltas
+	if len(dl) != 1 || dl[0].State != signer.DeltaPublished {
+		t.Fatalf("deltas = %+v, want one published", dl)
+	}
+	onDelta := e.newDevice("dev-delta", "pump-wave", v1, 1<<20)
+	otherBase := e.newDevice("dev-otherbase", "pump-wave", image(777, size), 1<<20)
+	lowMemory := e.newDevice("dev-memory", "pump-wave", v1, delta.MinMemory-1)
+
+	ac := apiclient.New(e.http.URL, e.admin)
+	ro, err := ac.CreateRollout(ctx, api.RolloutSpec{Release: "pump-wave@1.1.0", Cohort: "hardware=pump-a", Waves: "100%"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ac.RolloutAction(ctx, ro.ID, "start", api.ActionRequest{Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, d := range []*device{onDelta, otherBase, lowMemory} {
+		stats := e.rolloutUpdate(d, "1.1.0")
+		want[d.id] = stats.Path()
+	}
+	if want[onDelta.id] != client.DownloadDelta || want[otherBase.id] != client.DownloadFull || want[lowMemory.id] != client.DownloadFull {
+		t.Fatalf("download paths %v, want a delta for %s and full images for the others", want, onDelta.id)
+	}
+
+	st, err := ac.Rollout(ctx, ro.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Waves) != 1 {
+		t.Fatalf("waves = %+v, want one", st.Waves)
+	}
+	w := st.Waves[0]
+	t.Logf("wave 1: %d bytes as %d deltas, %d bytes as %d full images", w.DeltaBytes, w.DeltaDownloads, w.FullBytes, w.FullDownloads)
+	if w.Installed != 3 || w.DeltaDownloads != 1 || w.DeltaBytes != dl[0].Length ||
+		w.FullDownloads != 2 || w.FullBytes != 2*int64(len(v11)) {
+		t.Fatalf("wave = %+v, want 3 installed, 1 delta of %d bytes, 2 full images of %d bytes", w, dl[0].Length, len(v11))
+	}
+	h, err := ac.RolloutHistory(ctx, ro.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Waves) != 1 || h.Waves[0].DeltaBytes != w.DeltaBytes || h.Waves[0].FullBytes != w.FullBytes {
+		t.Fatalf("history waves = %+v, want the status's %+v", h.Waves, w)
+	}
+	for _, o := range h.Devices {
+		wantBytes := int64(len(v11))
+		if o.DeviceID == onDelta.id {
+			wantBytes = dl[0].Length
+		}
+		if o.Download != want[o.DeviceID] || o.DownloadBytes != wantBytes {
+			t.Errorf("history of %s: download %q of %d bytes, want %q of %d", o.DeviceID, o.Download, o.DownloadBytes, want[o.DeviceID], wantBytes)
+		}
 	}
 }
 
