@@ -129,10 +129,20 @@ func printStatus(w io.Writer, st api.RolloutStatus) {
 		row(w, "Pinned:", fmt.Sprintf("%d devices kept from the release by pins (not pending): %s", len(st.Pinned), strings.Join(st.Pinned, ", ")))
 	}
 	fmt.Fprintln(w)
-	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT", "DEFERRED", "IN PROGRESS")
+	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT", "DEFERRED", "IN PROGRESS", "DELTA", "FULL")
 	for _, wv := range st.Waves {
-		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent, wv.Deferred, wv.InProgress)
+		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent, wv.Deferred, wv.InProgress,
+			downloads(wv.DeltaDownloads, wv.DeltaBytes), downloads(wv.FullDownloads, wv.FullBytes))
 	}
+}
+
+// downloads is a DELTA or FULL cell: the bytes the devices reported and
+// how many devices, "-" for none.
+func downloads(devices int, bytes int64) string {
+	if devices == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d B (%d)", bytes, devices)
 }
 
 func (a *app) rolloutHistoryCommand() *cobra.Command {
@@ -159,9 +169,10 @@ func printHistory(w io.Writer, h api.RolloutHistory) {
 		row(w, e.Time.UTC().Format(time.RFC3339), e.Actor, e.Kind, dash(e.Reason))
 	}
 	fmt.Fprintln(w)
-	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT", "DEFERRED")
+	row(w, "WAVE", "PLAN", "SIZE", "OFFERED", "INSTALLED", "FAILED", "SILENT", "DEFERRED", "DELTA", "FULL")
 	for _, wv := range h.Waves {
-		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent, wv.Deferred)
+		row(w, wv.Number, wv.Spec, wv.Size, wv.Offered, wv.Installed, wv.Failed, wv.Silent, wv.Deferred,
+			downloads(wv.DeltaDownloads, wv.DeltaBytes), downloads(wv.FullDownloads, wv.FullBytes))
 	}
 	fmt.Fprintln(w)
 	since := "-"
@@ -180,7 +191,7 @@ func printHistory(w io.Writer, h api.RolloutHistory) {
 		row(w, strconv.Itoa(m.Percent)+"%", m.Devices, reached, elapsed)
 	}
 	fmt.Fprintln(w)
-	row(w, "DEVICE", "WAVE", "STATE", "ERROR", "PREVIOUS", "OFFERED", "INSTALLED")
+	row(w, "DEVICE", "WAVE", "STATE", "ERROR", "PREVIOUS", "OFFERED", "INSTALLED", "DOWNLOAD")
 	for _, d := range h.Devices {
 		st := string(d.State)
 		if d.Silent {
@@ -189,7 +200,11 @@ func printHistory(w io.Writer, h api.RolloutHistory) {
 		if d.DeferredUntil != nil && !d.Silent {
 			st += " until " + d.DeferredUntil.UTC().Format(time.RFC3339) + ": " + d.Message
 		}
-		row(w, d.DeviceID, d.Wave, st, dash(d.ErrorCode), dash(d.PreviousVersion), d.OfferedAt.UTC().Format(time.RFC3339), report.Time(d.InstalledAt))
+		dl := "-"
+		if d.Download != "" {
+			dl = fmt.Sprintf("%s %d B", d.Download, d.DownloadBytes)
+		}
+		row(w, d.DeviceID, d.Wave, st, dash(d.ErrorCode), dash(d.PreviousVersion), d.OfferedAt.UTC().Format(time.RFC3339), report.Time(d.InstalledAt), dl)
 	}
 }
 
