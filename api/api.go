@@ -200,4 +200,8 @@ type FleetRow struct {
 	DaysSinceLastUpdate *int       `json:"days_since_last_update,omitempty"`
 	LastSeen            *time.Time `json:"last_seen,omitempty"`
 	FailedUpdates       int        `json:"failed_updates"`
+	// LastDownload ("delta" or "full") and LastDownloadBytes: how the
+	// device's latest reported download in a rollout came.
+	LastDownload      string `json:"last_download,omitempty"`
+	LastDownloadBytes int64  `json:"last_download_bytes,omitempty"`
 }

@@ -28,7 +28,8 @@ func (s *Server) fleetReport(c echo.Context) error {
 	now := s.now()
 	out := make([]FleetRow, 0, len(fleet))
 	for _, d := range fleet {
-		row := FleetRow{DeviceID: d.DeviceID, Hardware: d.Hardware, Version: d.Version, LastSeen: d.LastSeen, LastUpdate: d.LastUpdate, FailedUpdates: d.FailedUpdates}
+		row := FleetRow{DeviceID: d.DeviceID, Hardware: d.Hardware, Version: d.Version, LastSeen: d.LastSeen, LastUpdate: d.LastUpdate, FailedUpdates: d.FailedUpdates,
+			LastDownload: d.LastDownload, LastDownloadBytes: d.LastDownloadBytes}
 		var newest *signer.Release
 		for i := range rels {
 			r := &rels[i]

@@ -89,6 +89,8 @@ type FleetRow struct {
 	DaysSinceLastUpdate *int
 	LastSeen            *time.Time
 	FailedUpdates       int
+	LastDownload        string
+	LastDownloadBytes   int64
 }
 
 // RoleExpiry is one TUF role's metadata expiry (the server's

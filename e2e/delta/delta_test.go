@@ -552,6 +552,22 @@ func TestRolloutDeltaBytesPerWave(t *testing.T) {
 			t.Errorf("history of %s: download %q of %d bytes, want %q of %d", o.DeviceID, o.Download, o.DownloadBytes, want[o.DeviceID], wantBytes)
 		}
 	}
+	fleet, err := ac.FleetReport(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fleet) != 3 {
+		t.Fatalf("fleet report = %+v, want 3 devices", fleet)
+	}
+	for _, r := range fleet {
+		wantBytes := int64(len(v11))
+		if r.DeviceID == onDelta.id {
+			wantBytes = dl[0].Length
+		}
+		if r.LastDownload != want[r.DeviceID] || r.LastDownloadBytes != wantBytes {
+			t.Errorf("fleet report of %s: last download %q of %d bytes, want %q of %d", r.DeviceID, r.LastDownload, r.LastDownloadBytes, want[r.DeviceID], wantBytes)
+		}
+	}
 }
 
 // publishDelta signs patch as NAME's 1.0.0 → 1.1.0 delta target, with
