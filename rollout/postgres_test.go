@@ -52,6 +52,7 @@ func TestPostgres(t *testing.T) {
 		"ConcurrentAuditedChanges":          testConcurrentAuditedChanges,
 		"LaterWaveWaitsForItsOwnDevices":    testLaterWaveWaitsForItsOwnDevices,
 		"DeviceIDCaseVariants":              testDeviceIDCaseVariants,
+		"WaveDownloadBytes":                 testWaveDownloadBytes,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -89,3 +89,45 @@ func TestReportDownloadErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestWaveDownloadBytes: the wave's status sums the bytes its devices
+// report as deltas and as full images; an installed report that does not
+// say how (after a reboot) keeps what the downloaded report said.
+func TestWaveDownloadBytes(t *testing.T) {
+	t.Parallel()
+	testWaveDownloadBytes(t, nil)
+}
+
+func testWaveDownloadBytes(t *testing.T, open dbOpener) {
+	e := newEnv(t, open)
+	ids := e.fleet(3, nil)
+	r := e.create(Spec{Release: "pump-fw@1.1.0", Cohort: "hardware=pump-b", Waves: "100%"}, "alice")
+	if err := e.svc.Start(t.Context(), r.ID, "alice", "go"); err != nil {
+		t.Fatal(err)
+	}
+	paths := []Report{{Download: DownloadDelta, Bytes: 1650}, {Download: DownloadFull, Bytes: 1 << 20}, {Download: DownloadFull, Bytes: 1 << 20}}
+	for i, id := range ids {
+		a, err := e.svc.Assignment(t.Context(), Query{DeviceID: id, Hardware: "pump-b", Version: "1.0.0"})
+		if err != nil || a == nil {
+			t.Fatalf("Assignment(%s) = %v, %v", id, a, err)
+		}
+		rep := Report{Target: a.Target, Version: a.Version, State: StatusDownloaded, RolloutID: a.RolloutID, Download: paths[i].Download, Bytes: paths[i].Bytes}
+		if err := e.svc.Report(t.Context(), id, rep); err != nil {
+			t.Fatal(err)
+		}
+		e.report(id, a, StatusInstalled, "")
+	}
+	w := e.status(r.ID).Waves[0]
+	if w.Installed != 3 || w.DeltaDownloads != 1 || w.DeltaBytes != 1650 || w.FullDownloads != 2 || w.FullBytes != 2<<20 {
+		t.Fatalf("wave = %+v, want 3 installed, 1 delta of 1650 bytes, 2 full of %d", w, 2<<20)
+	}
+	h, err := e.svc.History(t.Context(), r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range h.Devices {
+		if d.Download == "" || d.DownloadBytes == 0 {
+			t.Errorf("history of %s: download %q of %d bytes, want what it reported", d.DeviceID, d.Download, d.DownloadBytes)
+		}
+	}
+}
