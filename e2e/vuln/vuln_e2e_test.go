@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/e2e"
 	"github.com/tufota/tufota/server"
 )
@@ -95,6 +96,20 @@ func TestVulnEndToEnd(t *testing.T) {
 	}
 	if out := h.MustCLI("vuln", "cohort", "terrapin", "--exposed-to", "CVE-2023-48795"); !strings.Contains(out, "Cohort terrapin: 2 device(s)") {
 		t.Errorf("vuln cohort: %s", out)
+	}
+	// The same from the cohort command: --exposed-to instead of a selector.
+	var co api.Cohort
+	if err := json.Unmarshal([]byte(h.MustCLI("cohort", "create", "terrapin-2", "--exposed-to", "CVE-2023-48795", "-o", "json")), &co); err != nil {
+		t.Fatal(err)
+	}
+	if co.Name != "terrapin-2" || co.Devices != 2 || co.Selector != "id in (pump-1,pump-2)" {
+		t.Errorf("cohort create --exposed-to: %+v, want terrapin-2 selecting pump-1 and pump-2", co)
+	}
+	if out, err := h.RunCLI("cohort", "create", "both", "--exposed-to", "CVE-2023-48795", "--selector", "site=north"); err == nil {
+		t.Errorf("cohort create with --selector and --exposed-to succeeded: %s", out)
+	}
+	if out, err := h.RunCLI("cohort", "create", "neither"); err == nil {
+		t.Errorf("cohort create without --selector or --exposed-to succeeded: %s", out)
 	}
 
 	h.MustCLI("vuln", "import", filepath.Join(td, "vex", "pumpd-1.0.0.vex.json"))
