@@ -48,12 +48,27 @@ func TestPushWithVEX(t *testing.T) {
 			t.Fatalf("threshold %v: pushed release VEX %+v SBOM %+v; want %+v", threshold, rel.VEX, rel.SBOM, want)
 		}
 		if threshold {
-			// Pending: the VEX waits in the same payload.
+			// Pending: the VEX waits in the same payload, unpublished,
+			// and is published by the targets signatures.
 			got, err := e.rels.Get(ctx, "pump-fw", "1.4.2")
 			if err != nil || got.State != StatePending || got.VEX == nil || *got.VEX != want {
 				t.Fatalf("pending Get: %+v VEX %+v, %v", got.State, got.VEX, err)
 			}
-			continue
+			if e.live(want.Path) {
+				t.Fatal("the VEX of a pending release is published")
+			}
+			p := e.payload("pump-fw", "1.4.2")
+			if !bytes.Contains(p.Payload, []byte(want.Path)) || p.Release == nil || p.Release.VEX == nil || *p.Release.VEX != want {
+				t.Fatalf("pending payload lacks the VEX target, or its summary VEX is %+v", p.Release)
+			}
+			for _, k := range e.keys.targets {
+				if _, err := e.rels.SignRelease(ctx, "pump-fw", "1.4.2", signUpload(t, k, p), "signer"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got, err = e.rels.Get(ctx, "pump-fw", "1.4.2"); err != nil || got.State != StatePublished {
+				t.Fatalf("after the signatures: %+v, %v; want published", got.State, err)
+			}
 		}
 		got, err := e.rels.Get(ctx, "pump-fw", "1.4.2")
 		if err != nil || got.VEX == nil || *got.VEX != want {
@@ -63,8 +78,8 @@ func TestPushWithVEX(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(tg.Signed.Targets) != 3 || rel.TargetsVersion != tg.Signed.Version {
-			t.Fatalf("targets v%d with %d files, want firmware, SBOM and VEX together in v%d", tg.Signed.Version, len(tg.Signed.Targets), rel.TargetsVersion)
+		if len(tg.Signed.Targets) != 3 || got.TargetsVersion != tg.Signed.Version {
+			t.Fatalf("targets v%d with %d files, want firmware, SBOM and VEX together in v%d", tg.Signed.Version, len(tg.Signed.Targets), got.TargetsVersion)
 		}
 		tf := tg.Signed.Targets[want.Path]
 		if tf == nil || tf.Length != want.Length || hex.EncodeToString(tf.Hashes["sha256"]) != want.SHA256 {
