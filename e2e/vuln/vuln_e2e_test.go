@@ -124,4 +124,28 @@ func TestVulnEndToEnd(t *testing.T) {
 	if len(vulnAlerts) != 0 {
 		t.Errorf("%d more %s alerts, want exactly one in all", len(vulnAlerts), server.AlertVulnDeployed)
 	}
+
+	// A release that ships its VEX (--vex): signed with it, shown, and
+	// applied without an import. pumpd 1.2.0 has 1.0.0's components; the
+	// imported VEX speaks for 1.0.0 only, the shipped one for 1.2.0.
+	fw, _ := h.WriteFirmware("pumpd-1.2.0.bin", 4<<10)
+	if _, err := h.RunCLI("release", "push", fw, "--name", "pumpd", "--version", "1.2.0", "--hardware", "pump-a",
+		"--sbom", filepath.Join(td, "pumpd-1.0.0.cdx.json"), "--vex", filepath.Join(td, "pumpd-1.0.0.cdx.json")); err == nil {
+		t.Error("release push --vex with an SBOM for a VEX succeeded")
+	}
+	h.MustCLI("release", "push", fw, "--name", "pumpd", "--version", "1.2.0", "--hardware", "pump-a",
+		"--sbom", filepath.Join(td, "pumpd-1.0.0.cdx.json"), "--vex", filepath.Join(td, "vex", "pumpd-1.0.0.vex.json"))
+	if out := h.MustCLI("release", "show", "pumpd@1.2.0"); !strings.Contains(out, "pumpd/1.2.0/vex.cdx.json") || !strings.Contains(out, "VEX SHA-256:") {
+		t.Errorf("release show of a release with VEX:\n%s", out)
+	}
+	if err := json.Unmarshal([]byte(h.MustCLI("vuln", "report", "--id", "CVE-2023-48795", "-o", "json")), &reps); err != nil {
+		t.Fatal(err)
+	}
+	status := map[string]string{}
+	for _, r := range reps[0].Releases {
+		status[r.Release] = r.Status
+	}
+	if len(reps) != 1 || status["pumpd@1.2.0"] != "not_affected" || status["pumpd@1.0.0"] != "not_affected" {
+		t.Errorf("report of CVE-2023-48795 after pumpd 1.2.0 shipped its VEX: %+v, want 1.2.0 (shipped) and 1.0.0 (imported) not_affected", reps)
+	}
 }
