@@ -68,7 +68,7 @@ func (s *Server) pushRelease(c echo.Context) error {
 		}
 		opts = append(opts, signer.WithSBOM(sbom))
 		if file, err = mr.NextPart(); err != nil {
-			return badRequest("multipart body: want a \"vex\" or \"file\" part after \"sbom\": %v", err)
+			return badRequest("multipart body: want a \"file\" part after \"sbom\" (or \"vex\" before it): %v", err)
 		}
 	}
 	var vex []byte
