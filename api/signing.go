@@ -68,6 +68,14 @@ type SBOM struct {
 	Length int64  `json:"length"`
 }
 
+// VEX is the CycloneDX VEX document a release ships with, a TUF target of
+// its own next to its SBOM.
+type VEX struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+	Length int64  `json:"length"`
+}
+
 // Release is a firmware image signed (or to be signed) into the TUF
 // targets metadata.
 type Release struct {
@@ -87,6 +95,7 @@ type Release struct {
 	CreatedBy          string         `json:"created_by"`
 	PublishedAt        *time.Time     `json:"published_at,omitempty"`
 	SBOM               *SBOM          `json:"sbom,omitempty"`
+	VEX                *VEX           `json:"vex,omitempty"`
 	Signing            *SigningStatus `json:"signing,omitempty"`
 	// Deltas are binary deltas to this release from earlier ones; only
 	// GET /api/v1/releases/NAME/VERSION answers them.

@@ -42,11 +42,13 @@ type Push struct {
 	Release  api.PushRequest
 	SBOM     []byte // optional; bounded by the server (signer.MaxSBOMBytes)
 	SBOMName string // the SBOM part's file name, e.g. "sbom.cdx.json"
+	VEX      []byte // optional shipped CycloneDX VEX; bounded by the server (signer.MaxVEXBytes)
+	VEXName  string // the VEX part's file name
 	File     io.Reader
 }
 
 // PushRelease uploads a release as multipart/form-data ("release", then
-// "sbom" when given, then "file"), streaming File through a pipe: memory
+// "sbom" and "vex" when given, then "file"), streaming File through a pipe: memory
 // use does not grow with the image. The answer is the release, published
 // (State "published") or waiting for offline signatures ("pending").
 func (c *Client) PushRelease(ctx context.Context, p Push) (api.Release, error) {
@@ -79,6 +81,15 @@ func writePush(mw *multipart.Writer, p Push) error {
 			return err
 		}
 		if _, err := sp.Write(p.SBOM); err != nil {
+			return err
+		}
+	}
+	if p.VEX != nil {
+		vp, err := mw.CreateFormFile("vex", p.VEXName)
+		if err != nil {
+			return err
+		}
+		if _, err := vp.Write(p.VEX); err != nil {
 			return err
 		}
 	}

@@ -23,20 +23,22 @@ const pushReadBuffer = 256 << 10
 
 // pushRelease takes a multipart/form-data body whose first part, "release",
 // is the JSON signer.PushRequest, then optionally an "sbom" part (a
-// CycloneDX or SPDX JSON document of at most signer.MaxSBOMBytes), and last
-// a "file" part streaming the firmware image. The firmware is never
-// buffered whole; the SBOM is, and is validated before anything is staged.
+// CycloneDX or SPDX JSON document of at most signer.MaxSBOMBytes), then
+// optionally a "vex" part (the CycloneDX VEX document the release ships
+// with, at most signer.MaxVEXBytes), and last a "file" part streaming the
+// firmware image. The firmware is never buffered whole; the SBOM and VEX
+// are, and are validated before anything is staged.
 // A part after "file" is refused before anything is published.
 func (s *Server) pushRelease(c echo.Context) error {
 	req := c.Request()
 	mt, params, err := mime.ParseMediaType(req.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/form-data" {
-		return badRequest("Content-Type must be multipart/form-data with parts \"release\" (JSON), optionally \"sbom\", then \"file\"")
+		return badRequest("Content-Type must be multipart/form-data with parts \"release\" (JSON), optionally \"sbom\" and \"vex\", then \"file\"")
 	}
 	if params["boundary"] == "" {
 		return badRequest("multipart body: no boundary in Content-Type")
 	}
-	req.Body = http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxUploadBytes+signer.MaxSBOMBytes+maxJSONBody+64<<10)
+	req.Body = http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxUploadBytes+signer.MaxSBOMBytes+signer.MaxVEXBytes+maxJSONBody+64<<10)
 	// The multipart reader reads through a 4 KiB buffer of its own; a
 	// large one under it reads the connection in pieces as large as the
 	// client sends instead of 4 KiB at a time (a 1 GiB push: 0.52 → 0.34 s
@@ -56,7 +58,7 @@ func (s *Server) pushRelease(c echo.Context) error {
 	}
 	file, err := mr.NextPart()
 	if err != nil {
-		return badRequest("multipart body: want an \"sbom\" or \"file\" part after \"release\": %v", err)
+		return badRequest("multipart body: want an \"sbom\", \"vex\" or \"file\" part after \"release\": %v", err)
 	}
 	var opts []signer.PushOption
 	var sbom []byte
@@ -66,11 +68,21 @@ func (s *Server) pushRelease(c echo.Context) error {
 		}
 		opts = append(opts, signer.WithSBOM(sbom))
 		if file, err = mr.NextPart(); err != nil {
-			return badRequest("multipart body: want a \"file\" part after \"sbom\": %v", err)
+			return badRequest("multipart body: want a \"file\" part after \"sbom\" (or \"vex\" before it): %v", err)
+		}
+	}
+	var vex []byte
+	if file.FormName() == "vex" {
+		if vex, err = readBoundedPart(file, "vex", "VEX document", signer.MaxVEXBytes); err != nil {
+			return err
+		}
+		opts = append(opts, signer.WithVEX(vex))
+		if file, err = mr.NextPart(); err != nil {
+			return badRequest("multipart body: want a \"file\" part after \"vex\": %v", err)
 		}
 	}
 	if file.FormName() != "file" {
-		return badRequest("multipart body: part %q after \"release\", want \"sbom\" or \"file\"", file.FormName())
+		return badRequest("multipart body: part %q after \"release\", want \"sbom\", \"vex\" or \"file\" (in that order)", file.FormName())
 	}
 	if sbom == nil && s.cfg.RequireSBOM {
 		return badRequest("this repository requires an SBOM with every release (--sbom FILE)")
@@ -78,11 +90,16 @@ func (s *Server) pushRelease(c echo.Context) error {
 	if push.File == "" {
 		push.File = file.FileName()
 	}
-	auditObject(c, "release/"+push.Name+"@"+push.Version, map[string]string{"file": push.File})
+	details := map[string]string{"file": push.File}
 	if sbom != nil {
 		sum := sha256.Sum256(sbom)
-		auditObject(c, "release/"+push.Name+"@"+push.Version, map[string]string{"file": push.File, "sbom_sha256": hex.EncodeToString(sum[:])})
+		details["sbom_sha256"] = hex.EncodeToString(sum[:])
 	}
+	if vex != nil {
+		sum := sha256.Sum256(vex)
+		details["vex_sha256"] = hex.EncodeToString(sum[:])
+	}
+	auditObject(c, "release/"+push.Name+"@"+push.Version, details)
 	rel, err := s.cfg.Releases.Push(s.signerAudit(c), push, &lastPart{r: file, mr: mr}, s.cfg.MaxUploadBytes, principal(c).Name, opts...)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -135,6 +152,23 @@ func readSBOMPart(p io.Reader) ([]byte, error) {
 	}
 	if len(b) > signer.MaxSBOMBytes {
 		return nil, tufota.Errorf(tufota.ETooLarge, "SBOM is larger than the limit of %d bytes", signer.MaxSBOMBytes)
+	}
+	return b, nil
+}
+
+// readBoundedPart reads the part name of at most limit bytes: what (a
+// "VEX document") names it in the ETooLarge error.
+func readBoundedPart(p io.Reader, name, what string, limit int) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(p, int64(limit)+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tufota.Errorf(tufota.ETooLarge, "upload larger than %d bytes", mbe.Limit)
+		}
+		return nil, badRequest("multipart body: read %q part: %v", name, err)
+	}
+	if len(b) > limit {
+		return nil, tufota.Errorf(tufota.ETooLarge, "%s is larger than the limit of %d bytes", what, limit)
 	}
 	return b, nil
 }

@@ -76,9 +76,17 @@ func (s *Server) syncVulnReleases(ctx context.Context) ([]signer.Release, error)
 			continue
 		}
 		sb := *r.SBOM
-		in = append(in, vuln.ReleaseSBOM{Ref: r.Name + "@" + r.Version, SHA256: sb.SHA256, Load: func(ctx context.Context) ([]byte, error) {
+		rs := vuln.ReleaseSBOM{Ref: r.Name + "@" + r.Version, SHA256: sb.SHA256, Load: func(ctx context.Context) ([]byte, error) {
 			return s.readSBOM(ctx, sb)
-		}})
+		}}
+		if r.VEX != nil {
+			vx := *r.VEX
+			rs.VEXSHA256 = vx.SHA256
+			rs.LoadVEX = func(ctx context.Context) ([]byte, error) {
+				return s.readSignedTarget(ctx, vx.Path, vx.SHA256, signer.MaxVEXBytes)
+			}
+		}
+		in = append(in, rs)
 	}
 	if _, err := s.vulnStore().SyncReleases(ctx, in); err != nil {
 		return nil, err
@@ -88,18 +96,24 @@ func (s *Server) syncVulnReleases(ctx context.Context) ([]signer.Release, error)
 
 // readSBOM reads an SBOM target and checks it against its signed hash.
 func (s *Server) readSBOM(ctx context.Context, sb signer.SBOM) ([]byte, error) {
-	obj, err := s.cfg.Blobs.Open(ctx, signer.TargetBlobKey(sb.Path, sb.SHA256))
+	return s.readSignedTarget(ctx, sb.Path, sb.SHA256, signer.MaxSBOMBytes)
+}
+
+// readSignedTarget reads a companion target (SBOM, VEX) of at most limit
+// bytes from the blob store and checks it against its signed SHA-256.
+func (s *Server) readSignedTarget(ctx context.Context, path, sha string, limit int) ([]byte, error) {
+	obj, err := s.cfg.Blobs.Open(ctx, signer.TargetBlobKey(path, sha))
 	if err != nil {
 		return nil, err
 	}
 	defer obj.Close()
-	b, err := io.ReadAll(io.LimitReader(obj, signer.MaxSBOMBytes+1))
+	b, err := io.ReadAll(io.LimitReader(obj, int64(limit)+1))
 	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(b)
-	if hex.EncodeToString(sum[:]) != sb.SHA256 {
-		return nil, tufota.Errorf(tufota.EInternal, "SBOM %s does not match its signed SHA-256", sb.Path)
+	if hex.EncodeToString(sum[:]) != sha {
+		return nil, tufota.Errorf(tufota.EInternal, "%s does not match its signed SHA-256", path)
 	}
 	return b, nil
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/tufota/tufota/access"
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/audit"
 )
 
@@ -271,4 +272,42 @@ func TestVulnImportRefusals(t *testing.T) {
 	// GO-2023-2402 was good, but came in a refused import: not stored.
 	ts.vulnCall(t, http.MethodGet, "/api/v1/vulnerabilities?id=GO-2023-2402", "", nil, engineer, http.StatusNotFound, nil)
 	ts.vulnCall(t, http.MethodGet, "/api/v1/vulnerabilities?release=nonsense", "", nil, engineer, http.StatusBadRequest, nil)
+}
+
+// TestShippedVEXApplies: a release pushed with a VEX part ships a signed
+// VEX target, and its not_affected statement clears the release's finding
+// without any VEX import; a bad VEX part refuses the push.
+func TestShippedVEXApplies(t *testing.T) {
+	ts := newTestServer(t)
+	engineer, operator, auditor := ts.tokens[access.RoleReleaseEngineer], ts.tokens[access.RoleOperator], ts.tokens[access.RoleAuditor]
+	res, body := ts.pushParts(t, releasePart(t, "pumpd", "1.0.0"), part{name: "sbom", data: vulnTestdata(t, "pumpd-1.0.0.cdx.json")},
+		part{name: "vex", data: []byte(`{"bomFormat":"CycloneDX","specVersion":"1.5"}`)}, part{name: "file", data: []byte("pumpd firmware 1.0.0")})
+	if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "vulnerabilities") {
+		t.Fatalf("push with a VEX without statements: %d %s, want 400 naming \"vulnerabilities\"", res.StatusCode, body)
+	}
+	vex := vulnTestdata(t, "vex/pumpd-1.0.0.vex.json")
+	res, body = ts.pushParts(t, releasePart(t, "pumpd", "1.0.0"), part{name: "sbom", data: vulnTestdata(t, "pumpd-1.0.0.cdx.json")},
+		part{name: "vex", data: vex}, part{name: "file", data: []byte("pumpd firmware 1.0.0")})
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("push pumpd 1.0.0 with VEX: %d %s", res.StatusCode, body)
+	}
+	ts.checkTraffic(t)
+	var rel api.Release
+	ts.vulnCall(t, http.MethodGet, "/api/v1/releases/pumpd/1.0.0", "", nil, auditor, http.StatusOK, &rel)
+	if rel.VEX == nil || rel.VEX.Path != "pumpd/1.0.0/vex.cdx.json" || rel.VEX.Length != int64(len(vex)) {
+		t.Fatalf("release VEX = %+v, want pumpd/1.0.0/vex.cdx.json of %d bytes", rel.VEX, len(vex))
+	}
+	ts.vulnCall(t, http.MethodPost, "/api/v1/devices", "application/json", []byte(`{"id":"pump-1","hardware":"pump-a","version":"1.0.0"}`), operator, http.StatusCreated, nil)
+
+	var imp VulnImportResult
+	ts.vulnCall(t, http.MethodPost, "/api/v1/vulnerabilities/import", "application/json", vulnTestdata(t, "osv/GO-2023-2402.json"), engineer, http.StatusOK, &imp)
+	if len(imp.NewlyAffected) != 0 || imp.ExposedDevices != 0 {
+		t.Errorf("import = %+v, want nothing newly affected: the release shipped a not_affected statement", imp)
+	}
+	var reps []VulnReport
+	ts.vulnCall(t, http.MethodGet, "/api/v1/vulnerabilities?id=CVE-2023-48795", "", nil, auditor, http.StatusOK, &reps)
+	if len(reps) != 1 || reps[0].Status != "not_affected" || len(reps[0].ExposedDevices) != 0 ||
+		len(reps[0].Releases) != 1 || reps[0].Releases[0].Components[0].Justification != "code_not_reachable" {
+		t.Fatalf("report = %+v, want pumpd@1.0.0 not_affected (code_not_reachable), nobody exposed", reps)
+	}
 }

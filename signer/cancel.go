@@ -54,6 +54,9 @@ func (r *Releases) CancelRelease(ctx context.Context, name, version string) (Rel
 		if rel.SBOM != nil {
 			targets = append(targets, Target{Path: rel.SBOM.Path, Staged: Staged{SHA256: rel.SBOM.SHA256, Length: rel.SBOM.Length}})
 		}
+		if rel.VEX != nil {
+			targets = append(targets, Target{Path: rel.VEX.Path, Staged: Staged{SHA256: rel.VEX.SHA256, Length: rel.VEX.Length}})
+		}
 	case err != nil:
 		return Release{}, err
 	default:

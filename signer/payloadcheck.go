@@ -459,6 +459,9 @@ func CheckReleaseSigning(role string, signed *metadata.TargetsType, rel *api.Rel
 	if rel.SBOM != nil {
 		allowed = append(allowed, rel.SBOM.Path)
 	}
+	if rel.VEX != nil {
+		allowed = append(allowed, rel.VEX.Path)
+	}
 	if err := CheckDelegatedPaths(&top.Signed, role, allowed); err != nil {
 		return c, err
 	}
@@ -489,6 +492,13 @@ func CheckReleaseSigning(role string, signed *metadata.TargetsType, rel *api.Rel
 			return c, err
 		}
 		c.line("SBOM:", fmt.Sprintf("%s (%s, %d bytes, SHA-256 %s)", sb.Path, rel.SBOM.Format, sb.Length, hex.EncodeToString(sb.Hashes["sha256"])))
+	}
+	if rel.VEX != nil {
+		vx, ok := signed.Targets[rel.VEX.Path]
+		if !ok || hex.EncodeToString(vx.Hashes["sha256"]) != rel.VEX.SHA256 {
+			return c, tufota.Errorf(tufota.EInvalid, "the payload does not sign the release's VEX %s as the summary describes it; refusing to sign", rel.VEX.Path)
+		}
+		c.line("VEX:", fmt.Sprintf("%s (%d bytes, SHA-256 %s)", vx.Path, vx.Length, hex.EncodeToString(vx.Hashes["sha256"])))
 	}
 	if c.Role != nil {
 		c.line("Signed by role:", fmt.Sprintf("%s (delegated %s by targets v%d, threshold %d of %d)", role, strings.Join(c.Role.Paths, ", "), top.Signed.Version, c.Role.Threshold, len(c.Role.KeyIDs)))

@@ -105,14 +105,21 @@ type pendingTargetsExtra struct {
 	// SBOM is the release's SBOM target, published in the same targets
 	// version as Target.
 	SBOM *Target `json:"sbom,omitempty"`
+	// VEX is the release's shipped VEX target, published with them.
+	VEX *Target `json:"vex,omitempty"`
 }
 
-// targets returns the release's new targets: the firmware, then its SBOM.
+// targets returns the release's new targets: the firmware, then its SBOM,
+// then its VEX.
 func (x pendingTargetsExtra) targets() []Target {
-	if x.SBOM == nil {
-		return []Target{x.Target}
+	ts := []Target{x.Target}
+	if x.SBOM != nil {
+		ts = append(ts, *x.SBOM)
 	}
-	return []Target{x.Target, *x.SBOM}
+	if x.VEX != nil {
+		ts = append(ts, *x.VEX)
+	}
+	return ts
 }
 
 func pendingTargetsID(name, version string) string { return "targets/" + name + "@" + version }
@@ -316,15 +323,20 @@ func deletePending(ctx context.Context, q storage.Querier, id string) error {
 // --- pending releases -----------------------------------------------------
 
 // createPending records the unsigned targets metadata that publishes ts: a
-// release's firmware target, then optionally its SBOM target.
+// release's firmware target, then optionally its SBOM and VEX targets
+// (told apart by their paths' file names).
 // The row is written with q (the transaction that inserts the release).
 func (r *Releases) createPending(ctx context.Context, q storage.Querier, role string, ts []Target, actor string) (SigningStatus, error) {
-	if len(ts) == 0 || len(ts) > 2 {
+	if len(ts) == 0 || len(ts) > 3 {
 		return SigningStatus{}, tufota.Errorf(tufota.EInternal, "pending release with %d targets", len(ts))
 	}
 	x := pendingTargetsExtra{Target: ts[0]}
-	if len(ts) == 2 {
-		x.SBOM = &ts[1]
+	for i := 1; i < len(ts); i++ {
+		if strings.HasSuffix(ts[i].Path, "/"+VEXFileName) {
+			x.VEX = &ts[i]
+		} else {
+			x.SBOM = &ts[i]
+		}
 	}
 	t := ts[0]
 	st, err := r.repo.load(ctx)

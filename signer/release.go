@@ -52,6 +52,9 @@ type Release struct {
 	// SBOM is the release's software bill of materials, a companion
 	// target signed in the same targets version, if it has one.
 	SBOM *SBOM `json:"sbom,omitempty"`
+	// VEX is the CycloneDX VEX document the release ships with, a
+	// companion target signed in the same targets version, if it has one.
+	VEX *VEX `json:"vex,omitempty"`
 	// Signing is set while the release waits for offline targets
 	// signatures: who signed and how many are still needed.
 	Signing *SigningStatus `json:"signing,omitempty"`
@@ -121,6 +124,7 @@ type PushOption func(*pushOptions)
 
 type pushOptions struct {
 	sbom []byte
+	vex  []byte
 }
 
 // WithSBOM attaches an SBOM document (CycloneDX or SPDX JSON, checked with
@@ -129,6 +133,13 @@ type pushOptions struct {
 // as the firmware (or waits in the same pending payload).
 func WithSBOM(data []byte) PushOption {
 	return func(o *pushOptions) { o.sbom = data }
+}
+
+// WithVEX attaches a CycloneDX VEX document (checked with ValidateVEX) to
+// the release: it is published as the companion target
+// NAME/VERSION/vex.cdx.json in the same targets version as the firmware.
+func WithVEX(data []byte) PushOption {
+	return func(o *pushOptions) { o.vex = data }
 }
 
 // Push validates req, streams body into the blob store while hashing it (at
@@ -157,6 +168,16 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 			return Release{}, tufota.Errorf(tufota.EInvalid, "push %s: file name %s is the name of the release's SBOM target; rename the firmware file", ref, req.File)
 		}
 	}
+	var vex *VEX
+	if o.vex != nil {
+		if err := ValidateVEX(o.vex); err != nil {
+			return Release{}, fmt.Errorf("push %s: %w", ref, err)
+		}
+		vex = &VEX{Path: tufota.TargetPath(req.Name, req.Version, VEXFileName)}
+		if req.File == VEXFileName {
+			return Release{}, tufota.Errorf(tufota.EInvalid, "push %s: file name %s is the name of the release's VEX target; rename the firmware file", ref, req.File)
+		}
+	}
 	if _, err := r.Get(ctx, req.Name, req.Version); err == nil {
 		return Release{}, tufota.Errorf(tufota.EConflict, "release %s already exists", ref)
 	} else if !errors.Is(err, tufota.ErrNotFound) {
@@ -170,6 +191,9 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	paths := []string{tufota.TargetPath(req.Name, req.Version, req.File)}
 	if sbom != nil {
 		paths = append(paths, sbom.Path)
+	}
+	if vex != nil {
+		paths = append(paths, vex.Path)
 	}
 	role, err := r.roleFor(ctx, paths)
 	if err != nil {
@@ -210,9 +234,28 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 		}
 		sbomTarget = &Target{Path: sbom.Path, Staged: st, Custom: sc}
 	}
+	var vexTarget *Target
+	if vex != nil {
+		st, unholdVEX, err := r.repo.stageLive(ctx, bytes.NewReader(o.vex), MaxVEXBytes)
+		defer unholdVEX()
+		if err != nil {
+			return Release{}, fmt.Errorf("push %s: VEX: %w", ref, err)
+		}
+		defer func() {
+			if !published {
+				_ = r.repo.Discard(context.WithoutCancel(ctx), st)
+			}
+		}()
+		vex.SHA256, vex.Length = st.SHA256, st.Length
+		vc, err := vexCustom(req.Name, req.Version, tufota.TargetPath(req.Name, req.Version, req.File))
+		if err != nil {
+			return Release{}, err
+		}
+		vexTarget = &Target{Path: vex.Path, Staged: st, Custom: vc}
+	}
 	custom, err := firmwareCustom(tufota.TargetCustom{
 		Name: req.Name, Version: req.Version, Hardware: req.Hardware, Notes: req.Notes, AllowDowngradeFrom: req.AllowDowngradeFrom,
-	}, sbom)
+	}, sbom, vex)
 	if err != nil {
 		return Release{}, err
 	}
@@ -221,12 +264,15 @@ func (r *Releases) Push(ctx context.Context, req PushRequest, body io.Reader, ma
 	rel := Release{
 		Name: req.Name, Version: req.Version, TargetPath: tufota.TargetPath(req.Name, req.Version, req.File),
 		Length: staged.Length, SHA256: staged.SHA256, SHA512: staged.SHA512, Hardware: req.Hardware,
-		Notes: req.Notes, AllowDowngradeFrom: req.AllowDowngradeFrom, SBOM: sbom, State: StatePending, Role: role,
+		Notes: req.Notes, AllowDowngradeFrom: req.AllowDowngradeFrom, SBOM: sbom, VEX: vex, State: StatePending, Role: role,
 		CreatedAt: now, CreatedBy: actor,
 	}
 	targets := []Target{{Path: rel.TargetPath, Staged: staged, Custom: custom}}
 	if sbomTarget != nil {
 		targets = append(targets, *sbomTarget)
+	}
+	if vexTarget != nil {
+		targets = append(targets, *vexTarget)
 	}
 
 	// The writer lock is held from the row's insert until it is final
@@ -366,12 +412,19 @@ func (r *Releases) roleFor(ctx context.Context, paths []string) (string, error) 
 
 // firmwareCustom returns the custom metadata of a firmware target: tc
 // under tufota.CustomKey and, if the release has one, its SBOM under
-// CustomSBOMKey.
-func firmwareCustom(tc tufota.TargetCustom, sbom *SBOM) (json.RawMessage, error) {
-	if sbom == nil {
+// CustomSBOMKey and its VEX under CustomVEXKey.
+func firmwareCustom(tc tufota.TargetCustom, sbom *SBOM, vex *VEX) (json.RawMessage, error) {
+	if sbom == nil && vex == nil {
 		return tufota.MarshalCustom(tc)
 	}
-	b, err := json.Marshal(map[string]any{tufota.CustomKey: tc, CustomSBOMKey: sbom})
+	c := map[string]any{tufota.CustomKey: tc}
+	if sbom != nil {
+		c[CustomSBOMKey] = sbom
+	}
+	if vex != nil {
+		c[CustomVEXKey] = vex
+	}
+	b, err := json.Marshal(c)
 	if err != nil {
 		return nil, fmt.Errorf("marshal target custom: %w", err)
 	}
@@ -647,6 +700,7 @@ func (r *Releases) list(ctx context.Context, where string, args ...any) ([]Relea
 			rel.AllowDowngradeFrom = tc.AllowDowngradeFrom
 		}
 		rel.SBOM = sbomOfCustom([]byte(custom))
+		rel.VEX = vexOfCustom([]byte(custom))
 		rel.CreatedAt = time.Unix(0, created).UTC()
 		if published.Valid {
 			t := time.Unix(0, published.Int64).UTC()

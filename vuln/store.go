@@ -118,7 +118,28 @@ type ReleaseSBOM struct {
 	// Load returns the SBOM document; it is called only for releases the
 	// store has not indexed at this SHA256.
 	Load func(ctx context.Context) ([]byte, error)
+	// VEXSHA256 and LoadVEX, when set, are the CycloneDX VEX document
+	// the release ships with (signed with it). Its statements speak for
+	// this release only (their product is Ref, whatever the document
+	// names) and apply to its findings like imported VEX; an imported
+	// statement for the same vulnerability, ref and product wins.
+	VEXSHA256 string
+	LoadVEX   func(ctx context.Context) ([]byte, error)
 }
+
+// indexKey is what vuln_releases.sbom_sha256 holds for r: the SBOM's
+// SHA-256, and the shipped VEX's after "+vex:" if it has one, so that a
+// change of either re-indexes the release.
+func (r ReleaseSBOM) indexKey() string {
+	if r.VEXSHA256 == "" {
+		return r.SHA256
+	}
+	return r.SHA256 + "+vex:" + r.VEXSHA256
+}
+
+// shippedSource is the vuln_vex source of the statements release ref
+// shipped with.
+func shippedSource(ref string) string { return "release:" + ref }
 
 // SyncReleases brings the indexed releases in line with rels: new ones
 // (or ones whose SBOM changed) are indexed, ones no longer listed dropped,
@@ -145,12 +166,13 @@ func (s *Store) SyncReleases(ctx context.Context, rels []ReleaseSBOM) (bool, err
 	type indexed struct {
 		ref, sum string
 		cs       []Component
+		vex      []Statement
 	}
 	var add []indexed
 	keep := map[string]bool{}
 	for _, r := range rels {
 		keep[r.Ref] = true
-		if have[r.Ref] == r.SHA256 {
+		if have[r.Ref] == r.indexKey() {
 			continue
 		}
 		doc, err := r.Load(ctx)
@@ -161,7 +183,17 @@ func (s *Store) SyncReleases(ctx context.Context, rels []ReleaseSBOM) (bool, err
 		if err != nil {
 			return false, fmt.Errorf("vuln: SBOM of %s: %w", r.Ref, err)
 		}
-		add = append(add, indexed{r.Ref, r.SHA256, cs})
+		var vex []Statement
+		if r.LoadVEX != nil {
+			doc, err := r.LoadVEX(ctx)
+			if err != nil {
+				return false, fmt.Errorf("vuln: VEX of %s: %w", r.Ref, err)
+			}
+			if vex, err = ParseVEX(doc); err != nil {
+				return false, fmt.Errorf("vuln: VEX of %s: %w", r.Ref, err)
+			}
+		}
+		add = append(add, indexed{r.Ref, r.indexKey(), cs, vex})
 	}
 	var drop []string
 	for r := range have {
@@ -185,6 +217,9 @@ func (s *Store) SyncReleases(ctx context.Context, rels []ReleaseSBOM) (bool, err
 			if _, err := tx.Exec(ctx, `DELETE FROM vuln_releases WHERE release = ?`, r); err != nil {
 				return err
 			}
+			if _, err := tx.Exec(ctx, `DELETE FROM vuln_vex WHERE source = ?`, shippedSource(r)); err != nil {
+				return err
+			}
 		}
 		for _, a := range add {
 			if _, err := tx.Exec(ctx, `INSERT INTO vuln_releases (release, sbom_sha256, indexed_at) VALUES (?, ?, ?)`, a.ref, a.sum, s.now().UnixNano()); err != nil {
@@ -193,6 +228,13 @@ func (s *Store) SyncReleases(ctx context.Context, rels []ReleaseSBOM) (bool, err
 			for _, c := range a.cs {
 				if _, err := tx.Exec(ctx, `INSERT INTO vuln_components (release, purl, name, version, ecosystem) VALUES (?, ?, ?, ?, ?)`,
 					a.ref, c.Purl, c.Name, c.Version, c.Ecosystem); err != nil {
+					return err
+				}
+			}
+			for _, v := range a.vex {
+				if _, err := tx.Exec(ctx, `INSERT INTO vuln_vex (vuln_id, ref, product, state, justification, detail, source, imported_at, imported_by)
+					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vuln_id, ref, product) DO NOTHING`,
+					v.VulnID, v.Ref, a.ref, v.State, v.Justification, v.Detail, shippedSource(a.ref), s.now().UnixNano(), "system"); err != nil {
 					return err
 				}
 			}

@@ -41,6 +41,69 @@ func TestStorePostgres(t *testing.T) {
 	t.Run("ImportAndRecompute", func(t *testing.T) { testStoreImportAndRecompute(t, pg) })
 	t.Run("ImportAtomic", func(t *testing.T) { testStoreImportAtomic(t, pg) })
 	t.Run("ConcurrentSync", func(t *testing.T) { testStoreConcurrentSync(t, pg) })
+	t.Run("ShippedVEX", func(t *testing.T) { testStoreShippedVEX(t, pg) })
+}
+
+func TestStoreShippedVEX(t *testing.T) {
+	t.Parallel()
+	testStoreShippedVEX(t, sqliteURL)
+}
+
+// testStoreShippedVEX: the VEX a release ships with applies to its
+// findings without an import, only to that release, and goes when the
+// release is re-indexed without it.
+func testStoreShippedVEX(t *testing.T, url dbOpener) {
+	s, db := openStoreWith(t, url)
+	ctx := t.Context()
+	doc := readFile(t, "vex/pumpd-1.0.0.vex.json")
+	sum := sha256.Sum256(doc)
+	withVEX := sbomRelease(t, "pumpd@1.0.0", "pumpd-1.0.0.cdx.json")
+	withVEX.VEXSHA256, withVEX.LoadVEX = hex.EncodeToString(sum[:]), func(context.Context) ([]byte, error) { return doc, nil }
+	// The document names pumpd@1.0.0; shipped with another release it
+	// still speaks only for the release that ships it.
+	other := sbomRelease(t, "pumpd-lite@1.0.0", "pumpd-1.0.0.cdx.json")
+	if _, err := s.SyncReleases(ctx, []ReleaseSBOM{withVEX, other}); err != nil {
+		t.Fatal(err)
+	}
+	terrapin, err := ReadJSON("GO-2023-2402.json", readFile(t, "osv/GO-2023-2402.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := importFile(t, s, db, terrapin)
+	if len(res.NewlyAffected) != 1 || res.NewlyAffected[0].Release != "pumpd-lite@1.0.0" {
+		t.Fatalf("NewlyAffected = %+v, want pumpd-lite@1.0.0 only (pumpd@1.0.0 shipped not_affected)", res.NewlyAffected)
+	}
+	status := func() map[string]string {
+		t.Helper()
+		fs, err := s.Findings(ctx, "CVE-2023-48795")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for _, f := range fs {
+			m[f.Release] = f.Status + "/" + f.Justification
+		}
+		return m
+	}
+	if got := status(); got["pumpd@1.0.0"] != "not_affected/code_not_reachable" || got["pumpd-lite@1.0.0"] != "affected/" {
+		t.Fatalf("findings = %v, want pumpd@1.0.0 not_affected (code_not_reachable), pumpd-lite@1.0.0 affected", got)
+	}
+	// Re-indexed without its VEX (a changed key), the statement is gone.
+	if changed, err := s.SyncReleases(ctx, []ReleaseSBOM{sbomRelease(t, "pumpd@1.0.0", "pumpd-1.0.0.cdx.json"), other}); err != nil || !changed {
+		t.Fatalf("SyncReleases without the VEX = %v, %v; want true, nil", changed, err)
+	}
+	if got := status(); got["pumpd@1.0.0"] != "affected/" {
+		t.Fatalf("after re-indexing without the VEX: %v, want pumpd@1.0.0 affected", got)
+	}
+	// A bad shipped VEX fails the sync and changes nothing.
+	bad := withVEX
+	bad.VEXSHA256, bad.LoadVEX = "00", func(context.Context) ([]byte, error) { return []byte(`{"bomFormat":"CycloneDX"}`), nil }
+	if _, err := s.SyncReleases(ctx, []ReleaseSBOM{bad, other}); tufota.ErrorCode(err) != tufota.EInvalid {
+		t.Fatalf("SyncReleases with a bad VEX: %v, want invalid", err)
+	}
+	if got := status(); got["pumpd@1.0.0"] != "affected/" {
+		t.Fatalf("after a failed sync: %v", got)
+	}
 }
 
 func TestStoreImportAndRecompute(t *testing.T) {

@@ -155,19 +155,24 @@ func deviceAttrs(d api.Device) string {
 
 func (a *app) cohortCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "cohort", Short: "Named device selectors"}
-	var selector string
+	var selector, exposedTo string
 	create := &cobra.Command{
-		Use:   "create NAME --selector 'hardware=pump-b,site in (north,south),tag:icu'",
-		Short: "Save a cohort",
+		Use:   "create NAME (--selector 'hardware=pump-b,site in (north,south),tag:icu' | --exposed-to ID)",
+		Short: "Save a cohort: a device selector, or the devices exposed to an advisory now",
 		Args:  exactArgs(1, "a cohort name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return printCall(a, cmd, func(ctx context.Context, c *apiclient.Client) (api.Cohort, error) {
+				if exposedTo != "" {
+					return exposedCohort(ctx, c, args[0], exposedTo)
+				}
 				return c.CreateCohort(ctx, api.CohortRequest{Name: args[0], Selector: selector})
 			}, printCohort)
 		},
 	}
-	create.Flags().StringVar(&selector, "selector", "", "device selector (required)")
-	_ = create.MarkFlagRequired("selector")
+	create.Flags().StringVar(&selector, "selector", "", "device selector")
+	create.Flags().StringVar(&exposedTo, "exposed-to", "", "advisory ID: the cohort is the devices exposed to it now (a selector on their IDs)")
+	create.MarkFlagsMutuallyExclusive("selector", "exposed-to")
+	create.MarkFlagsOneRequired("selector", "exposed-to")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List cohorts with their matching device counts",

@@ -27,14 +27,14 @@ func (a *app) releaseCommand() *cobra.Command {
 func (a *app) releasePushCommand() *cobra.Command {
 	var req api.PushRequest
 	var hardware []string
-	var sbomPath string
+	var sbomPath, vexPath string
 	cmd := &cobra.Command{
-		Use:   "push FILE --name NAME --version SEMVER --hardware HW [--notes TEXT] [--sbom FILE]",
+		Use:   "push FILE --name NAME --version SEMVER --hardware HW [--notes TEXT] [--sbom FILE] [--vex FILE]",
 		Short: "Upload a firmware image (and its SBOM), sign it into the targets metadata and publish it",
 		Args:  exactArgs(1, "one FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Hardware = hardware
-			rel, err := a.pushReleaseSBOM(cmd.Context(), args[0], sbomPath, req)
+			rel, err := a.pushReleaseFiles(cmd.Context(), args[0], sbomPath, vexPath, req)
 			if err != nil {
 				return err
 			}
@@ -48,6 +48,7 @@ func (a *app) releasePushCommand() *cobra.Command {
 	f.StringVar(&req.Notes, "notes", "", "release notes")
 	f.StringSliceVar(&req.AllowDowngradeFrom, "allow-downgrade-from", nil, "exact versions a device may leave for this older release (a signed rollback)")
 	f.StringVar(&sbomPath, "sbom", "", "the release's SBOM, CycloneDX or SPDX JSON: signed and published with the firmware as NAME/VERSION/sbom.cdx.json or sbom.spdx.json")
+	f.StringVar(&vexPath, "vex", "", "the CycloneDX VEX document the release ships with: signed and published with the firmware as NAME/VERSION/vex.cdx.json, and applied to the release's vulnerability findings")
 	for _, n := range []string{"name", "version", "hardware"} {
 		_ = cmd.MarkFlagRequired(n)
 	}
@@ -56,7 +57,7 @@ func (a *app) releasePushCommand() *cobra.Command {
 
 // pushRelease pushes a release without an SBOM.
 func (a *app) pushRelease(ctx context.Context, path string, req api.PushRequest) (api.Release, error) {
-	return a.pushReleaseSBOM(ctx, path, "", req)
+	return a.pushReleaseFiles(ctx, path, "", "", req)
 }
 
 // readSBOM reads and validates an SBOM file (at most signer.MaxSBOMBytes).
@@ -80,15 +81,42 @@ func readSBOM(path string) ([]byte, string, error) {
 	return b, format, nil
 }
 
-// pushReleaseSBOM validates locally, then streams FILE as multipart without
-// holding it in memory, with a progress line on a terminal. A non-empty
-// sbomPath is validated and sent as the "sbom" part, before the firmware.
-func (a *app) pushReleaseSBOM(ctx context.Context, path, sbomPath string, req api.PushRequest) (api.Release, error) {
+// readVEX reads and validates a VEX file (at most signer.MaxVEXBytes).
+func readVEX(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, tufota.Errorf(tufota.ENotFound, "release push: no such VEX file %s", path)
+		}
+		return nil, fmt.Errorf("release push: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, signer.MaxVEXBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("release push: read VEX %s: %w", path, err)
+	}
+	if err := signer.ValidateVEX(b); err != nil {
+		return nil, fmt.Errorf("release push: %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// pushReleaseFiles validates locally, then streams FILE as multipart
+// without holding it in memory, with a progress line on a terminal. A
+// non-empty sbomPath (vexPath) is validated and sent as the "sbom" ("vex")
+// part, before the firmware.
+func (a *app) pushReleaseFiles(ctx context.Context, path, sbomPath, vexPath string, req api.PushRequest) (api.Release, error) {
 	var rel api.Release
-	var sbom []byte
+	var sbom, vex []byte
 	if sbomPath != "" {
 		var err error
 		if sbom, _, err = readSBOM(sbomPath); err != nil {
+			return rel, err
+		}
+	}
+	if vexPath != "" {
+		var err error
+		if vex, err = readVEX(vexPath); err != nil {
 			return rel, err
 		}
 	}
@@ -122,7 +150,7 @@ func (a *app) pushReleaseSBOM(ctx context.Context, path, sbomPath string, req ap
 	if w, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(w.Fd())) {
 		body = &progress{r: f, total: st.Size(), w: w, label: req.File}
 	}
-	rel, err = c.PushRelease(ctx, apiclient.Push{Release: req, SBOM: sbom, SBOMName: filepath.Base(sbomPath), File: body})
+	rel, err = c.PushRelease(ctx, apiclient.Push{Release: req, SBOM: sbom, SBOMName: filepath.Base(sbomPath), VEX: vex, VEXName: filepath.Base(vexPath), File: body})
 	if p, ok := body.(*progress); ok {
 		p.done()
 	}
@@ -175,6 +203,10 @@ func printRelease(w io.Writer, r api.Release) {
 	if r.SBOM != nil {
 		row(w, "SBOM:", fmt.Sprintf("%s (%s, %s)", r.SBOM.Path, r.SBOM.Format, report.Bytes(r.SBOM.Length)))
 		row(w, "SBOM SHA-256:", r.SBOM.SHA256)
+	}
+	if r.VEX != nil {
+		row(w, "VEX:", fmt.Sprintf("%s (%s)", r.VEX.Path, report.Bytes(r.VEX.Length)))
+		row(w, "VEX SHA-256:", r.VEX.SHA256)
 	}
 	if r.Role != "" && r.Role != signer.RoleTargets {
 		row(w, "Signed by role:", r.Role+" (delegated)")

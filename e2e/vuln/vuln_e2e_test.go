@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tufota/tufota/api"
 	"github.com/tufota/tufota/e2e"
 	"github.com/tufota/tufota/server"
 )
@@ -96,6 +97,20 @@ func TestVulnEndToEnd(t *testing.T) {
 	if out := h.MustCLI("vuln", "cohort", "terrapin", "--exposed-to", "CVE-2023-48795"); !strings.Contains(out, "Cohort terrapin: 2 device(s)") {
 		t.Errorf("vuln cohort: %s", out)
 	}
+	// The same from the cohort command: --exposed-to instead of a selector.
+	var co api.Cohort
+	if err := json.Unmarshal([]byte(h.MustCLI("cohort", "create", "terrapin-2", "--exposed-to", "CVE-2023-48795", "-o", "json")), &co); err != nil {
+		t.Fatal(err)
+	}
+	if co.Name != "terrapin-2" || co.Devices != 2 || co.Selector != "id in (pump-1,pump-2)" {
+		t.Errorf("cohort create --exposed-to: %+v, want terrapin-2 selecting pump-1 and pump-2", co)
+	}
+	if out, err := h.RunCLI("cohort", "create", "both", "--exposed-to", "CVE-2023-48795", "--selector", "site=north"); err == nil {
+		t.Errorf("cohort create with --selector and --exposed-to succeeded: %s", out)
+	}
+	if out, err := h.RunCLI("cohort", "create", "neither"); err == nil {
+		t.Errorf("cohort create without --selector or --exposed-to succeeded: %s", out)
+	}
 
 	h.MustCLI("vuln", "import", filepath.Join(td, "vex", "pumpd-1.0.0.vex.json"))
 	if err := json.Unmarshal([]byte(h.MustCLI("vuln", "report", "--id", "CVE-2023-48795", "-o", "json")), &reps); err != nil {
@@ -108,5 +123,30 @@ func TestVulnEndToEnd(t *testing.T) {
 	h.MustCLI("vuln", "import", filepath.Join(td, "osv"))
 	if len(vulnAlerts) != 0 {
 		t.Errorf("%d more %s alerts, want exactly one in all", len(vulnAlerts), server.AlertVulnDeployed)
+	}
+
+	// A release that ships its VEX (--vex): signed with it, shown, and
+	// applied without an import. pumpd 1.2.0 has 1.0.0's components; the
+	// imported VEX speaks for 1.0.0 only, the shipped one for 1.2.0.
+	fw, _ := h.WriteFirmware("pumpd-1.2.0.bin", 4<<10)
+	if _, err := h.RunCLI("release", "push", fw, "--name", "pumpd", "--version", "1.2.0", "--hardware", "pump-a",
+		"--sbom", filepath.Join(td, "pumpd-1.0.0.cdx.json"), "--vex", filepath.Join(td, "pumpd-1.0.0.cdx.json")); err == nil {
+		t.Error("release push --vex with an SBOM for a VEX succeeded")
+	}
+	h.MustCLI("release", "push", fw, "--name", "pumpd", "--version", "1.2.0", "--hardware", "pump-a",
+		"--sbom", filepath.Join(td, "pumpd-1.0.0.cdx.json"), "--vex", filepath.Join(td, "vex", "pumpd-1.0.0.vex.json"))
+	if out := h.MustCLI("release", "show", "pumpd@1.2.0"); !strings.Contains(out, "pumpd/1.2.0/vex.cdx.json") || !strings.Contains(out, "VEX SHA-256:") {
+		t.Errorf("release show of a release with VEX:\n%s", out)
+	}
+	reps = nil // a fresh decode: json.Unmarshal keeps fields an answer omits
+	if err := json.Unmarshal([]byte(h.MustCLI("vuln", "report", "--id", "CVE-2023-48795", "-o", "json")), &reps); err != nil {
+		t.Fatal(err)
+	}
+	status := map[string]string{}
+	for _, r := range reps[0].Releases {
+		status[r.Release] = r.Status
+	}
+	if len(reps) != 1 || status["pumpd@1.2.0"] != "not_affected" || status["pumpd@1.0.0"] != "not_affected" {
+		t.Errorf("report of CVE-2023-48795 after pumpd 1.2.0 shipped its VEX: %+v, want 1.2.0 (shipped) and 1.0.0 (imported) not_affected", reps)
 	}
 }
