@@ -330,7 +330,7 @@ func (s *Service) Assignment(ctx context.Context, q Query) (*Assignment, error) 
 		r := &active[i]
 		st, offered := e.statuses[r.ID]
 		// A pinned device is offered nothing outside its validated line.
-		if _, pinned := view.pins.Blocks(d.Device, r.ReleaseVersion); pinned {
+		if _, pinned := view.pins.Blocks(&d.Device, r.ReleaseVersion); pinned {
 			if offered {
 				return nil, nil // pinned after the offer: owned, but no more
 			}
@@ -430,8 +430,15 @@ func (s *Service) offer(ctx context.Context, r *Rollout, d deviceRow, now time.T
 }
 
 func (r *Rollout) assignment(now time.Time) *Assignment {
-	return &Assignment{Target: r.TargetPath, Name: r.ReleaseName, Version: r.ReleaseVersion, RolloutID: r.ID,
-		Required: r.Plan.Required(now), Deadline: timePtr(r.Plan.Deadline)}
+	a := &Assignment{Target: r.TargetPath, Name: r.ReleaseName, Version: r.ReleaseVersion, RolloutID: r.ID,
+		Required: r.Plan.Required(now)}
+	if !r.Plan.Deadline.IsZero() {
+		// Only then: timePtr would move its argument to the heap on every
+		// poll, deadline or not.
+		deadline := r.Plan.Deadline
+		a.Deadline = &deadline
+	}
+	return a
 }
 
 // eligible reports whether d belongs in r's cohort now: the selector

@@ -145,7 +145,7 @@ func (s *Service) dryRun(ctx context.Context, r *Rollout, members bool) (DryRun,
 			continue
 		}
 		dr.Matched++
-		_, isPinned := pins.Blocks(d.Device, r.ReleaseVersion)
+		_, isPinned := pins.Blocks(&d.Device, r.ReleaseVersion)
 		switch {
 		case !slices.Contains(r.Hardware, d.Hardware):
 			dr.OtherHardware.add(d.ID)

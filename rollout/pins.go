@@ -141,12 +141,12 @@ func NewPins(pins []Pin) (Pins, error) {
 // Blocks returns the pin that keeps d from version, if one does: d's own
 // pin when it has one, else the first (by cohort name) cohort pin that
 // matches d and does not allow version.
-func (ps Pins) Blocks(d Device, version string) (Pin, bool) {
+func (ps Pins) Blocks(d *Device, version string) (Pin, bool) {
 	if r, ok := ps.devices[d.ID]; ok {
 		return r.pin, !r.pattern.Allows(version)
 	}
 	for _, r := range ps.cohorts {
-		if r.sel.Match(d) && !r.pattern.Allows(version) {
+		if r.sel.Match(*d) && !r.pattern.Allows(version) {
 			return r.pin, true
 		}
 	}

@@ -100,7 +100,7 @@ func TestPinsBlocks(t *testing.T) {
 		{trial, "1.4.9", "pump-7"}, // even against a cohort pin that would allow it
 		{Device{ID: "pump-9", Attrs: map[string]string{"site": "north"}}, "2.0.0", "north"},
 	} {
-		pin, b := ps.Blocks(tc.d, tc.version)
+		pin, b := ps.Blocks(&tc.d, tc.version)
 		if b != (tc.pin != "") || (b && pin.Name != tc.pin) {
 			t.Errorf("Blocks(%s, %s) = %v %q, want %q", tc.d.ID, tc.version, b, pin.Name, tc.pin)
 		}

@@ -470,7 +470,7 @@ func (s *Service) withoutClaimed(ctx context.Context, r *Rollout, pop []string, 
 }
 
 func blocked(pins Pins, d Device, r *Rollout) bool {
-	_, b := pins.Blocks(d, r.ReleaseVersion)
+	_, b := pins.Blocks(&d, r.ReleaseVersion)
 	return b
 }
 
@@ -505,7 +505,7 @@ func (s *Service) checkCohort(ctx context.Context, r *Rollout, devices []deviceR
 			continue
 		}
 		matched++
-		pin, isPinned := pins.Blocks(d.Device, r.ReleaseVersion)
+		pin, isPinned := pins.Blocks(&d.Device, r.ReleaseVersion)
 		switch {
 		case r.eligible(d.Device) && isPinned:
 			pinned[pin.Kind+" "+pin.Name+" to "+pin.Version+" ("+pin.Reason+")"]++
